@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both create .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test lint bench clean
+
+$(VENV)/.run-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[embedded]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[dev,embedded]'
+	touch $@ $(VENV)/.run-installed
+
+# Serves config.example.yaml on an embedded in-memory S3. The signing key below is for local use
+# only; any real deployment sets GATEWAY_SECRET_KEY (shared by all its instances).
+run: $(VENV)/.run-installed
+	GATEWAY_SECRET_KEY="$${GATEWAY_SECRET_KEY:-local-development-only-secret}" \
+		$(BIN)/gateway serve --config config.example.yaml
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff format --check gateway tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

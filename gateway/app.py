@@ -1,0 +1,133 @@
+"""The application factory: collaborators, middlewares and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from . import keys
+from .auth import Authenticator
+from .config import Config
+from .errors import GatewayError, json_response, render, render_http_exception
+from .observability import (
+    OUTCOME,
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    ClientAddress,
+    Metrics,
+    log_access,
+    request_id_for,
+    route_name,
+)
+from .signing import Clock, UrlSigner
+from .sources import CLIENT_GONE, create_source, defer_continue, download_source, upload_source
+from .storage import S3Store, open_s3_client
+from .uploads import BufferBudget, Uploader
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SOURCE_PATH = "/v1/sources/{id:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}}"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: request id, one access log line and the request metrics, whatever happens."""
+    started = time.monotonic()
+    request[REQUEST_ID] = request_id_for(request)
+    status, bytes_out = 500, 0
+    try:
+        response = await handler(request)
+        status = response.status
+        prepared = response.prepared
+        bytes_out = response.body_length if prepared else response.content_length or 0
+        return response
+    except CLIENT_GONE:
+        status = 499  # nginx's "client closed request": not a server error
+        request[OUTCOME] = request.get(OUTCOME) or "client_disconnected"
+        raise
+    finally:
+        metrics = request.app[keys.METRICS]
+        route = route_name(request)
+        metrics.requests.labels(request.method, route, str(status)).inc()
+        metrics.latency.labels(request.method, route).observe(time.monotonic() - started)
+        client = request.app[keys.CLIENT_ADDRESS].of(request)
+        log_access(request, status, bytes_out, started, client)
+
+
+@web.middleware
+async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the platform's JSON error shapes; no trace ever reaches a client."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except GatewayError as exc:
+        response = render(exc)
+    except web.HTTPException as exc:
+        response = render_http_exception(exc)
+    except (asyncio.CancelledError, *CLIENT_GONE):
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID)})
+        response = json_response(500, {"error": "internal server error"})
+    if request.body_exists and not request.content.is_eof() and not response.prepared:
+        # The body was refused unread: close rather than read (or wait for) what is left.
+        response.force_close()
+    return response
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.get(REQUEST_ID) or request_id_for(request)
+    response.headers[REQUEST_ID_HEADER] = request_id
+
+
+def storage_context(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        async with (
+            aiohttp.ClientSession(connector=connector, auto_decompress=False) as http,
+            open_s3_client(config.storage) as s3,
+        ):
+            metrics = app[keys.METRICS]
+            store = S3Store(
+                s3, http, config.storage, on_error=lambda op: metrics.s3_errors.labels(op).inc()
+            )
+            app[keys.HTTP] = http
+            app[keys.S3_CLIENT] = s3
+            app[keys.STORE] = store
+            app[keys.UPLOADER] = Uploader(
+                store,
+                part_size=config.sources.part_size_bytes,
+                max_size=config.sources.max_size_bytes,
+                budget=app[keys.BUDGET],
+            )
+            yield
+
+    return context
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
+    """Build the gateway for ``config``. Reads no files and no globals; ``clock`` is for tests."""
+    app = web.Application(middlewares=[observe, render_errors])
+    app[keys.CONFIG] = config
+    app[keys.SIGNER] = UrlSigner(config.signing.secret_keys, config.sources.ttl_seconds, clock)
+    app[keys.AUTH] = Authenticator(config.auth.tokens)
+    app[keys.METRICS] = Metrics()
+    app[keys.BUDGET] = BufferBudget(config.sources.max_buffer_bytes)
+    app[keys.CLIENT_ADDRESS] = ClientAddress(config.server.trusted_proxies)
+    app.cleanup_ctx.append(storage_context(config))
+    app.on_response_prepare.append(add_request_id)
+
+    app.router.add_post("/v1/sources", create_source)
+    app.router.add_put(SOURCE_PATH, upload_source, expect_handler=defer_continue)
+    app.router.add_get(SOURCE_PATH, download_source)
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,68 @@
+"""API tokens: Bearer or HTTP Basic (empty user, token as password), compared in constant time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import TokenConfig
+from .errors import Forbidden, Unauthorized
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made an authenticated request: the configured token's name and the apps it may use."""
+
+    name: str
+    apps: tuple[str, ...]
+
+    def may_deploy(self, app: str) -> bool:
+        return "*" in self.apps or app in self.apps
+
+    def require_app(self, app: str) -> None:
+        if not self.may_deploy(app):
+            raise Forbidden(f"token {self.name!r} may not deploy app {app!r}")
+
+
+def presented_token(authorization: str | None) -> str | None:
+    """Extract the token from an ``Authorization`` header, or None if there is none usable."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        # curl -u :$TOKEN sends an empty user; any user name is accepted, the password is the token.
+        _, sep, password = decoded.partition(":")
+        return password if sep and password else None
+    return None
+
+
+class Authenticator:
+    """Maps a presented token to its ``Principal``; timing does not tell which token matched."""
+
+    def __init__(self, tokens: Sequence[TokenConfig]) -> None:
+        self._entries = [(t.digest, Principal(t.name, t.apps)) for t in tokens]
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        token = presented_token(authorization)
+        if token is None:
+            raise Unauthorized("missing API token: use 'Authorization: Bearer <token>'")
+        digest = hashlib.sha256(token.encode()).digest()
+        found: Principal | None = None
+        for expected, principal in self._entries:
+            # Every entry is compared, so the time taken does not tell which one matched.
+            if hmac.compare_digest(digest, expected):
+                found = principal
+        if found is None:
+            raise Unauthorized("invalid API token")
+        return found

@@ -1,0 +1,340 @@
+"""Configuration: one YAML file, validated into frozen dataclasses.
+
+Every key's default and meaning is documented once, in ``config.example.yaml``. ``load_config`` is
+the only entry point; it raises ``ConfigError`` naming the key path of the first problem it finds.
+``${VAR}`` and ``${VAR:-default}`` in string values are replaced from the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
+import yaml
+
+# S3 refuses parts under 5 MiB (except the last) and allows at most 10,000 of them.
+S3_MIN_PART_SIZE = 5 * 1024 * 1024
+S3_MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
+# Secrets shorter than this are too easy to guess for HMAC keys that guard every URL.
+MIN_SECRET_KEY_LENGTH = 16
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message starts with the key path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    shutdown_timeout: float = 30.0
+    trusted_proxies: tuple[str, ...] = ()
+
+    def validate(self, path: str) -> None:
+        parts = urlsplit(self.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{path}.public_url", "must be an absolute http(s) URL")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{path}.public_url", "must not have a query or fragment")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"{path}.port", "must be between 0 and 65535")
+        for i, cidr in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"{path}.trusted_proxies[{i}]", "not a CIDR") from None
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    name: str
+    token: str
+    apps: tuple[str, ...] = ("*",)
+
+    def validate(self, path: str) -> None:
+        if self.token.startswith("sha256:"):
+            if not re.fullmatch(r"[0-9a-f]{64}", self.token[7:]):
+                raise ConfigError(f"{path}.token", "sha256: must be followed by 64 hex digits")
+        elif len(self.token) < 8:
+            raise ConfigError(f"{path}.token", "must be at least 8 characters")
+
+    @property
+    def digest(self) -> bytes:
+        """The SHA-256 of the token, which is all the gateway keeps to compare against."""
+        if self.token.startswith("sha256:"):
+            return bytes.fromhex(self.token[7:])
+        return hashlib.sha256(self.token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    tokens: tuple[TokenConfig, ...] = ()
+
+    def validate(self, path: str) -> None:
+        names = [t.name for t in self.tokens]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise ConfigError(f"{path}.tokens[{i}].name", f"duplicate token name {name!r}")
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    secret_keys: tuple[str, ...]
+
+    def validate(self, path: str) -> None:
+        if not self.secret_keys:
+            raise ConfigError(f"{path}.secret_keys", "at least one key is required")
+        for i, key in enumerate(self.secret_keys):
+            if len(key) < MIN_SECRET_KEY_LENGTH:
+                raise ConfigError(
+                    f"{path}.secret_keys[{i}]",
+                    f"must be at least {MIN_SECRET_KEY_LENGTH} characters",
+                )
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    ttl_seconds: int = 600
+    max_size_bytes: int = 314572800
+    part_size_bytes: int = 8 * 1024 * 1024
+    max_buffer_bytes: int = 256 * 1024 * 1024
+    download_mode: Literal["proxy", "redirect"] = "proxy"
+    # Below S3's minimum part size only for tests against moto (it checks sizes at completion only).
+    allow_small_parts: bool = False
+
+    def validate(self, path: str) -> None:
+        if self.ttl_seconds <= 0:
+            raise ConfigError(f"{path}.ttl_seconds", "must be positive")
+        if self.max_size_bytes < 0:
+            raise ConfigError(f"{path}.max_size_bytes", "must not be negative")
+        if not self.allow_small_parts and self.part_size_bytes < S3_MIN_PART_SIZE:
+            raise ConfigError(f"{path}.part_size_bytes", "must be at least 5 MiB (S3's minimum)")
+        if self.part_size_bytes <= 0 or self.part_size_bytes > S3_MAX_PART_SIZE:
+            raise ConfigError(f"{path}.part_size_bytes", "must be between 5 MiB and 5 GiB")
+        if self.max_buffer_bytes < self.part_size_bytes:
+            raise ConfigError(f"{path}.max_buffer_bytes", "must be at least part_size_bytes")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    bucket: str = "sources"
+    prefix: str = "sources/"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    embedded: bool = False
+    ensure_lifecycle: bool = True
+    expire_after_days: int = 1
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 3
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    def validate(self, path: str) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
+            raise ConfigError(f"{path}.bucket", "not a valid S3 bucket name")
+        if self.expire_after_days < 1:
+            raise ConfigError(f"{path}.expire_after_days", "must be at least 1")
+        if self.max_attempts < 1:
+            raise ConfigError(f"{path}.max_attempts", "must be at least 1")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ConfigError(
+                f"{path}.secret_access_key", "access_key_id and secret_access_key go together"
+            )
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    type: Literal["sqs", "http"] = "sqs"
+    queue: str | None = "deployments"
+    url: str | None = None
+    secret: str | None = None
+    timeout: float = 10.0
+    retries: int = 3
+    backoff_seconds: float = 0.5
+
+    def validate(self, path: str) -> None:
+        if self.type == "http":
+            if not self.url:
+                raise ConfigError(f"{path}.url", "required when type is http")
+            if not self.secret:
+                raise ConfigError(f"{path}.secret", "required when type is http")
+        elif not self.queue:
+            raise ConfigError(f"{path}.queue", "required when type is sqs")
+        if self.retries < 0:
+            raise ConfigError(f"{path}.retries", "must not be negative")
+
+
+@dataclass(frozen=True)
+class DeploymentsConfig:
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_http_hosts: tuple[str, ...] = ()
+    fetch_url_ttl_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    allowed_origins: tuple[str, ...] = ()
+    max_age: int = 600
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    signing: SigningConfig
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    deployments: DeploymentsConfig = field(default_factory=DeploymentsConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# --- environment substitution -------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Substituted(str):
+    """A string that came (partly) from the environment: may still be read as a number."""
+
+
+def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, _join(path, str(k)), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(path, f"environment variable {name} is not set")
+
+    return _Substituted(_VAR.sub(replace, value))
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+# --- typed construction ---------------------------------------------------------------------------
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _convert(inner, value, path)
+    if origin is Literal:
+        if value not in get_args(tp):
+            allowed = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(path, f"must be one of {allowed}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(path, f"must be a list, got {_type_name(value)}")
+        inner = get_args(tp)[0]
+        return tuple(_convert(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return _build(typing.cast(type, tp), value, path)
+    if isinstance(value, _Substituted) and tp in (int, float, bool):
+        value = yaml.safe_load(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, str):
+        return str(value)
+    if type(value) is not tp:
+        raise ConfigError(path, f"must be {tp.__name__}, got {_type_name(value)}")
+    return value
+
+
+def _type_name(value: Any) -> str:
+    return {type(None): "null", dict: "mapping", list: "list"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"must be a mapping, got {_type_name(data)}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(_join(path, str(key)), "unknown key")
+    kwargs = {}
+    for name, f in fields.items():
+        key_path = _join(path, name)
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], key_path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(key_path, "required")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def config_from_dict(data: Any, env: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed YAML document into a ``Config``; ``ConfigError`` on the first fault."""
+    substituted = _substitute(data, "", os.environ if env is None else env)
+    config: Config = _build(Config, substituted, "")
+    return config
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate the YAML file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+    return config_from_dict(data, env)

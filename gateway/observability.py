@@ -1,0 +1,179 @@
+"""Logging, request ids, access log lines and Prometheus metrics.
+
+Nothing here ever logs a query string: source URLs carry their token there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+access_log = logging.getLogger("gateway.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client-supplied id is kept only if it is short and plain, so it cannot forge log content.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID = web.RequestKey("request_id", str)
+BYTES_IN = web.RequestKey("bytes_in", int)
+# How a transfer ended when the status alone does not say it (stored, client_disconnected...).
+OUTCOME = web.RequestKey("outcome", str)
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of its own (one per application)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests", "HTTP requests handled.", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer a request, body transfer included.",
+            ["method", "route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.bytes_uploaded = Counter(
+            "gateway_upload_bytes", "Bytes received in upload bodies.", registry=r
+        )
+        self.bytes_downloaded = Counter(
+            "gateway_download_bytes", "Bytes sent in download bodies.", registry=r
+        )
+        self.uploads = Counter(
+            "gateway_uploads", "Uploads by outcome (completed, aborted).", ["outcome"], registry=r
+        )
+        self.s3_errors = Counter(
+            "gateway_s3_errors", "Failed object-store calls.", ["operation"], registry=r
+        )
+        self.deployments = Counter(
+            "gateway_deployments",
+            "Deployments by outcome (forwarded, rejected, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "gateway_inflight_transfers",
+            "Uploads and downloads in progress.",
+            ["direction"],
+            registry=r,
+        )
+        self.buffer_bytes = Gauge(
+            "gateway_buffer_bytes", "Bytes of part buffers reserved by uploads.", registry=r
+        )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, and any ``extra`` fields."""
+
+    RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in self.RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, as_json: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiohttp's own access log prints the query string (the token): ours replaces it.
+    logging.getLogger("aiohttp.access").disabled = True
+    for noisy in ("botocore", "aiobotocore", "werkzeug", "moto"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def request_id_for(request: web.BaseRequest) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+
+
+class ClientAddress:
+    """The client's address: ``X-Forwarded-For`` is believed only from trusted proxies."""
+
+    def __init__(self, trusted_proxies: Sequence[str]) -> None:
+        self._trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
+
+    def of(self, request: web.BaseRequest) -> str | None:
+        remote = request.remote
+        if remote is None or not self._is_trusted(remote):
+            return remote
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+        # Walk from the nearest hop back; the first address not ours is the client.
+        for hop in reversed([h for h in hops if h]):
+            if not self._is_trusted(hop):
+                return hop
+        return remote
+
+
+def route_name(request: web.BaseRequest) -> str:
+    """The matched route's template (``/v1/sources/{id}``), never the concrete path or query."""
+    match_info = getattr(request, "match_info", None)
+    route = getattr(match_info, "route", None)
+    resource = getattr(route, "resource", None)
+    if resource is None or getattr(match_info, "http_exception", None) is not None:
+        return "unmatched"
+    canonical: str = resource.canonical
+    return canonical
+
+
+def log_access(
+    request: web.BaseRequest,
+    status: int,
+    bytes_out: int,
+    started: float,
+    client: str | None,
+) -> None:
+    duration = time.monotonic() - started
+    access_log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        status,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "route": route_name(request),
+            "status": status,
+            "bytes_in": request.get(BYTES_IN, 0),
+            "bytes_out": bytes_out,
+            "duration_ms": round(duration * 1000, 2),
+            "request_id": request.get(REQUEST_ID),
+            "remote": client,
+            "outcome": request.get(OUTCOME),
+        },
+    )

@@ -1,0 +1,328 @@
+"""Object storage: the narrow interface the gateway needs, and its S3 implementation.
+
+``S3Store`` needs these IAM permissions on the bucket (see ``deploy/iam-policy.json``):
+s3:PutObject, s3:GetObject, s3:PutObjectTagging, s3:GetObjectTagging, s3:AbortMultipartUpload,
+s3:ListBucket (HeadBucket for readiness, and HeadObject answering 404 rather than 403), and, for
+lifecycle management only, s3:GetLifecycleConfiguration and s3:PutLifecycleConfiguration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from .config import StorageConfig
+from .errors import BadGateway, GatewayError, NotFound, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+# Size of the pieces a download is read from S3 and written to the client in.
+READ_CHUNK_SIZE = 256 * 1024
+SHA256_TAG = "sha256"
+
+T = TypeVar("T")
+
+
+class ObjectNotFound(NotFound):
+    """The key does not exist (never uploaded, or removed by the lifecycle rule)."""
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The object store could not be reached or did not answer in time."""
+
+
+class StorageFailed(BadGateway):
+    """The object store answered with an error."""
+
+
+class UploadAborted(Exception):
+    """Raised inside a streamed body to make the store discard what it received."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    etag: str
+    last_modified: datetime
+    content_type: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class LifecycleRules:
+    rules: list[dict[str, Any]]
+
+
+class ObjectStore(Protocol):
+    """What the gateway asks of a store. Every method raises ``GatewayError`` subclasses only."""
+
+    async def put_stream(
+        self, key: str, body: AsyncIterable[bytes], length: int, content_type: str
+    ) -> str:
+        """Store exactly ``length`` bytes from ``body`` as one object; return its ETag.
+
+        If ``body`` raises, nothing is stored and the exception propagates unchanged."""
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
+        """Store ``data`` as one object; return its ETag."""
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload; return its upload id."""
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        """Upload part ``number`` (from 1); return its ETag."""
+
+    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
+        """Make the parts (in order) one visible object; return its ETag."""
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard an unfinished multipart upload and its parts."""
+
+    async def set_sha256(self, key: str, sha256: str) -> None:
+        """Record the object's SHA-256 (hex) with it."""
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """Describe the object, or raise ``ObjectNotFound``."""
+
+    def read(
+        self, key: str, start: int, end: int
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Open bytes ``start`` to ``end`` (inclusive) of the object as a stream of chunks."""
+
+    async def presign_get(self, key: str, expires_in: int) -> str:
+        """A URL that GETs the object without credentials for ``expires_in`` seconds."""
+
+    async def check(self) -> None:
+        """Return when the bucket answers; raise ``StorageUnavailable`` otherwise."""
+
+
+def s3_client_config(config: StorageConfig) -> AioConfig:
+    addressing = "path" if config.embedded else config.addressing_style
+    return AioConfig(
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        retries={"max_attempts": config.max_attempts, "mode": "standard"},
+        s3={"addressing_style": addressing},
+        signature_version="s3v4",
+    )
+
+
+def client_kwargs(config: StorageConfig) -> dict[str, Any]:
+    """Keyword arguments for ``AioSession.create_client`` built from the storage section."""
+    kwargs: dict[str, Any] = {"region_name": config.region, "config": s3_client_config(config)}
+    if config.endpoint_url:
+        kwargs["endpoint_url"] = config.endpoint_url
+    if config.access_key_id and config.secret_access_key:
+        kwargs["aws_access_key_id"] = config.access_key_id
+        kwargs["aws_secret_access_key"] = config.secret_access_key
+    return kwargs
+
+
+@contextlib.asynccontextmanager
+async def open_s3_client(config: StorageConfig) -> AsyncIterator[Any]:
+    async with AioSession().create_client("s3", **client_kwargs(config)) as client:
+        yield client
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+def translate(exc: Exception, operation: str) -> GatewayError:
+    """Turn a botocore or aiohttp failure into the gateway error a client should see."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, ClientError):
+        code = _error_code(exc)
+        if code in _NOT_FOUND_CODES:
+            return ObjectNotFound()
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        log.warning("storage %s failed: %s (HTTP %s)", operation, code, status)
+        if status in (500, 503) or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
+            return StorageUnavailable("storage is unavailable, try again later")
+        return StorageFailed("storage error")
+    log.warning("storage %s failed: %s", operation, type(exc).__name__)
+    return StorageUnavailable("storage is unreachable, try again later")
+
+
+_S3_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
+
+
+class S3Store:
+    """``ObjectStore`` on an S3 bucket (AWS, MinIO, Ceph, R2, moto) through one aiobotocore client.
+
+    ``http`` is the gateway's outbound session: streamed single PUTs go through it to a presigned
+    URL, because botocore only sends bodies it can seek.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        http: aiohttp.ClientSession,
+        config: StorageConfig,
+        on_error: Callable[[str], None] = lambda operation: None,
+    ) -> None:
+        self._s3 = client
+        self._http = http
+        self._bucket = config.bucket
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
+        )
+        self._on_error = on_error
+
+    async def _call(self, operation: str, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except _S3_FAILURES as exc:
+            error = translate(exc, operation)
+            if not isinstance(error, ObjectNotFound):
+                self._on_error(operation)
+            raise error from None
+
+    async def put_stream(
+        self, key: str, body: AsyncIterable[bytes], length: int, content_type: str
+    ) -> str:
+        url = await self._s3.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self._bucket, "Key": key, "ContentType": content_type},
+            ExpiresIn=3600,
+        )
+        failure: list[BaseException] = []
+
+        async def guarded() -> AsyncIterator[bytes]:
+            # aiohttp wraps whatever the body raises in ClientConnectionError; keep the original.
+            try:
+                async for chunk in body:
+                    yield chunk
+            except BaseException as exc:
+                failure.append(exc)
+                raise
+
+        headers = {"Content-Type": content_type, "Content-Length": str(length)}
+        try:
+            async with self._http.put(
+                url, data=guarded(), headers=headers, timeout=self._timeout
+            ) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    self._on_error("PutObject")
+                    log.warning("storage PutObject failed: HTTP %s %s", resp.status, text[:200])
+                    if resp.status in (500, 503):
+                        raise StorageUnavailable("storage is unavailable, try again later")
+                    raise StorageFailed("storage error")
+                return resp.headers.get("ETag", "")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if failure:
+                raise failure[0] from None
+            raise translate(exc, "PutObject") from None
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
+        resp = await self._call(
+            "PutObject",
+            self._s3.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type),
+        )
+        return str(resp["ETag"])
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        resp = await self._call(
+            "CreateMultipartUpload",
+            self._s3.create_multipart_upload(
+                Bucket=self._bucket, Key=key, ContentType=content_type
+            ),
+        )
+        return str(resp["UploadId"])
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        resp = await self._call(
+            "UploadPart",
+            self._s3.upload_part(
+                Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            ),
+        )
+        return str(resp["ETag"])
+
+    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
+        parts = [{"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)]
+        resp = await self._call(
+            "CompleteMultipartUpload",
+            self._s3.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            ),
+        )
+        return str(resp["ETag"])
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await self._call(
+            "AbortMultipartUpload",
+            self._s3.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id),
+        )
+
+    async def set_sha256(self, key: str, sha256: str) -> None:
+        await self._call(
+            "PutObjectTagging",
+            self._s3.put_object_tagging(
+                Bucket=self._bucket,
+                Key=key,
+                Tagging={"TagSet": [{"Key": SHA256_TAG, "Value": sha256}]},
+            ),
+        )
+
+    async def stat(self, key: str) -> ObjectInfo:
+        head, tags = await asyncio.gather(
+            self._call("HeadObject", self._s3.head_object(Bucket=self._bucket, Key=key)),
+            self._call(
+                "GetObjectTagging", self._s3.get_object_tagging(Bucket=self._bucket, Key=key)
+            ),
+        )
+        sha256 = next((t["Value"] for t in tags["TagSet"] if t["Key"] == SHA256_TAG), None)
+        return ObjectInfo(
+            size=int(head["ContentLength"]),
+            etag=str(head["ETag"]),
+            last_modified=head["LastModified"],
+            content_type=str(head.get("ContentType") or "application/gzip"),
+            sha256=sha256,
+        )
+
+    @contextlib.asynccontextmanager
+    async def read(self, key: str, start: int, end: int) -> AsyncIterator[AsyncIterator[bytes]]:
+        resp = await self._call(
+            "GetObject",
+            self._s3.get_object(Bucket=self._bucket, Key=key, Range=f"bytes={start}-{end}"),
+        )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while chunk := await body.read(READ_CHUNK_SIZE):
+                    yield chunk
+            except _S3_FAILURES as exc:
+                self._on_error("GetObject")
+                raise translate(exc, "GetObject") from None
+
+        async with resp["Body"] as body:
+            yield chunks()
+
+    async def presign_get(self, key: str, expires_in: int) -> str:
+        url = await self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_in
+        )
+        return str(url)
+
+    async def check(self) -> None:
+        await self._call("HeadBucket", self._s3.head_bucket(Bucket=self._bucket))
