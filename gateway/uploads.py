@@ -69,13 +69,19 @@ class BufferBudget:
         self.limit = limit
         self.in_use = 0
         self.peak = 0
+        self.waiting = 0  # reservations waiting for room right now
         self._cond = asyncio.Condition()
 
     @contextlib.asynccontextmanager
     async def reserve(self, size: int) -> AsyncIterator[None]:
         size = min(size, self.limit)
         async with self._cond:
-            await self._cond.wait_for(lambda: self.in_use + size <= self.limit)
+            if self.in_use + size > self.limit:
+                self.waiting += 1
+                try:
+                    await self._cond.wait_for(lambda: self.in_use + size <= self.limit)
+                finally:
+                    self.waiting -= 1
             self.in_use += size
             self.peak = max(self.peak, self.in_use)
         try:
