@@ -23,12 +23,17 @@ run: $(VENV)/.run-installed
 		$(BIN)/gateway serve --config config.example.yaml
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest
+
+# Runs every bench/bench_*.py (local servers only, about ten minutes on 2 cores) and rewrites
+# BENCHMARKS.md with the figures.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
