@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from gateway import keys
+from gateway.uploads import BufferBudget
 
 from .conftest import SMALL_PART, StartGateway
 
@@ -88,3 +89,32 @@ async def test_budget_smaller_than_a_part_is_refused() -> None:
         assert exc.path == "sources.max_buffer_bytes"
     else:
         raise AssertionError("a budget below one part was accepted")
+
+
+async def test_waiting_reservations_are_served_in_order_and_cancellable() -> None:
+    budget = BufferBudget(10)
+    first = await budget.acquire(8)
+    order: list[str] = []
+
+    async def wait(name: str, size: int) -> int:
+        taken = await budget.acquire(size)
+        order.append(name)
+        return taken
+
+    big = asyncio.ensure_future(wait("big", 6))
+    gone = asyncio.ensure_future(wait("gone", 1))
+    small = asyncio.ensure_future(wait("small", 1))
+    await asyncio.sleep(0)
+    # Two bytes are free, but the queue is first come, first served: nobody overtakes "big".
+    assert (budget.in_use, budget.waiting, order) == (8, 3, [])
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    assert budget.waiting == 2
+
+    budget.release(first)
+    assert await big == 6 and await small == 1
+    assert order == ["big", "small"]
+    assert (budget.in_use, budget.waiting, budget.peak) == (7, 0, 8)
+    budget.release(6)
+    budget.release(1)
+    assert budget.in_use == 0
