@@ -11,6 +11,7 @@ are its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import warnings
 from collections import defaultdict
@@ -32,6 +33,7 @@ from harness import (
     Server,
     create_bucket,
     gateway,
+    has_uvloop,
     header,
     log,
     mib,
@@ -114,96 +116,151 @@ async def create_source(http: aiohttp.ClientSession, gw: Server) -> dict[str, An
         return source
 
 
-Results = dict[tuple[str, int, str, str], list[Sample]]
+# (S3, event loop of the gateway, size, transfer, how): how is "direct" (aiobotocore), "presigned"
+# (aiohttp streaming to a presigned URL, what a user of raw presigned S3 URLs does) or "gateway".
+Key = tuple[str, str, int, str, str]
+Results = dict[Key, list[Sample]]
+DIRECT = "-"
 
 
-async def measure(kind: str, results: Results, idle: dict[str, int]) -> None:
-    with s3_server(kind) as s3_proc:
+def s3_client(endpoint: str) -> Any:
+    config = AioConfig(
+        retries={"max_attempts": 1},
+        # No CRC32 over the body: the direct figure is the best a raw client gets.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        read_timeout=300,
+    )
+    return AioSession().create_client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", config=config, **CREDENTIALS
+    )
+
+
+async def presigned_put(
+    s3: Any, http: aiohttp.ClientSession, bucket: str, key: str, size: int
+) -> None:
+    url = await s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=600
+    )
+    headers = {"Content-Length": str(size)}
+    async with http.put(url, data=body(size), headers=headers) as resp:
+        await resp.read()
+        assert resp.status == 200, resp.status
+
+
+async def direct_round(
+    kind: str, s3: Any, http: aiohttp.ClientSession, bucket: str, size: int, results: Results
+) -> None:
+    key = "direct"
+    for how, put in (
+        ("direct", direct_put(s3, bucket, key, size)),
+        ("presigned", presigned_put(s3, http, bucket, key, size)),
+    ):
+        started = time.perf_counter()
+        await put
+        results[kind, DIRECT, size, "put", how].append(Sample(time.perf_counter() - started))
+    started = time.perf_counter()
+    await direct_get(s3, bucket, key, size)
+    results[kind, DIRECT, size, "get", "direct"].append(Sample(time.perf_counter() - started))
+    await s3.delete_object(Bucket=bucket, Key=key)
+
+
+async def gateway_round(
+    kind: str,
+    loop: str,
+    gw: Server,
+    s3: Any,
+    http: aiohttp.ClientSession,
+    bucket: str,
+    size: int,
+    results: Results,
+) -> None:
+    source = await create_source(http, gw)
+    for chunked in (False, True):
+        name = "put-chunked" if chunked else "put"
+        sample = await timed_gateway(gw, gateway_put(http, source["upload_url"], size, chunked))
+        results[kind, loop, size, name, "gateway"].append(sample)
+    sample = await timed_gateway(gw, gateway_get(http, source["download_url"], size))
+    results[kind, loop, size, "get", "gateway"].append(sample)
+    await s3.delete_object(Bucket=bucket, Key=f"sources/{source['id']}")
+
+
+async def idle_rss(gw: Server, http: aiohttp.ClientSession) -> int:
+    warm = await create_source(http, gw)
+    await gateway_put(http, warm["upload_url"], 1000, chunked=False)
+    await gateway_get(http, warm["download_url"], 1000)
+    await asyncio.sleep(0.5)
+    return gw.rss()
+
+
+async def measure(
+    kind: str, loops: list[str], results: Results, idle: dict[tuple[str, str], int]
+) -> None:
+    """All transfers against one S3; a gateway per event loop in ``loops``, all up at once."""
+    with s3_server(kind) as s3_proc, contextlib.ExitStack() as stack:
         bucket = create_bucket(s3_proc.url)
-        with gateway(s3_proc.url, bucket) as gw:
-            config = AioConfig(
-                retries={"max_attempts": 1},
-                # No CRC32 over the body: the direct figure is the best a raw client gets.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                read_timeout=300,
-            )
-            async with (
-                AioSession().create_client(
-                    "s3",
-                    endpoint_url=s3_proc.url,
-                    region_name="us-east-1",
-                    config=config,
-                    **CREDENTIALS,
-                ) as s3,
-                aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False
-                ) as http,
-            ):
-                warm = await create_source(http, gw)
-                await gateway_put(http, warm["upload_url"], 1000, chunked=False)
-                await gateway_get(http, warm["download_url"], 1000)
-                await asyncio.sleep(0.5)
-                idle[kind] = gw.rss()
-                for size in SIZES:
-                    for run in range(RUNS):
-                        log(f"transfer: {kind} {mib(size)} run {run + 1}/{RUNS}")
-                        key = f"direct/{run}"
-                        started = time.perf_counter()
-                        await direct_put(s3, bucket, key, size)
-                        results[kind, size, "put", "direct"].append(
-                            Sample(time.perf_counter() - started)
-                        )
-                        started = time.perf_counter()
-                        await direct_get(s3, bucket, key, size)
-                        results[kind, size, "get", "direct"].append(
-                            Sample(time.perf_counter() - started)
-                        )
-                        await s3.delete_object(Bucket=bucket, Key=key)
-
-                        source = await create_source(http, gw)
-                        for chunked in (False, True):
-                            name = "put-chunked" if chunked else "put"
-                            results[kind, size, name, "gateway"].append(
-                                await timed_gateway(
-                                    gw, gateway_put(http, source["upload_url"], size, chunked)
-                                )
-                            )
-                        results[kind, size, "get", "gateway"].append(
-                            await timed_gateway(gw, gateway_get(http, source["download_url"], size))
-                        )
-                        await s3.delete_object(Bucket=bucket, Key=f"sources/{source['id']}")
+        gateways = {
+            loop: stack.enter_context(gateway(s3_proc.url, bucket, loop=loop)) for loop in loops
+        }
+        timeout = aiohttp.ClientTimeout(total=None)
+        async with (
+            s3_client(s3_proc.url) as s3,
+            aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as http,
+        ):
+            for loop, gw in gateways.items():
+                idle[kind, loop] = await idle_rss(gw, http)
+            for size in SIZES:
+                for run in range(RUNS):
+                    log(f"transfer: {kind} {mib(size)} run {run + 1}/{RUNS}")
+                    await direct_round(kind, s3, http, bucket, size, results)
+                    for loop, gw in gateways.items():
+                        await gateway_round(kind, loop, gw, s3, http, bucket, size, results)
 
 
 def mbps(size: int, sample: Sample) -> float:
     return size / MiB / sample.seconds
 
 
-def report(results: Results, idle: dict[str, int]) -> str:
+def ratios(size: int, mine: list[Sample], theirs: list[Sample]) -> str:
+    values = [mbps(size, m) / mbps(size, t) for m, t in zip(mine, theirs, strict=True)]
+    return spread(values, lambda v: f"{v:.2f}")
+
+
+def loop_name(loop: str) -> str:
+    return {"default": "uvloop" if has_uvloop() else "asyncio", "asyncio": "asyncio"}[loop]
+
+
+def report(results: Results, idle: dict[tuple[str, str], int]) -> str:
     lines = [
         header(
-            "1a. Upload and download through the gateway vs direct aiobotocore",
-            "Throughput in MiB/s of one transfer; `ratio` is gateway/direct per run (the "
-            "targets are >= 0.9). Uploads through the gateway are compared with one direct "
-            "`put_object` of the same bytes (what a user of a raw presigned URL gets): `put` "
-            "sends a `Content-Length` (the gateway streams it into one S3 PUT), `put-chunked` "
-            "does not (the gateway buffers 8 MiB parts into a multipart upload). Gateway CPU is "
-            "the gateway process's user+system seconds per GiB moved.",
+            "1a. Upload and download through the gateway vs direct",
+            "Throughput in MiB/s of one transfer of generated bytes. Uploads through the gateway "
+            "are compared with two direct single PUTs of the same bytes to the same S3: "
+            "aiobotocore's `put_object` (bytes in memory, no CRC32) and a presigned PUT streamed "
+            "by aiohttp (what a user of raw presigned S3 URLs does); downloads with aiobotocore's "
+            "`get_object`. Ratios are gateway/direct per run; the targets are >= 0.9. Through "
+            "the gateway, `put` sends a `Content-Length` (streamed into one S3 PUT) and "
+            "`put-chunked` does not (8 MiB parts buffered into a multipart upload). Gateway CPU "
+            "is its process's user+system seconds per GiB moved. `loop` is the gateway's event "
+            "loop: uvloop is its default when installed.",
         ),
-        "| S3 | size | transfer | direct MiB/s | gateway MiB/s | ratio | gateway CPU s/GiB |",
-        "|---|---|---|---|---|---|---|",
+        "| S3 | size | transfer | loop | direct MiB/s | presigned MiB/s | gateway MiB/s "
+        "| ratio to direct | ratio to presigned | gateway CPU s/GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (kind, size, name, via), samples in sorted(results.items()):
-        if via != "gateway":
+    for (kind, loop, size, name, how), samples in sorted(results.items()):
+        if how != "gateway":
             continue
         direct_name = "get" if name == "get" else "put"
-        direct = results[kind, size, direct_name, "direct"]
-        ratios = [mbps(size, g) / mbps(size, d) for g, d in zip(samples, direct, strict=True)]
+        direct = results[kind, DIRECT, size, direct_name, "direct"]
+        presigned = results.get((kind, DIRECT, size, direct_name, "presigned"), [])
         lines.append(
-            f"| {kind} | {mib(size)} | {name} "
+            f"| {kind} | {mib(size)} | {name} | {loop_name(loop)} "
             f"| {spread([mbps(size, d) for d in direct])} "
+            f"| {spread([mbps(size, p) for p in presigned]) if presigned else '-'} "
             f"| {spread([mbps(size, g) for g in samples])} "
-            f"| {spread(ratios, lambda v: f'{v:.2f}')} "
+            f"| {ratios(size, samples, direct)} "
+            f"| {ratios(size, samples, presigned) if presigned else '-'} "
             f"| {spread([g.cpu / (size / GiB) for g in samples], lambda v: f'{v:.2f}')} |"
         )
     lines += [
@@ -215,15 +272,15 @@ def report(results: Results, idle: dict[str, int]) -> str:
             f"upload raises RSS by at most 3 part sizes (3 x {mib(PART_SIZE)} = "
             f"{mib(3 * PART_SIZE)}).",
         ),
-        "| S3 | size | transfer | idle RSS | peak RSS | peak - idle |",
-        "|---|---|---|---|---|---|",
+        "| S3 | size | transfer | loop | idle RSS | peak RSS | peak - idle |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for (kind, size, name, via), samples in sorted(results.items()):
-        if via != "gateway":
+    for (kind, loop, size, name, how), samples in sorted(results.items()):
+        if how != "gateway":
             continue
-        base = idle[kind]
+        base = idle[kind, loop]
         lines.append(
-            f"| {kind} | {mib(size)} | {name} | {mib(base)} "
+            f"| {kind} | {mib(size)} | {name} | {loop_name(loop)} | {mib(base)} "
             f"| {spread([s.peak_rss for s in samples], mib)} "
             f"| {spread([s.peak_rss - base for s in samples], mib)} |"
         )
@@ -232,9 +289,10 @@ def report(results: Results, idle: dict[str, int]) -> str:
 
 async def main() -> None:
     results: Results = defaultdict(list)
-    idle: dict[str, int] = {}
-    for kind in ("sink", "moto"):
-        await measure(kind, results, idle)
+    idle: dict[tuple[str, str], int] = {}
+    loops = ["default", "asyncio"] if has_uvloop() else ["default"]
+    await measure("sink", loops, results, idle)
+    await measure("moto", ["default"], results, idle)
     print(report(results, idle))
 
 

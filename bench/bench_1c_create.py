@@ -133,11 +133,13 @@ def bare() -> AbstractContextManager[Server]:
 def main() -> None:
     variants: dict[str, Callable[[str, str], AbstractContextManager[Server]]] = {
         "bare aiohttp handler": lambda endpoint, bucket: bare(),
-        "gateway": lambda endpoint, bucket: gateway(endpoint, bucket),
+        "gateway (asyncio loop)": lambda endpoint, bucket: gateway(
+            endpoint, bucket, loop="asyncio"
+        ),
     }
     if has_uvloop():
-        variants["gateway on uvloop"] = lambda endpoint, bucket: gateway(
-            endpoint, bucket, uvloop=True
+        variants["gateway (uvloop, its default when installed)"] = lambda endpoint, bucket: gateway(
+            endpoint, bucket
         )
     rates: dict[str, list[float]] = {name: [] for name in variants}
     loads: dict[str, list[float]] = {name: [] for name in variants}
