@@ -220,7 +220,7 @@ class Uploader:
                     if upload_id is None and len(part) < self._part_size:
                         # The whole body fit in one part: a plain PUT, no multipart bookkeeping.
                         self._check_end(digests, length)
-                        return await self._store.put_bytes(key, part, content_type)
+                        return await self._store.put_bytes(key, bytes(part), content_type)
                     if not part:  # the body ended on a part boundary
                         break
                     if upload_id is None:
@@ -258,7 +258,7 @@ class Uploader:
         self._budget.release(size)
 
     async def _send_part(
-        self, key: str, upload_id: str, etags: list[str], number: int, part: bytes
+        self, key: str, upload_id: str, etags: list[str], number: int, part: bytearray
     ) -> None:
         etags[number - 1] = await self._store.upload_part(key, upload_id, number, part)
 
@@ -278,8 +278,9 @@ class Uploader:
 class _PartReader:
     """Cuts a body into parts of exactly ``part_size`` bytes; the last one is shorter (or empty).
 
-    Every byte goes through the digests and the size limit as it is read. A part costs one copy
-    (joining the chunks it is made of)."""
+    Every byte goes through the digests and the size limit as it is read, then is copied once,
+    into the part's own buffer: a part holds its part size and nothing more (no list of chunks
+    joined into a second copy)."""
 
     def __init__(
         self, body: AsyncIterable[bytes], digests: _Digests, part_size: int, max_size: int
@@ -288,13 +289,13 @@ class _PartReader:
         self._digests = digests
         self._part_size = part_size
         self._max_size = max_size
-        self._rest = b""  # read past the end of the previous part
+        self._rest = memoryview(b"")  # read past the end of the previous part
         self._ended = False
 
-    async def read_part(self) -> bytes:
-        pieces = [self._rest] if self._rest else []
-        size = len(self._rest)
-        while size < self._part_size and not self._ended:
+    async def read_part(self) -> bytearray:
+        part = bytearray(self._part_size)
+        filled = self._fill(part, 0, self._rest)
+        while filled < self._part_size and not self._ended:
             try:
                 chunk = await anext(self._chunks)
             except StopAsyncIteration:
@@ -305,12 +306,14 @@ class _PartReader:
             self._digests.update(chunk)
             if self._digests.size > self._max_size:
                 raise PayloadTooLarge(f"upload is larger than {self._max_size} bytes")
-            pieces.append(chunk)
-            size += len(chunk)
-        self._rest = b""
-        if size > self._part_size:  # what overflows is all in the last piece
-            last = pieces.pop()
-            keep = len(last) - (size - self._part_size)
-            pieces.append(last[:keep])
-            self._rest = last[keep:]
-        return b"".join(pieces)
+            filled = self._fill(part, filled, memoryview(chunk))
+        if filled < self._part_size:
+            del part[filled:]
+        return part
+
+    def _fill(self, part: bytearray, filled: int, data: memoryview) -> int:
+        """Copy what fits of ``data`` into ``part`` from ``filled`` on; keep the rest for later."""
+        taken = min(len(data), self._part_size - filled)
+        part[filled : filled + taken] = data[:taken]
+        self._rest = data[taken:]
+        return filled + taken
