@@ -8,6 +8,7 @@ exits non-zero after writing the rest.
 
     python bench/run.py            # everything, as `make bench` does
     python bench/run.py transfer   # only scripts whose name has "transfer", to stdout
+    python bench/run.py --notes    # put the current bench/notes.md into BENCHMARKS.md, no runs
 """
 
 from __future__ import annotations
@@ -61,7 +62,19 @@ def run(script: Path) -> tuple[str, bool, float]:
     return result.stdout.strip() + "\n", True, seconds
 
 
+def replace_notes() -> int:
+    """Swap the notes part of an existing BENCHMARKS.md for bench/notes.md; figures stay."""
+    text = OUTPUT.read_text("utf-8")
+    head_end = text.index("\n", text.index("Do not edit by hand")) + 1
+    figures = text.index("\n## Figures\n")
+    notes = (BENCH / "notes.md").read_text(encoding="utf-8").strip()
+    OUTPUT.write_text(text[:head_end] + "\n" + notes + "\n" + text[figures:], "utf-8")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--notes"]:
+        return replace_notes()
     scripts = sorted(BENCH.glob("bench_*.py"))
     if argv:
         scripts = [s for s in scripts if any(word in s.name for word in argv)]
