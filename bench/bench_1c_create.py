@@ -133,13 +133,11 @@ def bare() -> AbstractContextManager[Server]:
 def main() -> None:
     variants: dict[str, Callable[[str, str], AbstractContextManager[Server]]] = {
         "bare aiohttp handler": lambda endpoint, bucket: bare(),
-        "gateway (asyncio loop)": lambda endpoint, bucket: gateway(
-            endpoint, bucket, loop="asyncio"
-        ),
+        "gateway": lambda endpoint, bucket: gateway(endpoint, bucket),
     }
     if has_uvloop():
-        variants["gateway (uvloop, its default when installed)"] = lambda endpoint, bucket: gateway(
-            endpoint, bucket
+        variants["gateway on uvloop"] = lambda endpoint, bucket: gateway(
+            endpoint, bucket, loop="uvloop"
         )
     rates: dict[str, list[float]] = {name: [] for name in variants}
     loads: dict[str, list[float]] = {name: [] for name in variants}

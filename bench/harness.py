@@ -178,22 +178,23 @@ def gateway_config(endpoint: str, bucket: str, port: int, **sources: Any) -> dic
 
 @contextlib.contextmanager
 def gateway(
-    endpoint: str, bucket: str, *, loop: str = "default", **sources: Any
+    endpoint: str, bucket: str, *, loop: str = "asyncio", **sources: Any
 ) -> Iterator[Server]:
     """``gateway serve --config FILE`` in a process of its own.
 
-    ``loop="asyncio"`` hides uvloop from it, so it runs on asyncio's loop even where uvloop is
-    installed (the default then is uvloop)."""
+    ``loop="uvloop"`` runs the same command on uvloop's event loop instead of asyncio's."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gateway.yaml"
         path.write_text(yaml.safe_dump(gateway_config(endpoint, bucket, port, **sources)))
-        if loop == "asyncio":
+        if loop == "uvloop":
             code = (
-                "import sys; sys.modules['uvloop'] = None;"
+                "import asyncio, sys, uvloop;"
+                "asyncio.set_event_loop_policy(uvloop.EventLoopPolicy());"
                 "from gateway.__main__ import main; sys.exit(main())"
             )
-            argv = [PY, "-c", code, "serve", "--config", str(path)]
+            argv = [PY, "-W", "ignore::DeprecationWarning", "-c", code]
+            argv += ["serve", "--config", str(path)]
         else:
             argv = [PY, "-m", "gateway", "serve", "--config", str(path)]
         with process("gateway", argv, port) as server:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -48,7 +47,6 @@ def serve(config: Config) -> None:
     )
     web.run_app(
         create_app(config),
-        loop=_new_event_loop(),
         host=config.server.host,
         port=config.server.port,
         shutdown_timeout=config.server.shutdown_timeout,
@@ -56,18 +54,6 @@ def serve(config: Config) -> None:
         print=None,
         handle_signals=True,
     )
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop when it is installed (``pip install uvloop``), else asyncio's.
-
-    bench/ measured it: fewer CPU seconds per request and per GiB moved (BENCHMARKS.md)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
