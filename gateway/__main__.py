@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, check-config."""
+"""The ``gateway`` command: serve, check-config; deploy and sources (the client, in ``cli``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from .app import create_app
+from .cli import add_client_commands
 from .config import Config, ConfigError, load_config
 from .observability import configure_logging
 
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
+
+    add_client_commands(sub)
     return parser
 
 
