@@ -103,7 +103,7 @@ def describe_error(status: int, body: Any, *, what: str) -> str:
     if status == 403 and code == "token_invalid":
         return (
             f"the {what} is not valid (403 token_invalid): its token is damaged or is not for this"
-            " operation; copy the whole URL, ?token= included"
+            " operation; copy the whole URL, its token included"
         )
     if status == 403:
         return f"forbidden (403{detail})"
