@@ -1,12 +1,13 @@
 """The CLI's memory while it uploads and downloads large archives: it must stream from disk.
 
-Run as ``python bench/bench_client_memory.py`` (from the repository, with its .venv active or
-its python). Starts a gateway (``gateway serve``, embedded in-memory S3 on loopback) as a
-subprocess, then runs ``gateway sources upload`` and ``gateway sources download`` as subprocesses
-on files of 4 KiB, 64 MiB and 256 MiB, and reads each client's peak resident set size from the
-kernel (``wait4``'s ``ru_maxrss``). Prints one Markdown section on stdout; exits 1 if a large
-transfer's peak exceeds the small one's by more than ``BOUND`` (a few part sizes). Loopback only,
-bounded in time (each step has a timeout; the whole run takes well under a minute).
+Run as ``python bench/bench_client_memory.py`` with the python of the project's .venv (it needs
+the ``gateway`` package and moto). Starts a gateway (``gateway serve``, embedded in-memory S3 on
+loopback) as a subprocess, then runs ``gateway sources upload`` and ``gateway sources download``
+as subprocesses on files of 4 KiB, 64 MiB and 256 MiB, and takes each client's peak resident set
+size from the kernel (``VmHWM``, read by the process itself as it exits). Prints one Markdown
+section on stdout; exits 1 if a large transfer's peak exceeds the small one's by more than
+``BOUND`` (a few part sizes). Loopback only, bounded in time (each step has a timeout; the whole
+run takes well under a minute).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -31,10 +31,6 @@ PART_SIZE = 8 * MIB
 BOUND = 4 * PART_SIZE
 TOKEN = "bench-token-0123456789"
 STEP_TIMEOUT = 300
-# The gateway script beside this python (the project's .venv), else the one on PATH.
-BIN = Path(sys.executable).parent
-if not (BIN / "gateway").exists() and shutil.which("gateway"):
-    BIN = Path(str(shutil.which("gateway"))).parent
 
 
 def free_port() -> int:
@@ -81,26 +77,38 @@ def make_file(path: Path, size: int) -> None:
             left -= len(chunk)
 
 
-def measure(argv: list[str], env: dict[str, str]) -> tuple[int, float, str]:
-    """Run ``argv``; its own peak RSS in bytes (``wait4``), its wall time, its stdout."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
-        # wait4, not Popen.wait: it returns this child's own rusage, peak RSS included.
-        killer = threading.Timer(STEP_TIMEOUT, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        elapsed = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(argv[1:3])} failed: {err.read().decode().strip()}")
-        # ru_maxrss is in KiB on Linux.
-        return usage.ru_maxrss * 1024, elapsed, out.read().decode()
+# Runs the gateway command, then reports the peak RSS the kernel counted for it: VmHWM, which
+# exec resets (ru_maxrss would also hold the forking parent's own peak).
+PEAK_RSS_WRAPPER = """
+import sys
+from gateway.__main__ import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as status:
+    hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+print("peak-rss-kib", hwm, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def measure(args: list[str], env: dict[str, str]) -> tuple[int, float, str]:
+    """Run ``gateway ARGS``; its peak RSS in bytes, its wall time, its stdout."""
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS_WRAPPER, *args],
+            env=env,
+            capture_output=True,
+            timeout=STEP_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"timed out: gateway {' '.join(args[:2])}") from None
+    elapsed = time.monotonic() - started
+    err = proc.stderr.decode().strip()
+    if proc.returncode != 0:
+        raise SystemExit(f"gateway {' '.join(args[:2])} failed: {err}")
+    label, kib = err.splitlines()[-1].split()
+    assert label == "peak-rss-kib", err
+    return int(kib) * 1024, elapsed, proc.stdout.decode()
 
 
 def machine() -> str:
@@ -123,7 +131,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "GATEWAY_API_URL": url, "GATEWAY_TOKEN": TOKEN}
     server = subprocess.Popen(
-        [str(BIN / "gateway"), "serve", "--config", str(write_config(workdir, port))],
+        [sys.executable, "-m", "gateway", "serve", "--config", str(write_config(workdir, port))],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -136,23 +144,15 @@ def main() -> int:
         for size in SIZES:
             path = workdir / "archive.bin"
             make_file(path, size)
-            _, _, created = measure([str(BIN / "gateway"), "sources", "create"], env)
+            _, _, created = measure(["sources", "create"], env)
             source = json.loads(created)
             up_peak, up_time, _ = measure(
-                [str(BIN / "gateway"), "sources", "upload", "-q", source["upload_url"], str(path)],
+                ["sources", "upload", "-q", source["upload_url"], str(path)],
                 env,
             )
             out = workdir / "download.bin"
             down_peak, down_time, _ = measure(
-                [
-                    str(BIN / "gateway"),
-                    "sources",
-                    "download",
-                    "-q",
-                    "-o",
-                    str(out),
-                    source["download_url"],
-                ],
+                ["sources", "download", "-q", "-o", str(out), source["download_url"]],
                 env,
             )
             out.unlink()
@@ -183,9 +183,9 @@ def main() -> int:
     print(f"Machine: {machine()}\n")
     print(
         "Each row is one `gateway` client process against a local gateway (embedded in-memory S3,"
-        " loopback); its peak resident set size is the kernel's (`ru_maxrss`). The growth is"
-        f" against the 4 KiB run; the bound is {BOUND // MIB} MiB (four 8 MiB parts). The rate"
-        " includes the process's start (about 0.5 s of Python imports).\n"
+        " loopback); its peak resident set size is the kernel's (`VmHWM`, read as the process"
+        f" exits). The growth is against the 4 KiB run; the bound is {BOUND // MIB} MiB (four"
+        " 8 MiB parts). The rate includes the process's start (about 0.5 s of Python imports).\n"
     )
     print("| file | direction | peak RSS | growth | wall time | rate |")
     print("|---|---|---|---|---|---|")

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import tarfile
 import uuid
@@ -546,6 +547,52 @@ async def test_download_without_checksum_warns(
     assert result.code == 0
     assert "NOT verified: the server sent no X-Checksum-Sha256 header" in result.err
     assert out.read_bytes() == b"data"
+
+
+# Runs the gateway command and reports its peak RSS as the kernel counts it for this program
+# (VmHWM: reset by exec, unlike ru_maxrss, which keeps the forking pytest's own peak).
+PEAK_RSS_WRAPPER = """
+import sys
+from gateway.__main__ import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as status:
+    hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+print("peak-rss-kib", hwm, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def peak_rss_of(argv: list[str]) -> int:
+    """Run ``gateway ARGV`` in a fresh python to its end; its peak resident set size in bytes."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, *argv], capture_output=True, timeout=120
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    label, kib = err.splitlines()[-1].split()
+    assert label == "peak-rss-kib"
+    return int(kib) * 1024
+
+
+async def test_upload_streams_from_disk(
+    start_gateway: StartGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's peak memory does not grow with the file (bench/ measures it at 256 MiB)."""
+    gateway = await start_gateway({"sources": {"max_size_bytes": 64 * 1024 * 1024}})
+    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    peaks = []
+    for size in (4096, 48 * 1024 * 1024):
+        archive = tmp_path / f"{size}.bin"
+        with archive.open("wb") as f:
+            f.truncate(size)  # sparse: the disk is not the point, the client's memory is
+        async with aiohttp.ClientSession() as http:
+            source = await gateway.create_source(http)
+        argv = ["sources", "upload", "-q", source["upload_url"], str(archive)]
+        peaks.append(await asyncio.to_thread(peak_rss_of, argv))
+    small, large = peaks
+    # Reading the file whole would add 48 MiB; streaming adds a few socket buffers.
+    assert large - small < 16 * 1024 * 1024, (small, large)
 
 
 # --- the wire, seen from a recording server ----------------------------------------------------
