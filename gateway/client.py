@@ -93,8 +93,6 @@ def describe_error(status: int, body: Any, *, what: str) -> str:
             message = body["error"]
         if isinstance(body.get("code"), str):
             code = body["code"]
-    elif isinstance(body, str):
-        message = body
     detail = f": {_one_line(message)}" if message else ""
     if status == 401:
         return f"the API token was refused (401{detail}); check --token or GATEWAY_TOKEN"
@@ -111,7 +109,12 @@ def describe_error(status: int, body: Any, *, what: str) -> str:
         resource = body.get("resource") if isinstance(body, dict) else None
         if resource == "source":
             return "not found (404): nothing has been uploaded to this source yet"
-        return f"not found (404{': ' + str(resource) if resource else ''})"
+        if resource == "route":
+            return (
+                "no such endpoint (404): check --api-url or GATEWAY_API_URL (the gateway's base"
+                " URL, without /v1)"
+            )
+        return f"{resource} not found (404)" if resource else f"not found (404{detail})"
     if status == 413:
         return f"the archive is too large (413{detail})"
     if status == 422:
@@ -134,7 +137,7 @@ async def _error_from(resp: aiohttp.ClientResponse, action: str, *, what: str) -
     try:
         body = json.loads(raw)
     except ValueError:
-        body = raw.decode("utf-8", "replace") if resp.status >= 500 else None
+        body = None  # a proxy's HTML page, say: the status alone says more in one line
     request_id = resp.headers.get("X-Request-ID")
     suffix = f" [request id {request_id}]" if request_id else ""
     return CliError(f"{action} failed: {describe_error(resp.status, body, what=what)}{suffix}")
@@ -194,8 +197,9 @@ class Reporter:
 
     @property
     def progress_enabled(self) -> bool:
-        """Bars only for a person watching: not with --quiet, not when stderr is not a terminal."""
-        return not self.quiet and self.stream.isatty()
+        """Bars only for a person watching: not with --quiet, and only when both stdout and
+        stderr are terminals (the issue's rule: output captured or piped means a script)."""
+        return not self.quiet and sys.stdout.isatty() and self.stream.isatty()
 
     def info(self, message: str) -> None:
         if not self.quiet:

@@ -361,6 +361,15 @@ async def test_network_down(run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) ->
     )
 
 
+async def test_wrong_api_url(gateway: Gateway, run_cli: RunCli) -> None:
+    result = await run_cli("sources", "create", "--api-url", f"{gateway.url}/v1", "--token", TOKEN)
+    assert result.code == 1
+    assert result.err.startswith(
+        "gateway: error: creating a source failed: no such endpoint (404): check --api-url or"
+        " GATEWAY_API_URL (the gateway's base URL, without /v1) [request id "
+    )
+
+
 async def test_verbose_shows_requests_not_tokens(
     gateway: Gateway, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -691,6 +700,7 @@ async def test_progress_bar_on_a_terminal(
     url, _, _ = recorder
     (tmp_path / "a.tar.gz").write_bytes(os.urandom(2 * 1024 * 1024))
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     argv = ["sources", "upload", f"{url}/upload", str(tmp_path / "a.tar.gz")]
     result = await run_cli(*argv, *(["--quiet"] if quiet else []))
     assert result.code == 0, result.err
@@ -703,11 +713,18 @@ async def test_progress_bar_on_a_terminal(
         )
 
 
+@pytest.mark.parametrize("terminal", ["none", "stdout", "stderr"])
 async def test_no_progress_bar_when_not_a_terminal(
-    recorder: tuple[str, list[web.Request], list[bytes]], run_cli: RunCli, tmp_path: Path
+    recorder: tuple[str, list[web.Request], list[bytes]],
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    terminal: str,
 ) -> None:
     url, _, _ = recorder
     (tmp_path / "a.tar.gz").write_bytes(os.urandom(100_000))
+    if terminal != "none":
+        monkeypatch.setattr(getattr(sys, terminal), "isatty", lambda: True)
     result = await run_cli("sources", "upload", f"{url}/upload", str(tmp_path / "a.tar.gz"))
     assert result.code == 0
     assert "upload:" not in result.err
