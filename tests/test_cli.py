@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -633,7 +634,17 @@ async def recorder(aiohttp_server: Any) -> tuple[str, list[web.Request], list[by
         await request.read()
         return web.json_response({"id": "x", "size": 1, "sha256": "0" * 64})
 
+    async def stalled_get(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 1_000_000
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        seen.append(request)
+        await asyncio.sleep(60)  # the client is interrupted long before
+        return response
+
     app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_get("/stalled", stalled_get)
     app.router.add_put("/upload", put)
     app.router.add_put("/lying", lying_put)
     app.router.add_get("/broken", broken_get)
@@ -684,6 +695,45 @@ async def test_download_cut_short(
         "gateway: error: downloading failed: the connection broke before the end of the data\n"
     )
     assert names_in(tmp_path) == []
+
+
+async def test_interrupted_download_leaves_nothing(
+    recorder: tuple[str, list[web.Request], list[bytes]], tmp_path: Path
+) -> None:
+    url, seen, _ = recorder
+    script = Path(sys.executable).parent / "gateway"
+    out = tmp_path / "out.tar.gz"
+    proc = await asyncio.create_subprocess_exec(
+        str(script),
+        "sources",
+        "download",
+        f"{url}/stalled",
+        "-o",
+        str(out),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # Wait until the server has sent the first bytes, give the client a moment to take them,
+    # then press Ctrl-C in the middle of the body.
+    for _ in range(200):
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    assert [name.endswith(".part") for name in await asyncio.to_thread(names_in, tmp_path)] == [
+        True
+    ]
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130
+    assert err.decode() == "gateway: interrupted\n"
+    assert await asyncio.to_thread(names_in, tmp_path) == []
+
+
+async def test_download_into_a_directory(env: Gateway, run_cli: RunCli, tmp_path: Path) -> None:
+    source = await uploaded_source(run_cli, tmp_path, b"bytes")
+    result = await run_cli("sources", "download", "-q", source["download_url"], "-o", str(tmp_path))
+    assert result.code == 0, result.err
+    assert (tmp_path / f"{source['id']}.tar.gz").read_bytes() == b"bytes"
 
 
 # --- progress ----------------------------------------------------------------------------------
