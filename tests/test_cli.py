@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -21,13 +22,14 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import boto3
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
@@ -318,6 +320,88 @@ async def test_deploy_empty_directory(api: FakeApi, run_cli: RunCli, tmp_path: P
     result = await run_cli("deploy", "--app", "my-app", str(tmp_path))
     assert result.code == 2
     assert "nothing to deploy" in result.err
+
+
+# --- gateway deploy against the real endpoint (runs once issue 4's endpoint is merged) ---------
+
+REAL_ENDPOINT = importlib.util.find_spec("gateway.deployments") is not None
+needs_endpoint = pytest.mark.skipif(
+    not REAL_ENDPOINT, reason="POST /v1/apps/{app}/deployments is not on this branch yet"
+)
+
+
+@pytest.fixture
+async def real(
+    start_gateway: StartGateway, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Gateway, Any, str]]:
+    """A gateway with the real deployments endpoint forwarding to a fresh SQS queue on moto."""
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    name = f"deploy-{uuid.uuid4().hex[:12]}"
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    forward = {"type": "sqs", "queue": name, "endpoint_url": moto_endpoint, "retries": 0}
+    gateway = await start_gateway({"deployments": {"forward": forward}})
+    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    try:
+        yield gateway, sqs, queue_url
+    finally:
+        sqs.delete_queue(QueueUrl=queue_url)
+
+
+@needs_endpoint
+async def test_deploy_directory_real_endpoint(
+    real: tuple[Gateway, Any, str], run_cli: RunCli, tmp_path: Path
+) -> None:
+    _, sqs, queue_url = real
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Procfile").write_text("web: ./run\n")
+    result = await run_cli(
+        "deploy", "--app", "my-app", "--git-ref", "v0.0.2", str(tmp_path / "app")
+    )
+    assert result.code == 0, result.err
+    deployment = result.json()
+    assert deployment["app_id"] == "my-app"
+    assert deployment["status"] == "queued"
+    assert deployment["git_ref"] == "v0.0.2"
+    uploaded = re.search(r"sha256 ([0-9a-f]{64})", result.err)
+    assert uploaded is not None
+    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0).get("Messages", [])
+    (job,) = [json.loads(m["Body"]) for m in messages]
+    assert job["app"] == "my-app"
+    assert job["sha256"] == uploaded.group(1)
+    assert (await fetch(job["download_url"]))[0] == 200
+
+
+@needs_endpoint
+@pytest.mark.parametrize(
+    ("argv", "token", "message"),
+    [
+        (["--app", "my-app", "--git-ref=-rf"], TOKEN, "validation failed (422): git_ref: "),
+        (["--app", "Bad_App"], TOKEN, "validation failed (422): app: "),
+        (["--app", "other-app"], LIMITED_TOKEN, "deploying other-app failed: forbidden (403"),
+    ],
+)
+async def test_deploy_refused_real_endpoint(
+    real: tuple[Gateway, Any, str],
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    token: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv("GATEWAY_TOKEN", token)
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    result = await run_cli("deploy", "-q", *argv, str(archive))
+    assert result.code == 1
+    assert len(result.err.splitlines()) == 1
+    assert message in result.err
 
 
 # --- settings --------------------------------------------------------------------------------
