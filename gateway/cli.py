@@ -74,6 +74,12 @@ def _run(args: argparse.Namespace, command: Callable[[], Coroutine[Any, Any, Non
     except CliError as exc:
         print(f"gateway: error: {redact(exc.message, secrets)}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except OSError as exc:
+        # A local failure nobody turned into a CliError (disk full while packing, say).
+        where = f" ({exc.filename})" if exc.filename else ""
+        message = redact(f"{exc.strerror or exc}{where}", secrets)
+        print(f"gateway: error: {message}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         print("gateway: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED

@@ -56,7 +56,9 @@ def load_ignore(root: Path) -> tuple[pathspec.GitIgnoreSpec, str | None]:
     """The exclude patterns of ``root`` and the name of the file they came from (None: none)."""
     for name in IGNORE_FILES:
         path = root / name
-        if path.is_file() and not path.is_symlink():
+        if path.is_symlink() and not symlink_stays_inside(path, root):
+            continue  # read nothing from outside the directory, not even patterns
+        if path.is_file():
             with path.open(encoding="utf-8", errors="replace") as lines:
                 return pathspec.GitIgnoreSpec.from_lines(lines), name
     return pathspec.GitIgnoreSpec.from_lines([]), None
@@ -97,7 +99,10 @@ def _walk(root: Path, spec: pathspec.GitIgnoreSpec) -> Iterator[tuple[Path, str,
             name = f"{prefix}{entry.name}"
             if not prefix and entry.name in ALWAYS_EXCLUDED:
                 continue
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since the directory was listed: nothing to pack
             is_dir = stat.S_ISDIR(st.st_mode)
             if spec.match_file(f"{name}/" if is_dir else name):
                 continue

@@ -813,6 +813,18 @@ async def test_interrupted_download_leaves_nothing(
     assert await asyncio.to_thread(names_in, tmp_path) == []
 
 
+async def test_download_into_a_missing_directory(
+    env: Gateway, run_cli: RunCli, tmp_path: Path
+) -> None:
+    source = await uploaded_source(run_cli, tmp_path, b"bytes")
+    out = tmp_path / "missing" / "out.tar.gz"
+    result = await run_cli("sources", "download", source["download_url"], "-o", str(out))
+    assert (result.code, result.err) == (
+        2,
+        f"gateway: error: cannot write to {out.parent}: No such file or directory\n",
+    )
+
+
 async def test_download_into_a_directory(env: Gateway, run_cli: RunCli, tmp_path: Path) -> None:
     source = await uploaded_source(run_cli, tmp_path, b"bytes")
     result = await run_cli("sources", "download", "-q", source["download_url"], "-o", str(tmp_path))

@@ -95,6 +95,20 @@ def test_gatewayignore_wins_over_gitignore(tmp_path: Path) -> None:
     assert not any(n.startswith("node_modules") for n in names)
 
 
+def test_ignore_file_linked_from_outside_is_not_read(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    write(root, "app.py")
+    write(root, "notes.txt")
+    write(tmp_path, "outside-ignore", "notes.txt\n")
+    (root / ".gatewayignore").symlink_to("../outside-ignore")
+    out = io.BytesIO()
+    result = pack_directory(root, out)
+    assert result.ignore_file is None
+    out.seek(0)
+    with tarfile.open(fileobj=out, mode="r:gz") as tar:
+        assert "notes.txt" in tar.getnames()
+
+
 def test_excluded_directory_cannot_be_reincluded(tmp_path: Path) -> None:
     # As in git: a file inside an excluded directory stays out whatever a later pattern says.
     write(tmp_path, ".gitignore", "cache/\n!cache/keep.txt\n")
