@@ -48,6 +48,9 @@ MAX_MESSAGE = 300
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
 USER_AGENT = f"sources-gateway-cli/0.1 aiohttp/{aiohttp.__version__}"
 GZIP_MAGIC = b"\x1f\x8b"
+# How long an upload waits for 100 Continue before sending its body anyway: curl waits 1 s; a
+# gateway answers at once, so this only matters behind a proxy that swallows the interim answer.
+EXPECT_WAIT = 5.0
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -249,12 +252,14 @@ class DownloadResult:
 
 
 async def _file_chunks(
-    source: BinaryIO, size: int, digest: Any, bar: tqdm[Any]
+    source: BinaryIO, size: int, digest: Any, bar: tqdm[Any], started: asyncio.Event
 ) -> AsyncIterator[bytes]:
     """Exactly ``size`` bytes of ``source`` from where it stands, read off the event loop.
 
-    A file that shrinks meanwhile raises ``CliError``; one that grows is sent as it was when the
-    upload started (the Content-Length is already on the wire)."""
+    ``started`` is set when the body is first asked for (after 100 Continue). A file that shrinks
+    meanwhile raises ``CliError``; one that grows is sent as it was when the upload started (the
+    Content-Length is already on the wire)."""
+    started.set()
     left = size
     while left:
         chunk = await asyncio.to_thread(source.read, min(CHUNK_SIZE, left))
@@ -266,6 +271,10 @@ async def _file_chunks(
         yield chunk
 
 
+class _NoContinue(Exception):
+    """Neither 100 Continue nor an answer came within ``EXPECT_WAIT``."""
+
+
 async def upload(
     session: aiohttp.ClientSession,
     url: str,
@@ -275,31 +284,69 @@ async def upload(
     *,
     label: str = "archive",
 ) -> UploadResult:
-    """PUT ``size`` bytes of ``source`` to the pre-authenticated ``url``, streaming.
+    """PUT ``size`` bytes of ``source`` (from where it stands) to the pre-authenticated ``url``.
 
-    Checks that the sha256 the gateway computed is the one of the bytes sent."""
+    Streams with ``Expect: 100-continue``; if the server (or a proxy before it) neither answers
+    nor says 100 Continue within ``EXPECT_WAIT``, sends the body without waiting, as curl does
+    (aiohttp alone would wait forever). Checks that the sha256 the gateway computed is the one of
+    the bytes sent."""
     action = f"uploading {label}"
+    offset = await asyncio.to_thread(source.tell)
+    try:
+        return await _put(session, url, source, size, reporter, action, expect=True)
+    except _NoContinue:
+        reporter.debug(f"no 100 Continue after {EXPECT_WAIT:g} s: sending the body anyway")
+        await asyncio.to_thread(source.seek, offset)
+        return await _put(session, url, source, size, reporter, action, expect=False)
+
+
+async def _put(
+    session: aiohttp.ClientSession,
+    url: str,
+    source: BinaryIO,
+    size: int,
+    reporter: Reporter,
+    action: str,
+    *,
+    expect: bool,
+) -> UploadResult:
     digest = hashlib.sha256()
-    headers = {
-        "Content-Length": str(size),
-        "Content-Type": "application/gzip",
-    }
+    started = asyncio.Event()
+    headers = {"Content-Length": str(size), "Content-Type": "application/gzip"}
     reporter.debug(f"PUT {safe_url(url)} ({size} bytes)")
-    with reporter.bar(size, "upload") as bar, network_errors(action, url):
+
+    async def send() -> dict[str, Any]:
         async with session.put(
             url,
-            data=_file_chunks(source, size, digest, bar),
+            data=_file_chunks(source, size, digest, bar, started),
             headers=headers,
             # The gateway answers 100 Continue only once the URL and the size are accepted, so a
             # refused upload costs one round trip, not the whole file.
-            expect100=True,
+            expect100=expect,
             # A streamed body cannot be sent twice: a redirect is reported, not followed.
             allow_redirects=False,
         ) as resp:
             reporter.debug(f"PUT {safe_url(url)} -> {resp.status}")
             if resp.status != 200:
                 raise await _error_from(resp, action, what="upload URL")
-            body = await _json_object(resp, action)
+            return await _json_object(resp, action)
+
+    with reporter.bar(size, "upload") as bar, network_errors(action, url):
+        request = asyncio.ensure_future(send())
+        if expect:
+            waiter = asyncio.ensure_future(started.wait())
+            try:
+                await asyncio.wait(
+                    {request, waiter}, timeout=EXPECT_WAIT, return_when="FIRST_COMPLETED"
+                )
+            finally:
+                waiter.cancel()
+            if not request.done() and not started.is_set():
+                request.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+                raise _NoContinue
+        body = await request
     try:
         result = UploadResult(str(body["id"]), int(body["size"]), str(body["sha256"]))
     except (KeyError, TypeError, ValueError):

@@ -34,6 +34,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
+import gateway.client
 from gateway.__main__ import main
 
 from .conftest import LIMITED_TOKEN, TOKEN, Gateway, StartGateway
@@ -647,6 +648,7 @@ async def test_download_without_checksum_warns(
 # (VmHWM: reset by exec, unlike ru_maxrss, which keeps the forking pytest's own peak).
 PEAK_RSS_WRAPPER = """
 import sys
+import gateway.client
 from gateway.__main__ import main
 code = main(sys.argv[1:])
 with open("/proc/self/status") as status:
@@ -727,9 +729,13 @@ async def recorder(aiohttp_server: Any) -> tuple[str, list[web.Request], list[by
         await asyncio.sleep(60)  # the client is interrupted long before
         return response
 
+    async def no_continue(request: web.Request) -> None:
+        """Like a proxy that swallows the interim answer: never says 100 Continue."""
+
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_get("/stalled", stalled_get)
     app.router.add_put("/upload", put)
+    app.router.add_put("/no-continue", put, expect_handler=no_continue)
     app.router.add_put("/lying", lying_put)
     app.router.add_get("/broken", broken_get)
     server = await aiohttp_server(app)
@@ -755,6 +761,23 @@ async def test_upload_request_shape(
     assert request.headers["Content-Type"] == "application/gzip"
     # The API token is for the API only: a source URL carries its own.
     assert "Authorization" not in request.headers
+    assert bodies == [data]
+
+
+async def test_upload_without_100_continue(
+    recorder: tuple[str, list[web.Request], list[bytes]],
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gateway.client, "EXPECT_WAIT", 0.3)
+    url, _, bodies = recorder
+    data = os.urandom(500_000)
+    (tmp_path / "a.tar.gz").write_bytes(data)
+    argv = ["sources", "upload", "-v", f"{url}/no-continue", str(tmp_path / "a.tar.gz")]
+    result = await asyncio.wait_for(run_cli(*argv), 30)
+    assert result.code == 0, result.err
+    assert "no 100 Continue after 0.3 s: sending the body anyway" in result.err
     assert bodies == [data]
 
 
