@@ -248,7 +248,9 @@ def add_client_commands(sub: Any) -> None:
         " progress bar and create a deployment from it; print the deployment as JSON.",
     )
     deploy.add_argument("--app", required=True, help="the app to deploy")
-    deploy.add_argument("--git-ref", help="a label for this version of the code (optional)")
+    deploy.add_argument(
+        "--git-ref", metavar="REF", help="a label for this version of the code (optional)"
+    )
     deploy.add_argument("path", metavar="PATH", help="a .tar.gz archive or a directory to pack")
     _api_options(deploy)
     _output_options(deploy)

@@ -112,6 +112,8 @@ def describe_error(status: int, body: Any, *, what: str) -> str:
         resource = body.get("resource") if isinstance(body, dict) else None
         if resource == "source":
             return "not found (404): nothing has been uploaded to this source yet"
+        if resource == "route" and what != "URL":
+            return f"no such endpoint (404): the {what} is not a source URL of this gateway"
         if resource == "route":
             return (
                 "no such endpoint (404): check --api-url or GATEWAY_API_URL (the gateway's base"

@@ -175,6 +175,49 @@ async def fetch(url: str) -> tuple[int, bytes]:
         return resp.status, await resp.read()
 
 
+# --- messages (pure) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "what", "message"),
+    [
+        (401, {"error": "invalid API token"}, "URL", "the API token was refused (401: invalid"),
+        (401, None, "URL", "the API token was refused (401); check --token or GATEWAY_TOKEN"),
+        (403, {"error": "x", "code": "token_expired"}, "upload URL", "upload URL has expired"),
+        (403, {"error": "x", "code": "token_invalid"}, "download URL", "download URL is not valid"),
+        (403, {"error": "no", "code": "forbidden"}, "URL", "forbidden (403: no)"),
+        (404, {"resource": "source", "error": "not found"}, "download URL", "nothing has been"),
+        (404, {"resource": "route", "error": "not found"}, "URL", "check --api-url"),
+        (404, {"resource": "route", "error": "not found"}, "upload URL", "not a source URL"),
+        (404, {"resource": "app", "error": "not found"}, "URL", "app not found (404)"),
+        (413, {"error": "too big"}, "upload URL", "the archive is too large (413: too big)"),
+        (422, {"errors": {"a": ["x", "y"], "b": ["z"]}}, "URL", "(422): a: x, y; b: z"),
+        (422, {"errors": {}}, "URL", "validation failed (422)"),
+        (502, {"error": "S3\nsaid\tno"}, "URL", "server error (502: S3 said no)"),
+        (503, "<html>", "URL", "server error (503)"),
+        (418, {"error": "teapot"}, "URL", "unexpected answer (418: teapot)"),
+    ],
+)
+def test_describe_error(status: int, body: Any, what: str, message: str) -> None:
+    described = gateway.client.describe_error(status, body, what=what)
+    assert message in described
+    assert "\n" not in described
+
+
+def test_long_server_messages_are_cut() -> None:
+    described = gateway.client.describe_error(500, {"error": "x" * 1000}, what="URL")
+    assert len(described) < 400
+
+
+def test_redact_and_safe_url() -> None:
+    url = "https://u:p@gw.example/v1/sources/1?token=abc.def&x=1#frag"
+    assert gateway.client.safe_url(url) == "https://gw.example/v1/sources/1"
+    assert gateway.client.redact(f"see {url}", ("secret",)) == (
+        "see https://u:p@gw.example/v1/sources/1?token=***&x=1#frag"
+    )
+    assert gateway.client.redact("Bearer secret-token", ("secret-token",)) == "Bearer ***"
+
+
 # --- gateway deploy -------------------------------------------------------------------------
 
 
