@@ -14,6 +14,7 @@ from . import keys
 from .auth import Authenticator
 from .config import Config
 from .errors import GatewayError, json_response, render, render_http_exception
+from .lifecycle import ensure_lifecycle
 from .observability import (
     OUTCOME,
     REQUEST_ID,
@@ -96,6 +97,8 @@ def storage_context(config: Config) -> Callable[[web.Application], AsyncIterator
             store = S3Store(
                 s3, http, config.storage, on_error=lambda op: metrics.s3_errors.labels(op).inc()
             )
+            if config.storage.ensure_lifecycle:
+                await _ensure_lifecycle(s3, config)
             app[keys.HTTP] = http
             app[keys.S3_CLIENT] = s3
             app[keys.STORE] = store
@@ -108,6 +111,19 @@ def storage_context(config: Config) -> Callable[[web.Application], AsyncIterator
             yield
 
     return context
+
+
+async def _ensure_lifecycle(s3: object, config: Config) -> None:
+    # A missing permission must not keep the gateway from serving: it says so and goes on.
+    try:
+        await ensure_lifecycle(s3, config.storage)
+    except Exception as exc:
+        log.error(
+            "could not ensure the lifecycle rule on bucket %s (%s); uploads will not expire "
+            "unless the bucket has a rule: see deploy/lifecycle.json",
+            config.storage.bucket,
+            exc,
+        )
 
 
 async def healthz(request: web.Request) -> web.Response:
