@@ -155,6 +155,8 @@ async def inspect_own_source(
     Storage failures other than a missing object propagate (502/503, not the user's fault)."""
     if own.source_id is None:
         return ["points at this gateway but is not a source's download URL"]
+    if not own.token:
+        return ["download URL has no token"]
     try:
         signer.verify(Purpose.DOWNLOAD, own.source_id, own.token)
     except (TokenExpired, TokenInvalid) as exc:

@@ -84,6 +84,10 @@ def forbidden_address(ip: IPAddress) -> str | None:
             reason = forbidden_address(embedded)
             if reason is not None:
                 return f"an IPv6 address embedding {reason}"
+            if ip in _NAT64:
+                # What DNS64 answers for a public IPv4-only name on an IPv6-only network; the
+                # IPv4 address inside is the one reached, and it is fine.
+                return None
         if ip in _NAT64_LOCAL:
             return "a private address"
     if ip.is_unspecified:
@@ -96,10 +100,11 @@ def forbidden_address(ip: IPAddress) -> str | None:
         return "a multicast address"
     if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
         return "a carrier-grade NAT address"
-    if ip.is_private:
-        return "a private address"
+    # Reserved before private: Python counts 240.0.0.0/4 as both, and "reserved" is the truth.
     if ip.is_reserved:
         return "a reserved address"
+    if ip.is_private:
+        return "a private address"
     if not ip.is_global:
         return "an address that is not publicly routable"
     return None
