@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -9,6 +11,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,6 +19,10 @@ import aiohttp
 import boto3
 import pytest
 from aiohttp.test_utils import unused_port
+
+from gateway.app import create_app
+from gateway.config import load_config
+from gateway.embedded import embedded_services
 
 from .conftest import LIMITED_TOKEN, MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
 
@@ -533,3 +540,47 @@ async def test_tokens_never_reach_the_logs(
         assert token not in text
         assert token[:-3] not in text
         assert "token=" not in text
+
+
+# --- the local default: config.example.yaml on the embedded moto --------------------------------
+
+
+async def test_example_config_takes_an_upload_to_the_embedded_queue(
+    aiohttp_server: Any, http: aiohttp.ClientSession
+) -> None:
+    """What the README's walk-through does against `make run`: upload, deploy, read the queue."""
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    config = load_config(example, env={"GATEWAY_SECRET_KEY": "local-development-only-secret"})
+    port = unused_port()
+    server = dataclasses.replace(config.server, port=port, public_url=f"http://127.0.0.1:{port}")
+    with embedded_services(dataclasses.replace(config, server=server)) as embedded:
+        await aiohttp_server(create_app(embedded), port=port)
+        api = f"http://127.0.0.1:{port}"
+        # curl -u ":dev-token", as in the README.
+        auth = {"Authorization": "Basic " + base64.b64encode(b":dev-token").decode()}
+        async with http.post(f"{api}/v1/sources", data=b"", headers=auth) as resp:
+            assert resp.status == 201
+            source = await resp.json()
+        async with http.put(source["upload_url"], data=ARCHIVE) as resp:
+            assert resp.status == 200
+        body = {"deployment": {"git_ref": "v0.0.2", "download_url": source["download_url"]}}
+        url = f"{api}/v1/apps/my-app/deployments"
+        async with http.post(url, json=body, headers=auth) as resp:
+            assert resp.status == 201, await resp.text()
+            deployment = (await resp.json())["deployment"]
+
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=embedded.storage.endpoint_url,
+            region_name=embedded.storage.region,
+            aws_access_key_id=embedded.storage.access_key_id,
+            aws_secret_access_key=embedded.storage.secret_access_key,
+        )
+        queue_url = sqs.get_queue_url(QueueName="deployments")["QueueUrl"]
+        jobs = [json.loads(m["Body"]) for m in receive(sqs, queue_url)]
+        (job,) = [j for j in jobs if j["id"] == deployment["id"]]
+        assert job["source_id"] == source["id"]
+        assert job["sha256"] == hashlib.sha256(ARCHIVE).hexdigest()
+        assert job["requested_by"] == "dev"
+        async with http.get(job["fetch_url"]) as resp:
+            assert await resp.read() == ARCHIVE
