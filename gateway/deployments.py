@@ -236,7 +236,7 @@ async def create_deployment(request: web.Request) -> web.Response:
     if errors:
         metrics.deployments.labels("rejected").inc()
         # Field names only: the URL carries a token.
-        log.info("deployment for %s rejected: %s", app_name, ", ".join(sorted(errors)))
+        log.info("deployment for %r rejected: %s", app_name, ", ".join(sorted(errors)))
         raise ValidationFailed(errors)
     assert parsed is not None and parsed.url is not None
 
