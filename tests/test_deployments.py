@@ -22,6 +22,7 @@ from aiohttp.test_utils import unused_port
 
 from gateway.app import create_app
 from gateway.config import load_config
+from gateway.deployments import OwnUrl, match_own_url
 from gateway.embedded import embedded_services
 
 from .conftest import LIMITED_TOKEN, MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
@@ -584,3 +585,61 @@ async def test_example_config_takes_an_upload_to_the_embedded_queue(
         assert job["requested_by"] == "dev"
         async with http.get(job["fetch_url"]) as resp:
             assert await resp.read() == ARCHIVE
+
+
+SOURCE_ID = "3b694aea-c606-42bd-85b4-34f8dbc82a62"
+
+
+@pytest.mark.parametrize(
+    ("url", "public_url", "expected"),
+    [
+        (f"http://127.0.0.1:8080/v1/sources/{SOURCE_ID}?token=t", "http://127.0.0.1:8080", "t"),
+        (
+            f"https://GW.example.com:443/v1/sources/{SOURCE_ID}?token=t",
+            "https://gw.example.com/",
+            "t",
+        ),
+        (
+            f"https://gw.example.com/api/v1/sources/{SOURCE_ID}?a=1&token=t",
+            "https://gw.example.com/api",
+            "t",
+        ),
+        (f"https://gw.example.com/v1/sources/{SOURCE_ID}", "https://gw.example.com", None),
+        (
+            f"https://gw.example.com/v1/sources/{SOURCE_ID}/x?token=t",
+            "https://gw.example.com",
+            "path",
+        ),
+        ("https://gw.example.com/healthz", "https://gw.example.com", "path"),
+        (
+            f"https://gw.example.com/v1/sources/{SOURCE_ID}?token=t",
+            "https://gw.example.com/api",
+            "path",
+        ),
+        (
+            f"http://gw.example.com/v1/sources/{SOURCE_ID}?token=t",
+            "https://gw.example.com",
+            "foreign",
+        ),
+        (
+            f"https://gw.example.com:8443/v1/sources/{SOURCE_ID}",
+            "https://gw.example.com",
+            "foreign",
+        ),
+        (f"https://other.example.com/v1/sources/{SOURCE_ID}", "https://gw.example.com", "foreign"),
+    ],
+)
+def test_match_own_url(url: str, public_url: str, expected: str | None) -> None:
+    own = match_own_url(url, public_url)
+    if expected == "foreign":
+        assert own is None
+    elif expected == "path":
+        assert own == OwnUrl(None, None)
+    else:
+        assert own == OwnUrl(SOURCE_ID, expected)
+
+
+async def test_other_methods_are_405(gw: Gateway, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{gw.url}/v1/apps/my-app/deployments", headers=gw.auth) as resp:
+        assert resp.status == 405
+        assert await resp.json() == {"error": "method not allowed"}
