@@ -1,18 +1,18 @@
 """The client commands (``gateway deploy``, ``gateway sources ...``) against real gateways.
 
-Sources are created, uploaded and downloaded on a real gateway on the moto server. The deployments
-endpoint is not part of this branch: a small real aiohttp server (``FakeApi``) plays it per the
-SPEC and passes ``POST /v1/sources`` through to the real gateway, so the CLI talks to one API URL
-as it will in production. The CLI runs in-process in a thread (it has its own event loop; the
-gateway under test runs in the test's loop), and every run checks that the API token appears
-nowhere in what it printed.
+Sources are created, uploaded and downloaded on a real gateway on the moto server, and
+``gateway deploy`` runs against the real deployments endpoint forwarding to SQS on moto. Answers
+the real gateway cannot be made to give (a deployer's 502, a 403 for an app, relayed as is) come
+from ``FakeApi``, a small real aiohttp server that plays the deployments endpoint per the SPEC and
+passes ``POST /v1/sources`` through to the real gateway, so the CLI talks to one API URL as in
+production. The CLI runs in-process in a thread (it has its own event loop; the gateway under test
+runs in the test's loop), and every run checks that no API token appears in what it printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -366,12 +366,7 @@ async def test_deploy_empty_directory(api: FakeApi, run_cli: RunCli, tmp_path: P
     assert "nothing to deploy" in result.err
 
 
-# --- gateway deploy against the real endpoint (runs once issue 4's endpoint is merged) ---------
-
-REAL_ENDPOINT = importlib.util.find_spec("gateway.deployments") is not None
-needs_endpoint = pytest.mark.skipif(
-    not REAL_ENDPOINT, reason="POST /v1/apps/{app}/deployments is not on this branch yet"
-)
+# --- gateway deploy against the real endpoint -------------------------------------------------
 
 
 @pytest.fixture
@@ -398,7 +393,6 @@ async def real(
         sqs.delete_queue(QueueUrl=queue_url)
 
 
-@needs_endpoint
 async def test_deploy_directory_real_endpoint(
     real: tuple[Gateway, Any, str], run_cli: RunCli, tmp_path: Path
 ) -> None:
@@ -422,7 +416,6 @@ async def test_deploy_directory_real_endpoint(
     assert (await fetch(job["download_url"]))[0] == 200
 
 
-@needs_endpoint
 @pytest.mark.parametrize(
     ("argv", "token", "message"),
     [
