@@ -195,7 +195,7 @@ class Reporter:
 
     def __init__(
         self, *, quiet: bool = False, verbose: bool = False, stream: IO[str] | None = None
-    ):
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
         self.verbose = verbose and not quiet

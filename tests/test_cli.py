@@ -768,7 +768,12 @@ async def recorder(aiohttp_server: Any) -> tuple[str, list[web.Request], list[by
     async def no_continue(request: web.Request) -> None:
         """Like a proxy that swallows the interim answer: never says 100 Continue."""
 
+    async def hung_post(request: web.Request) -> web.Response:
+        await asyncio.sleep(10)  # the client gives up long before
+        return web.json_response({})
+
     app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/hung/v1/sources", hung_post)
     app.router.add_get("/stalled", stalled_get)
     app.router.add_put("/upload", put)
     app.router.add_put("/no-continue", put, expect_handler=no_continue)
@@ -815,6 +820,20 @@ async def test_upload_without_100_continue(
     assert result.code == 0, result.err
     assert "no 100 Continue after 0.3 s: sending the body anyway" in result.err
     assert bodies == [data]
+
+
+async def test_api_not_answering(
+    recorder: tuple[str, list[web.Request], list[bytes]],
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, _, _ = recorder
+    monkeypatch.setattr(gateway.client, "TIMEOUT", aiohttp.ClientTimeout(sock_read=0.3))
+    result = await run_cli("sources", "create", "--api-url", f"{url}/hung", "--token", TOKEN)
+    assert (result.code, result.err) == (
+        1,
+        f"gateway: error: creating a source failed: {url}/hung/v1/sources did not answer in time\n",
+    )
 
 
 async def test_upload_detects_a_wrong_answer(
