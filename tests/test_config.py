@@ -1,0 +1,173 @@
+"""Configuration: typed, frozen, env-substituted; every fault names its key path."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import Config, ConfigError, config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.yaml"
+SECRET = "a-secret-key-long-enough"
+
+
+def minimal(**sections: Any) -> dict[str, Any]:
+    return {"signing": {"secret_keys": [SECRET]}, **sections}
+
+
+def test_example_file_loads_with_its_defaults() -> None:
+    config = load_config(EXAMPLE, env={"GATEWAY_SECRET_KEY": SECRET})
+    assert isinstance(config, Config)
+    assert config.storage.embedded is True
+    assert config.signing.secret_keys == (SECRET,)
+    assert config.auth.tokens[0].token == "dev-token"
+    assert config.sources.ttl_seconds == 600
+    assert config.sources.max_size_bytes == 314572800
+    assert config.server.public_url == "http://127.0.0.1:8080"
+    assert config.deployments.forward.type == "sqs"
+
+
+def test_example_file_documents_every_key() -> None:
+    """Each field of each section (nested ones too) appears, commented, in config.example.yaml."""
+    text = EXAMPLE.read_text()
+    assert text.count("#") > 40
+    missing = []
+
+    def walk(obj: Any, path: str) -> None:
+        for field in dataclasses.fields(obj):
+            if f"{field.name}:" not in text:
+                missing.append(f"{path}{field.name}")
+            value = getattr(obj, field.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{path}{field.name}.")
+
+    walk(config_from_dict(minimal()), "")
+    assert missing == []
+
+
+def test_config_is_frozen() -> None:
+    config = config_from_dict(minimal())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.server.port = 1  # type: ignore[misc]
+
+
+def test_env_substitution_with_and_without_default() -> None:
+    data = minimal(
+        server={"port": "${PORT:-9000}", "public_url": "https://${HOST}/"},
+        auth={"tokens": [{"name": "a", "token": "${TOKEN:-fallback-token}"}]},
+    )
+    config = config_from_dict(data, env={"HOST": "gw.example.com"})
+    assert config.server.port == 9000
+    assert config.server.base_url == "https://gw.example.com"
+    assert config.auth.tokens[0].token == "fallback-token"
+    config = config_from_dict(data, env={"HOST": "h", "PORT": "81", "TOKEN": "from-env-123"})
+    assert config.server.port == 81
+    assert config.auth.tokens[0].token == "from-env-123"
+
+
+def test_env_value_stays_a_string_where_a_string_is_expected() -> None:
+    config = config_from_dict({"signing": {"secret_keys": ["${KEY}"]}}, env={"KEY": "1" * 20})
+    assert config.signing.secret_keys == ("1" * 20,)
+
+
+@pytest.mark.parametrize(
+    ("data", "env", "path"),
+    [
+        (minimal(server={"prot": 1}), {}, "server.prot: unknown key"),
+        (minimal(bogus={}), {}, "bogus: unknown key"),
+        (minimal(server={"port": "eighty"}), {}, "server.port: must be int, got str"),
+        (minimal(server={"port": True}), {}, "server.port: must be int, got bool"),
+        (minimal(storage={"read_timeout": "1s"}), {}, "storage.read_timeout: must be float"),
+        (minimal(storage="s3"), {}, "storage: must be a mapping"),
+        (minimal(auth={"tokens": {"a": 1}}), {}, "auth.tokens: must be a list"),
+        (minimal(auth={"tokens": [{"token": "x" * 10}]}), {}, "auth.tokens[0].name: required"),
+        ({}, {}, "signing: required"),
+        ({"signing": {}}, {}, "signing.secret_keys: required"),
+        ({"signing": {"secret_keys": []}}, {}, "signing.secret_keys: at least one key"),
+        ({"signing": {"secret_keys": ["short"]}}, {}, "signing.secret_keys[0]: must be at least"),
+        (
+            {"signing": {"secret_keys": ["${GATEWAY_SECRET_KEY}"]}},
+            {},
+            "signing.secret_keys[0]: environment variable GATEWAY_SECRET_KEY is not set",
+        ),
+        (
+            {"signing": {"secret_keys": ["${GATEWAY_SECRET_KEY}"]}},
+            {"GATEWAY_SECRET_KEY": ""},
+            "signing.secret_keys[0]: environment variable GATEWAY_SECRET_KEY is not set",
+        ),
+        (minimal(sources={"download_mode": "x"}), {}, "sources.download_mode: must be one of"),
+        (minimal(sources={"part_size_bytes": 1024}), {}, "sources.part_size_bytes: must be at"),
+        (minimal(server={"public_url": "example.com"}), {}, "server.public_url: must be an"),
+        (minimal(server={"trusted_proxies": ["nope"]}), {}, "server.trusted_proxies[0]: not a"),
+        (
+            minimal(auth={"tokens": [{"name": "a", "token": "sha256:xyz"}]}),
+            {},
+            "auth.tokens[0].token: sha256: must be followed by 64 hex digits",
+        ),
+        (
+            minimal(deployments={"forward": {"type": "http"}}),
+            {},
+            "deployments.forward.url: required when type is http",
+        ),
+        (minimal(storage={"bucket": "Bad_Bucket"}), {}, "storage.bucket: not a valid"),
+    ],
+)
+def test_faults_name_the_key_path(data: dict[str, Any], env: dict[str, str], path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, env=env)
+    assert str(info.value).startswith(path), str(info.value)
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def gateway_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_check_config_accepts_a_valid_file() -> None:
+    result = gateway_cli("check-config", str(EXAMPLE), env={"GATEWAY_SECRET_KEY": SECRET})
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_config_names_the_missing_secret() -> None:
+    result = gateway_cli("check-config", str(EXAMPLE))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gateway: configuration error: signing.secret_keys[0]: "
+        "environment variable GATEWAY_SECRET_KEY is not set"
+    ]
+
+
+def test_serve_refuses_a_bad_file_before_serving(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"signing:\n  secret_keys: [{SECRET}]\nserver:\n  port: 'x'\n")
+    result = gateway_cli("serve", "--config", str(bad))
+    assert result.returncode == 2
+    assert "server.port: must be int, got str" in result.stderr
+    # GATEWAY_CONFIG names the file when --config is absent.
+    result = gateway_cli("serve", env={"GATEWAY_CONFIG": str(bad)})
+    assert "server.port: must be int" in result.stderr
+    result = gateway_cli("serve")
+    assert result.returncode == 2
+    assert "pass --config FILE or set GATEWAY_CONFIG" in result.stderr
