@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import uuid
@@ -249,24 +250,27 @@ async def download_source(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
     response.content_type = info.content_type
     response.content_length = end - start + 1
-    await response.prepare(request)
     if request.method == "HEAD" or end < start:
+        await response.prepare(request)
         await response.write_eof()
         return response
-    await _stream_object(request, response, key, start, end)
+    async with contextlib.AsyncExitStack() as stack:
+        # S3 is asked for the body before the headers go out, so a failure is still a JSON error.
+        chunks = await stack.enter_async_context(store.read(key, start, end))
+        await response.prepare(request)
+        await _stream_object(request, response, key, chunks)
     return response
 
 
 async def _stream_object(
-    request: web.Request, response: web.StreamResponse, key: str, start: int, end: int
+    request: web.Request, response: web.StreamResponse, key: str, chunks: AsyncIterator[bytes]
 ) -> None:
     metrics = request.app[keys.METRICS]
     metrics.inflight.labels("download").inc()
     try:
-        async with request.app[keys.STORE].read(key, start, end) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)
-                metrics.bytes_downloaded.inc(len(chunk))
+        async for chunk in chunks:
+            await response.write(chunk)
+            metrics.bytes_downloaded.inc(len(chunk))
         await response.write_eof()
     except CLIENT_GONE:
         request[OUTCOME] = "client_disconnected"

@@ -215,7 +215,8 @@ async def test_streamed_put_failure_stores_nothing(
 # --- downloads ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("action", ["truncate", "stall_body", "drop"])
+# A dropped GetObject fails before the headers go out: see test_download_when_get_object_fails.
+@pytest.mark.parametrize("action", ["truncate", "stall_body"])
 async def test_download_broken_mid_body_closes_short(
     start_gateway: StartGateway,
     proxy: FaultProxy,
@@ -271,3 +272,37 @@ async def test_download_retried_when_s3_recovers(
         assert resp.status == 200
         assert await resp.read() == data
     assert proxy.count("GET", "") - proxy.count("GET", "tagging") == 2
+
+
+@pytest.mark.parametrize("action", ["500", "drop"])
+async def test_download_when_get_object_fails_is_still_json(
+    start_gateway: StartGateway,
+    proxy: FaultProxy,
+    http: aiohttp.ClientSession,
+    action: Any,
+) -> None:
+    """HEAD works, GetObject does not: the body is asked for before the headers go out."""
+    gateway = await through(start_gateway, proxy, attempts=1)
+    source = await gateway.create_source(http)
+    assert (await upload(http, source["upload_url"], b"archive", chunked=False))[0] == 200
+    proxy.add(Fault(action, method="GET", path=source["id"], exclude_query="tagging", times=9))
+
+    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(source["download_url"]) as resp:
+        assert resp.status == 503
+        assert set(await resp.json()) == {"error"}
+    async with http.head(source["download_url"]) as resp:
+        assert resp.status == 200  # HEAD needs no body from S3
+
+
+async def test_upload_stored_even_if_tagging_fails(
+    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession
+) -> None:
+    gateway = await through(start_gateway, proxy, attempts=1)
+    source = await gateway.create_source(http)
+    proxy.add(Fault("503", method="PUT", query="tagging", times=9))
+    status, body, _ = await upload(http, source["upload_url"], b"archive bytes", chunked=False)
+    assert status == 200  # the archive is whole in S3: the client must not be told otherwise
+    assert body["sha256"] == hashlib.sha256(b"archive bytes").hexdigest()
+    async with http.get(source["download_url"]) as resp:
+        assert await resp.read() == b"archive bytes"
+        assert "X-Checksum-Sha256" not in resp.headers
