@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from . import keys
 from .auth import Authenticator
 from .config import Config
+from .cors import Cors
 from .errors import GatewayError, json_response, render, render_http_exception
+from .health import Probes, ReadinessCheck
 from .observability import (
     OUTCOME,
     REQUEST_ID,
@@ -24,6 +27,7 @@ from .observability import (
     request_id_for,
     route_name,
 )
+from .openapi import OPENAPI_PATH, openapi_handler
 from .signing import Clock, UrlSigner
 from .sources import CLIENT_GONE, create_source, defer_continue, download_source, upload_source
 from .storage import S3Store, open_s3_client
@@ -110,13 +114,14 @@ def storage_context(config: Config) -> Callable[[web.Application], AsyncIterator
     return context
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     """Build the gateway for ``config``. Reads no files and no globals; ``clock`` is for tests."""
-    app = web.Application(middlewares=[observe, render_errors])
+    cors = Cors(config.cors.allowed_origins, config.cors.max_age)
+    middlewares: list[Middleware] = [observe, render_errors]
+    if cors.enabled:
+        # Innermost: a preflight is answered (and a refusal rendered) like any other request.
+        middlewares.append(cors.middleware)
+    app = web.Application(middlewares=middlewares)
     app[keys.CONFIG] = config
     app[keys.SIGNER] = UrlSigner(config.signing.secret_keys, config.sources.ttl_seconds, clock)
     app[keys.AUTH] = Authenticator(config.auth.tokens)
@@ -125,9 +130,21 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app[keys.CLIENT_ADDRESS] = ClientAddress(config.server.trusted_proxies)
     app.cleanup_ctx.append(storage_context(config))
     app.on_response_prepare.append(add_request_id)
+    if cors.enabled:
+        app.on_response_prepare.append(cors.on_response_prepare)
+    probes = Probes(
+        ReadinessCheck(lambda: app[keys.STORE].check(), clock),
+        app[keys.METRICS],
+        config.metrics.token,
+    )
+    app.on_shutdown.append(probes.on_shutdown)
 
     app.router.add_post("/v1/sources", create_source)
     app.router.add_put(SOURCE_PATH, upload_source, expect_handler=defer_continue)
     app.router.add_get(SOURCE_PATH, download_source)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", probes.healthz)
+    app.router.add_get("/readyz", probes.readyz)
+    if config.metrics.enabled:
+        app.router.add_get("/metrics", probes.metrics)
+    app.router.add_get(OPENAPI_PATH, openapi_handler(config))
     return app

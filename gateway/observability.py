@@ -151,6 +151,18 @@ def route_name(request: web.BaseRequest) -> str:
     return canonical
 
 
+# A token that slipped into the path itself (a client that percent-encoded the "?") is cut out.
+_TOKEN_IN_PATH_RE = re.compile(r"(?i)(token=|[?;]).*")
+# Long enough for every route of the gateway; a longer path is junk and is not worth logging whole.
+MAX_LOGGED_PATH = 256
+
+
+def loggable_path(path: str) -> str:
+    """``path`` as it may appear in a log line: nothing from a ``?``, ``;`` or ``token=`` on."""
+    safe = _TOKEN_IN_PATH_RE.sub("[redacted]", path)
+    return safe if len(safe) <= MAX_LOGGED_PATH else safe[:MAX_LOGGED_PATH] + "[...]"
+
+
 def log_access(
     request: web.BaseRequest,
     status: int,
@@ -158,15 +170,17 @@ def log_access(
     started: float,
     client: str | None,
 ) -> None:
+    """Emit the request's one access log line (JSON fields as ``extra``; never a query string)."""
     duration = time.monotonic() - started
+    path = loggable_path(request.path)
     access_log.info(
         "%s %s %s",
         request.method,
-        request.path,
+        path,
         status,
         extra={
             "method": request.method,
-            "path": request.path,
+            "path": path,
             "route": route_name(request),
             "status": status,
             "bytes_in": request.get(BYTES_IN, 0),
