@@ -22,7 +22,10 @@ from .observability import (
     REQUEST_ID,
     REQUEST_ID_HEADER,
     ClientAddress,
+    InFlight,
     Metrics,
+    bytes_sent,
+    count_streamed_bytes,
     log_access,
     request_id_for,
     route_name,
@@ -44,12 +47,16 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, one access log line and the request metrics, whatever happens."""
     started = time.monotonic()
     request[REQUEST_ID] = request_id_for(request)
-    status, bytes_out = 500, 0
+    inflight = request.app[keys.INFLIGHT]
+    inflight.begin()
+    status = 500
+    response: web.StreamResponse | None = None
     try:
         response = await handler(request)
         status = response.status
-        prepared = response.prepared
-        bytes_out = response.body_length if prepared else response.content_length or 0
+        if inflight.draining and not response.prepared:
+            # Shutting down: no further requests on this connection ("Connection: close").
+            response.force_close()
         return response
     except CLIENT_GONE:
         status = 499  # nginx's "client closed request": not a server error
@@ -61,7 +68,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.requests.labels(request.method, route, str(status)).inc()
         metrics.latency.labels(request.method, route).observe(time.monotonic() - started)
         client = request.app[keys.CLIENT_ADDRESS].of(request)
-        log_access(request, status, bytes_out, started, client)
+        log_access(request, status, bytes_sent(request, response), started, client)
+        inflight.end()
 
 
 @web.middleware
@@ -128,12 +136,15 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app[keys.METRICS] = Metrics()
     app[keys.BUDGET] = BufferBudget(config.sources.max_buffer_bytes)
     app[keys.CLIENT_ADDRESS] = ClientAddress(config.server.trusted_proxies)
+    app[keys.INFLIGHT] = InFlight()
     app.cleanup_ctx.append(storage_context(config))
     app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.append(count_streamed_bytes)
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     probes = Probes(
         ReadinessCheck(lambda: app[keys.STORE].check(), clock),
+        app[keys.INFLIGHT],
         app[keys.METRICS],
         config.metrics.token,
     )

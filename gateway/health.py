@@ -20,7 +20,7 @@ from prometheus_client import generate_latest
 
 from .auth import presented_token
 from .errors import GatewayError, NotFound, Unauthorized, json_response
-from .observability import Metrics
+from .observability import InFlight, Metrics
 from .signing import Clock
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class ReadinessCheck:
     """Runs ``probe`` at most once per ``ttl`` seconds (by ``clock``), however many ask at once.
 
     ``probe`` returns when the dependency is usable and raises ``GatewayError`` (whose message is
-    safe to show) when it is not. ``drain()`` makes every later answer "not ready" at once.
+    safe to show) when it is not.
     """
 
     def __init__(
@@ -65,11 +65,6 @@ class ReadinessCheck:
         self._ttl = ttl
         self._last: Readiness | None = None
         self._lock = asyncio.Lock()
-        self._draining = False
-
-    def drain(self) -> None:
-        """From now on answer "not ready": the instance is shutting down."""
-        self._draining = True
 
     def _fresh(self) -> Readiness | None:
         last = self._last
@@ -78,8 +73,6 @@ class ReadinessCheck:
         return None
 
     async def check(self) -> Readiness:
-        if self._draining:
-            return Readiness("shutting down", self._clock())
         cached = self._fresh()
         if cached is not None:
             return cached
@@ -108,9 +101,14 @@ class Probes:
     """
 
     def __init__(
-        self, readiness: ReadinessCheck, metrics: Metrics, metrics_token: str | None
+        self,
+        readiness: ReadinessCheck,
+        inflight: InFlight,
+        metrics: Metrics,
+        metrics_token: str | None,
     ) -> None:
         self.readiness = readiness
+        self._inflight = inflight
         self._registry = metrics.registry
         self._token_digest = _sha256(metrics_token) if metrics_token else None
 
@@ -120,7 +118,10 @@ class Probes:
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: 200 when the bucket answers, else 503 ``{"status", "error"}`` saying why."""
-        readiness = await self.readiness.check()
+        if self._inflight.draining:
+            readiness = Readiness("shutting down", 0.0)
+        else:
+            readiness = await self.readiness.check()
         if readiness.ready:
             return web.json_response({"status": "ready"})
         return json_response(
@@ -130,8 +131,11 @@ class Probes:
         )
 
     async def on_shutdown(self, app: web.Application) -> None:
-        """``on_shutdown`` hook: readiness fails from the moment a shutdown begins."""
-        self.readiness.drain()
+        """``on_shutdown`` hook: readiness fails from the moment a shutdown begins.
+
+        ``gateway serve`` sets ``draining`` itself as soon as SIGTERM arrives; this hook covers
+        any other runner (aiohttp's ``run_app``, tests)."""
+        self._inflight.draining = True
 
     async def metrics(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the application's registry in Prometheus text format."""

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .auth import Authenticator
 from .config import Config
-from .observability import ClientAddress, Metrics
+from .observability import ClientAddress, InFlight, Metrics
 from .signing import UrlSigner
 from .storage import ObjectStore
 from .uploads import BufferBudget, Uploader
@@ -20,6 +20,7 @@ AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 BUDGET = web.AppKey("budget", BufferBudget)
 CLIENT_ADDRESS = web.AppKey("client_address", ClientAddress)
+INFLIGHT = web.AppKey("inflight", InFlight)
 # Opened in cleanup_ctx, so only present while the app runs.
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 S3_CLIENT = web.AppKey("s3_client", Any)
