@@ -147,6 +147,33 @@ async def test_inflight_gauge_during_a_slow_upload(
     assert value(samples, "gateway_inflight_transfers", direction="upload") == 0
 
 
+async def test_buffer_gauge_during_a_chunked_upload(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    source = await gateway.create_source(http)
+    release = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        await release.wait()
+
+    upload = asyncio.create_task(http.put(source["upload_url"], data=body()))  # chunked
+    try:
+        for _ in range(100):
+            samples = await scrape(gateway, http)
+            if value(samples, "gateway_buffer_bytes") > 0:
+                break
+            await asyncio.sleep(0.05)
+        # One part buffer is reserved against sources.max_buffer_bytes while the part fills.
+        assert value(samples, "gateway_buffer_bytes") == SMALL_PART
+    finally:
+        release.set()
+        resp = await upload
+        assert resp.status == 200
+        resp.release()
+    assert value(await scrape(gateway, http), "gateway_buffer_bytes") == 0
+
+
 async def test_metrics_token(start_gateway: StartGateway, http: aiohttp.ClientSession) -> None:
     gateway = await start_gateway({"metrics": {"token": "metrics-secret-123"}})
     async with http.get(f"{gateway.url}/metrics") as resp:
