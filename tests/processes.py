@@ -56,7 +56,12 @@ class ServedGateway:
                 self.proc.wait(5)
 
 
-def serve(config: dict[str, Any], workdir: Path, name: str = "gateway") -> ServedGateway:
+def serve(
+    config: dict[str, Any],
+    workdir: Path,
+    name: str = "gateway",
+    env: dict[str, str] | None = None,
+) -> ServedGateway:
     """Write ``config`` as YAML, start ``gateway serve`` on it, return once ``/healthz`` is 200."""
     config_path = workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -69,6 +74,7 @@ def serve(config: dict[str, Any], workdir: Path, name: str = "gateway") -> Serve
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     served = ServedGateway(proc, url, config_path, log_path)
     deadline = time.monotonic() + START_TIMEOUT
