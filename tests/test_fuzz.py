@@ -36,6 +36,7 @@ from gateway.openapi import document
 
 from .conftest import MOTO_CREDENTIALS, TOKEN, config_dict
 from .processes import ServedGateway, serve
+from .test_logging import sqs_forward
 
 # Bounded: about 13 operations x 2 modes x this many requests, a few seconds in all.
 MAX_EXAMPLES = 25
@@ -75,7 +76,7 @@ def fuzzed(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     port = unused_port()
     config = config_dict(moto_endpoint, bucket, port)
     config["sources"].update({"allow_small_parts": False, "part_size_bytes": 5 * 1024 * 1024})
-    config["deployments"] = {"forward": {"type": "sqs", "queue": queue}}
+    config["deployments"] = sqs_forward(queue, moto_endpoint)
     config["logging"] = {"level": "warning", "json": True}
     workdir: Path = tmp_path_factory.mktemp("fuzz")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
