@@ -62,14 +62,21 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = 499  # nginx's "client closed request": not a server error
         request[OUTCOME] = request.get(OUTCOME) or "client_disconnected"
         raise
+    except asyncio.CancelledError:
+        # The server gave up on the request (shutdown_timeout ran out): not a bug, not the client.
+        status = 503
+        request[OUTCOME] = request.get(OUTCOME) or "cancelled"
+        raise
     finally:
-        metrics = request.app[keys.METRICS]
-        route = route_name(request)
-        metrics.requests.labels(request.method, route, str(status)).inc()
-        metrics.latency.labels(request.method, route).observe(time.monotonic() - started)
-        client = request.app[keys.CLIENT_ADDRESS].of(request)
-        log_access(request, status, bytes_sent(request, response), started, client)
-        inflight.end()
+        try:
+            metrics = request.app[keys.METRICS]
+            route = route_name(request)
+            metrics.requests.labels(request.method, route, str(status)).inc()
+            metrics.latency.labels(request.method, route).observe(time.monotonic() - started)
+            client = request.app[keys.CLIENT_ADDRESS].of(request)
+            log_access(request, status, bytes_sent(request, response), started, client)
+        finally:
+            inflight.end()
 
 
 @web.middleware

@@ -130,3 +130,6 @@ async def test_shutdown_timeout_bounds_the_wait(serve_gateway: ServeGateway, s3:
     bucket = served.config_path.read_text().split("bucket: ")[1].split()[0]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert f"sources/{source['id']}" not in keys  # cut short: nothing half-written is visible
+    (put,) = [r for r in served.log_records() if r.get("method") == "PUT"]
+    assert (put["status"], put["outcome"]) == (503, "cancelled")
+    assert "shutdown_timeout reached" in served.log_text()
