@@ -1,22 +1,27 @@
-"""The ``gateway`` command: serve, check-config."""
+"""The ``gateway`` command: serve, check-config, lifecycle."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
+from botocore.exceptions import BotoCoreError, ClientError
 
 from . import keys
 from .app import create_app
 from .config import Config, ConfigError, load_config
+from .lifecycle import ensure_lifecycle, get_rules
 from .observability import configure_logging
+from .storage import open_s3_client
 
 log = logging.getLogger("gateway")
 
@@ -97,6 +102,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args))
+    with contextlib.ExitStack() as stack:
+        if config.storage.embedded:
+            from .embedded import embedded_services
+
+            config = stack.enter_context(embedded_services(config))
+        rules = asyncio.run(_lifecycle(config, apply=args.action == "apply"))
+    print(json.dumps({"bucket": config.storage.bucket, "rules": rules}, indent=2, default=str))
+    return 0
+
+
+async def _lifecycle(config: Config, *, apply: bool) -> list[dict[str, Any]]:
+    async with open_s3_client(config.storage) as s3:
+        if apply:
+            changed = await ensure_lifecycle(s3, config.storage)
+            print(
+                "lifecycle rule " + ("applied" if changed else "already in place"), file=sys.stderr
+            )
+        return await get_rules(s3, config.storage.bucket)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="sources-gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
+
+    life = sub.add_parser("lifecycle", help="show or apply the bucket's lifecycle rule")
+    life.add_argument("action", choices=["apply", "show"])
+    life.add_argument("--config", help="YAML configuration (default: $GATEWAY_CONFIG)")
+    life.set_defaults(func=cmd_lifecycle)
     return parser
 
 
@@ -119,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    except (BotoCoreError, ClientError) as exc:
+        print(f"gateway: storage error: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -15,8 +15,11 @@ from . import keys
 from .auth import Authenticator
 from .config import Config
 from .cors import Cors
+from .deployments import create_deployment
 from .errors import GatewayError, json_response, render, render_http_exception
+from .forwarders import open_forwarder
 from .health import Probes, ReadinessCheck
+from .lifecycle import ensure_lifecycle
 from .observability import (
     OUTCOME,
     REQUEST_ID,
@@ -35,6 +38,7 @@ from .signing import Clock, UrlSigner
 from .sources import CLIENT_GONE, create_source, defer_continue, download_source, upload_source
 from .storage import S3Store, open_s3_client
 from .uploads import BufferBudget, Uploader
+from .urlguard import Resolver, UrlGuard, UrlPolicy, system_resolver
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,8 @@ def storage_context(config: Config) -> Callable[[web.Application], AsyncIterator
             store = S3Store(
                 s3, http, config.storage, on_error=lambda op: metrics.s3_errors.labels(op).inc()
             )
+            if config.storage.ensure_lifecycle:
+                await _ensure_lifecycle(s3, config)
             app[keys.HTTP] = http
             app[keys.S3_CLIENT] = s3
             app[keys.STORE] = store
@@ -129,8 +135,36 @@ def storage_context(config: Config) -> Callable[[web.Application], AsyncIterator
     return context
 
 
-def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
-    """Build the gateway for ``config``. Reads no files and no globals; ``clock`` is for tests."""
+async def _ensure_lifecycle(s3: object, config: Config) -> None:
+    # A missing permission must not keep the gateway from serving: it says so and goes on.
+    try:
+        await ensure_lifecycle(s3, config.storage)
+    except Exception as exc:
+        log.error(
+            "could not ensure the lifecycle rule on bucket %s (%s); uploads will not expire "
+            "unless the bucket has a rule: see deploy/lifecycle.json",
+            config.storage.bucket,
+            exc,
+        )
+
+
+def forwarder_context(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The deployments forwarder (and its SQS client); after storage_context, whose session the
+    http forwarder uses."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with open_forwarder(config, app[keys.HTTP]) as forwarder:
+            app[keys.FORWARDER] = forwarder
+            yield
+
+    return context
+
+
+def create_app(
+    config: Config, *, clock: Clock = time.time, resolver: Resolver = system_resolver
+) -> web.Application:
+    """Build the gateway for ``config``. Reads no files and no globals; ``clock`` and
+    ``resolver`` (DNS for deployment URLs) are for tests."""
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     middlewares: list[Middleware] = [observe, render_errors]
     if cors.enabled:
@@ -145,7 +179,11 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app[keys.METRICS].buffer_bytes.set_function(lambda: budget.in_use)
     app[keys.CLIENT_ADDRESS] = ClientAddress(config.server.trusted_proxies)
     app[keys.INFLIGHT] = InFlight()
+    deployments = config.deployments
+    policy = UrlPolicy.of(deployments.allowed_hosts, deployments.allowed_http_hosts)
+    app[keys.URL_GUARD] = UrlGuard(policy, resolver)
     app.cleanup_ctx.append(storage_context(config))
+    app.cleanup_ctx.append(forwarder_context(config))
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(count_streamed_bytes)
     if cors.enabled:
@@ -161,6 +199,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app.router.add_post("/v1/sources", create_source)
     app.router.add_put(SOURCE_PATH, upload_source, expect_handler=defer_continue)
     app.router.add_get(SOURCE_PATH, download_source)
+    app.router.add_post("/v1/apps/{app}/deployments", create_deployment)
     app.router.add_get("/healthz", probes.healthz)
     app.router.add_get("/readyz", probes.readyz)
     if config.metrics.enabled:

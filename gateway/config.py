@@ -172,17 +172,28 @@ class ForwardConfig:
     timeout: float = 10.0
     retries: int = 3
     backoff_seconds: float = 0.5
+    # sqs: the SQS endpoint and region; null means storage's endpoint when storage is embedded
+    # (else AWS's) and storage.region.
+    endpoint_url: str | None = None
+    region: str | None = None
 
     def validate(self, path: str) -> None:
         if self.type == "http":
             if not self.url:
                 raise ConfigError(f"{path}.url", "required when type is http")
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(f"{path}.url", "must be an absolute http(s) URL")
             if not self.secret:
                 raise ConfigError(f"{path}.secret", "required when type is http")
         elif not self.queue:
             raise ConfigError(f"{path}.queue", "required when type is sqs")
         if self.retries < 0:
             raise ConfigError(f"{path}.retries", "must not be negative")
+        if self.timeout <= 0:
+            raise ConfigError(f"{path}.timeout", "must be positive")
+        if self.backoff_seconds < 0:
+            raise ConfigError(f"{path}.backoff_seconds", "must not be negative")
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,11 @@ class DeploymentsConfig:
     allowed_hosts: tuple[str, ...] = ()
     allowed_http_hosts: tuple[str, ...] = ()
     fetch_url_ttl_seconds: int = 3600
+
+    def validate(self, path: str) -> None:
+        # S3 refuses presigned URLs valid for more than 7 days.
+        if not 1 <= self.fetch_url_ttl_seconds <= 7 * 24 * 3600:
+            raise ConfigError(f"{path}.fetch_url_ttl_seconds", "must be between 1 and 604800")
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,11 @@ def embedded_services(config: Config) -> Iterator[Config]:
         if forward.type == "sqs" and forward.queue and "://" not in forward.queue:
             attributes = {"FifoQueue": "true"} if forward.queue.endswith(".fifo") else {}
             boto3.client("sqs", **aws).create_queue(QueueName=forward.queue, Attributes=attributes)
+        # The README's walk-through reads the deployments queue at this address.
         log.warning(
-            "embedded S3 at %s (in memory, for local use only): bucket %r", endpoint, storage.bucket
+            "embedded S3 and SQS at %s (in memory, for local use only): bucket %r",
+            endpoint,
+            storage.bucket,
         )
         yield dataclasses.replace(config, storage=storage)
     finally:

@@ -154,8 +154,8 @@ _HTTP_MESSAGES = {
 
 
 def render_http_exception(exc: web.HTTPException) -> web.StreamResponse:
-    if exc.status < 400:
-        return exc  # redirects and 304s pass through untouched
+    if exc.status < 400:  # redirects: the same answer, as a response rather than an exception
+        return web.Response(status=exc.status, headers=exc.headers)
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
     if exc.status == 404:
         return json_response(404, {"resource": "route", "error": "not found"}, headers)

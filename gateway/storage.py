@@ -21,6 +21,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.handlers import add_expect_header
 
 from .config import StorageConfig
 from .errors import BadGateway, GatewayError, NotFound, ServiceUnavailable
@@ -132,6 +133,10 @@ def client_kwargs(config: StorageConfig) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def open_s3_client(config: StorageConfig) -> AsyncIterator[Any]:
     async with AioSession().create_client("s3", **client_kwargs(config)) as client:
+        # botocore asks S3 for "100 Continue" before sending any body, and aiohttp waits for that
+        # answer with no timeout at all: a stalled endpoint would hang the upload for ever. Parts
+        # are bounded buffers, so sending them without asking first costs little.
+        client.meta.events.unregister("before-call.s3", add_expect_header)
         yield client
 
 

@@ -1,0 +1,276 @@
+"""Deployments: ``POST /v1/apps/{app}/deployments`` checks the request, then forwards a job.
+
+The order of checks: API token (401), app name and the token's right to it (403, before the body
+is read), the JSON body (415, 400), then every field at once (422 naming each bad field). The
+archive URL is either one of this gateway's own download URLs, checked for real (token, object,
+gzip magic), or any other URL, checked by the SSRF rules of ``urlguard``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import SplitResult, parse_qsl, urlsplit
+
+from aiohttp import web
+
+from . import keys
+from .errors import GatewayError, TokenExpired, TokenInvalid, ValidationFailed
+from .forwarders import DeployerRejected, Job
+from .signing import Purpose, UrlSigner
+from .sources import object_key, read_json_object, rfc3339
+from .storage import ObjectNotFound, ObjectStore
+from .urlguard import check_form
+
+log = logging.getLogger(__name__)
+
+# The platform's app names: lowercase letters, digits and dashes, 3 to 48 characters.
+APP_NAME = re.compile(r"[a-z0-9-]{3,48}")
+# git_ref becomes an image tag on the platform; longer refs are not real ones.
+MAX_GIT_REF_LENGTH = 255
+GZIP_MAGIC = b"\x1f\x8b"
+# Both names of the archive URL: the seed's, and the platform's current API's.
+URL_FIELDS = ("download_url", "source_url")
+_SOURCE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Errors = dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class DeploymentRequest:
+    """The fields of a request body; ``url`` is None when no usable URL was given."""
+
+    git_ref: str | None
+    url: str | None
+    url_field: str
+
+
+@dataclass(frozen=True)
+class OwnUrl:
+    """A URL on this gateway's origin: a source's id and token, or ``source_id`` None if the
+    path is not a source's."""
+
+    source_id: str | None
+    token: str | None
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the job says about one of the gateway's own sources."""
+
+    source_id: str
+    size: int
+    sha256: str | None
+    fetch_url: str
+
+    def job_fields(self) -> dict[str, Any]:
+        return {
+            "source_id": self.source_id,
+            "size": self.size,
+            "sha256": self.sha256,
+            "fetch_url": self.fetch_url,
+        }
+
+
+def app_name_errors(app: str) -> list[str]:
+    if APP_NAME.fullmatch(app):
+        return []
+    return ["must be 3 to 48 lowercase letters, digits or dashes"]
+
+
+def git_ref_errors(git_ref: str) -> list[str]:
+    errors = []
+    if len(git_ref) > MAX_GIT_REF_LENGTH:
+        errors.append(f"must be at most {MAX_GIT_REF_LENGTH} characters")
+    if not git_ref.isprintable():
+        errors.append("must contain printable characters only")
+    if git_ref.startswith("-"):
+        errors.append("must not start with '-'")
+    return errors
+
+
+def parse_request(data: Mapping[str, Any]) -> tuple[DeploymentRequest | None, Errors]:
+    """Read ``{"deployment": {"git_ref", "download_url" | "source_url"}}``; unknown keys are
+    ignored, an empty ``git_ref`` counts as none. Returns the request and the errors found."""
+    deployment = data.get("deployment")
+    if deployment is None:
+        return None, {"deployment": ["is required"]}
+    if not isinstance(deployment, dict):
+        return None, {"deployment": ["must be an object"]}
+    errors: Errors = {}
+    git_ref = deployment.get("git_ref")
+    if git_ref is not None and not isinstance(git_ref, str):
+        errors["git_ref"] = ["must be a string"]
+        git_ref = None
+    elif git_ref and (problems := git_ref_errors(git_ref)):
+        errors["git_ref"] = problems
+    given = {name: deployment[name] for name in URL_FIELDS if deployment.get(name) is not None}
+    for name, value in given.items():
+        if not isinstance(value, str):
+            errors[name] = ["must be a string"]
+    urls = {name: value for name, value in given.items() if isinstance(value, str)}
+    url_field, url = next(iter(urls.items()), ("download_url", None))
+    if not given:
+        errors["download_url"] = ["is required"]
+    elif len(set(urls.values())) > 1:
+        errors["source_url"] = ["must be the same as download_url when both are given"]
+        url = None
+    elif len(urls) < len(given):
+        url = None  # one of the two names has a non-string: do not guess
+    return DeploymentRequest(git_ref or None, url, url_field), errors
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+def match_own_url(url: str, public_url: str) -> OwnUrl | None:
+    """``url`` on the origin (scheme, host, port) of ``public_url``, or None if it is elsewhere."""
+    try:
+        parts, base = urlsplit(url), urlsplit(public_url)
+        if _origin(parts) != _origin(base):
+            return None
+    except ValueError:
+        return None
+    prefix = base.path.rstrip("/") + "/v1/sources/"
+    source_id = parts.path[len(prefix) :] if parts.path.startswith(prefix) else ""
+    if not _SOURCE_ID.fullmatch(source_id):
+        return OwnUrl(None, None)
+    token = next((v for k, v in parse_qsl(parts.query) if k == "token"), None)
+    return OwnUrl(source_id, token)
+
+
+async def inspect_own_source(
+    own: OwnUrl, signer: UrlSigner, store: ObjectStore, prefix: str, fetch_ttl: int
+) -> SourceFacts | list[str]:
+    """Check one of the gateway's own URLs as a fetch of it would be: a valid, unexpired download
+    token for that id, an uploaded object, gzip magic first. Its facts, or the error messages.
+
+    Storage failures other than a missing object propagate (502/503, not the user's fault)."""
+    if own.source_id is None:
+        return ["points at this gateway but is not a source's download URL"]
+    if not own.token:
+        return ["download URL has no token"]
+    try:
+        signer.verify(Purpose.DOWNLOAD, own.source_id, own.token)
+    except (TokenExpired, TokenInvalid) as exc:
+        return [exc.message]
+    key = object_key(prefix, own.source_id)
+    try:
+        info = await store.stat(key)
+        if info.size < len(GZIP_MAGIC):
+            return ["archive is not gzip"]
+        async with store.read(key, 0, len(GZIP_MAGIC) - 1) as chunks:
+            head = b"".join([chunk async for chunk in chunks])
+    except ObjectNotFound:
+        return ["source has not been uploaded"]
+    if head[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+        return ["archive is not gzip"]
+    fetch_url = await store.presign_get(key, fetch_ttl)
+    return SourceFacts(own.source_id, info.size, info.sha256, fetch_url)
+
+
+async def check_archive_url(app: web.Application, url: str) -> SourceFacts | list[str] | None:
+    """Errors for ``url``; the source's facts if it is one of ours; None for a fine foreign URL."""
+    form = check_form(url)
+    if isinstance(form, list):
+        return form
+    config = app[keys.CONFIG]
+    own = match_own_url(url, config.server.public_url)
+    if own is not None:
+        # Our own URLs are not subject to the SSRF rules: public_url may be loopback in dev,
+        # and what the URL reaches is known exactly.
+        return await inspect_own_source(
+            own,
+            app[keys.SIGNER],
+            app[keys.STORE],
+            config.storage.prefix,
+            config.deployments.fetch_url_ttl_seconds,
+        )
+    errors = await app[keys.URL_GUARD].check(url)
+    return errors or None
+
+
+def deployment_object(
+    deployment_id: str, app: str, created_at: str, git_ref: str | None, url: str
+) -> dict[str, Any]:
+    """The platform's deployment object, as a freshly queued deployment."""
+    return {
+        "id": deployment_id,
+        "app_id": app,
+        "created_at": created_at,
+        "finished_at": None,
+        "status": "queued",
+        "git_ref": git_ref,
+        "type": "archive",
+        "source_url": url,
+    }
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    app = request.app
+    metrics = app[keys.METRICS]
+    principal = app[keys.AUTH].authenticate(request.headers.get("Authorization"))
+    app_name = request.match_info["app"]
+    errors: Errors = {}
+    if problems := app_name_errors(app_name):
+        errors["app"] = problems
+    else:
+        principal.require_app(app_name)
+    data = await read_json_object(request, allow_empty=True)
+    parsed, field_errors = parse_request(data)
+    errors.update(field_errors)
+    facts: SourceFacts | None = None
+    if parsed is not None and parsed.url is not None:
+        checked = await check_archive_url(app, parsed.url)
+        if isinstance(checked, list):
+            errors[parsed.url_field] = checked
+        else:
+            facts = checked
+    if errors:
+        metrics.deployments.labels("rejected").inc()
+        # Field names only: the URL carries a token.
+        log.info("deployment for %r rejected: %s", app_name, ", ".join(sorted(errors)))
+        raise ValidationFailed(errors)
+    assert parsed is not None and parsed.url is not None
+
+    deployment_id = str(uuid.uuid4())
+    created_at = rfc3339(app[keys.SIGNER].now())
+    fields: dict[str, Any] = {
+        "id": deployment_id,
+        "app": app_name,
+        "git_ref": parsed.git_ref,
+        "download_url": parsed.url,
+        "created_at": created_at,
+        "requested_by": principal.name,
+    }
+    if facts is not None:
+        fields.update(facts.job_fields())
+    try:
+        answer = await app[keys.FORWARDER].forward(Job.of(fields))
+    except DeployerRejected:
+        metrics.deployments.labels("rejected").inc()
+        raise
+    except GatewayError:
+        metrics.deployments.labels("failed").inc()
+        raise
+    metrics.deployments.labels("forwarded").inc()
+    log.info(
+        "deployment %s of %s forwarded (archive on %s)",
+        deployment_id,
+        app_name,
+        "this gateway" if facts else urlsplit(parsed.url).hostname,
+    )
+    if answer is None:
+        answer = {
+            "deployment": deployment_object(
+                deployment_id, app_name, created_at, parsed.git_ref, parsed.url
+            )
+        }
+    return web.json_response(answer, status=201)

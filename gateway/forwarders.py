@@ -1,0 +1,301 @@
+"""Handing a deployment job to the platform's deployer, which is not ours.
+
+    Forwarder (protocol)    forward(job): the deployer's answer (a JSON object) or None
+     +-- HttpForwarder      POST the job with Idempotency-Key and X-Gateway-Signature; retries
+     |                      connection errors, timeouts and 5xx with exponential backoff
+     +-- SqsForwarder       SendMessage to a queue; FIFO queues get a group and deduplication id
+
+Errors raised (all ``GatewayError``, rendered by the one error middleware):
+``DeployerRejected`` (the deployer's 4xx, relayed), ``DeployerUnavailable`` (502: retries ran out
+or the deployer answered nonsense), ``QueueUnavailable`` (503: SQS unreachable), ``QueueFailed``
+(502: SQS answered an error).
+
+Nothing here logs a job body: it carries the archive URL, whose token is a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .config import Config
+from .errors import BadGateway, GatewayError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Gateway-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# A deployer's answer is a small JSON object; anything longer is not relayed.
+MAX_DEPLOYER_BODY = 1024 * 1024
+# However many retries are configured, one wait never exceeds this.
+MAX_BACKOFF_SECONDS = 30.0
+_QUEUE_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+_QUEUE_BUSY = {"ThrottlingException", "RequestThrottled", "ServiceUnavailable", "InternalError"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A deployment job: ``body`` is the exact JSON the deployer receives (and the HMAC covers)."""
+
+    id: str
+    app: str
+    body: bytes
+
+    @classmethod
+    def of(cls, fields: Mapping[str, Any]) -> Job:
+        """Serialise ``fields`` (which must hold ``id`` and ``app``) once, compactly."""
+        body = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+        return cls(str(fields["id"]), str(fields["app"]), body)
+
+
+class DeployerRejected(GatewayError):
+    """The deployer refused the job with a 4xx: its status and JSON body reach the client."""
+
+    def __init__(self, status: int, body: dict[str, Any] | None) -> None:
+        super().__init__(f"the deployer refused the deployment (HTTP {status})")
+        self.status = status  # type: ignore[misc]
+        self._body = body
+
+    def body(self) -> dict[str, Any]:
+        return self._body if self._body is not None else {"error": self.message}
+
+
+class DeployerUnavailable(BadGateway):
+    """The deployer could not be reached, kept failing, or answered something unusable."""
+
+
+class QueueUnavailable(ServiceUnavailable):
+    """The deployment queue could not be reached or is throttling."""
+
+
+class QueueFailed(BadGateway):
+    """The deployment queue answered an error (missing queue, refused credentials...)."""
+
+
+class Forwarder(Protocol):
+    """Where accepted deployments go. The handler does not know which one it has."""
+
+    async def forward(self, job: Job) -> dict[str, Any] | None:
+        """Deliver ``job``; return the deployer's JSON object answer, or None if it gave none.
+
+        Raises ``GatewayError`` subclasses only."""
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The ``X-Gateway-Signature`` value: HMAC-SHA256 of the exact body bytes, in hex."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _json_object(raw: bytes | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+async def _read_limited(resp: aiohttp.ClientResponse) -> bytes | None:
+    data = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > MAX_DEPLOYER_BODY:
+            return None
+    return bytes(data)
+
+
+class HttpForwarder:
+    """POSTs jobs to the deployer's ``url``.
+
+    Every attempt carries the same ``Idempotency-Key`` (the deployment id), so a deployer that
+    received an attempt whose answer was lost does not deploy twice. Connection errors, timeouts
+    (``timeout`` seconds per attempt) and 5xx are retried ``retries`` times, waiting
+    ``backoff_seconds``, then twice that, and so on (at most ``MAX_BACKOFF_SECONDS``).
+    A 2xx answer's JSON object is returned; a 4xx is raised as ``DeployerRejected``, except 401 and
+    407 (the deployer refusing the gateway itself, not the user's request), which are 502.
+    """
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        url: str,
+        secret: str,
+        *,
+        timeout: float,
+        retries: int,
+        backoff_seconds: float,
+    ) -> None:
+        self._http = http
+        self._url = url
+        self._host = urlsplit(url).hostname or "?"
+        self._secret = secret
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retries = retries
+        self._backoff = backoff_seconds
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (from 1)."""
+        return float(min(self._backoff * 2 ** (retry - 1), MAX_BACKOFF_SECONDS))
+
+    async def forward(self, job: Job) -> dict[str, Any] | None:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            # The shared session does not decompress (it streams archives as they are).
+            "Accept-Encoding": "identity",
+            IDEMPOTENCY_HEADER: job.id,
+            SIGNATURE_HEADER: signature(self._secret, job.body),
+        }
+        failure = ""
+        for attempt in range(self._retries + 1):
+            if attempt:
+                await asyncio.sleep(self.delay(attempt))
+            try:
+                async with self._http.post(
+                    self._url,
+                    data=job.body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    status = resp.status
+                    raw = await _read_limited(resp)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failure = type(exc).__name__
+                log.warning("deployer %s: attempt %d failed: %s", self._host, attempt + 1, failure)
+                continue
+            if 200 <= status < 300:
+                return _json_object(raw)
+            if status >= 500:
+                failure = f"HTTP {status}"
+                log.warning("deployer %s: attempt %d answered %d", self._host, attempt + 1, status)
+                continue
+            if status in (401, 407):
+                log.error("deployer %s refused the gateway's request: HTTP %d", self._host, status)
+                raise DeployerUnavailable("the deployer refused the gateway's request")
+            if 400 <= status < 500:
+                log.info("deployer %s rejected deployment %s: HTTP %d", self._host, job.id, status)
+                raise DeployerRejected(status, _json_object(raw))
+            log.error("deployer %s answered HTTP %d", self._host, status)
+            raise DeployerUnavailable(f"the deployer answered unexpectedly (HTTP {status})")
+        log.error(
+            "deployer %s: giving up on deployment %s after %d attempts (%s)",
+            self._host,
+            job.id,
+            self._retries + 1,
+            failure,
+        )
+        raise DeployerUnavailable(
+            f"the deployer is unavailable ({failure}, {self._retries + 1} attempts)"
+        )
+
+
+class SqsForwarder:
+    """Sends jobs to an SQS queue (``queue`` is its name or URL) through one aiobotocore client.
+
+    A FIFO queue (name ending in ``.fifo``) gets ``MessageGroupId`` = the app, so one app's
+    deployments stay in order, and ``MessageDeduplicationId`` = the deployment id. Needs the IAM
+    permissions sqs:SendMessage and, for a queue given by name, sqs:GetQueueUrl.
+    """
+
+    def __init__(self, client: Any, queue: str) -> None:
+        self._sqs = client
+        self._queue = queue
+        self._queue_url: str | None = queue if "://" in queue else None
+        self._fifo = queue.rstrip("/").endswith(".fifo")
+
+    async def _url(self) -> str:
+        if self._queue_url is None:
+            resp = await self._sqs.get_queue_url(QueueName=self._queue)
+            self._queue_url = str(resp["QueueUrl"])
+        return self._queue_url
+
+    async def forward(self, job: Job) -> dict[str, Any] | None:
+        try:
+            params: dict[str, Any] = {
+                "QueueUrl": await self._url(),
+                "MessageBody": job.body.decode(),
+            }
+            if self._fifo:
+                params["MessageGroupId"] = job.app
+                params["MessageDeduplicationId"] = job.id
+            await self._sqs.send_message(**params)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            log.error("deployment queue %s: %s (HTTP %s)", self._queue_name, code, status)
+            if code in _QUEUE_MISSING:
+                if "://" not in self._queue:
+                    self._queue_url = None  # it may be created later: look it up again
+                raise QueueFailed("the deployment queue does not exist") from None
+            if code in _QUEUE_BUSY or status >= 500:
+                raise QueueUnavailable(
+                    "the deployment queue is unavailable, try again later"
+                ) from None
+            raise QueueFailed("the deployment queue refused the job") from None
+        except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+            log.error("deployment queue %s unreachable: %s", self._queue_name, type(exc).__name__)
+            raise QueueUnavailable("the deployment queue is unreachable, try again later") from None
+        log.info("deployment %s queued on %s", job.id, self._queue_name)
+        return None
+
+    @property
+    def _queue_name(self) -> str:
+        return self._queue.rstrip("/").rsplit("/", 1)[-1]
+
+
+def sqs_client_kwargs(config: Config) -> dict[str, Any]:
+    """Arguments for the SQS client: ``deployments.forward`` first, then the storage section.
+
+    The endpoint defaults to the storage endpoint only when storage is embedded (moto serves
+    both); credentials are the storage section's static ones when set, else the AWS chain."""
+    forward, storage = config.deployments.forward, config.storage
+    kwargs: dict[str, Any] = {
+        "region_name": forward.region or storage.region,
+        "config": AioConfig(
+            connect_timeout=forward.timeout,
+            read_timeout=forward.timeout,
+            retries={"max_attempts": forward.retries + 1, "mode": "standard"},
+        ),
+    }
+    endpoint = forward.endpoint_url or (storage.endpoint_url if storage.embedded else None)
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    if storage.access_key_id and storage.secret_access_key:
+        kwargs["aws_access_key_id"] = storage.access_key_id
+        kwargs["aws_secret_access_key"] = storage.secret_access_key
+    return kwargs
+
+
+@contextlib.asynccontextmanager
+async def open_forwarder(config: Config, http: aiohttp.ClientSession) -> AsyncIterator[Forwarder]:
+    """The forwarder ``deployments.forward`` describes, with its SQS client open while in use."""
+    forward = config.deployments.forward
+    if forward.type == "http":
+        assert forward.url and forward.secret, "validated by ForwardConfig"
+        yield HttpForwarder(
+            http,
+            forward.url,
+            forward.secret,
+            timeout=forward.timeout,
+            retries=forward.retries,
+            backoff_seconds=forward.backoff_seconds,
+        )
+        return
+    assert forward.queue, "validated by ForwardConfig"
+    async with AioSession().create_client("sqs", **sqs_client_kwargs(config)) as client:
+        yield SqsForwarder(client, forward.queue)

@@ -1,0 +1,77 @@
+"""The bucket lifecycle rule that deletes uploaded archives, merged into the bucket's own rules.
+
+S3 keeps one lifecycle configuration per bucket, replaced whole by each write: the gateway reads
+it, replaces or adds only its own rule (found by its ID), and writes back every other rule as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .config import StorageConfig
+
+log = logging.getLogger(__name__)
+
+# Incomplete multipart uploads (a crashed instance's) are invisible but billed: drop them then.
+ABORT_INCOMPLETE_AFTER_DAYS = 1
+
+
+def rule_id(prefix: str) -> str:
+    return f"sources-gateway-expire:{prefix}"
+
+
+def gateway_rule(config: StorageConfig) -> dict[str, Any]:
+    """The rule of SPEC: expire ``prefix`` after ``expire_after_days``, abort stale uploads."""
+    return {
+        "ID": rule_id(config.prefix),
+        "Filter": {"Prefix": config.prefix},
+        "Status": "Enabled",
+        "Expiration": {"Days": config.expire_after_days},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_INCOMPLETE_AFTER_DAYS},
+    }
+
+
+def _same_rule(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("ID", "Filter", "Status", "Expiration", "AbortIncompleteMultipartUpload")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def merge_rules(existing: list[dict[str, Any]], rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """``existing`` with ``rule`` in place of the rule with the same ID, or appended."""
+    merged = [r for r in existing if r.get("ID") != rule["ID"]]
+    position = next((i for i, r in enumerate(existing) if r.get("ID") == rule["ID"]), len(merged))
+    merged.insert(position, rule)
+    return merged
+
+
+async def get_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    try:
+        resp = await s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+            return []
+        raise
+    rules: list[dict[str, Any]] = resp.get("Rules", [])
+    return rules
+
+
+async def ensure_lifecycle(s3: Any, config: StorageConfig) -> bool:
+    """Make sure the bucket has the gateway's rule; return True if the configuration changed."""
+    existing = await get_rules(s3, config.bucket)
+    rule = gateway_rule(config)
+    if any(_same_rule(r, rule) for r in existing):
+        return False
+    rules = merge_rules(existing, rule)
+    await s3.put_bucket_lifecycle_configuration(
+        Bucket=config.bucket, LifecycleConfiguration={"Rules": rules}
+    )
+    log.info(
+        "lifecycle rule %s set on bucket %s (%d other rules kept)",
+        rule["ID"],
+        config.bucket,
+        len(rules) - 1,
+    )
+    return True

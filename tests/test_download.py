@@ -1,0 +1,215 @@
+"""Downloads: ranges, conditional requests, redirect mode, and a failing object store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import unused_port
+
+from gateway.errors import RangeNotSatisfiable
+from gateway.sources import parse_range
+
+from .conftest import Gateway, StartGateway
+
+DATA = os.urandom(10_000)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("bytes=0-0", (0, 0)),
+        ("bytes=0-99", (0, 99)),
+        ("bytes=9990-", (9990, 9999)),
+        ("bytes=9990-20000", (9990, 9999)),
+        ("bytes=-10", (9990, 9999)),
+        ("bytes=-20000", (0, 9999)),
+        ("bytes=5-4", None),  # invalid: ignored
+        ("bytes=0-1,5-6", None),  # several ranges: whole object
+        ("items=0-5", None),
+        ("bytes=abc", None),
+        ("bytes=-", None),
+        ("bytes= 1-2", (1, 2)),  # stray spaces are forgiven
+    ],
+)
+def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> None:
+    assert parse_range(header, 10_000) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [("bytes=10000-", 10_000), ("bytes=-0", 10_000), ("bytes=0-", 0), ("bytes=-5", 0)],
+)
+def test_parse_range_unsatisfiable(header: str, size: int) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range(header, size)
+
+
+@pytest.fixture
+async def uploaded(gateway: Gateway, http: aiohttp.ClientSession) -> dict[str, Any]:
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=DATA) as resp:
+        assert resp.status == 200
+    return source
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=9000-", 9000, 9999),
+        ("bytes=-500", 9500, 9999),
+        ("bytes=9999-99999", 9999, 9999),
+    ],
+)
+async def test_range_gives_206(
+    uploaded: dict[str, Any], http: aiohttp.ClientSession, header: str, start: int, end: int
+) -> None:
+    async with http.get(uploaded["download_url"], headers={"Range": header}) as resp:
+        assert resp.status == 206
+        assert resp.headers["Content-Range"] == f"bytes {start}-{end}/{len(DATA)}"
+        assert resp.headers["Content-Length"] == str(end - start + 1)
+        assert await resp.read() == DATA[start : end + 1]
+        # The checksum headers describe the whole representation, also on a 206 (RFC 9530).
+        assert resp.headers["X-Checksum-Sha256"]
+    async with http.head(uploaded["download_url"], headers={"Range": header}) as head:
+        assert head.status == 206
+        assert head.headers["Content-Range"] == f"bytes {start}-{end}/{len(DATA)}"
+
+
+async def test_unsatisfiable_range_is_416(
+    uploaded: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    async with http.get(uploaded["download_url"], headers={"Range": "bytes=10000-"}) as resp:
+        assert resp.status == 416
+        assert resp.headers["Content-Range"] == f"bytes */{len(DATA)}"
+        assert "error" in await resp.json()
+
+
+async def test_ignored_ranges_send_everything(
+    uploaded: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    for header in ("bytes=0-1,4-5", "lines=1-2"):
+        async with http.get(uploaded["download_url"], headers={"Range": header}) as resp:
+            assert resp.status == 200
+            assert await resp.read() == DATA
+
+
+async def test_if_none_match_gives_304(
+    uploaded: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    async with http.get(uploaded["download_url"]) as resp:
+        etag = resp.headers["ETag"]
+        await resp.read()
+    for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        async with http.get(uploaded["download_url"], headers={"If-None-Match": header}) as resp:
+            assert resp.status == 304
+            assert resp.headers["ETag"] == etag
+            assert await resp.read() == b""
+    async with http.get(uploaded["download_url"], headers={"If-None-Match": '"x"'}) as resp:
+        assert resp.status == 200
+        assert await resp.read() == DATA
+
+
+async def test_if_range_with_stale_etag_sends_everything(
+    uploaded: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    headers = {"Range": "bytes=0-9", "If-Range": '"stale"'}
+    async with http.get(uploaded["download_url"], headers=headers) as resp:
+        assert resp.status == 200
+        assert await resp.read() == DATA
+    async with http.head(uploaded["download_url"]) as resp:
+        etag = resp.headers["ETag"]
+    async with http.get(
+        uploaded["download_url"], headers={"Range": "bytes=0-9", "If-Range": etag}
+    ) as resp:
+        assert resp.status == 206
+        assert await resp.read() == DATA[:10]
+
+
+async def test_redirect_mode(start_gateway: StartGateway, http: aiohttp.ClientSession) -> None:
+    gateway = await start_gateway({"sources": {"download_mode": "redirect"}})
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=DATA) as resp:
+        assert resp.status == 200
+    gateway.clock.advance(500)  # 100 s of the token's life left
+    async with http.get(source["download_url"], allow_redirects=False) as resp:
+        assert resp.status == 307
+        location = resp.headers["Location"]
+    query = parse_qs(urlsplit(location).query)
+    expires = int((query.get("X-Amz-Expires") or query["Expires"])[0])
+    assert 0 < expires <= 100  # never outlives the token
+    async with http.get(source["download_url"]) as resp:  # follows, as curl -L does
+        assert resp.status == 200
+        assert await resp.read() == DATA
+    gateway.clock.advance(101)
+    async with http.get(source["download_url"], allow_redirects=False) as resp:
+        assert resp.status == 403
+
+
+# --- a failing object store ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def silent_endpoint() -> AsyncIterator[str]:
+    """A TCP server that accepts connections and never answers: S3 hanging."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+async def assert_unavailable(resp: aiohttp.ClientResponse) -> None:
+    assert resp.status == 503
+    assert resp.headers["Retry-After"].isdigit()
+    body = await resp.json()
+    assert set(body) == {"error"} and "storage" in body["error"]
+
+
+@pytest.mark.parametrize("endpoint", ["refused", "silent"])
+async def test_storage_down_gives_503_json(
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    silent_endpoint: str,
+    endpoint: str,
+) -> None:
+    url = f"http://127.0.0.1:{unused_port()}" if endpoint == "refused" else silent_endpoint
+    gateway = await start_gateway(
+        {"storage": {"endpoint_url": url, "connect_timeout": 1, "read_timeout": 1}}
+    )
+    source = await gateway.create_source(http)  # needs no storage
+    async with http.put(source["upload_url"], data=b"x" * 1000) as resp:
+        await assert_unavailable(resp)
+    async with http.put(source["upload_url"], data=chunked(b"x" * 1000)) as resp:
+        await assert_unavailable(resp)
+    async with http.get(source["download_url"]) as resp:
+        await assert_unavailable(resp)
+
+
+async def chunked(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_storage_error_gives_502_json(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway({"storage": {"bucket": "no-such-bucket-here"}})
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"x" * 100) as resp:
+        assert resp.status == 502
+        assert await resp.json() == {"error": "storage error"}

@@ -1,0 +1,149 @@
+"""The lifecycle rule: set at start and by `gateway lifecycle`, merged, idempotent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from gateway.config import StorageConfig
+from gateway.lifecycle import gateway_rule, merge_rules, rule_id
+
+from .conftest import MOTO_CREDENTIALS, SECRET, StartGateway
+
+OTHER_RULE = {
+    "ID": "keep-logs-30-days",
+    "Filter": {"Prefix": "logs/"},
+    "Status": "Enabled",
+    "Expiration": {"Days": 30},
+}
+
+
+def rules_of(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    return rules
+
+
+def by_id(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["ID"]: r for r in rules}
+
+
+def test_merge_replaces_only_its_own_rule() -> None:
+    rule = gateway_rule(StorageConfig(prefix="src/", expire_after_days=2))
+    stale = {**rule, "Expiration": {"Days": 9}}
+    assert merge_rules([OTHER_RULE], rule) == [OTHER_RULE, rule]
+    assert merge_rules([stale, OTHER_RULE], rule) == [rule, OTHER_RULE]
+    assert merge_rules([], rule) == [rule]
+
+
+async def test_rule_is_set_at_start_and_others_are_kept(
+    start_gateway: StartGateway, s3: Any, bucket: str
+) -> None:
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": [OTHER_RULE]}
+    )
+    await start_gateway({"storage": {"ensure_lifecycle": True, "expire_after_days": 2}})
+    rules = by_id(rules_of(s3, bucket))
+    assert set(rules) == {"keep-logs-30-days", rule_id("sources/")}
+    ours = rules[rule_id("sources/")]
+    assert ours["Filter"] == {"Prefix": "sources/"}
+    assert ours["Status"] == "Enabled"
+    assert ours["Expiration"]["Days"] == 2
+    assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert rules["keep-logs-30-days"]["Expiration"]["Days"] == 30
+
+    # A second instance (or restart) with another setting updates the rule, keeps the other.
+    await start_gateway({"storage": {"ensure_lifecycle": True, "expire_after_days": 3}})
+    rules = by_id(rules_of(s3, bucket))
+    assert len(rules) == 2
+    assert rules[rule_id("sources/")]["Expiration"]["Days"] == 3
+
+
+async def test_no_rule_when_disabled(
+    start_gateway: StartGateway, s3: Any, bucket: str, http: aiohttp.ClientSession
+) -> None:
+    await start_gateway({"storage": {"ensure_lifecycle": False}})
+    try:
+        rules = rules_of(s3, bucket)
+    except s3.exceptions.ClientError as exc:
+        assert "NoSuchLifecycleConfiguration" in str(exc)
+    else:
+        assert rules == []
+
+
+async def test_missing_bucket_does_not_stop_the_start(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(
+        {"storage": {"ensure_lifecycle": True, "bucket": "no-such-bucket-for-lifecycle"}}
+    )
+    async with http.post(f"{gateway.url}/v1/sources", headers=gateway.auth) as resp:
+        assert resp.status == 201
+
+
+def run_cli(config_file: Path, action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "lifecycle", action, "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true"},
+    )
+
+
+def test_cli_apply_and_show(tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str) -> None:
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": [OTHER_RULE]}
+    )
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "signing": {"secret_keys": [SECRET]},
+                "storage": {
+                    "bucket": bucket,
+                    "endpoint_url": moto_endpoint,
+                    "access_key_id": MOTO_CREDENTIALS["aws_access_key_id"],
+                    "secret_access_key": MOTO_CREDENTIALS["aws_secret_access_key"],
+                },
+            }
+        )
+    )
+    shown = run_cli(config_file, "show")
+    assert shown.returncode == 0, shown.stderr
+    assert rule_id("sources/") not in shown.stdout
+    assert "keep-logs-30-days" in shown.stdout
+
+    applied = run_cli(config_file, "apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "lifecycle rule applied" in applied.stderr
+    assert rule_id("sources/") in applied.stdout
+    again = run_cli(config_file, "apply")
+    assert "already in place" in again.stderr  # idempotent
+    assert set(by_id(rules_of(s3, bucket))) == {"keep-logs-30-days", rule_id("sources/")}
+
+
+def test_cli_reports_storage_errors(tmp_path: Path, moto_endpoint: str) -> None:
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "signing": {"secret_keys": [SECRET]},
+                "storage": {
+                    "bucket": "no-such-bucket-cli",
+                    "endpoint_url": moto_endpoint,
+                    "access_key_id": "x",
+                    "secret_access_key": "y",
+                    "max_attempts": 1,
+                },
+            }
+        )
+    )
+    result = run_cli(config_file, "show")
+    assert result.returncode == 1
+    assert result.stderr.startswith("gateway: storage error:")
+    assert "NoSuchBucket" in result.stderr

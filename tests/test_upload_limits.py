@@ -1,0 +1,225 @@
+"""Uploads under real traffic: Expect: 100-continue, size limits, broken clients, bad digests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from .conftest import SMALL_PART, Gateway
+from .test_transfer import chunks_of
+
+
+def object_key(source: dict[str, Any]) -> str:
+    return f"sources/{source['id']}"
+
+
+def stored(s3: Any, gateway: Gateway, source: dict[str, Any]) -> bytes | None:
+    try:
+        obj = s3.get_object(Bucket=gateway.config.storage.bucket, Key=object_key(source))
+    except s3.exceptions.NoSuchKey:
+        return None
+    data: bytes = obj["Body"].read()
+    return data
+
+
+def pending_multipart(s3: Any, gateway: Gateway) -> list[Any]:
+    uploads: list[Any] = s3.list_multipart_uploads(Bucket=gateway.config.storage.bucket).get(
+        "Uploads", []
+    )
+    return uploads
+
+
+async def raw_request(url: str, head: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    writer.write(f"PUT {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n{head}\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def read_status_line(reader: asyncio.StreamReader) -> str:
+    return (await asyncio.wait_for(reader.readline(), timeout=10)).decode().strip()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    status = int((await read_status_line(reader)).split()[1])
+    headers: dict[str, str] = {}
+    while (line := (await reader.readline()).decode().strip()) != "":
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+async def test_expect_continue_accepted(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    source = await gateway.create_source(http)
+    data = os.urandom(3000)
+    reader, writer = await raw_request(
+        source["upload_url"], f"Content-Length: {len(data)}\r\nExpect: 100-continue\r\n"
+    )
+    try:
+        # The client waits for the 100 before it sends a byte, as curl does for large files.
+        assert await read_status_line(reader) == "HTTP/1.1 100 Continue"
+        assert await reader.readline() == b"\r\n"
+        writer.write(data)
+        status, _, body = await read_response(reader)
+        assert status == 200, body
+    finally:
+        writer.close()
+    async with http.get(source["download_url"]) as resp:
+        assert await resp.read() == data
+
+
+@pytest.mark.parametrize("case", ["bad-token", "expired", "too-large"])
+async def test_expect_continue_refused_without_the_body(
+    gateway: Gateway, http: aiohttp.ClientSession, s3: Any, case: str
+) -> None:
+    source = await gateway.create_source(http)
+    url, length = source["upload_url"], 1000
+    if case == "bad-token":
+        url = url.replace("token=", "token=x")
+    elif case == "expired":
+        gateway.clock.advance(601)
+    else:
+        length = gateway.config.sources.max_size_bytes + 1
+    reader, writer = await raw_request(url, f"Content-Length: {length}\r\nExpect: 100-continue\r\n")
+    try:
+        status, headers, body = await read_response(reader)  # the final answer, not a 100
+    finally:
+        writer.close()
+    assert status == (413 if case == "too-large" else 403)
+    assert headers["content-type"].startswith("application/json")
+    assert b"error" in body
+    assert headers.get("connection") == "close"
+    assert stored(s3, gateway, source) is None
+
+
+async def test_content_length_over_limit_is_413_before_reading(
+    gateway: Gateway, http: aiohttp.ClientSession, s3: Any
+) -> None:
+    source = await gateway.create_source(http)
+    limit = gateway.config.sources.max_size_bytes
+    # Only the headers are sent: the answer must come without waiting for the body.
+    reader, writer = await raw_request(source["upload_url"], f"Content-Length: {limit + 1}\r\n")
+    try:
+        status, _, body = await read_response(reader)
+    finally:
+        writer.close()
+    assert status == 413
+    assert b"larger than" in body
+    assert stored(s3, gateway, source) is None
+
+
+async def test_chunked_body_over_limit_is_cut(
+    gateway: Gateway, http: aiohttp.ClientSession, s3: Any
+) -> None:
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"earlier complete upload") as resp:
+        assert resp.status == 200
+    limit = gateway.config.sources.max_size_bytes
+    data = os.urandom(limit + SMALL_PART)
+
+    try:
+        async with http.put(source["upload_url"], data=chunks_of(data, 64 * 1024)) as resp:
+            assert resp.status == 413
+            assert "larger than" in (await resp.json())["error"]
+    except aiohttp.ClientOSError:
+        pass  # the gateway closed while the client was still writing: a refusal all the same
+    assert _aborted(gateway) == 1
+    assert stored(s3, gateway, source) == b"earlier complete upload"
+    assert pending_multipart(s3, gateway) == []
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+async def test_client_disconnect_mid_body_stores_nothing(
+    gateway: Gateway, http: aiohttp.ClientSession, s3: Any, chunked: bool
+) -> None:
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"earlier complete upload") as resp:
+        assert resp.status == 200
+    sent = os.urandom(SMALL_PART * 3)
+    head = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {len(sent) * 2}\r\n"
+    _reader, writer = await raw_request(source["upload_url"], head)
+    if chunked:
+        for i in range(0, len(sent), 16384):
+            piece = sent[i : i + 16384]
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+    else:
+        writer.write(sent)
+    await writer.drain()
+    await asyncio.sleep(0.3)  # let the gateway start storing what it got
+    writer.transport.abort()  # the client vanishes mid-body
+
+    for _ in range(50):  # the gateway notices and cleans up asynchronously
+        if _aborted(gateway) >= 1:
+            break
+        await asyncio.sleep(0.1)
+    assert _aborted(gateway) == 1
+    assert stored(s3, gateway, source) == b"earlier complete upload"
+    assert pending_multipart(s3, gateway) == []
+    async with http.get(source["download_url"]) as resp:
+        assert await resp.read() == b"earlier complete upload"
+
+
+def _aborted(gateway: Gateway) -> float:
+    from gateway import keys
+
+    value = gateway.app[keys.METRICS].registry.get_sample_value(
+        "gateway_uploads_total", {"outcome": "aborted"}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize("size", [100, SMALL_PART * 2 + 1])
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+async def test_wrong_content_md5_stores_nothing(
+    gateway: Gateway, http: aiohttp.ClientSession, s3: Any, size: int, chunked: bool
+) -> None:
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"earlier complete upload") as resp:
+        assert resp.status == 200
+    data = os.urandom(size)
+    wrong = base64.b64encode(hashlib.md5(data + b"x").digest()).decode()
+    body: Any = chunks_of(data) if chunked else data
+    async with http.put(source["upload_url"], data=body, headers={"Content-MD5": wrong}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["code"] == "bad_digest"
+    assert stored(s3, gateway, source) == b"earlier complete upload"
+    assert pending_multipart(s3, gateway) == []
+
+    right = base64.b64encode(hashlib.md5(data).digest()).decode()
+    body = chunks_of(data) if chunked else data
+    async with http.put(source["upload_url"], data=body, headers={"Content-MD5": right}) as resp:
+        assert resp.status == 200
+    assert stored(s3, gateway, source) == data
+
+
+async def test_malformed_content_md5_is_400_before_reading(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    source = await gateway.create_source(http)
+    async with http.put(
+        source["upload_url"], data=b"x", headers={"Content-MD5": "not-base64!"}
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["code"] == "bad_digest"
+
+
+async def test_sha256_is_kept_as_object_tag(
+    gateway: Gateway, http: aiohttp.ClientSession, s3: Any
+) -> None:
+    source = await gateway.create_source(http)
+    data = os.urandom(SMALL_PART + 3)
+    async with http.put(source["upload_url"], data=chunks_of(data)) as resp:
+        sha = (await resp.json())["sha256"]
+    assert sha == hashlib.sha256(data).hexdigest()
+    tags = s3.get_object_tagging(Bucket=gateway.config.storage.bucket, Key=object_key(source))
+    assert {"Key": "sha256", "Value": sha} in tags["TagSet"]
