@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from gateway.config import Config, SourcesConfig, StorageConfig, config_from_dict
+from gateway.lifecycle import gateway_rule
 
 from .conftest import MOTO_CREDENTIALS
 
@@ -156,9 +157,12 @@ def test_nginx_example_streams_request_bodies() -> None:
 
 def test_lifecycle_rule_is_accepted_by_s3(s3: Any, bucket: str) -> None:
     document = json.loads((DEPLOY / "lifecycle.json").read_text())
+    # Exactly the rule the gateway applies itself with the default storage settings, so applying
+    # the file by hand and letting the gateway do it are the same thing (same ID: no duplicate).
+    assert document == {"Rules": [gateway_rule(StorageConfig())]}
     (rule,) = document["Rules"]
-    assert rule["Filter"]["Prefix"] == StorageConfig().prefix
-    assert rule["Expiration"]["Days"] == StorageConfig().expire_after_days
+    assert rule["Filter"]["Prefix"] == "sources/"
+    assert rule["Expiration"]["Days"] == 1
     assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
     # botocore validates the shape; the server stores it as given.
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=document)

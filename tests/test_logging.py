@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import os
@@ -13,7 +12,6 @@ import aiohttp
 import boto3
 import pytest
 
-from gateway.config import ForwardConfig
 from gateway.observability import JsonFormatter, loggable_path
 
 from .conftest import MOTO_CREDENTIALS, SECRET, TOKEN, Gateway, ServeGateway, StartGateway
@@ -123,14 +121,8 @@ def test_loggable_path(path: str, logged: str) -> None:
 
 
 def sqs_forward(queue: str, endpoint: str) -> dict[str, Any]:
-    """The deployments section for an SQS forwarder on the moto server.
-
-    Issue 4 adds ``forward.endpoint_url``; before it is merged the key does not exist (and the
-    deployments route neither), so it is only set where the configuration knows it."""
-    forward: dict[str, Any] = {"type": "sqs", "queue": queue}
-    if "endpoint_url" in {f.name for f in dataclasses.fields(ForwardConfig)}:
-        forward["endpoint_url"] = endpoint
-    return {"forward": forward}
+    """The deployments section for an SQS forwarder on the moto server."""
+    return {"forward": {"type": "sqs", "queue": queue, "endpoint_url": endpoint}}
 
 
 async def test_no_secret_in_any_log_line_of_a_full_flow(
@@ -180,11 +172,7 @@ async def test_no_secret_in_any_log_line_of_a_full_flow(
         ) as resp:
             deploy_status = resp.status
             body = await resp.json()
-    # Until issue 4 lands the route is unknown; after, the flow includes a forwarded deployment.
-    if body == {"resource": "route", "error": "not found"}:
-        assert deploy_status == 404
-    else:
-        assert deploy_status == 201, body
+    assert deploy_status == 201, body
 
     served.stop()
     assert served.proc.returncode == 0

@@ -10,9 +10,11 @@ import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
+import boto3
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import SMALL_PART, Gateway, StartGateway
+from .conftest import MOTO_CREDENTIALS, SMALL_PART, Gateway, StartGateway
+from .test_logging import sqs_forward
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -193,3 +195,28 @@ async def test_metrics_disabled(start_gateway: StartGateway, http: aiohttp.Clien
     gateway = await start_gateway({"metrics": {"enabled": False}})
     async with http.get(f"{gateway.url}/metrics") as resp:
         assert resp.status == 404
+
+
+async def test_deployments_are_counted(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, moto_endpoint: str
+) -> None:
+    queue = f"deployments-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "sqs", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
+    ).create_queue(QueueName=queue)
+    gateway = await start_gateway({"deployments": sqs_forward(queue, moto_endpoint)})
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"\x1f\x8b" + os.urandom(100)) as resp:
+        assert resp.status == 200
+    url = f"{gateway.url}/v1/apps/my-app/deployments"
+    good = {"deployment": {"git_ref": "v1", "download_url": source["download_url"]}}
+    async with http.post(url, json=good, headers=gateway.auth) as resp:
+        assert resp.status == 201, await resp.text()
+    bad = {"deployment": {"download_url": "ftp://example.com/a.tar.gz"}}
+    async with http.post(url, json=bad, headers=gateway.auth) as resp:
+        assert resp.status == 422
+    samples = await scrape(gateway, http)
+    assert value(samples, "gateway_deployments_total", outcome="forwarded") == 1
+    assert value(samples, "gateway_deployments_total", outcome="rejected") == 1
+    route = "/v1/apps/{app}/deployments"
+    assert value(samples, "gateway_requests_total", method="POST", route=route, status="201") == 1
