@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import boto3
+from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import MOTO_CREDENTIALS, SMALL_PART, Gateway, StartGateway
@@ -220,3 +221,22 @@ async def test_deployments_are_counted(
     assert value(samples, "gateway_deployments_total", outcome="rejected") == 1
     route = "/v1/apps/{app}/deployments"
     assert value(samples, "gateway_requests_total", method="POST", route=route, status="201") == 1
+
+
+async def test_failed_deployments_are_counted(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, moto_endpoint: str
+) -> None:
+    dead = f"http://127.0.0.1:{unused_port()}"
+    forward = sqs_forward("deployments", dead)
+    forward["forward"].update({"timeout": 1, "retries": 0})
+    gateway = await start_gateway({"deployments": forward})
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"\x1f\x8b" + os.urandom(100)) as resp:
+        assert resp.status == 200
+    body = {"deployment": {"download_url": source["download_url"]}}
+    url = f"{gateway.url}/v1/apps/my-app/deployments"
+    async with http.post(url, json=body, headers=gateway.auth) as resp:
+        assert resp.status in (502, 503), await resp.text()
+    samples = await scrape(gateway, http)
+    assert value(samples, "gateway_deployments_total", outcome="failed") == 1
+    assert value(samples, "gateway_deployments_total", outcome="forwarded") == 0
