@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import boto3
+import pytest
 from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -118,8 +119,22 @@ async def test_s3_errors_are_counted(
     assert value(samples, "gateway_uploads_total", outcome="aborted") == 1
 
 
-async def test_inflight_gauge_during_a_slow_upload(
-    gateway: Gateway, http: aiohttp.ClientSession
+@pytest.mark.parametrize(
+    ("chunked", "gauge", "labels", "expected"),
+    [
+        (False, "gateway_inflight_transfers", {"direction": "upload"}, 1),
+        # A chunked body reserves one part buffer against sources.max_buffer_bytes.
+        (True, "gateway_buffer_bytes", {}, SMALL_PART),
+    ],
+    ids=["inflight", "buffer"],
+)
+async def test_gauges_during_a_paused_upload(
+    gateway: Gateway,
+    http: aiohttp.ClientSession,
+    chunked: bool,
+    gauge: str,
+    labels: dict[str, str],
+    expected: float,
 ) -> None:
     source = await gateway.create_source(http)
     release = asyncio.Event()
@@ -129,52 +144,22 @@ async def test_inflight_gauge_during_a_slow_upload(
         await release.wait()
         yield b"y" * 1000
 
-    upload = asyncio.create_task(
-        http.put(source["upload_url"], data=body(), headers={"Content-Length": "2000"})
-    )
+    headers = {} if chunked else {"Content-Length": "2000"}
+    upload = asyncio.create_task(http.put(source["upload_url"], data=body(), headers=headers))
     try:
         for _ in range(100):
             samples = await scrape(gateway, http)
-            if value(samples, "gateway_inflight_transfers", direction="upload") == 1:
+            if value(samples, gauge, **labels) > 0:
                 break
             await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the upload never showed as in flight")
+        assert value(samples, gauge, **labels) == expected
         assert value(samples, "gateway_upload_bytes_total") == 1000
     finally:
         release.set()
         resp = await upload
         assert resp.status == 200
         resp.release()
-    samples = await scrape(gateway, http)
-    assert value(samples, "gateway_inflight_transfers", direction="upload") == 0
-
-
-async def test_buffer_gauge_during_a_chunked_upload(
-    gateway: Gateway, http: aiohttp.ClientSession
-) -> None:
-    source = await gateway.create_source(http)
-    release = asyncio.Event()
-
-    async def body() -> AsyncIterator[bytes]:
-        yield b"x" * 1000
-        await release.wait()
-
-    upload = asyncio.create_task(http.put(source["upload_url"], data=body()))  # chunked
-    try:
-        for _ in range(100):
-            samples = await scrape(gateway, http)
-            if value(samples, "gateway_buffer_bytes") > 0:
-                break
-            await asyncio.sleep(0.05)
-        # One part buffer is reserved against sources.max_buffer_bytes while the part fills.
-        assert value(samples, "gateway_buffer_bytes") == SMALL_PART
-    finally:
-        release.set()
-        resp = await upload
-        assert resp.status == 200
-        resp.release()
-    assert value(await scrape(gateway, http), "gateway_buffer_bytes") == 0
+    assert value(await scrape(gateway, http), gauge, **labels) == 0
 
 
 async def test_metrics_token(start_gateway: StartGateway, http: aiohttp.ClientSession) -> None:
