@@ -1,4 +1,5 @@
-"""The ``gateway`` command: serve, check-config, lifecycle."""
+"""The ``gateway`` command: serve, check-config, lifecycle; deploy and sources (the client, in
+``cli``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import keys
 from .app import create_app
+from .cli import add_client_commands
 from .config import Config, ConfigError, load_config
 from .lifecycle import ensure_lifecycle, get_rules
 from .observability import configure_logging
@@ -140,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     life.add_argument("action", choices=["apply", "show"])
     life.add_argument("--config", help="YAML configuration (default: $GATEWAY_CONFIG)")
     life.set_defaults(func=cmd_lifecycle)
+
+    add_client_commands(sub)
     return parser
 
 

@@ -1,0 +1,955 @@
+"""The client commands (``gateway deploy``, ``gateway sources ...``) against real gateways.
+
+Sources are created, uploaded and downloaded on a real gateway on the moto server, and
+``gateway deploy`` runs against the real deployments endpoint forwarding to SQS on moto. Answers
+the real gateway cannot be made to give (a deployer's 502, a 403 for an app, relayed as is) come
+from ``FakeApi``, a small real aiohttp server that plays the deployments endpoint per the SPEC and
+passes ``POST /v1/sources`` through to the real gateway, so the CLI talks to one API URL as in
+production. The CLI runs in-process in a thread (it has its own event loop; the gateway under test
+runs in the test's loop), and every run checks that no API token appears in what it printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer, unused_port
+
+import gateway.client
+from gateway.__main__ import main
+
+from .conftest import LIMITED_TOKEN, TOKEN, Gateway, StartGateway
+
+APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
+WRONG_TOKEN = "wrong-token-abcdef-123"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+RunCli = Callable[..., Any]
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    """Run ``gateway ARGS`` in a thread; never shows a token, whatever happens."""
+
+    async def run(*argv: str) -> Result:
+        code = await asyncio.to_thread(main, list(argv))
+        out, err = capsys.readouterr()
+        for secret in (TOKEN, LIMITED_TOKEN, WRONG_TOKEN):
+            assert secret not in out + err
+        return Result(code, out, err)
+
+    return run
+
+
+def make_archive(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@dataclass
+class FakeApi:
+    """Plays ``POST /v1/apps/{app}/deployments`` per the SPEC; passes sources to the gateway."""
+
+    gateway: Gateway
+    url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/sources", self.create_source)
+        app.router.add_post("/v1/apps/{app}/deployments", self.create_deployment)
+        return app
+
+    async def create_source(self, request: web.Request) -> web.Response:
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{self.gateway.url}/v1/sources", headers=headers) as resp,
+        ):
+            return web.Response(
+                status=resp.status,
+                body=await resp.read(),
+                content_type="application/json",
+                headers={"X-Request-ID": resp.headers["X-Request-ID"]},
+            )
+
+    async def create_deployment(self, request: web.Request) -> web.Response:
+        app = request.match_info["app"]
+        allowed = {TOKEN: ["*"], LIMITED_TOKEN: ["my-app"]}
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        if token not in allowed:
+            return web.json_response({"error": "invalid API token"}, status=401)
+        if "*" not in allowed[token] and app not in allowed[token]:
+            body = {"error": f"token may not deploy app {app!r}", "code": "forbidden"}
+            return web.json_response(body, status=403)
+        payload = await request.json()
+        self.requests.append(payload)
+        deployment = payload["deployment"]
+        errors: dict[str, list[str]] = {}
+        if not APP_NAME.fullmatch(app):
+            errors["app"] = ["must be 3 to 48 lowercase letters, digits or dashes"]
+        git_ref = deployment.get("git_ref")
+        if git_ref is not None and (git_ref.startswith("-") or len(git_ref) > 255):
+            errors["git_ref"] = ["must not start with '-'"]
+        url = deployment.get("download_url", "")
+        if not url.startswith(f"{self.gateway.url}/v1/sources/"):
+            errors["download_url"] = ["must be https"]
+        else:
+            # Our own source: checked for real, as the SPEC asks (exists, and is gzip).
+            async with (
+                aiohttp.ClientSession(auto_decompress=False) as http,
+                http.get(url, headers={"Range": "bytes=0-1"}) as resp,
+            ):
+                if resp.status not in (200, 206) or await resp.read() != b"\x1f\x8b":
+                    errors["download_url"] = ["archive is not gzip"]
+        if errors:
+            return web.json_response({"errors": errors}, status=422)
+        if app == "broken-deployer":
+            return web.json_response({"error": "the deployer did not answer"}, status=502)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "deployment": {
+                "id": str(uuid.uuid4()),
+                "app_id": app,
+                "created_at": now,
+                "finished_at": None,
+                "status": "queued",
+                "git_ref": git_ref,
+                "type": "archive",
+                "source_url": url,
+            }
+        }
+        return web.json_response(body, status=201)
+
+
+@pytest.fixture
+async def api(gateway: Gateway, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch) -> FakeApi:
+    fake = FakeApi(gateway)
+    server: TestServer = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("")).rstrip("/")
+    monkeypatch.setenv("GATEWAY_API_URL", fake.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    return fake
+
+
+def names_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+async def fetch(url: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession(auto_decompress=False) as http, http.get(url) as resp:
+        return resp.status, await resp.read()
+
+
+# --- messages (pure) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "what", "message"),
+    [
+        (401, {"error": "invalid API token"}, "URL", "the API token was refused (401: invalid"),
+        (401, None, "URL", "the API token was refused (401); check --token or GATEWAY_TOKEN"),
+        (403, {"error": "x", "code": "token_expired"}, "upload URL", "upload URL has expired"),
+        (403, {"error": "x", "code": "token_invalid"}, "download URL", "download URL is not valid"),
+        (403, {"error": "no", "code": "forbidden"}, "URL", "forbidden (403: no)"),
+        (404, {"resource": "source", "error": "not found"}, "download URL", "nothing has been"),
+        (404, {"resource": "route", "error": "not found"}, "URL", "check --api-url"),
+        (404, {"resource": "route", "error": "not found"}, "upload URL", "not a source URL"),
+        (404, {"resource": "app", "error": "not found"}, "URL", "app not found (404)"),
+        (413, {"error": "too big"}, "upload URL", "the archive is too large (413: too big)"),
+        (422, {"errors": {"a": ["x", "y"], "b": ["z"]}}, "URL", "(422): a: x, y; b: z"),
+        (422, {"errors": {}}, "URL", "validation failed (422)"),
+        (502, {"error": "S3\nsaid\tno"}, "URL", "server error (502: S3 said no)"),
+        (503, "<html>", "URL", "server error (503)"),
+        (418, {"error": "teapot"}, "URL", "unexpected answer (418: teapot)"),
+    ],
+)
+def test_describe_error(status: int, body: Any, what: str, message: str) -> None:
+    described = gateway.client.describe_error(status, body, what=what)
+    assert message in described
+    assert "\n" not in described
+
+
+def test_long_server_messages_are_cut() -> None:
+    described = gateway.client.describe_error(500, {"error": "x" * 1000}, what="URL")
+    assert len(described) < 400
+
+
+def test_redact_and_safe_url() -> None:
+    url = "https://u:p@gw.example/v1/sources/1?token=abc.def&x=1#frag"
+    assert gateway.client.safe_url(url) == "https://gw.example/v1/sources/1"
+    assert gateway.client.redact(f"see {url}", ("secret",)) == (
+        "see https://u:p@gw.example/v1/sources/1?token=***&x=1#frag"
+    )
+    assert gateway.client.redact("Bearer secret-token", ("secret-token",)) == "Bearer ***"
+
+
+# --- gateway deploy -------------------------------------------------------------------------
+
+
+async def test_deploy_archive(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
+    archive = make_archive(tmp_path / "app.tar.gz", {"Procfile": b"web: ./run\n"})
+    result = await run_cli("deploy", "--app", "my-app", "--git-ref", "v0.0.2", str(archive))
+    assert result.code == 0, result.err
+    deployment = result.json()
+    assert deployment["app_id"] == "my-app"
+    assert deployment["status"] == "queued"
+    assert deployment["git_ref"] == "v0.0.2"
+    assert deployment["type"] == "archive"
+    # The request is the seed's shape, with the source's download_url.
+    (sent,) = api.requests
+    assert sent == {"deployment": {"git_ref": "v0.0.2", "download_url": deployment["source_url"]}}
+    # What the deployer will fetch is the archive, byte for byte.
+    assert await fetch(deployment["source_url"]) == (200, archive.read_bytes())
+    assert "created source" in result.err
+    assert f"sha256 {hashlib.sha256(archive.read_bytes()).hexdigest()}" in result.err
+
+
+async def test_deploy_without_git_ref_sends_none(
+    api: FakeApi, run_cli: RunCli, tmp_path: Path
+) -> None:
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    result = await run_cli("deploy", "--app", "my-app", "--quiet", str(archive))
+    assert result.code == 0, result.err
+    assert "git_ref" not in api.requests[0]["deployment"]
+    assert result.err == ""  # --quiet: nothing but the JSON on stdout
+
+
+async def test_deploy_directory(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "main.py").write_text("print('hi')\n")
+    (root / "debug.log").write_text("noise")
+    (root / ".gitignore").write_text("*.log\n")
+    (tmp_path / "secret").write_text("outside")
+    (root / "leak").symlink_to("../secret")
+    result = await run_cli("deploy", "--app", "my-app", str(root))
+    assert result.code == 0, result.err
+    status, body = await fetch(result.json()["source_url"])
+    assert status == 200
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        names = tar.getnames()
+    assert sorted(names) == [".gitignore", "src", "src/main.py"]
+    assert ".gitignore honoured" in result.err
+    assert "skipped leak: symbolic link to ../secret leads out of the directory" in result.err
+
+
+async def test_deploy_output_is_clean_json_from_the_script(api: FakeApi, tmp_path: Path) -> None:
+    """The installed ``gateway`` script, as a user runs it: stdout is the deployment alone."""
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    script = Path(sys.executable).parent / "gateway"
+    proc = await asyncio.create_subprocess_exec(
+        str(script),
+        "deploy",
+        "--app=my-app",
+        str(archive),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out)["status"] == "queued"
+    assert TOKEN.encode() not in out + err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--app", "Bad_App"], "validation failed (422): app: must be 3 to 48 lowercase"),
+        (["--app", "my-app", "--git-ref=-rf"], "git_ref: must not start with '-'"),
+        (["--app", "broken-deployer"], "server error (502: the deployer did not answer)"),
+    ],
+)
+async def test_deploy_refused(
+    api: FakeApi, run_cli: RunCli, tmp_path: Path, argv: list[str], message: str
+) -> None:
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    result = await run_cli("deploy", *argv, str(archive))
+    assert result.code == 1
+    assert result.out == ""
+    (line,) = result.err.splitlines()[-1:]
+    assert line.startswith("gateway: error: deploying ")
+    assert message in line
+
+
+async def test_deploy_lists_every_bad_field(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    result = await run_cli("deploy", "--app", "X", "--git-ref=-x", "-q", str(archive))
+    assert result.code == 1
+    assert result.err == (
+        "gateway: error: deploying X failed: validation failed (422): app: must be 3 to 48"
+        " lowercase letters, digits or dashes; git_ref: must not start with '-'\n"
+    )
+
+
+async def test_deploy_app_outside_the_token(
+    api: FakeApi, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_TOKEN", LIMITED_TOKEN)
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    result = await run_cli("deploy", "--app", "other-app", "-q", str(archive))
+    assert result.code == 1
+    assert result.err == (
+        "gateway: error: deploying other-app failed: forbidden (403: token may not deploy app"
+        " 'other-app')\n"
+    )
+
+
+async def test_deploy_bad_token(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    result = await run_cli("deploy", "--app", "my-app", "--token", WRONG_TOKEN, str(archive))
+    assert result.code == 1
+    assert re.fullmatch(
+        r"gateway: error: creating a source failed: the API token was refused \(401: invalid API"
+        r" token\); check --token or GATEWAY_TOKEN \[request id [\w-]+\]\n",
+        result.err,
+    )
+    assert api.requests == []
+
+
+async def test_deploy_not_a_gzip_file(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
+    plain = tmp_path / "app.tar"
+    plain.write_bytes(b"not gzip")
+    result = await run_cli("deploy", "--app", "my-app", str(plain))
+    assert result.code == 2
+    assert result.err == (
+        f"gateway: error: {plain} is not a gzip-compressed archive: pass a .tar.gz file or a"
+        " directory\n"
+    )
+
+
+async def test_deploy_missing_path(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
+    result = await run_cli("deploy", "--app", "my-app", str(tmp_path / "nope"))
+    assert (result.code, result.err) == (
+        2,
+        f"gateway: error: {tmp_path / 'nope'}: no such file or directory\n",
+    )
+
+
+async def test_deploy_empty_directory(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
+    result = await run_cli("deploy", "--app", "my-app", str(tmp_path))
+    assert result.code == 2
+    assert "nothing to deploy" in result.err
+
+
+# --- gateway deploy against the real endpoint -------------------------------------------------
+
+
+@pytest.fixture
+async def real(
+    start_gateway: StartGateway, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Gateway, Any, str]]:
+    """A gateway with the real deployments endpoint forwarding to a fresh SQS queue on moto."""
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    name = f"deploy-{uuid.uuid4().hex[:12]}"
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    forward = {"type": "sqs", "queue": name, "endpoint_url": moto_endpoint, "retries": 0}
+    gateway = await start_gateway({"deployments": {"forward": forward}})
+    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    try:
+        yield gateway, sqs, queue_url
+    finally:
+        sqs.delete_queue(QueueUrl=queue_url)
+
+
+async def test_deploy_directory_real_endpoint(
+    real: tuple[Gateway, Any, str], run_cli: RunCli, tmp_path: Path
+) -> None:
+    _, sqs, queue_url = real
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Procfile").write_text("web: ./run\n")
+    result = await run_cli(
+        "deploy", "--app", "my-app", "--git-ref", "v0.0.2", str(tmp_path / "app")
+    )
+    assert result.code == 0, result.err
+    deployment = result.json()
+    assert deployment["app_id"] == "my-app"
+    assert deployment["status"] == "queued"
+    assert deployment["git_ref"] == "v0.0.2"
+    uploaded = re.search(r"sha256 ([0-9a-f]{64})", result.err)
+    assert uploaded is not None
+    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0).get("Messages", [])
+    (job,) = [json.loads(m["Body"]) for m in messages]
+    assert job["app"] == "my-app"
+    assert job["sha256"] == uploaded.group(1)
+    assert (await fetch(job["download_url"]))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("argv", "token", "message"),
+    [
+        (["--app", "my-app", "--git-ref=-rf"], TOKEN, "validation failed (422): git_ref: "),
+        (["--app", "Bad_App"], TOKEN, "validation failed (422): app: "),
+        (["--app", "other-app"], LIMITED_TOKEN, "deploying other-app failed: forbidden (403"),
+    ],
+)
+async def test_deploy_refused_real_endpoint(
+    real: tuple[Gateway, Any, str],
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    token: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv("GATEWAY_TOKEN", token)
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    result = await run_cli("deploy", "-q", *argv, str(archive))
+    assert result.code == 1
+    assert len(result.err.splitlines()) == 1
+    assert message in result.err
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+async def test_missing_api_url(run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEWAY_API_URL", raising=False)
+    result = await run_cli("sources", "create", "--token", TOKEN)
+    assert (result.code, result.err) == (
+        2,
+        "gateway: error: no API URL: pass --api-url URL or set GATEWAY_API_URL\n",
+    )
+
+
+async def test_missing_token(run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEWAY_TOKEN", raising=False)
+    result = await run_cli("sources", "create", "--api-url", "http://127.0.0.1:1")
+    assert (result.code, result.err) == (
+        2,
+        "gateway: error: no API token: pass --token TOKEN or set GATEWAY_TOKEN\n",
+    )
+
+
+async def test_options_override_environment(
+    gateway: Gateway, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_API_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("GATEWAY_TOKEN", WRONG_TOKEN)
+    result = await run_cli("sources", "create", "--api-url", gateway.url, "--token", TOKEN)
+    assert result.code == 0, result.err
+
+
+async def test_network_down(run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = unused_port()
+    monkeypatch.setenv("GATEWAY_API_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    result = await run_cli("sources", "create")
+    assert result.code == 1
+    assert result.err == (
+        f"gateway: error: creating a source failed: connection refused by 127.0.0.1:{port};"
+        f" is the gateway running at http://127.0.0.1:{port}/v1/sources?\n"
+    )
+
+
+async def test_wrong_api_url(gateway: Gateway, run_cli: RunCli) -> None:
+    result = await run_cli("sources", "create", "--api-url", f"{gateway.url}/v1", "--token", TOKEN)
+    assert result.code == 1
+    assert result.err.startswith(
+        "gateway: error: creating a source failed: no such endpoint (404): check --api-url or"
+        " GATEWAY_API_URL (the gateway's base URL, without /v1) [request id "
+    )
+
+
+async def test_verbose_shows_requests_not_tokens(
+    gateway: Gateway, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    created = await run_cli("sources", "create", "--verbose")
+    assert f"POST {gateway.url}/v1/sources -> 201 (request id " in created.err
+    upload_url = created.json()["upload_url"]
+    archive = make_archive(tmp_path / "a.tar.gz", {"a": b"a"})
+    uploaded = await run_cli("sources", "upload", "-v", upload_url, str(archive))
+    assert uploaded.code == 0, uploaded.err
+    assert "PUT " in uploaded.err
+    assert "token=" not in uploaded.err  # the URL's own token is a credential too
+
+
+# --- gateway sources ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    return gateway
+
+
+async def create(run_cli: RunCli) -> dict[str, Any]:
+    result = await run_cli("sources", "create")
+    assert result.code == 0, result.err
+    body: dict[str, Any] = result.json()
+    return body
+
+
+async def test_sources_create(env: Gateway, run_cli: RunCli) -> None:
+    source = await create(run_cli)
+    assert source["upload_url"].startswith(f"{env.url}/v1/sources/{source['id']}?token=")
+    assert source["download_url"].startswith(f"{env.url}/v1/sources/{source['id']}?token=")
+    assert source["source"]["id"] == source["id"]
+
+
+async def test_sources_create_bad_token(env: Gateway, run_cli: RunCli) -> None:
+    result = await run_cli("sources", "create", "--token", WRONG_TOKEN)
+    assert result.code == 1
+    assert "the API token was refused (401: invalid API token)" in result.err
+    assert result.out == ""
+
+
+async def test_upload_then_download(env: Gateway, run_cli: RunCli, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    archive = tmp_path / "up.tar.gz"
+    archive.write_bytes(data)
+    source = await create(run_cli)
+    uploaded = await run_cli("sources", "upload", source["upload_url"], str(archive))
+    assert uploaded.code == 0, uploaded.err
+    digest = hashlib.sha256(data).hexdigest()
+    assert uploaded.json() == {"id": source["id"], "size": len(data), "sha256": digest}
+    assert f"sha256 verified ({digest})" in uploaded.err
+
+    out = tmp_path / "down.tar.gz"
+    downloaded = await run_cli("sources", "download", source["download_url"], "-o", str(out))
+    assert downloaded.code == 0, downloaded.err
+    assert out.read_bytes() == data
+    assert f"to {out}, sha256 verified ({digest})" in downloaded.err
+    assert names_in(tmp_path) == ["down.tar.gz", "up.tar.gz"]
+
+
+async def test_download_default_name(
+    env: Gateway, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = await create(run_cli)
+    archive = make_archive(tmp_path / "a.tar.gz", {"a": b"a"})
+    assert (await run_cli("sources", "upload", source["upload_url"], str(archive))).code == 0
+    monkeypatch.chdir(tmp_path)
+    result = await run_cli("sources", "download", "-q", source["download_url"])
+    assert (result.code, result.err) == (0, "")
+    assert (tmp_path / f"{source['id']}.tar.gz").read_bytes() == archive.read_bytes()
+
+
+async def test_upload_expired_url(env: Gateway, run_cli: RunCli, tmp_path: Path) -> None:
+    source = await create(run_cli)
+    env.clock.advance(601)
+    archive = make_archive(tmp_path / "a.tar.gz", {"a": b"a"})
+    result = await run_cli("sources", "upload", source["upload_url"], str(archive))
+    assert result.code == 1
+    assert re.fullmatch(
+        rf"gateway: error: uploading {re.escape(str(archive))} failed: the upload URL has expired"
+        r" \(403 token_expired\); create a new source and start again \[request id [\w-]+\]\n",
+        result.err,
+    )
+
+
+async def test_upload_invalid_url_token(env: Gateway, run_cli: RunCli, tmp_path: Path) -> None:
+    source = await create(run_cli)
+    archive = make_archive(tmp_path / "a.tar.gz", {"a": b"a"})
+    # A download token on the upload URL: well signed, wrong purpose.
+    url = source["upload_url"].split("?")[0] + "?" + source["download_url"].split("?")[1]
+    result = await run_cli("sources", "upload", url, str(archive))
+    assert result.code == 1
+    assert "the upload URL is not valid (403 token_invalid)" in result.err
+    assert "token=" not in result.err
+
+
+async def test_upload_too_large(
+    start_gateway: StartGateway, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await start_gateway({"sources": {"max_size_bytes": 64 * 1024}})
+    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    source = await create(run_cli)
+    big = tmp_path / "big.tar.gz"
+    big.write_bytes(os.urandom(4 * 1024 * 1024))
+    result = await run_cli("sources", "upload", source["upload_url"], str(big))
+    assert result.code == 1
+    assert (
+        f"uploading {big} failed: the archive is too large (413: upload is larger than the limit"
+        " of 65536 bytes)" in result.err
+    )
+    assert len(result.err.splitlines()) == 1
+
+
+async def test_upload_missing_file(run_cli: RunCli, tmp_path: Path) -> None:
+    result = await run_cli("sources", "upload", "http://127.0.0.1:1/x", str(tmp_path / "nope"))
+    assert (result.code, result.err) == (2, f"gateway: error: {tmp_path / 'nope'}: no such file\n")
+
+
+async def test_download_not_uploaded(env: Gateway, run_cli: RunCli, tmp_path: Path) -> None:
+    source = await create(run_cli)
+    out = tmp_path / "out.tar.gz"
+    result = await run_cli("sources", "download", source["download_url"], "-o", str(out))
+    assert result.code == 1
+    assert "downloading failed: not found (404): nothing has been uploaded to this source yet" in (
+        result.err
+    )
+    assert names_in(tmp_path) == []
+
+
+async def test_download_expired(env: Gateway, run_cli: RunCli, tmp_path: Path) -> None:
+    source = await create(run_cli)
+    env.clock.advance(601)
+    result = await run_cli("sources", "download", source["download_url"], "-o", str(tmp_path / "o"))
+    assert result.code == 1
+    assert "the download URL has expired (403 token_expired)" in result.err
+
+
+async def uploaded_source(run_cli: RunCli, tmp_path: Path, data: bytes) -> dict[str, Any]:
+    source = await create(run_cli)
+    archive = tmp_path / "in.bin"
+    archive.write_bytes(data)
+    assert (await run_cli("sources", "upload", source["upload_url"], str(archive))).code == 0
+    archive.unlink()
+    return source
+
+
+async def test_download_checksum_mismatch(
+    env: Gateway, run_cli: RunCli, tmp_path: Path, s3: Any
+) -> None:
+    source = await uploaded_source(run_cli, tmp_path, b"the real archive")
+    # The stored checksum no longer matches the bytes (corruption between upload and download).
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    s3.put_object_tagging(
+        Bucket=env.config.storage.bucket,
+        Key=f"sources/{source['id']}",
+        Tagging={"TagSet": [{"Key": "sha256", "Value": wrong}]},
+    )
+    out = tmp_path / "out.tar.gz"
+    out.write_bytes(b"previous download")
+    result = await run_cli("sources", "download", source["download_url"], "-o", str(out))
+    assert result.code == 1
+    actual = hashlib.sha256(b"the real archive").hexdigest()
+    assert result.err == (
+        f"gateway: error: downloading failed: sha256 mismatch: the server announced {wrong}, the"
+        f" received 16 bytes have {actual}; the partial file was deleted\n"
+    )
+    assert out.read_bytes() == b"previous download"  # an earlier file is left as it was
+    assert names_in(tmp_path) == ["out.tar.gz"]  # no partial file
+
+
+async def test_download_without_checksum_warns(
+    env: Gateway, run_cli: RunCli, tmp_path: Path, s3: Any
+) -> None:
+    source = await uploaded_source(run_cli, tmp_path, b"data")
+    s3.delete_object_tagging(Bucket=env.config.storage.bucket, Key=f"sources/{source['id']}")
+    out = tmp_path / "out.tar.gz"
+    result = await run_cli("sources", "download", "-q", source["download_url"], "-o", str(out))
+    assert result.code == 0
+    assert "NOT verified: the server sent no X-Checksum-Sha256 header" in result.err
+    assert out.read_bytes() == b"data"
+
+
+# Runs the gateway command and reports its peak RSS as the kernel counts it for this program
+# (VmHWM: reset by exec, unlike ru_maxrss, which keeps the forking pytest's own peak).
+PEAK_RSS_WRAPPER = """
+import sys
+import gateway.client
+from gateway.__main__ import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as status:
+    hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+print("peak-rss-kib", hwm, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def peak_rss_of(argv: list[str]) -> int:
+    """Run ``gateway ARGV`` in a fresh python to its end; its peak resident set size in bytes."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, *argv], capture_output=True, timeout=120
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    label, kib = err.splitlines()[-1].split()
+    assert label == "peak-rss-kib"
+    return int(kib) * 1024
+
+
+async def test_upload_streams_from_disk(
+    start_gateway: StartGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's peak memory does not grow with the file (bench/ measures it at 256 MiB)."""
+    gateway = await start_gateway({"sources": {"max_size_bytes": 64 * 1024 * 1024}})
+    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    peaks = []
+    for size in (4096, 48 * 1024 * 1024):
+        archive = tmp_path / f"{size}.bin"
+        with archive.open("wb") as f:
+            f.truncate(size)  # sparse: the disk is not the point, the client's memory is
+        async with aiohttp.ClientSession() as http:
+            source = await gateway.create_source(http)
+        argv = ["sources", "upload", "-q", source["upload_url"], str(archive)]
+        peaks.append(await asyncio.to_thread(peak_rss_of, argv))
+    small, large = peaks
+    # Reading the file whole would add 48 MiB; streaming adds a few socket buffers.
+    assert large - small < 16 * 1024 * 1024, (small, large)
+
+
+# --- the wire, seen from a recording server ----------------------------------------------------
+
+
+@pytest.fixture
+async def recorder(aiohttp_server: Any) -> tuple[str, list[web.Request], list[bytes]]:
+    """A server that records PUTs and answers like the gateway, and a GET that breaks off."""
+    seen: list[web.Request] = []
+    bodies: list[bytes] = []
+
+    async def put(request: web.Request) -> web.Response:
+        seen.append(request)
+        body = await request.read()
+        bodies.append(body)
+        digest = hashlib.sha256(body).hexdigest()
+        return web.json_response({"id": "x", "size": len(body), "sha256": digest})
+
+    async def broken_get(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"X-Checksum-Sha256": "0" * 64})
+        response.content_length = 1_000_000
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    async def lying_put(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"id": "x", "size": 1, "sha256": "0" * 64})
+
+    async def stalled_get(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 1_000_000
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        seen.append(request)
+        await asyncio.sleep(60)  # the client is interrupted long before
+        return response
+
+    async def no_continue(request: web.Request) -> None:
+        """Like a proxy that swallows the interim answer: never says 100 Continue."""
+
+    async def hung_post(request: web.Request) -> web.Response:
+        await asyncio.sleep(10)  # the client gives up long before
+        return web.json_response({})
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/hung/v1/sources", hung_post)
+    app.router.add_get("/stalled", stalled_get)
+    app.router.add_put("/upload", put)
+    app.router.add_put("/no-continue", put, expect_handler=no_continue)
+    app.router.add_put("/lying", lying_put)
+    app.router.add_get("/broken", broken_get)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")).rstrip("/"), seen, bodies
+
+
+async def test_upload_request_shape(
+    recorder: tuple[str, list[web.Request], list[bytes]],
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    url, seen, bodies = recorder
+    data = os.urandom(1_000_000)
+    (tmp_path / "a.tar.gz").write_bytes(data)
+    result = await run_cli("sources", "upload", f"{url}/upload?token=t", str(tmp_path / "a.tar.gz"))
+    assert result.code == 0, result.err
+    (request,) = seen
+    assert request.headers["Content-Length"] == str(len(data))
+    assert "Transfer-Encoding" not in request.headers
+    assert request.headers["Expect"] == "100-continue"
+    assert request.headers["Content-Type"] == "application/gzip"
+    # The API token is for the API only: a source URL carries its own.
+    assert "Authorization" not in request.headers
+    assert bodies == [data]
+
+
+async def test_upload_without_100_continue(
+    recorder: tuple[str, list[web.Request], list[bytes]],
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gateway.client, "EXPECT_WAIT", 0.3)
+    url, _, bodies = recorder
+    data = os.urandom(500_000)
+    (tmp_path / "a.tar.gz").write_bytes(data)
+    argv = ["sources", "upload", "-v", f"{url}/no-continue", str(tmp_path / "a.tar.gz")]
+    result = await asyncio.wait_for(run_cli(*argv), 30)
+    assert result.code == 0, result.err
+    assert "no 100 Continue after 0.3 s: sending the body anyway" in result.err
+    assert bodies == [data]
+
+
+async def test_api_not_answering(
+    recorder: tuple[str, list[web.Request], list[bytes]],
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, _, _ = recorder
+    monkeypatch.setattr(gateway.client, "TIMEOUT", aiohttp.ClientTimeout(sock_read=0.3))
+    result = await run_cli("sources", "create", "--api-url", f"{url}/hung", "--token", TOKEN)
+    assert (result.code, result.err) == (
+        1,
+        f"gateway: error: creating a source failed: {url}/hung/v1/sources did not answer in time\n",
+    )
+
+
+async def test_upload_detects_a_wrong_answer(
+    recorder: tuple[str, list[web.Request], list[bytes]], run_cli: RunCli, tmp_path: Path
+) -> None:
+    url, _, _ = recorder
+    (tmp_path / "a.tar.gz").write_bytes(b"abc")
+    result = await run_cli("sources", "upload", f"{url}/lying", str(tmp_path / "a.tar.gz"))
+    assert result.code == 1
+    assert "the gateway stored 1 bytes with sha256 0000" in result.err
+
+
+async def test_download_cut_short(
+    recorder: tuple[str, list[web.Request], list[bytes]], run_cli: RunCli, tmp_path: Path
+) -> None:
+    url, _, _ = recorder
+    out = tmp_path / "out.tar.gz"
+    result = await run_cli("sources", "download", f"{url}/broken?token=t", "-o", str(out))
+    assert result.code == 1
+    assert result.err == (
+        "gateway: error: downloading failed: the connection broke before the end of the data\n"
+    )
+    assert names_in(tmp_path) == []
+
+
+async def test_interrupted_download_leaves_nothing(
+    recorder: tuple[str, list[web.Request], list[bytes]], tmp_path: Path
+) -> None:
+    url, seen, _ = recorder
+    script = Path(sys.executable).parent / "gateway"
+    out = tmp_path / "out.tar.gz"
+    proc = await asyncio.create_subprocess_exec(
+        str(script),
+        "sources",
+        "download",
+        f"{url}/stalled",
+        "-o",
+        str(out),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # Wait until the server has sent the first bytes, give the client a moment to take them,
+    # then press Ctrl-C in the middle of the body.
+    for _ in range(200):
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    assert [name.endswith(".part") for name in await asyncio.to_thread(names_in, tmp_path)] == [
+        True
+    ]
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130
+    assert err.decode() == "gateway: interrupted\n"
+    assert await asyncio.to_thread(names_in, tmp_path) == []
+
+
+async def test_download_into_a_missing_directory(
+    env: Gateway, run_cli: RunCli, tmp_path: Path
+) -> None:
+    source = await uploaded_source(run_cli, tmp_path, b"bytes")
+    out = tmp_path / "missing" / "out.tar.gz"
+    result = await run_cli("sources", "download", source["download_url"], "-o", str(out))
+    assert (result.code, result.err) == (
+        2,
+        f"gateway: error: cannot write to {out.parent}: No such file or directory\n",
+    )
+
+
+async def test_download_into_a_directory(env: Gateway, run_cli: RunCli, tmp_path: Path) -> None:
+    source = await uploaded_source(run_cli, tmp_path, b"bytes")
+    result = await run_cli("sources", "download", "-q", source["download_url"], "-o", str(tmp_path))
+    assert result.code == 0, result.err
+    assert (tmp_path / f"{source['id']}.tar.gz").read_bytes() == b"bytes"
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+async def test_progress_bar_on_a_terminal(
+    recorder: tuple[str, list[web.Request], list[bytes]],
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    quiet: bool,
+) -> None:
+    url, _, _ = recorder
+    (tmp_path / "a.tar.gz").write_bytes(os.urandom(2 * 1024 * 1024))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    argv = ["sources", "upload", f"{url}/upload", str(tmp_path / "a.tar.gz")]
+    result = await run_cli(*argv, *(["--quiet"] if quiet else []))
+    assert result.code == 0, result.err
+    if quiet:
+        assert result.err == ""
+    else:
+        # tqdm's bar: bytes done of total, the rate and the time left.
+        assert re.search(
+            r"upload: 100%.*2\.00M/2\.00M \[[\d:]+<[\d:]+, +[\d.]+\w?B/s\]", result.err
+        )
+
+
+@pytest.mark.parametrize("terminal", ["none", "stdout", "stderr"])
+async def test_no_progress_bar_when_not_a_terminal(
+    recorder: tuple[str, list[web.Request], list[bytes]],
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    terminal: str,
+) -> None:
+    url, _, _ = recorder
+    (tmp_path / "a.tar.gz").write_bytes(os.urandom(100_000))
+    if terminal != "none":
+        monkeypatch.setattr(getattr(sys, terminal), "isatty", lambda: True)
+    result = await run_cli("sources", "upload", f"{url}/upload", str(tmp_path / "a.tar.gz"))
+    assert result.code == 0
+    assert "upload:" not in result.err
+    assert "%" not in result.err
