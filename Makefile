@@ -23,8 +23,8 @@ run: $(VENV)/.run-installed
 		$(BIN)/gateway serve --config config.example.yaml
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 
 # nginx and curl for tests/test_nginx.py: installed when missing and root (as CI is), else the
@@ -34,6 +34,11 @@ test-tools:
 
 test: lint test-tools
 	$(BIN)/pytest -rs
+
+# Runs every bench/bench_*.py (local servers only, about ten minutes on 2 cores) and rewrites
+# BENCHMARKS.md with the figures.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -63,27 +65,66 @@ class BufferBudget:
     """Bytes of part buffers all uploads may hold at once; past it, uploads wait their turn.
 
     A waiting upload stops reading its socket, so the client is slowed by TCP, not memory grown.
+    Room is granted first come, first served.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_use = 0
         self.peak = 0
-        self._cond = asyncio.Condition()
+        self.waiting = 0  # reservations waiting for room right now
+        self._queue: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def acquire(self, size: int) -> int:
+        """Wait until ``size`` bytes fit, take them and return how many to ``release`` later."""
+        size = min(size, self.limit)
+        if not self._queue and self.in_use + size <= self.limit:
+            self._take(size)
+            return size
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((size, granted))
+        self.waiting += 1
+        try:
+            await granted
+        except BaseException:
+            if granted.done() and not granted.cancelled():
+                self.release(size)  # granted just as the waiter was cancelled
+            else:
+                granted.cancel()
+                self._grant()
+            raise
+        finally:
+            self.waiting -= 1
+        return size
+
+    def release(self, size: int) -> None:
+        """Give back what ``acquire`` returned."""
+        self.in_use -= size
+        self._grant()
 
     @contextlib.asynccontextmanager
     async def reserve(self, size: int) -> AsyncIterator[None]:
-        size = min(size, self.limit)
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_use + size <= self.limit)
-            self.in_use += size
-            self.peak = max(self.peak, self.in_use)
+        taken = await self.acquire(size)
         try:
             yield
         finally:
-            async with self._cond:
-                self.in_use -= size
-                self._cond.notify_all()
+            self.release(taken)
+
+    def _take(self, size: int) -> None:
+        self.in_use += size
+        self.peak = max(self.peak, self.in_use)
+
+    def _grant(self) -> None:
+        while self._queue:
+            size, granted = self._queue[0]
+            if granted.done():  # its waiter was cancelled
+                self._queue.popleft()
+            elif self.in_use + size <= self.limit:
+                self._queue.popleft()
+                self._take(size)
+                granted.set_result(None)
+            else:
+                break
 
 
 class _Digests:
@@ -165,69 +206,66 @@ class Uploader:
         length: int | None,
         content_type: str,
     ) -> str:
+        # One part uploads while the next one fills: at most two part buffers per upload, each
+        # held under the budget from the moment it starts filling until S3 has it.
+        reader = _PartReader(body, digests, self._part_size, self._max_size)
         upload_id: str | None = None
         etags: list[str] = []
+        sending: asyncio.Task[None] | None = None
         try:
-            async with self._budget.reserve(self._part_size):
-                async for part, last in self._parts(body, digests):
-                    if last and upload_id is None:
+            while True:
+                held = await self._budget.acquire(self._part_size)
+                try:
+                    part = await reader.read_part()
+                    if upload_id is None and len(part) < self._part_size:
                         # The whole body fit in one part: a plain PUT, no multipart bookkeeping.
                         self._check_end(digests, length)
-                        return await self._store.put_bytes(key, part, content_type)
+                        return await self._store.put_bytes(key, bytes(part), content_type)
+                    if not part:  # the body ended on a part boundary
+                        break
                     if upload_id is None:
                         upload_id = await self._store.create_multipart(key, content_type)
-                    if last:
-                        self._check_end(digests, length)
-                    etags.append(
-                        await self._store.upload_part(key, upload_id, len(etags) + 1, part)
+                    if sending is not None:
+                        await sending
+                    etags.append("")
+                    sending = asyncio.create_task(
+                        self._send_part(key, upload_id, etags, len(etags), part)
                     )
-                assert upload_id is not None
-                return await self._store.complete_multipart(key, upload_id, etags)
+                    sending.add_done_callback(functools.partial(self._release_part, held))
+                    held = 0  # released by the task, whatever becomes of it
+                finally:
+                    if held:
+                        self._budget.release(held)
+                if len(part) < self._part_size:
+                    break
+            if sending is not None:
+                await sending
+            assert upload_id is not None
+            self._check_end(digests, length)
+            return await self._store.complete_multipart(key, upload_id, etags)
         except BaseException:
+            if sending is not None:
+                if not sending.done():
+                    sending.cancel()
+                    await asyncio.wait([sending])
+                if not sending.cancelled():
+                    sending.exception()  # retrieved: the first failure is the one raised
             if upload_id is not None:
                 await asyncio.shield(self._abort(key, upload_id))
             raise
+
+    def _release_part(self, size: int, _: asyncio.Task[None]) -> None:
+        self._budget.release(size)
+
+    async def _send_part(
+        self, key: str, upload_id: str, etags: list[str], number: int, part: bytearray
+    ) -> None:
+        etags[number - 1] = await self._store.upload_part(key, upload_id, number, part)
 
     def _check_end(self, digests: _Digests, length: int | None) -> None:
         if length is not None and digests.size != length:
             raise IncompleteBody()
         digests.check_md5()
-
-    async def _parts(
-        self, body: AsyncIterable[bytes], digests: _Digests
-    ) -> AsyncIterator[tuple[bytes, bool]]:
-        """Yield ``(part, is_last)``: full parts, the last one short (empty only for an empty body).
-
-        A full part is held until more data arrives, so the last part is never an empty one."""
-        pending: list[bytes] = []
-        pending_size = 0
-        ready: bytes | None = None
-        async for chunk in body:
-            if not chunk:
-                continue
-            digests.update(chunk)
-            if digests.size > self._max_size:
-                raise PayloadTooLarge(f"upload is larger than {self._max_size} bytes")
-            if ready is not None:
-                yield ready, False
-                ready = None
-            pending.append(chunk)
-            pending_size += len(chunk)
-            if pending_size >= self._part_size:
-                joined = b"".join(pending)
-                ready = joined[: self._part_size]
-                rest = joined[self._part_size :]
-                pending, pending_size = ([rest] if rest else []), len(rest)
-                while pending_size >= self._part_size:  # one huge chunk: several full parts
-                    yield ready, False
-                    ready, rest = rest[: self._part_size], rest[self._part_size :]
-                    pending, pending_size = ([rest] if rest else []), len(rest)
-        if ready is not None and pending_size == 0:
-            yield ready, True
-            return
-        if ready is not None:
-            yield ready, False
-        yield b"".join(pending), True
 
     async def _abort(self, key: str, upload_id: str) -> None:
         try:
@@ -235,3 +273,47 @@ class Uploader:
         except Exception:
             # The lifecycle rule aborts incomplete uploads after a day; none of it is visible.
             log.exception("could not abort multipart upload for %s", key)
+
+
+class _PartReader:
+    """Cuts a body into parts of exactly ``part_size`` bytes; the last one is shorter (or empty).
+
+    Every byte goes through the digests and the size limit as it is read, then is copied once,
+    into the part's own buffer: a part holds its part size and nothing more (no list of chunks
+    joined into a second copy)."""
+
+    def __init__(
+        self, body: AsyncIterable[bytes], digests: _Digests, part_size: int, max_size: int
+    ) -> None:
+        self._chunks = aiter(body)
+        self._digests = digests
+        self._part_size = part_size
+        self._max_size = max_size
+        self._rest = memoryview(b"")  # read past the end of the previous part
+        self._ended = False
+
+    async def read_part(self) -> bytearray:
+        part = bytearray(self._part_size)
+        filled = self._fill(part, 0, self._rest)
+        while filled < self._part_size and not self._ended:
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                self._ended = True
+                break
+            if not chunk:
+                continue
+            self._digests.update(chunk)
+            if self._digests.size > self._max_size:
+                raise PayloadTooLarge(f"upload is larger than {self._max_size} bytes")
+            filled = self._fill(part, filled, memoryview(chunk))
+        if filled < self._part_size:
+            del part[filled:]
+        return part
+
+    def _fill(self, part: bytearray, filled: int, data: memoryview) -> int:
+        """Copy what fits of ``data`` into ``part`` from ``filled`` on; keep the rest for later."""
+        taken = min(len(data), self._part_size - filled)
+        part[filled : filled + taken] = data[:taken]
+        self._rest = data[taken:]
+        return filled + taken

@@ -1,0 +1,273 @@
+"""S3 misbehaving under a real gateway: a fault-injecting proxy between the gateway and moto.
+
+What must hold whatever S3 does: a part that failed is retried (botocore's retries,
+``storage.max_attempts``) and the upload completes byte-exact; when retries run out, the upload
+answers a JSON 502/503, the multipart upload is aborted (none left in ``list_multipart_uploads``),
+no partial object is visible and an earlier complete upload of the same source is intact; a
+download that breaks mid-body ends with a closed connection short of ``Content-Length``; and no
+request hangs (``storage.read_timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .conftest import SMALL_PART, Gateway, StartGateway
+from .faultproxy import Fault, FaultProxy, fault_proxy
+
+# Generous bound on any one request in these tests: a hang fails the test instead of the run.
+HANG_GUARD_SECONDS = 60
+# Short enough that a stalled S3 call ends quickly, long enough for moto on a loaded machine.
+READ_TIMEOUT = 1.5
+PART_QUERY = "partNumber="
+PRESIGNED_QUERY = "X-Amz-Signature="  # the streamed single PUT goes to a presigned URL
+
+
+@pytest.fixture
+async def proxy(moto_endpoint: str) -> AsyncIterator[FaultProxy]:
+    async with fault_proxy(moto_endpoint) as p:
+        yield p
+
+
+async def through(start_gateway: StartGateway, proxy: FaultProxy, *, attempts: int = 1) -> Gateway:
+    return await start_gateway(
+        {
+            "storage": {
+                "endpoint_url": proxy.url,
+                "max_attempts": attempts,
+                "read_timeout": READ_TIMEOUT,
+            }
+        }
+    )
+
+
+async def chunks_of(data: bytes, size: int = 16 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def upload(
+    http: aiohttp.ClientSession, url: str, data: bytes, *, chunked: bool
+) -> tuple[int, dict[str, Any], Any]:
+    body: Any = chunks_of(data) if chunked else io.BytesIO(data)
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        async with http.put(url, data=body) as resp:
+            return resp.status, await resp.json(), resp.headers
+
+
+def stored(s3: Any, gateway: Gateway, source: dict[str, Any]) -> bytes | None:
+    key = f"{gateway.config.storage.prefix}{source['id']}"
+    try:
+        obj = s3.get_object(Bucket=gateway.config.storage.bucket, Key=key)
+    except s3.exceptions.NoSuchKey:
+        return None
+    data: bytes = obj["Body"].read()
+    return data
+
+
+def open_uploads(s3: Any, gateway: Gateway) -> list[Any]:
+    uploads: list[Any] = s3.list_multipart_uploads(Bucket=gateway.config.storage.bucket).get(
+        "Uploads", []
+    )
+    return uploads
+
+
+# --- retried where safe ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
+async def test_failed_part_is_retried(
+    start_gateway: StartGateway,
+    proxy: FaultProxy,
+    http: aiohttp.ClientSession,
+    s3: Any,
+    action: Any,
+) -> None:
+    gateway = await through(start_gateway, proxy, attempts=3)
+    proxy.add(Fault(action, method="PUT", query=PART_QUERY, nth=2))
+    data = os.urandom(SMALL_PART * 3 + 100)
+    source = await gateway.create_source(http)
+
+    status, body, _ = await upload(http, source["upload_url"], data, chunked=True)
+
+    assert status == 200, body
+    assert body["sha256"] == hashlib.sha256(data).hexdigest()
+    assert stored(s3, gateway, source) == data
+    # Four parts, the second one sent twice.
+    assert sorted(proxy.part_numbers()) == [1, 2, 2, 3, 4]
+    assert open_uploads(s3, gateway) == []
+
+
+async def test_failed_completion_is_retried(
+    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession, s3: Any
+) -> None:
+    gateway = await through(start_gateway, proxy, attempts=3)
+    proxy.add(Fault("503", method="POST", query="uploadId="))
+    data = os.urandom(SMALL_PART * 2 + 1)
+    source = await gateway.create_source(http)
+
+    status, body, _ = await upload(http, source["upload_url"], data, chunked=True)
+
+    assert status == 200, body
+    assert stored(s3, gateway, source) == data
+    assert proxy.count("POST", "uploadId=") == 2
+
+
+# --- otherwise aborted cleanly --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "status"), [("500", 503), ("503", 503), ("drop", 503), ("stall", 503)]
+)
+async def test_part_failing_for_good_aborts(
+    start_gateway: StartGateway,
+    proxy: FaultProxy,
+    http: aiohttp.ClientSession,
+    s3: Any,
+    action: Any,
+    status: int,
+) -> None:
+    gateway = await through(start_gateway, proxy, attempts=2)
+    source = await gateway.create_source(http)
+    earlier = os.urandom(SMALL_PART * 2 + 7)
+    assert (await upload(http, source["upload_url"], earlier, chunked=True))[0] == 200
+    proxy.add(Fault(action, method="PUT", query=PART_QUERY, nth=2, times=1000))
+
+    got, body, headers = await upload(
+        http, source["upload_url"], os.urandom(SMALL_PART * 4), chunked=True
+    )
+
+    assert got == status
+    assert set(body) == {"error"}
+    assert "Retry-After" in headers
+    assert open_uploads(s3, gateway) == []
+    assert proxy.count("DELETE", "uploadId=") >= 1
+    assert stored(s3, gateway, source) == earlier
+    async with http.get(source["download_url"]) as resp:
+        assert resp.status == 200
+        assert await resp.read() == earlier
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [
+        (Fault("500", method="POST", query="uploads", times=1000), 503),
+        (Fault("drop", method="POST", query="uploadId=", times=1000), 503),
+        (Fault("stall", method="POST", query="uploadId=", times=1000), 503),
+    ],
+    ids=["create", "complete-drop", "complete-stall"],
+)
+async def test_multipart_bookkeeping_failure_aborts(
+    start_gateway: StartGateway,
+    proxy: FaultProxy,
+    http: aiohttp.ClientSession,
+    s3: Any,
+    fault: Fault,
+    status: int,
+) -> None:
+    gateway = await through(start_gateway, proxy, attempts=2)
+    source = await gateway.create_source(http)
+    earlier = b"an earlier complete upload"
+    assert (await upload(http, source["upload_url"], earlier, chunked=False))[0] == 200
+    proxy.add(fault)
+
+    got, body, _ = await upload(
+        http, source["upload_url"], os.urandom(SMALL_PART * 3), chunked=True
+    )
+
+    assert got == status, body
+    assert set(body) == {"error"}
+    assert open_uploads(s3, gateway) == []
+    assert stored(s3, gateway, source) == earlier
+
+
+@pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
+async def test_streamed_put_failure_stores_nothing(
+    start_gateway: StartGateway,
+    proxy: FaultProxy,
+    http: aiohttp.ClientSession,
+    s3: Any,
+    action: Any,
+) -> None:
+    # The single streamed PUT cannot be replayed (its body is the client's): it is not retried.
+    gateway = await through(start_gateway, proxy, attempts=3)
+    source = await gateway.create_source(http)
+    earlier = b"an earlier complete upload"
+    assert (await upload(http, source["upload_url"], earlier, chunked=False))[0] == 200
+    proxy.add(Fault(action, method="PUT", query=PRESIGNED_QUERY, times=1000))
+
+    got, body, _ = await upload(http, source["upload_url"], os.urandom(300_000), chunked=False)
+
+    assert got == 503, body
+    assert stored(s3, gateway, source) == earlier
+    assert set(body) == {"error"}
+    assert proxy.count("PUT", PRESIGNED_QUERY) == 2
+
+
+# --- downloads ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["truncate", "stall_body", "drop"])
+async def test_download_broken_mid_body_closes_short(
+    start_gateway: StartGateway,
+    proxy: FaultProxy,
+    http: aiohttp.ClientSession,
+    action: Any,
+) -> None:
+    gateway = await through(start_gateway, proxy, attempts=1)
+    data = os.urandom(2 * 1024 * 1024)
+    source = await gateway.create_source(http)
+    assert (await upload(http, source["upload_url"], data, chunked=False))[0] == 200
+    proxy.add(Fault(action, method="GET", path=source["id"], exclude_query="tagging", times=1000))
+
+    received = b""
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with http.get(source["download_url"]) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Length"] == str(len(data))
+                async for chunk in resp.content.iter_any():
+                    received += chunk
+    assert len(received) < len(data)
+    assert data.startswith(received)
+
+
+@pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
+async def test_download_when_s3_fails_before_headers(
+    start_gateway: StartGateway,
+    proxy: FaultProxy,
+    http: aiohttp.ClientSession,
+    action: Any,
+) -> None:
+    gateway = await through(start_gateway, proxy, attempts=1)
+    source = await gateway.create_source(http)
+    assert (await upload(http, source["upload_url"], b"archive", chunked=False))[0] == 200
+    proxy.add(Fault(action, method="HEAD", times=1000))
+
+    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(source["download_url"]) as resp:
+        assert resp.status == 503
+        assert set(await resp.json()) == {"error"}
+        assert "Retry-After" in resp.headers
+
+
+async def test_download_retried_when_s3_recovers(
+    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession
+) -> None:
+    gateway = await through(start_gateway, proxy, attempts=3)
+    data = os.urandom(100_000)
+    source = await gateway.create_source(http)
+    assert (await upload(http, source["upload_url"], data, chunked=False))[0] == 200
+    proxy.add(Fault("503", method="GET", path=source["id"], exclude_query="tagging"))
+
+    async with http.get(source["download_url"]) as resp:
+        assert resp.status == 200
+        assert await resp.read() == data
+    assert proxy.count("GET", "") - proxy.count("GET", "tagging") == 2

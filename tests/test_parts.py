@@ -1,0 +1,152 @@
+"""How the uploader cuts a body into parts, whatever chunks it arrives in (an in-memory store).
+
+S3 refuses a multipart object whose parts, but the last, are not all at least the minimum size;
+the uploader makes every part but the last exactly ``part_size`` and never sends an empty one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+
+from gateway.storage import ObjectInfo
+from gateway.uploads import BufferBudget, Uploader
+
+PART = 1000
+
+
+class MemoryStore:
+    """Just enough of ``ObjectStore`` for the uploader; remembers every call."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.parts: dict[str, dict[int, bytes]] = {}
+        self.calls: list[str] = []
+        self.concurrent_parts = 0
+        self.max_concurrent_parts = 0
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
+        self.calls.append("put")
+        self.objects[key] = data
+        return '"put"'
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        self.calls.append("create")
+        self.parts[key] = {}
+        return key
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes | bytearray
+    ) -> str:
+        self.calls.append(f"part {number}")
+        self.concurrent_parts += 1
+        self.max_concurrent_parts = max(self.max_concurrent_parts, self.concurrent_parts)
+        await asyncio.sleep(0.001)
+        self.concurrent_parts -= 1
+        self.parts[upload_id][number] = bytes(data)
+        return f'"{number}"'
+
+    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
+        self.calls.append("complete")
+        assert etags == [f'"{n}"' for n in range(1, len(etags) + 1)]
+        parts = self.parts.pop(upload_id)
+        self.objects[key] = b"".join(parts[n] for n in sorted(parts))
+        return '"multipart"'
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        self.calls.append("abort")
+        self.parts.pop(upload_id, None)
+
+    async def set_sha256(self, key: str, sha256: str) -> None:
+        pass
+
+    async def put_stream(self, *args: Any) -> str:
+        raise AssertionError("a chunked body never goes through put_stream")
+
+    async def stat(self, key: str) -> ObjectInfo:
+        raise NotImplementedError
+
+    def read(self, key: str, start: int, end: int) -> AbstractAsyncContextManager[Any]:
+        raise NotImplementedError
+
+    async def presign_get(self, key: str, expires_in: int) -> str:
+        raise NotImplementedError
+
+    async def check(self) -> None:
+        pass
+
+
+def cut(data: bytes, sizes: Iterator[int]) -> list[bytes]:
+    chunks, at = [], 0
+    while at < len(data):
+        size = next(sizes)
+        chunks.append(data[at : at + size])
+        at += size
+    return chunks
+
+
+async def stream(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+def repeat(*sizes: int) -> Iterator[int]:
+    while True:
+        yield from sizes
+
+
+@pytest.mark.parametrize(
+    ("size", "chunks"),
+    [
+        (0, repeat(1)),
+        (PART - 1, repeat(7)),
+        (PART, repeat(PART)),
+        (PART + 1, repeat(1)),
+        (2 * PART, repeat(PART // 2)),
+        (3 * PART + 500, repeat(3 * PART + 500)),  # one chunk bigger than three parts
+        (4 * PART + 3, repeat(999, 1, 1001, 2)),
+        (5 * PART, repeat(1700, 0, 300)),
+    ],
+)
+async def test_parts_are_exact_and_never_empty(size: int, chunks: Iterator[int]) -> None:
+    store = MemoryStore()
+    budget = BufferBudget(2 * PART)
+    uploader = Uploader(store, part_size=PART, max_size=10 * PART, budget=budget)  # type: ignore[arg-type]
+    data = os.urandom(size)
+
+    result = await uploader.upload(
+        "key", stream(cut(data, chunks)), length=None, content_type="application/gzip"
+    )
+
+    assert store.objects["key"] == data
+    assert result.size == size
+    if size < PART:
+        assert store.calls == ["put"]
+        return
+    numbers = [c for c in store.calls if c.startswith("part")]
+    assert numbers == [f"part {n}" for n in range(1, -(-size // PART) + 1)]
+    assert store.calls[0] == "create" and store.calls[-1] == "complete"
+    assert budget.peak <= budget.limit and budget.in_use == 0
+
+
+async def test_one_part_sends_while_the_next_fills() -> None:
+    store = MemoryStore()
+    budget = BufferBudget(2 * PART)
+    uploader = Uploader(store, part_size=PART, max_size=10 * PART, budget=budget)  # type: ignore[arg-type]
+    data = os.urandom(6 * PART)
+
+    async def slow() -> AsyncIterator[bytes]:
+        for chunk in cut(data, repeat(250)):
+            await asyncio.sleep(0.0005)
+            yield chunk
+
+    await uploader.upload("key", slow(), length=None, content_type="application/gzip")
+
+    assert store.objects["key"] == data
+    assert store.max_concurrent_parts == 1  # never two parts uploading at once
+    assert budget.peak == 2 * PART  # one part sending, one filling
