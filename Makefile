@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean test-tools
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,13 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 
-test: lint
-	$(BIN)/pytest
+# nginx and curl for tests/test_nginx.py: installed when missing and root (as CI is), else the
+# tests that need them are skipped and -rs prints why.
+test-tools:
+	@bash .ci/ensure-tools
+
+test: lint test-tools
+	$(BIN)/pytest -rs
 
 # Runs every bench/bench_*.py (local servers only, about ten minutes on 2 cores) and rewrites
 # BENCHMARKS.md with the figures.

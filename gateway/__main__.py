@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import keys
 from .app import create_app
 from .cli import add_client_commands
 from .config import Config, ConfigError, load_config
@@ -45,23 +47,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# After shutdown_timeout, what requests still running get to notice their cancellation.
+CANCEL_GRACE_SECONDS = 1.0
+
+
 def serve(config: Config) -> None:
     """Run the gateway until SIGINT/SIGTERM; in-flight transfers get ``shutdown_timeout``."""
-    log.info(
-        "serving on %s:%s, public URL %s",
-        config.server.host,
-        config.server.port,
-        config.server.public_url,
+    asyncio.run(_serve(create_app(config), config))
+
+
+async def _serve(app: web.Application, config: Config) -> None:
+    """Serve ``app``; on SIGTERM stop accepting, drain in-flight requests, then clean up.
+
+    aiohttp's ``run_app`` waits for running handlers on shutdown, but (3.14) its first step closes
+    every connection to further input, so an upload whose body is still arriving stalls until the
+    timeout and is lost. Here the listening socket closes first, and the connections stay open
+    until their requests are done or ``shutdown_timeout`` has passed."""
+    server = config.server
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=CANCEL_GRACE_SECONDS
     )
-    web.run_app(
-        create_app(config),
-        host=config.server.host,
-        port=config.server.port,
-        shutdown_timeout=config.server.shutdown_timeout,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, server.host, server.port)
+        await site.start()
+        log.info("serving on %s:%s, public URL %s", server.host, server.port, server.public_url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+        inflight = app[keys.INFLIGHT]
+        inflight.draining = True
+        await site.stop()
+        log.info(
+            "shutting down: stopped accepting, %d requests in flight get up to %ss",
+            inflight.count,
+            server.shutdown_timeout,
+        )
+        try:
+            async with asyncio.timeout(server.shutdown_timeout):
+                await inflight.wait_idle()
+        except TimeoutError:
+            log.warning(
+                "shutdown_timeout reached: cancelling %d requests still in flight", inflight.count
+            )
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

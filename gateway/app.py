@@ -9,24 +9,31 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from . import keys
 from .auth import Authenticator
 from .config import Config
+from .cors import Cors
 from .deployments import create_deployment
 from .errors import GatewayError, json_response, render, render_http_exception
 from .forwarders import open_forwarder
+from .health import Probes, ReadinessCheck
 from .lifecycle import ensure_lifecycle
 from .observability import (
     OUTCOME,
     REQUEST_ID,
     REQUEST_ID_HEADER,
     ClientAddress,
+    InFlight,
     Metrics,
+    bytes_sent,
+    count_streamed_bytes,
     log_access,
     request_id_for,
     route_name,
 )
+from .openapi import OPENAPI_PATH, openapi_handler
 from .signing import Clock, UrlSigner
 from .sources import CLIENT_GONE, create_source, defer_continue, download_source, upload_source
 from .storage import S3Store, open_s3_client
@@ -44,24 +51,36 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, one access log line and the request metrics, whatever happens."""
     started = time.monotonic()
     request[REQUEST_ID] = request_id_for(request)
-    status, bytes_out = 500, 0
+    inflight = request.app[keys.INFLIGHT]
+    inflight.begin()
+    status = 500
+    response: web.StreamResponse | None = None
     try:
         response = await handler(request)
         status = response.status
-        prepared = response.prepared
-        bytes_out = response.body_length if prepared else response.content_length or 0
+        if inflight.draining and not response.prepared:
+            # Shutting down: no further requests on this connection ("Connection: close").
+            response.force_close()
         return response
     except CLIENT_GONE:
         status = 499  # nginx's "client closed request": not a server error
         request[OUTCOME] = request.get(OUTCOME) or "client_disconnected"
         raise
+    except asyncio.CancelledError:
+        # The server gave up on the request (shutdown_timeout ran out): not a bug, not the client.
+        status = 503
+        request[OUTCOME] = request.get(OUTCOME) or "cancelled"
+        raise
     finally:
-        metrics = request.app[keys.METRICS]
-        route = route_name(request)
-        metrics.requests.labels(request.method, route, str(status)).inc()
-        metrics.latency.labels(request.method, route).observe(time.monotonic() - started)
-        client = request.app[keys.CLIENT_ADDRESS].of(request)
-        log_access(request, status, bytes_out, started, client)
+        try:
+            metrics = request.app[keys.METRICS]
+            route = route_name(request)
+            metrics.requests.labels(request.method, route, str(status)).inc()
+            metrics.latency.labels(request.method, route).observe(time.monotonic() - started)
+            client = request.app[keys.CLIENT_ADDRESS].of(request)
+            log_access(request, status, bytes_sent(request, response), started, client)
+        finally:
+            inflight.end()
 
 
 @web.middleware
@@ -141,32 +160,49 @@ def forwarder_context(config: Config) -> Callable[[web.Application], AsyncIterat
     return context
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def create_app(
     config: Config, *, clock: Clock = time.time, resolver: Resolver = system_resolver
 ) -> web.Application:
     """Build the gateway for ``config``. Reads no files and no globals; ``clock`` and
     ``resolver`` (DNS for deployment URLs) are for tests."""
-    app = web.Application(middlewares=[observe, render_errors])
+    cors = Cors(config.cors.allowed_origins, config.cors.max_age)
+    middlewares: list[Middleware] = [observe, render_errors]
+    if cors.enabled:
+        # Innermost: a preflight is answered (and a refusal rendered) like any other request.
+        middlewares.append(cors.middleware)
+    app = web.Application(middlewares=middlewares)
     app[keys.CONFIG] = config
     app[keys.SIGNER] = UrlSigner(config.signing.secret_keys, config.sources.ttl_seconds, clock)
     app[keys.AUTH] = Authenticator(config.auth.tokens)
     app[keys.METRICS] = Metrics()
-    app[keys.BUDGET] = BufferBudget(config.sources.max_buffer_bytes)
+    budget = app[keys.BUDGET] = BufferBudget(config.sources.max_buffer_bytes)
+    app[keys.METRICS].buffer_bytes.set_function(lambda: budget.in_use)
     app[keys.CLIENT_ADDRESS] = ClientAddress(config.server.trusted_proxies)
+    app[keys.INFLIGHT] = InFlight()
     deployments = config.deployments
     policy = UrlPolicy.of(deployments.allowed_hosts, deployments.allowed_http_hosts)
     app[keys.URL_GUARD] = UrlGuard(policy, resolver)
     app.cleanup_ctx.append(storage_context(config))
     app.cleanup_ctx.append(forwarder_context(config))
     app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.append(count_streamed_bytes)
+    if cors.enabled:
+        app.on_response_prepare.append(cors.on_response_prepare)
+    probes = Probes(
+        ReadinessCheck(lambda: app[keys.STORE].check(), clock),
+        app[keys.INFLIGHT],
+        app[keys.METRICS],
+        config.metrics.token,
+    )
+    app.on_shutdown.append(probes.on_shutdown)
 
     app.router.add_post("/v1/sources", create_source)
     app.router.add_put(SOURCE_PATH, upload_source, expect_handler=defer_continue)
     app.router.add_get(SOURCE_PATH, download_source)
     app.router.add_post("/v1/apps/{app}/deployments", create_deployment)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", probes.healthz)
+    app.router.add_get("/readyz", probes.readyz)
+    if config.metrics.enabled:
+        app.router.add_get("/metrics", probes.metrics)
+    app.router.add_get(OPENAPI_PATH, openapi_handler(config))
     return app

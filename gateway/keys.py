@@ -10,7 +10,7 @@ from aiohttp import web
 from .auth import Authenticator
 from .config import Config
 from .forwarders import Forwarder
-from .observability import ClientAddress, Metrics
+from .observability import ClientAddress, InFlight, Metrics
 from .signing import UrlSigner
 from .storage import ObjectStore
 from .uploads import BufferBudget, Uploader
@@ -22,6 +22,7 @@ AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 BUDGET = web.AppKey("budget", BufferBudget)
 CLIENT_ADDRESS = web.AppKey("client_address", ClientAddress)
+INFLIGHT = web.AppKey("inflight", InFlight)
 URL_GUARD = web.AppKey("url_guard", UrlGuard)
 # Opened in cleanup_ctx, so only present while the app runs.
 HTTP = web.AppKey("http", aiohttp.ClientSession)

@@ -5,6 +5,7 @@ Nothing here ever logs a query string: source URLs carry their token there.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -26,6 +27,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 REQUEST_ID = web.RequestKey("request_id", str)
 BYTES_IN = web.RequestKey("bytes_in", int)
+# Body bytes written by a streamed response (headers and chunk framing not counted).
+BYTES_OUT = web.RequestKey("bytes_out", int)
 # How a transfer ended when the status alone does not say it (stored, client_disconnected...).
 OUTCOME = web.RequestKey("outcome", str)
 
@@ -73,6 +76,32 @@ class Metrics:
         self.buffer_bytes = Gauge(
             "gateway_buffer_bytes", "Bytes of part buffers reserved by uploads.", registry=r
         )
+
+
+class InFlight:
+    """The requests being handled, and whether this instance is draining for a shutdown.
+
+    ``gateway serve`` waits on it after SIGTERM (see ``__main__.serve``); readiness fails while
+    draining, so load balancers stop sending new work."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no request is in flight (callers bound the wait with a timeout)."""
+        await self._idle.wait()
 
 
 class JsonFormatter(logging.Formatter):
@@ -140,6 +169,32 @@ class ClientAddress:
         return remote
 
 
+async def count_streamed_bytes(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: count the body bytes a streamed response writes.
+
+    aiohttp's own ``body_length`` counts the header block too, and only once ``write_eof`` ran,
+    so a download cut short by its client would log 0 bytes sent."""
+    if isinstance(response, web.Response):
+        return  # the body is known: content_length
+    request[BYTES_OUT] = 0
+    write = response.write
+
+    async def counting_write(data: bytes | bytearray | memoryview) -> None:
+        await write(data)
+        request[BYTES_OUT] += len(data)
+
+    response.write = counting_write  # type: ignore[method-assign]
+
+
+def bytes_sent(request: web.BaseRequest, response: web.StreamResponse | None) -> int:
+    """Body bytes sent for ``request``: counted when streamed, else the response's length."""
+    if BYTES_OUT in request:
+        return request[BYTES_OUT]
+    if response is None or request.method == "HEAD":
+        return 0
+    return response.content_length or 0
+
+
 def route_name(request: web.BaseRequest) -> str:
     """The matched route's template (``/v1/sources/{id}``), never the concrete path or query."""
     match_info = getattr(request, "match_info", None)
@@ -151,6 +206,18 @@ def route_name(request: web.BaseRequest) -> str:
     return canonical
 
 
+# A token that slipped into the path itself (a client that percent-encoded the "?") is cut out.
+_TOKEN_IN_PATH_RE = re.compile(r"(?i)(token=|[?;]).*")
+# Long enough for every route of the gateway; a longer path is junk and is not worth logging whole.
+MAX_LOGGED_PATH = 256
+
+
+def loggable_path(path: str) -> str:
+    """``path`` as it may appear in a log line: nothing from a ``?``, ``;`` or ``token=`` on."""
+    safe = _TOKEN_IN_PATH_RE.sub("[redacted]", path)
+    return safe if len(safe) <= MAX_LOGGED_PATH else safe[:MAX_LOGGED_PATH] + "[...]"
+
+
 def log_access(
     request: web.BaseRequest,
     status: int,
@@ -158,15 +225,17 @@ def log_access(
     started: float,
     client: str | None,
 ) -> None:
+    """Emit the request's one access log line (JSON fields as ``extra``; never a query string)."""
     duration = time.monotonic() - started
+    path = loggable_path(request.path)
     access_log.info(
         "%s %s %s",
         request.method,
-        request.path,
+        path,
         status,
         extra={
             "method": request.method,
-            "path": request.path,
+            "path": path,
             "route": route_name(request),
             "status": status,
             "bytes_in": request.get(BYTES_IN, 0),

@@ -21,6 +21,8 @@ from moto.server import ThreadedMotoServer
 from gateway.app import create_app
 from gateway.config import Config, config_from_dict
 
+from .processes import ServedGateway, serve
+
 SECRET = "test-secret-key-0123456789"
 TOKEN = "test-api-token-1234"
 LIMITED_TOKEN = "limited-api-token-5678"
@@ -174,3 +176,31 @@ async def gateway(start_gateway: StartGateway) -> Gateway:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
+
+
+ServeGateway = Callable[..., ServedGateway]
+
+
+@pytest.fixture
+def serve_gateway(moto_endpoint: str, bucket: str, tmp_path: Any) -> Iterator[ServeGateway]:
+    """Start ``gateway serve`` as a child process on the test bucket; stopped after the test.
+
+    Keyword ``overrides`` are merged into the configuration, as for ``start_gateway``. The child
+    has moto's real 5 MiB part minimum: give it bodies with a Content-Length (one streamed PUT).
+    """
+    started: list[ServedGateway] = []
+
+    def start(overrides: dict[str, Any] | None = None, name: str = "gateway") -> ServedGateway:
+        port = unused_port()
+        data = deep_merge(config_dict(moto_endpoint, bucket, port), overrides or {})
+        data["sources"]["allow_small_parts"] = False
+        data["sources"]["part_size_bytes"] = 5 * 1024 * 1024
+        served = serve(data, tmp_path, name)
+        started.append(served)
+        return served
+
+    try:
+        yield start
+    finally:
+        for served in started:
+            served.stop()

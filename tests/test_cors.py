@@ -1,0 +1,102 @@
+"""CORS: preflights for browser uploads and downloads, headers on the actual responses."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from .conftest import Gateway, StartGateway
+
+ORIGIN = "https://console.example.com"
+
+
+def preflight(method: str, origin: str = ORIGIN, headers: str = "content-type") -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": headers,
+    }
+
+
+async def test_off_by_default(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    source = await gateway.create_source(http)
+    async with http.options(source["upload_url"], headers=preflight("PUT")) as resp:
+        assert resp.status == 405
+        assert "Access-Control-Allow-Origin" not in resp.headers
+    async with http.get(f"{gateway.url}/healthz", headers={"Origin": ORIGIN}) as resp:
+        assert resp.status == 200
+        assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_preflights_for_sources_and_api(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway({"cors": {"allowed_origins": [ORIGIN], "max_age": 120}})
+    source = await gateway.create_source(http)
+    cases = [
+        (source["upload_url"], "PUT", "content-type, content-md5"),
+        (source["download_url"], "GET", "range"),
+        (f"{gateway.url}/v1/sources", "POST", "authorization, content-type"),
+    ]
+    for url, method, headers in cases:
+        async with http.options(url, headers=preflight(method, headers=headers)) as resp:
+            assert resp.status == 204, (method, await resp.text())
+            assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
+            assert method in resp.headers["Access-Control-Allow-Methods"].split(", ")
+            allowed = resp.headers["Access-Control-Allow-Headers"].lower().split(", ")
+            assert set(headers.split(", ")) <= set(allowed)
+            assert resp.headers["Access-Control-Max-Age"] == "120"
+            assert "Origin" in resp.headers["Vary"]
+            assert "Access-Control-Allow-Credentials" not in resp.headers
+
+
+async def test_refused_preflights(start_gateway: StartGateway, http: aiohttp.ClientSession) -> None:
+    gateway = await start_gateway({"cors": {"allowed_origins": [ORIGIN]}})
+    source = await gateway.create_source(http)
+    url = source["upload_url"]
+    async with http.options(url, headers=preflight("PUT", origin="https://evil.example")) as resp:
+        assert resp.status == 403
+        assert "Access-Control-Allow-Origin" not in resp.headers
+        assert (await resp.json())["code"] == "forbidden"
+    async with http.options(url, headers=preflight("DELETE")) as resp:
+        assert resp.status == 403
+        assert "Access-Control-Allow-Methods" not in resp.headers
+    async with http.options(f"{gateway.url}/nowhere", headers=preflight("GET")) as resp:
+        assert resp.status == 404
+    # A plain OPTIONS (no preflight) is still just a method this path does not have.
+    async with http.options(url, headers={"Origin": ORIGIN}) as resp:
+        assert resp.status == 405
+
+
+async def test_actual_requests_carry_the_headers(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway({"cors": {"allowed_origins": [ORIGIN]}})
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"archive", headers={"Origin": ORIGIN}) as resp:
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
+        exposed = resp.headers["Access-Control-Expose-Headers"].split(", ")
+        assert {"ETag", "X-Request-ID"} <= set(exposed)
+        assert "Origin" in resp.headers.getall("Vary")
+    async with http.get(source["download_url"], headers={"Origin": ORIGIN}) as resp:
+        assert await resp.read() == b"archive"
+        assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert "X-Checksum-Sha256" in resp.headers["Access-Control-Expose-Headers"]
+    # Errors too, so a page can read why it failed.
+    async with http.get(source["upload_url"], headers={"Origin": ORIGIN}) as resp:
+        assert resp.status == 403
+        assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
+    async with http.get(source["download_url"], headers={"Origin": "https://other.example"}) as r:
+        assert r.status == 200
+        assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_any_origin(start_gateway: StartGateway, http: aiohttp.ClientSession) -> None:
+    gateway = await start_gateway({"cors": {"allowed_origins": ["*"]}})
+    source = await gateway.create_source(http)
+    headers = preflight("PUT", origin="https://anywhere.example")
+    async with http.options(source["upload_url"], headers=headers) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    async with http.get(f"{gateway.url}/healthz", headers={"Origin": "https://x.example"}) as resp:
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"

@@ -1,0 +1,187 @@
+"""The JSON access log: one line per request with its fields, and never a secret in any line."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from typing import Any
+
+import aiohttp
+import boto3
+import pytest
+
+from gateway.observability import JsonFormatter, loggable_path
+
+from .conftest import MOTO_CREDENTIALS, SECRET, TOKEN, Gateway, ServeGateway, StartGateway
+
+ACCESS_FIELDS = {
+    "method",
+    "path",
+    "route",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "request_id",
+    "remote",
+}
+
+
+def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "gateway.access"]
+
+
+async def test_one_line_per_request_with_its_fields(
+    gateway: Gateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    source = await gateway.create_source(http)
+    caplog.clear()
+    data = os.urandom(3000)
+    headers = {"X-Request-ID": "client-chosen.id-42"}
+    async with http.put(source["upload_url"], data=data, headers=headers) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Request-ID"] == "client-chosen.id-42"
+    async with http.get(source["download_url"]) as resp:
+        await resp.read()
+        download_id = resp.headers["X-Request-ID"]
+
+    put, get = access_records(caplog)
+    assert set(put.__dict__) >= ACCESS_FIELDS
+    assert (put.method, put.status, put.bytes_in, put.request_id) == (  # type: ignore[attr-defined]
+        "PUT",
+        200,
+        3000,
+        "client-chosen.id-42",
+    )
+    assert put.path == f"/v1/sources/{source['id']}"  # type: ignore[attr-defined]
+    assert put.route == "/v1/sources/{id}"  # type: ignore[attr-defined]
+    assert put.remote == "127.0.0.1"  # type: ignore[attr-defined]
+    assert put.outcome == "stored"  # type: ignore[attr-defined]
+    assert put.duration_ms >= 0  # type: ignore[attr-defined]
+    assert (get.method, get.status, get.bytes_out) == ("GET", 200, 3000)  # type: ignore[attr-defined]
+    assert get.request_id == download_id  # type: ignore[attr-defined]
+
+    line = json.loads(JsonFormatter().format(put))
+    assert ACCESS_FIELDS | {"time", "level", "message"} <= set(line)
+    assert line["time"].endswith("+00:00")
+
+
+async def test_unusable_request_id_is_replaced(
+    gateway: Gateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    forged = 'x" injected="1'
+    async with http.get(f"{gateway.url}/healthz", headers={"X-Request-ID": forged}) as resp:
+        given = resp.headers["X-Request-ID"]
+    assert given != forged and len(given) == 32
+    assert access_records(caplog)[-1].request_id == given  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded", "logged"),
+    [
+        ([], "198.51.100.7", "127.0.0.1"),  # not a trusted proxy: the header is ignored
+        (["127.0.0.1/32"], "198.51.100.7", "198.51.100.7"),
+        # The client forged a first hop; the proxy appended the address it saw.
+        (["127.0.0.0/8"], "203.0.113.9, 198.51.100.7", "198.51.100.7"),
+        (["127.0.0.0/8"], "198.51.100.7, 127.0.0.5", "198.51.100.7"),
+        (["127.0.0.1/32"], "", "127.0.0.1"),
+    ],
+)
+async def test_remote_address_from_trusted_proxies_only(
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    trusted: list[str],
+    forwarded: str,
+    logged: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    gateway = await start_gateway({"server": {"trusted_proxies": trusted}})
+    async with http.get(f"{gateway.url}/healthz", headers={"X-Forwarded-For": forwarded}):
+        pass
+    assert access_records(caplog)[-1].remote == logged  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/v1/sources/abc", "/v1/sources/abc"),
+        ("/v1/sources/abc?token=eyJpZCI6", "/v1/sources/abc[redacted]"),
+        ("/v1/sources/abc;token=eyJpZCI6", "/v1/sources/abc[redacted]"),
+        ("/x/TOKEN=eyJpZCI6/y", "/x/[redacted]"),
+        ("/" + "a" * 300, "/" + "a" * 255 + "[...]"),
+    ],
+)
+def test_loggable_path(path: str, logged: str) -> None:
+    assert loggable_path(path) == logged
+
+
+def sqs_forward(queue: str, endpoint: str) -> dict[str, Any]:
+    """The deployments section for an SQS forwarder on the moto server."""
+    return {"forward": {"type": "sqs", "queue": queue, "endpoint_url": endpoint}}
+
+
+async def test_no_secret_in_any_log_line_of_a_full_flow(
+    serve_gateway: ServeGateway, moto_endpoint: str
+) -> None:
+    """The real process at debug level: every line it writes is JSON and none holds a secret."""
+    queue = f"deployments-{os.getpid()}"
+    boto3.client(
+        "sqs", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
+    ).create_queue(QueueName=queue)
+    served = serve_gateway(
+        {
+            "logging": {"level": "debug", "json": True},
+            "deployments": sqs_forward(queue, moto_endpoint),
+        }
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    secrets_seen: list[str] = []
+    data = b"\x1f\x8b" + os.urandom(20_000)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{served.url}/v1/sources", headers=auth) as resp:
+            assert resp.status == 201
+            source: dict[str, Any] = await resp.json()
+        # HTTP Basic with the token as password, as `curl -u :$TOKEN` sends it.
+        basic = {"Authorization": "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode()}
+        async with http.post(f"{served.url}/v1/sources", headers=basic, json={}) as resp:
+            assert resp.status == 201
+        for url in (source["upload_url"], source["download_url"]):
+            secrets_seen.append(url.split("token=", 1)[1])
+        async with http.put(source["upload_url"], data=data) as resp:
+            assert resp.status == 200
+        async with http.get(source["download_url"]) as resp:
+            assert await resp.read() == data
+        async with http.get(source["download_url"], headers={"Range": "bytes=0-1"}) as resp:
+            assert resp.status == 206
+            assert await resp.read() == data[:2]
+        # Failures log too: a wrong-purpose token, an expired-looking garbage token, bad auth.
+        async with http.get(source["upload_url"]) as resp:
+            assert resp.status == 403
+        async with http.post(
+            f"{served.url}/v1/sources", headers={"Authorization": "Bearer wrong-token-xyz"}
+        ) as resp:
+            assert resp.status == 401
+        deployment = {"deployment": {"git_ref": "v1", "download_url": source["download_url"]}}
+        async with http.post(
+            f"{served.url}/v1/apps/my-app/deployments", json=deployment, headers=auth
+        ) as resp:
+            deploy_status = resp.status
+            body = await resp.json()
+    assert deploy_status == 201, body
+
+    served.stop()
+    assert served.proc.returncode == 0
+    text = served.log_text()
+    records = served.log_records()  # every line is JSON
+    access = [r for r in records if r["logger"] == "gateway.access"]
+    assert len(access) >= 8
+    for record in access:
+        assert set(record) >= ACCESS_FIELDS, record
+        assert "?" not in record["path"]
+    for needle in [*secrets_seen, "token=", SECRET, TOKEN, "wrong-token-xyz"]:
+        assert needle not in text, needle
