@@ -204,3 +204,21 @@ def serve_gateway(moto_endpoint: str, bucket: str, tmp_path: Any) -> Iterator[Se
     finally:
         for served in started:
             served.stop()
+
+
+def stored(s3: Any, gateway: Gateway, source: dict[str, Any]) -> bytes | None:
+    """The bytes S3 holds for ``source``, or None if there is no object."""
+    key = f"{gateway.config.storage.prefix}{source['id']}"
+    try:
+        obj = s3.get_object(Bucket=gateway.config.storage.bucket, Key=key)
+    except s3.exceptions.NoSuchKey:
+        return None
+    data: bytes = obj["Body"].read()
+    return data
+
+
+def open_uploads(s3: Any, gateway: Gateway) -> list[Any]:
+    uploads: list[Any] = s3.list_multipart_uploads(Bucket=gateway.config.storage.bucket).get(
+        "Uploads", []
+    )
+    return uploads

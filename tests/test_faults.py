@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .conftest import SMALL_PART, Gateway, StartGateway
+from .conftest import SMALL_PART, Gateway, StartGateway, open_uploads, stored
 from .faultproxy import Fault, FaultProxy, fault_proxy
 
 # Generous bound on any one request in these tests: a hang fails the test instead of the run.
@@ -61,23 +61,6 @@ async def upload(
     async with asyncio.timeout(HANG_GUARD_SECONDS):
         async with http.put(url, data=body) as resp:
             return resp.status, await resp.json(), resp.headers
-
-
-def stored(s3: Any, gateway: Gateway, source: dict[str, Any]) -> bytes | None:
-    key = f"{gateway.config.storage.prefix}{source['id']}"
-    try:
-        obj = s3.get_object(Bucket=gateway.config.storage.bucket, Key=key)
-    except s3.exceptions.NoSuchKey:
-        return None
-    data: bytes = obj["Body"].read()
-    return data
-
-
-def open_uploads(s3: Any, gateway: Gateway) -> list[Any]:
-    uploads: list[Any] = s3.list_multipart_uploads(Bucket=gateway.config.storage.bucket).get(
-        "Uploads", []
-    )
-    return uploads
 
 
 # --- retried where safe ---------------------------------------------------------------------------

@@ -12,28 +12,12 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from .conftest import SMALL_PART, Gateway
+from .conftest import SMALL_PART, Gateway, open_uploads, stored
 from .test_transfer import chunks_of
 
 
 def object_key(source: dict[str, Any]) -> str:
     return f"sources/{source['id']}"
-
-
-def stored(s3: Any, gateway: Gateway, source: dict[str, Any]) -> bytes | None:
-    try:
-        obj = s3.get_object(Bucket=gateway.config.storage.bucket, Key=object_key(source))
-    except s3.exceptions.NoSuchKey:
-        return None
-    data: bytes = obj["Body"].read()
-    return data
-
-
-def pending_multipart(s3: Any, gateway: Gateway) -> list[Any]:
-    uploads: list[Any] = s3.list_multipart_uploads(Bucket=gateway.config.storage.bucket).get(
-        "Uploads", []
-    )
-    return uploads
 
 
 async def raw_request(url: str, head: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -135,7 +119,7 @@ async def test_chunked_body_over_limit_is_cut(
         pass  # the gateway closed while the client was still writing: a refusal all the same
     assert _aborted(gateway) == 1
     assert stored(s3, gateway, source) == b"earlier complete upload"
-    assert pending_multipart(s3, gateway) == []
+    assert open_uploads(s3, gateway) == []
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
@@ -164,7 +148,7 @@ async def test_client_disconnect_mid_body_stores_nothing(
         await asyncio.sleep(0.1)
     assert _aborted(gateway) == 1
     assert stored(s3, gateway, source) == b"earlier complete upload"
-    assert pending_multipart(s3, gateway) == []
+    assert open_uploads(s3, gateway) == []
     async with http.get(source["download_url"]) as resp:
         assert await resp.read() == b"earlier complete upload"
 
@@ -193,7 +177,7 @@ async def test_wrong_content_md5_stores_nothing(
         assert resp.status == 400
         assert (await resp.json())["code"] == "bad_digest"
     assert stored(s3, gateway, source) == b"earlier complete upload"
-    assert pending_multipart(s3, gateway) == []
+    assert open_uploads(s3, gateway) == []
 
     right = base64.b64encode(hashlib.md5(data).digest()).decode()
     body = chunks_of(data) if chunked else data
