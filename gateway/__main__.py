@@ -35,15 +35,20 @@ def _config_path(args: argparse.Namespace) -> str:
     return path
 
 
+def _with_embedded(stack: contextlib.ExitStack, config: Config) -> Config:
+    """``config`` itself, or, with ``storage.embedded``, one using moto started in ``stack``."""
+    if not config.storage.embedded:
+        return config
+    from .embedded import embedded_services  # moto is an optional extra
+
+    return stack.enter_context(embedded_services(config))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     configure_logging(config.logging.level, config.logging.json)
     with contextlib.ExitStack() as stack:
-        if config.storage.embedded:
-            from .embedded import embedded_services
-
-            config = stack.enter_context(embedded_services(config))
-        serve(config)
+        serve(_with_embedded(stack, config))
     return 0
 
 
@@ -107,10 +112,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     with contextlib.ExitStack() as stack:
-        if config.storage.embedded:
-            from .embedded import embedded_services
-
-            config = stack.enter_context(embedded_services(config))
+        config = _with_embedded(stack, config)
         rules = asyncio.run(_lifecycle(config, apply=args.action == "apply"))
     print(json.dumps({"bucket": config.storage.bucket, "rules": rules}, indent=2, default=str))
     return 0
