@@ -169,8 +169,8 @@ class Uploader:
         digests = _Digests(content_md5)
         if length is not None and length <= SINGLE_PUT_LIMIT:
             if length == 0:
+                digests.check_md5()  # before the PUT: a refused body must not replace anything
                 etag = await self._store.put_bytes(key, b"", content_type)
-                digests.check_md5()
             else:
                 streamed = self._held_back(body, digests, length)
                 etag = await self._store.put_stream(key, streamed, length, content_type)

@@ -162,7 +162,7 @@ def _aborted(gateway: Gateway) -> float:
     return value or 0.0
 
 
-@pytest.mark.parametrize("size", [100, SMALL_PART * 2 + 1])
+@pytest.mark.parametrize("size", [0, 100, SMALL_PART * 2 + 1])
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
 async def test_wrong_content_md5_stores_nothing(
     gateway: Gateway, http: aiohttp.ClientSession, s3: Any, size: int, chunked: bool
