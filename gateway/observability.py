@@ -121,11 +121,43 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
+
+
+# Credentials that may travel inside text a library logs (aiohttp quotes the raw request line of
+# a malformed request, query string and all): the value after any of these is masked.
+_SECRET_IN_TEXT = re.compile(
+    r"((?:token|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature)=|"
+    r"(?:Bearer|Basic)\s+)[^\s&'\"]+",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    return _SECRET_IN_TEXT.sub(r"\1[redacted]", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Masks tokens and signatures in every record's message and traceback, whatever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 def configure_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets())
     if as_json:
         handler.setFormatter(JsonFormatter())
     else:

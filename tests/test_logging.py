@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import boto3
@@ -166,6 +168,16 @@ async def test_no_secret_in_any_log_line_of_a_full_flow(
             f"{served.url}/v1/sources", headers={"Authorization": "Bearer wrong-token-xyz"}
         ) as resp:
             assert resp.status == 401
+        # A request aiohttp refuses before any handler runs: it logs the raw request line.
+        parts = urlsplit(source["download_url"])
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(f"GET {parts.path}?{parts.query}\x01x HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        try:
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert status_line.split()[1] == b"400", status_line
         deployment = {"deployment": {"git_ref": "v1", "download_url": source["download_url"]}}
         async with http.post(
             f"{served.url}/v1/apps/my-app/deployments", json=deployment, headers=auth
@@ -183,5 +195,6 @@ async def test_no_secret_in_any_log_line_of_a_full_flow(
     for record in access:
         assert set(record) >= ACCESS_FIELDS, record
         assert "?" not in record["path"]
-    for needle in [*secrets_seen, "token=", SECRET, TOKEN, "wrong-token-xyz"]:
+    for needle in [*secrets_seen, SECRET, TOKEN, "wrong-token-xyz"]:
         assert needle not in text, needle
+    assert "token=[redacted]" in text  # the malformed request's line was logged, masked
