@@ -41,11 +41,14 @@ class ConfigError(Exception):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    public_url: str = "http://127.0.0.1:8080"
+    # Required: the base of every URL handed out is configured, never guessed (SPEC 4).
+    public_url: str = ""
     shutdown_timeout: float = 30.0
     trusted_proxies: tuple[str, ...] = ()
 
     def validate(self, path: str) -> None:
+        if not self.public_url:
+            raise ConfigError(f"{path}.public_url", "required")
         parts = urlsplit(self.public_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{path}.public_url", "must be an absolute http(s) URL")
@@ -136,7 +139,7 @@ class SourcesConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    bucket: str = "sources"
+    bucket: str = ""  # required
     prefix: str = "sources/"
     region: str = "us-east-1"
     endpoint_url: str | None = None
@@ -151,6 +154,8 @@ class StorageConfig:
     secret_access_key: str | None = None
 
     def validate(self, path: str) -> None:
+        if not self.bucket:
+            raise ConfigError(f"{path}.bucket", "required")
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
             raise ConfigError(f"{path}.bucket", "not a valid S3 bucket name")
         if self.expire_after_days < 1:
@@ -327,6 +332,9 @@ def _build(cls: type, data: Any, path: str) -> Any:
         key_path = _join(path, name)
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], key_path)
+        elif dataclasses.is_dataclass(hints[name]):
+            # An absent section is built from {}: its required keys and checks still apply.
+            kwargs[name] = _convert(hints[name], {}, key_path)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(key_path, "required")
     obj = cls(**kwargs)

@@ -81,6 +81,8 @@ async def test_budget_smaller_than_a_part_is_refused() -> None:
         config_from_dict(
             {
                 "signing": {"secret_keys": ["x" * 32]},
+                "server": {"public_url": "http://127.0.0.1:8080"},
+                "storage": {"bucket": "sources"},
                 "sources": {"part_size_bytes": 8 * 1024 * 1024, "max_buffer_bytes": 1024},
             },
             env={},

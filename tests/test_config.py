@@ -18,7 +18,16 @@ SECRET = "a-secret-key-long-enough"
 
 
 def minimal(**sections: Any) -> dict[str, Any]:
-    return {"signing": {"secret_keys": [SECRET]}, **sections}
+    base = {
+        "signing": {"secret_keys": [SECRET]},
+        "server": {"public_url": "https://sources.example.com"},
+        "storage": {"bucket": "sources"},
+    }
+    for name, section in sections.items():
+        current = base.get(name)
+        merged = isinstance(section, dict) and isinstance(current, dict)
+        base[name] = {**current, **section} if merged else section  # type: ignore[dict-item]
+    return base
 
 
 def test_example_file_loads_with_its_defaults() -> None:
@@ -72,7 +81,8 @@ def test_env_substitution_with_and_without_default() -> None:
 
 
 def test_env_value_stays_a_string_where_a_string_is_expected() -> None:
-    config = config_from_dict({"signing": {"secret_keys": ["${KEY}"]}}, env={"KEY": "1" * 20})
+    data = minimal(signing={"secret_keys": ["${KEY}"]})
+    config = config_from_dict(data, env={"KEY": "1" * 20})
     assert config.signing.secret_keys == ("1" * 20,)
 
 
@@ -87,7 +97,9 @@ def test_env_value_stays_a_string_where_a_string_is_expected() -> None:
         (minimal(storage="s3"), {}, "storage: must be a mapping"),
         (minimal(auth={"tokens": {"a": 1}}), {}, "auth.tokens: must be a list"),
         (minimal(auth={"tokens": [{"token": "x" * 10}]}), {}, "auth.tokens[0].name: required"),
-        ({}, {}, "signing: required"),
+        ({}, {}, "signing.secret_keys: required"),
+        ({"signing": {"secret_keys": [SECRET]}}, {}, "server.public_url: required"),
+        (minimal(storage={"bucket": ""}), {}, "storage.bucket: required"),
         ({"signing": {}}, {}, "signing.secret_keys: required"),
         ({"signing": {"secret_keys": []}}, {}, "signing.secret_keys: at least one key"),
         ({"signing": {"secret_keys": ["short"]}}, {}, "signing.secret_keys[0]: must be at least"),

@@ -266,7 +266,8 @@ def config_with(deployments: dict[str, Any], storage: dict[str, Any] | None = No
     return config_from_dict(
         {
             "signing": {"secret_keys": ["x" * 16]},
-            "storage": storage or {},
+            "server": {"public_url": "http://127.0.0.1:8080"},
+            "storage": {"bucket": "sources", **(storage or {})},
             "deployments": deployments,
         },
         env={},

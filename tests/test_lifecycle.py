@@ -104,6 +104,7 @@ def test_cli_apply_and_show(tmp_path: Path, moto_endpoint: str, s3: Any, bucket:
         yaml.safe_dump(
             {
                 "signing": {"secret_keys": [SECRET]},
+                "server": {"public_url": "http://127.0.0.1:8080"},
                 "storage": {
                     "bucket": bucket,
                     "endpoint_url": moto_endpoint,
@@ -133,6 +134,7 @@ def test_cli_reports_storage_errors(tmp_path: Path, moto_endpoint: str) -> None:
         yaml.safe_dump(
             {
                 "signing": {"secret_keys": [SECRET]},
+                "server": {"public_url": "http://127.0.0.1:8080"},
                 "storage": {
                     "bucket": "no-such-bucket-cli",
                     "endpoint_url": moto_endpoint,
