@@ -256,7 +256,8 @@ async def download_source(request: web.Request) -> web.StreamResponse:
         return response
     async with contextlib.AsyncExitStack() as stack:
         # S3 is asked for the body before the headers go out, so a failure is still a JSON error.
-        chunks = await stack.enter_async_context(store.read(key, start, end))
+        # Pinned to the version described by the headers: a re-upload meanwhile is a 503.
+        chunks = await stack.enter_async_context(store.read(key, start, end, info.etag))
         await response.prepare(request)
         await _stream_object(request, response, key, chunks)
     return response

@@ -31,6 +31,13 @@ log = logging.getLogger(__name__)
 # Size of the pieces a download is read from S3 and written to the client in.
 READ_CHUNK_SIZE = 256 * 1024
 SHA256_TAG = "sha256"
+# The ETag (without quotes: S3 tag values may not hold them) of the version the sha256 is of.
+SHA256_ETAG_TAG = "sha256-etag"
+
+
+def _bare_etag(etag: str) -> str:
+    return etag.strip('"')
+
 
 # Statuses after which a part is sent again (S3's throttling and transient server errors).
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
@@ -54,6 +61,15 @@ class ObjectNotFound(NotFound):
 
 class StorageUnavailable(ServiceUnavailable):
     """The object store could not be reached or did not answer in time."""
+
+
+class ObjectChanged(ServiceUnavailable):
+    """The object was replaced between reading its description and its bytes."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the archive was replaced while it was being read; try again", retry_after=1
+        )
 
 
 class StorageFailed(BadGateway):
@@ -105,16 +121,17 @@ class ObjectStore(Protocol):
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Discard an unfinished multipart upload and its parts."""
 
-    async def set_sha256(self, key: str, sha256: str) -> None:
-        """Record the object's SHA-256 (hex) with it."""
+    async def set_sha256(self, key: str, sha256: str, etag: str) -> None:
+        """Record the SHA-256 (hex) of the object version whose ETag is ``etag``."""
 
     async def stat(self, key: str) -> ObjectInfo:
         """Describe the object, or raise ``ObjectNotFound``."""
 
     def read(
-        self, key: str, start: int, end: int
+        self, key: str, start: int, end: int, etag: str | None = None
     ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Open bytes ``start`` to ``end`` (inclusive) of the object as a stream of chunks."""
+        """Open bytes ``start`` to ``end`` (inclusive) of the object as a stream of chunks; with
+        ``etag``, of that version only (``ObjectChanged`` if it was replaced meanwhile)."""
 
     async def presign_get(self, key: str, expires_in: int) -> str:
         """A URL that GETs the object without credentials for ``expires_in`` seconds."""
@@ -170,6 +187,8 @@ def translate(exc: Exception, operation: str) -> GatewayError:
         code = _error_code(exc)
         if code in _NOT_FOUND_CODES:
             return ObjectNotFound()
+        if code == "PreconditionFailed":
+            return ObjectChanged()
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         log.warning("storage %s failed: %s (HTTP %s)", operation, code, status)
         if status in (500, 503) or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
@@ -325,14 +344,16 @@ class S3Store:
             self._s3.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id),
         )
 
-    async def set_sha256(self, key: str, sha256: str) -> None:
+    async def set_sha256(self, key: str, sha256: str, etag: str) -> None:
+        # The tag names the version it describes: two uploads of one source racing each other
+        # may tag in the other order, and a tag of another version must then be ignored.
+        tags = [
+            {"Key": SHA256_TAG, "Value": sha256},
+            {"Key": SHA256_ETAG_TAG, "Value": _bare_etag(etag)},
+        ]
         await self._call(
             "PutObjectTagging",
-            self._s3.put_object_tagging(
-                Bucket=self._bucket,
-                Key=key,
-                Tagging={"TagSet": [{"Key": SHA256_TAG, "Value": sha256}]},
-            ),
+            self._s3.put_object_tagging(Bucket=self._bucket, Key=key, Tagging={"TagSet": tags}),
         )
 
     async def stat(self, key: str) -> ObjectInfo:
@@ -342,21 +363,25 @@ class S3Store:
                 "GetObjectTagging", self._s3.get_object_tagging(Bucket=self._bucket, Key=key)
             ),
         )
-        sha256 = next((t["Value"] for t in tags["TagSet"] if t["Key"] == SHA256_TAG), None)
+        tag = {t["Key"]: t["Value"] for t in tags["TagSet"]}
+        etag = str(head["ETag"])
+        sha256 = tag.get(SHA256_TAG) if tag.get(SHA256_ETAG_TAG) == _bare_etag(etag) else None
         return ObjectInfo(
             size=int(head["ContentLength"]),
-            etag=str(head["ETag"]),
+            etag=etag,
             last_modified=head["LastModified"],
             content_type=str(head.get("ContentType") or "application/gzip"),
             sha256=sha256,
         )
 
     @contextlib.asynccontextmanager
-    async def read(self, key: str, start: int, end: int) -> AsyncIterator[AsyncIterator[bytes]]:
-        resp = await self._call(
-            "GetObject",
-            self._s3.get_object(Bucket=self._bucket, Key=key, Range=f"bytes={start}-{end}"),
-        )
+    async def read(
+        self, key: str, start: int, end: int, etag: str | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        params = {"Bucket": self._bucket, "Key": key, "Range": f"bytes={start}-{end}"}
+        if etag is not None:
+            params["IfMatch"] = etag
+        resp = await self._call("GetObject", self._s3.get_object(**params))
 
         async def chunks() -> AsyncIterator[bytes]:
             try:

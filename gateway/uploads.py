@@ -178,7 +178,7 @@ class Uploader:
             etag = await self._multipart(key, body, digests, length, content_type)
         sha256 = digests.sha256.hexdigest()
         try:
-            await self._store.set_sha256(key, sha256)
+            await self._store.set_sha256(key, sha256, etag)
         except GatewayError:
             # The archive is stored whole: failing the upload now would tell the client the
             # opposite. Downloads of it go without checksum headers, and the log says why.

@@ -650,11 +650,10 @@ async def test_download_checksum_mismatch(
     source = await uploaded_source(run_cli, tmp_path, b"the real archive")
     # The stored checksum no longer matches the bytes (corruption between upload and download).
     wrong = hashlib.sha256(b"something else").hexdigest()
-    s3.put_object_tagging(
-        Bucket=env.config.storage.bucket,
-        Key=f"sources/{source['id']}",
-        Tagging={"TagSet": [{"Key": "sha256", "Value": wrong}]},
-    )
+    key = f"sources/{source['id']}"
+    tags = s3.get_object_tagging(Bucket=env.config.storage.bucket, Key=key)["TagSet"]
+    tags = [t if t["Key"] != "sha256" else {"Key": "sha256", "Value": wrong} for t in tags]
+    s3.put_object_tagging(Bucket=env.config.storage.bucket, Key=key, Tagging={"TagSet": tags})
     out = tmp_path / "out.tar.gz"
     out.write_bytes(b"previous download")
     result = await run_cli("sources", "download", source["download_url"], "-o", str(out))

@@ -213,3 +213,44 @@ async def test_storage_error_gives_502_json(
     async with http.put(source["upload_url"], data=b"x" * 100) as resp:
         assert resp.status == 502
         assert await resp.json() == {"error": "storage error"}
+
+
+async def test_sha256_of_another_version_is_not_served(
+    gateway: Gateway, http: aiohttp.ClientSession, s3: Any
+) -> None:
+    """Two uploads racing: the tag written for the older one must not describe the newer."""
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"first") as resp:
+        assert resp.status == 200
+    key = f"sources/{source['id']}"
+    bucket = gateway.config.storage.bucket
+    stale_tags = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    async with http.put(source["upload_url"], data=b"second") as resp:
+        assert resp.status == 200
+    s3.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": stale_tags})  # late tag
+    async with http.get(source["download_url"]) as resp:
+        assert await resp.read() == b"second"
+        assert "X-Checksum-Sha256" not in resp.headers
+        assert "Repr-Digest" not in resp.headers
+
+
+async def test_read_is_pinned_to_the_described_version(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    """A re-upload between the description (headers) and the bytes is an error, not a mix."""
+    from gateway import keys
+    from gateway.storage import ObjectChanged
+
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"first version") as resp:
+        assert resp.status == 200
+    store = gateway.app[keys.STORE]
+    key = f"sources/{source['id']}"
+    info = await store.stat(key)
+    async with http.put(source["upload_url"], data=b"second") as resp:
+        assert resp.status == 200
+    with pytest.raises(ObjectChanged):
+        async with store.read(key, 0, 4, info.etag):
+            pass
+    async with store.read(key, 0, 5, (await store.stat(key)).etag) as chunks:
+        assert b"".join([c async for c in chunks]) == b"second"
