@@ -7,6 +7,7 @@
      +-- TokenInvalid (403)           URL token bad, tampered, wrong purpose or id
      +-- TokenExpired (403)           URL token past its max age
      +-- NotFound (404)               {"resource", "error": "not found"}
+     +-- RequestTimeout (408)         a request body that stopped arriving
      +-- PayloadTooLarge (413)
      +-- UnsupportedMediaType (415)
      +-- RangeNotSatisfiable (416)
@@ -83,6 +84,10 @@ class NotFound(GatewayError):
 
     def body(self) -> dict[str, Any]:
         return {"resource": self.resource, "error": "not found"}
+
+
+class RequestTimeout(GatewayError):
+    status = 408
 
 
 class PayloadTooLarge(GatewayError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -14,7 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from . import keys
-from .errors import BadRequest, PayloadTooLarge, RangeNotSatisfiable, UnsupportedMediaType
+from .errors import (
+    BadRequest,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from .observability import BYTES_IN, OUTCOME
 from .signing import Purpose, VerifiedToken
 from .storage import ObjectInfo
@@ -118,9 +125,20 @@ async def _send_continue(request: web.Request) -> None:
 
 
 async def _counted(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives, counted; ``RequestTimeout`` if it stalls.
+
+    aiohttp's server has no idle timeout of its own while a handler reads a body."""
     metrics = request.app[keys.METRICS]
+    idle = request.app[keys.CONFIG].server.body_timeout
     request[BYTES_IN] = 0
-    async for chunk in request.content.iter_any():
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise RequestTimeout(f"no body data for {idle:g} seconds; upload abandoned") from None
+        if not chunk:
+            return
         request[BYTES_IN] += len(chunk)
         metrics.bytes_uploaded.inc(len(chunk))
         yield chunk

@@ -55,6 +55,44 @@ async def _slices(data: bytes | bytearray) -> AsyncIterator[memoryview]:
         yield view[start : start + _SEND_SLICE]
 
 
+class _SendWatch:
+    """Gives up a request whose body S3 stops taking for ``limit`` seconds.
+
+    aiohttp's client times reads only: while it writes a request body, a peer that stopped
+    reading would keep it waiting for ever. Time spent waiting for the body's *source* (a slow
+    client uploading through the gateway) does not count, only time blocked on sending."""
+
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        self._blocked_since: float | None = None
+
+    async def body(self, source: AsyncIterable[T]) -> AsyncIterator[T]:
+        loop = asyncio.get_running_loop()
+        async for chunk in source:
+            self._blocked_since = loop.time()  # until aiohttp asks for the next piece
+            yield chunk
+            self._blocked_since = None
+
+    async def run(self, call: Awaitable[T]) -> T:
+        """Await ``call``; ``StorageUnavailable`` if sending stays blocked past the limit."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(call)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._limit / 4)
+                if done:
+                    return task.result()
+                since = self._blocked_since
+                if since is not None and loop.time() - since > self._limit:
+                    task.cancel()
+                    await asyncio.wait({task})
+                    raise StorageUnavailable("storage stopped accepting data, try again later")
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+
+
 class ObjectNotFound(NotFound):
     """The key does not exist (never uploaded, or removed by the lifecycle rule)."""
 
@@ -223,6 +261,7 @@ class S3Store:
         )
         self._on_error = on_error
         self._max_attempts = config.max_attempts
+        self._send_limit = config.read_timeout
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         try:
@@ -253,9 +292,11 @@ class S3Store:
                 raise
 
         headers = {"Content-Type": content_type, "Content-Length": str(length)}
-        try:
+        watch = _SendWatch(self._send_limit)
+
+        async def send() -> str:
             async with self._http.put(
-                url, data=guarded(), headers=headers, timeout=self._timeout
+                url, data=watch.body(guarded()), headers=headers, timeout=self._timeout
             ) as resp:
                 text = await resp.text()
                 if resp.status != 200:
@@ -265,6 +306,12 @@ class S3Store:
                         raise StorageUnavailable("storage is unavailable, try again later")
                     raise StorageFailed("storage error")
                 return resp.headers.get("ETag", "")
+
+        try:
+            return await watch.run(send())
+        except StorageUnavailable:
+            self._on_error("PutObject")
+            raise
         except (aiohttp.ClientError, TimeoutError) as exc:
             if failure:
                 raise failure[0] from None
@@ -305,18 +352,18 @@ class S3Store:
         )
         headers = {"Content-Length": str(len(data))}
         for attempt in range(1, self._max_attempts + 1):
+            watch = _SendWatch(self._send_limit)
             try:
-                async with self._http.put(
-                    url, data=_slices(data), headers=headers, timeout=self._timeout
-                ) as resp:
-                    text = await resp.text()
-                    if resp.status == 200:
-                        return resp.headers.get("ETag", "")
+                resp, text = await watch.run(self._send(url, watch.body(_slices(data)), headers))
+                if resp.status == 200:
+                    return resp.headers.get("ETag", "")
                 log.warning("storage UploadPart failed: HTTP %s %s", resp.status, text[:200])
                 if resp.status not in _RETRYABLE_STATUS:
                     self._on_error("UploadPart")
                     raise StorageFailed("storage error")
                 error: GatewayError = StorageUnavailable("storage is unavailable, try again later")
+            except StorageUnavailable as exc:
+                error = exc  # S3 stopped taking the part: sent again, like any transient failure
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = translate(exc, "UploadPart")
             if attempt == self._max_attempts:
@@ -324,6 +371,12 @@ class S3Store:
                 raise error
             await asyncio.sleep(_RETRY_BACKOFF * 2 ** (attempt - 1))
         raise AssertionError("max_attempts is at least 1")
+
+    async def _send(
+        self, url: str, body: AsyncIterable[memoryview], headers: dict[str, str]
+    ) -> tuple[aiohttp.ClientResponse, str]:
+        async with self._http.put(url, data=body, headers=headers, timeout=self._timeout) as resp:
+            return resp, await resp.text()
 
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
         parts = [{"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)]

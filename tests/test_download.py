@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -254,3 +255,20 @@ async def test_read_is_pinned_to_the_described_version(
             pass
     async with store.read(key, 0, 5, (await store.stat(key)).etag) as chunks:
         assert b"".join([c async for c in chunks]) == b"second"
+
+
+async def test_storage_that_stops_reading_an_upload_gives_503(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, silent_endpoint: str
+) -> None:
+    """S3 accepts the connection, then takes no more bytes: the upload must not wait for ever
+    (aiohttp's client has no timeout while it writes a body)."""
+    gateway = await start_gateway(
+        {
+            "storage": {"endpoint_url": silent_endpoint, "read_timeout": 1},
+            "sources": {"max_size_bytes": 64 * 1024 * 1024},
+        }
+    )
+    source = await gateway.create_source(http)
+    data = os.urandom(32 * 1024 * 1024)  # far more than the socket buffers between them hold
+    async with asyncio.timeout(30), http.put(source["upload_url"], data=io.BytesIO(data)) as resp:
+        await assert_unavailable(resp)

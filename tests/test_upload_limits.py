@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from .conftest import SMALL_PART, Gateway, open_uploads, stored
+from .conftest import SMALL_PART, Gateway, StartGateway, open_uploads, stored
 from .test_transfer import chunks_of
 
 
@@ -207,3 +208,28 @@ async def test_sha256_is_kept_as_object_tag(
     assert sha == hashlib.sha256(data).hexdigest()
     tags = s3.get_object_tagging(Bucket=gateway.config.storage.bucket, Key=object_key(source))
     assert {"Key": "sha256", "Value": sha} in tags["TagSet"]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+async def test_stalled_body_is_given_up(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, s3: Any, chunked: bool
+) -> None:
+    gateway = await start_gateway({"server": {"body_timeout": 1}})
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=b"earlier complete upload") as resp:
+        assert resp.status == 200
+    sent = os.urandom(SMALL_PART * 2)
+    head = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {len(sent) * 2}\r\n"
+    reader, writer = await raw_request(source["upload_url"], head)
+    try:
+        writer.write(f"{len(sent):x}\r\n".encode() + sent + b"\r\n" if chunked else sent)
+        await writer.drain()
+        # ...and then nothing more: the gateway answers instead of waiting for ever.
+        status, headers, body = await asyncio.wait_for(read_response(reader), 20)
+    finally:
+        writer.close()
+    assert status == 408
+    assert "no body data" in json.loads(body)["error"]
+    assert headers.get("connection") == "close"
+    assert stored(s3, gateway, source) == b"earlier complete upload"
+    assert open_uploads(s3, gateway) == []
