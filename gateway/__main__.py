@@ -21,7 +21,7 @@ from . import keys
 from .app import create_app
 from .cli import add_client_commands
 from .config import Config, ConfigError, load_config
-from .lifecycle import ensure_lifecycle, get_rules
+from .lifecycle import LifecycleConflict, ensure_lifecycle, get_rules
 from .observability import configure_logging
 from .storage import open_s3_client
 
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (BotoCoreError, ClientError) as exc:
+    except (BotoCoreError, ClientError, LifecycleConflict) as exc:
         print(f"gateway: storage error: {exc}", file=sys.stderr)
         return 1
     return code

@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 ABORT_INCOMPLETE_AFTER_DAYS = 1
 
 
+# Rounds of read, merge, write and check before giving up on a bucket whose rules keep changing.
+MERGE_ATTEMPTS = 3
+
+
+class LifecycleConflict(Exception):
+    """Someone else kept rewriting the bucket's lifecycle rules while the gateway merged its own."""
+
+
 def rule_id(prefix: str) -> str:
     return f"sources-gateway-expire:{prefix}"
 
@@ -59,19 +67,31 @@ async def get_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
 
 
 async def ensure_lifecycle(s3: Any, config: StorageConfig) -> bool:
-    """Make sure the bucket has the gateway's rule; return True if the configuration changed."""
-    existing = await get_rules(s3, config.bucket)
+    """Make sure the bucket has the gateway's rule; return True if the configuration changed.
+
+    S3 has no conditional write for lifecycle rules: after writing, the rules are read back, and
+    if another writer (an instance with another prefix, an operator) replaced them meanwhile, the
+    merge is done again on top of theirs, a few times at most."""
     rule = gateway_rule(config)
-    if any(_same_rule(r, rule) for r in existing):
-        return False
-    rules = merge_rules(existing, rule)
-    await s3.put_bucket_lifecycle_configuration(
-        Bucket=config.bucket, LifecycleConfiguration={"Rules": rules}
+    changed = False
+    for _ in range(MERGE_ATTEMPTS):
+        existing = await get_rules(s3, config.bucket)
+        if any(_same_rule(r, rule) for r in existing):
+            return changed
+        rules = merge_rules(existing, rule)
+        await s3.put_bucket_lifecycle_configuration(
+            Bucket=config.bucket, LifecycleConfiguration={"Rules": rules}
+        )
+        changed = True
+        written = {r.get("ID") for r in await get_rules(s3, config.bucket)}
+        if written >= {r.get("ID") for r in rules}:
+            log.info(
+                "lifecycle rule %s set on bucket %s (%d other rules kept)",
+                rule["ID"],
+                config.bucket,
+                len(rules) - 1,
+            )
+            return True
+    raise LifecycleConflict(
+        f"the lifecycle rules of bucket {config.bucket} kept changing while being merged"
     )
-    log.info(
-        "lifecycle rule %s set on bucket %s (%d other rules kept)",
-        rule["ID"],
-        config.bucket,
-        len(rules) - 1,
-    )
-    return True

@@ -8,10 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from gateway.config import StorageConfig
-from gateway.lifecycle import gateway_rule, merge_rules, rule_id
+from gateway.lifecycle import (
+    MERGE_ATTEMPTS,
+    LifecycleConflict,
+    ensure_lifecycle,
+    gateway_rule,
+    merge_rules,
+    rule_id,
+)
+from gateway.storage import open_s3_client
 
 from .conftest import MOTO_CREDENTIALS, SECRET, StartGateway
 
@@ -149,3 +158,50 @@ def test_cli_reports_storage_errors(tmp_path: Path, moto_endpoint: str) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("gateway: storage error:")
     assert "NoSuchBucket" in result.stderr
+
+
+class _RacingWriter:
+    """The real S3 client, except that right after the gateway's first write another writer
+    (say an instance with another prefix) puts the rules it had read before, without ours."""
+
+    def __init__(self, s3: Any, other_rules: list[dict[str, Any]], races: int = 1) -> None:
+        self._s3 = s3
+        self._other_rules = other_rules
+        self._races = races
+
+    async def get_bucket_lifecycle_configuration(self, **kwargs: Any) -> Any:
+        return await self._s3.get_bucket_lifecycle_configuration(**kwargs)
+
+    async def put_bucket_lifecycle_configuration(self, **kwargs: Any) -> Any:
+        answer = await self._s3.put_bucket_lifecycle_configuration(**kwargs)
+        if self._races:
+            self._races -= 1
+            await self._s3.put_bucket_lifecycle_configuration(
+                Bucket=kwargs["Bucket"], LifecycleConfiguration={"Rules": self._other_rules}
+            )
+        return answer
+
+
+@pytest.mark.parametrize("races", [1, 5])
+async def test_concurrent_writer_does_not_drop_the_rule(
+    s3: Any, bucket: str, moto_endpoint: str, races: int
+) -> None:
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": [OTHER_RULE]}
+    )
+    theirs = [OTHER_RULE, {**OTHER_RULE, "ID": "their-new-rule", "Filter": {"Prefix": "x/"}}]
+    config = StorageConfig(
+        bucket=bucket,
+        endpoint_url=moto_endpoint,
+        access_key_id=MOTO_CREDENTIALS["aws_access_key_id"],
+        secret_access_key=MOTO_CREDENTIALS["aws_secret_access_key"],
+    )
+    async with open_s3_client(config) as client:
+        racing = _RacingWriter(client, theirs, races)
+        if races >= MERGE_ATTEMPTS:
+            with pytest.raises(LifecycleConflict):
+                await ensure_lifecycle(racing, config)
+            return
+        assert await ensure_lifecycle(racing, config) is True
+    rules = by_id(rules_of(s3, bucket))
+    assert set(rules) == {"keep-logs-30-days", "their-new-rule", rule_id("sources/")}
