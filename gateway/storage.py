@@ -114,10 +114,6 @@ class StorageFailed(BadGateway):
     """The object store answered with an error."""
 
 
-class UploadAborted(Exception):
-    """Raised inside a streamed body to make the store discard what it received."""
-
-
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
@@ -125,11 +121,6 @@ class ObjectInfo:
     last_modified: datetime
     content_type: str
     sha256: str | None
-
-
-@dataclass(frozen=True)
-class LifecycleRules:
-    rules: list[dict[str, Any]]
 
 
 class ObjectStore(Protocol):
