@@ -104,24 +104,31 @@ def run_cli(config_file: Path, action: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_apply_and_show(tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str) -> None:
-    s3.put_bucket_lifecycle_configuration(
-        Bucket=bucket, LifecycleConfiguration={"Rules": [OTHER_RULE]}
-    )
+def write_config(tmp_path: Path, **storage: Any) -> Path:
+    """A configuration file for the `gateway lifecycle` command with this storage section."""
     config_file = tmp_path / "gateway.yaml"
     config_file.write_text(
         yaml.safe_dump(
             {
                 "signing": {"secret_keys": [SECRET]},
                 "server": {"public_url": "http://127.0.0.1:8080"},
-                "storage": {
-                    "bucket": bucket,
-                    "endpoint_url": moto_endpoint,
-                    "access_key_id": MOTO_CREDENTIALS["aws_access_key_id"],
-                    "secret_access_key": MOTO_CREDENTIALS["aws_secret_access_key"],
-                },
+                "storage": storage,
             }
         )
+    )
+    return config_file
+
+
+def test_cli_apply_and_show(tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str) -> None:
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": [OTHER_RULE]}
+    )
+    config_file = write_config(
+        tmp_path,
+        bucket=bucket,
+        endpoint_url=moto_endpoint,
+        access_key_id=MOTO_CREDENTIALS["aws_access_key_id"],
+        secret_access_key=MOTO_CREDENTIALS["aws_secret_access_key"],
     )
     shown = run_cli(config_file, "show")
     assert shown.returncode == 0, shown.stderr
@@ -138,21 +145,13 @@ def test_cli_apply_and_show(tmp_path: Path, moto_endpoint: str, s3: Any, bucket:
 
 
 def test_cli_reports_storage_errors(tmp_path: Path, moto_endpoint: str) -> None:
-    config_file = tmp_path / "gateway.yaml"
-    config_file.write_text(
-        yaml.safe_dump(
-            {
-                "signing": {"secret_keys": [SECRET]},
-                "server": {"public_url": "http://127.0.0.1:8080"},
-                "storage": {
-                    "bucket": "no-such-bucket-cli",
-                    "endpoint_url": moto_endpoint,
-                    "access_key_id": "x",
-                    "secret_access_key": "y",
-                    "max_attempts": 1,
-                },
-            }
-        )
+    config_file = write_config(
+        tmp_path,
+        bucket="no-such-bucket-cli",
+        endpoint_url=moto_endpoint,
+        access_key_id="x",
+        secret_access_key="y",
+        max_attempts=1,
     )
     result = run_cli(config_file, "show")
     assert result.returncode == 1
