@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from ...errors import ArchiveInvalid
 from .tarformat import (
     BLOCK,
     CONTROL,
-    ArchiveInvalid,
     Gunzip,
     checksum,
     climbs_out,
@@ -27,8 +27,6 @@ from .tarformat import (
     show,
     signed_checksum,
 )
-
-__all__ = ["ArchiveFacts", "ArchiveInspector", "ArchiveInvalid"]
 
 Mode = Literal["enforce", "report", "off"]
 MODES: tuple[Mode, ...] = ("enforce", "report", "off")
@@ -164,6 +162,11 @@ class ArchiveInspector:
                 return
 
     def _header(self, block: bytes) -> None:
+        if self._sparse_ext:  # an old GNU sparse extension block: a map, no checksum
+            self._sparse_ext = block[504] != 0
+            if not self._sparse_ext:
+                self._skip = -self._sparse_data % BLOCK + self._sparse_data
+            return
         if block == ZERO_BLOCK:
             self._ended = True
             return
@@ -176,11 +179,6 @@ class ArchiveInspector:
             if self._headers == 1:
                 raise ArchiveInvalid("not a tar archive (bad header checksum)")
             raise ArchiveInvalid(f"corrupt tar header after entry {show(self._last_name)}")
-        if self._sparse_ext:  # an old GNU sparse extension block: a map, no name
-            self._sparse_ext = block[504] != 0
-            if not self._sparse_ext:
-                self._skip = -self._sparse_data % BLOCK + self._sparse_data
-            return
         kind = block[156]
         try:
             size = number(block[124:136])

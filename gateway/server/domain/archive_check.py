@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .archive import BATCH_BYTES, ArchiveFacts, ArchiveInspector, ArchiveInvalid, Mode
+from ...errors import ArchiveInvalid
+from .archive import BATCH_BYTES, ArchiveFacts, ArchiveInspector, Mode
 
 
 class ArchiveCheck:

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from isal import isal_zlib
 
-from ...errors import GatewayError
+from ...errors import ArchiveInvalid
 
 # Inflated bytes per inflate call: what one call may hold, and how far past
 # max_inflated_bytes a decompression bomb gets before it is cut.
@@ -26,17 +26,6 @@ CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _INFLATE_ERROR = cast(type[Exception], isal_zlib.error)
 # The file-type bits of a mode.
 _S_IFMT = 0o170000
-
-
-class ArchiveInvalid(GatewayError):
-    """The upload is not a gzip-compressed tar archive that is safe to unpack."""
-
-    status = 422
-    code = "archive_invalid"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"archive refused: {reason}")
-        self.reason = reason
 
 
 def show(name: bytes) -> str:
