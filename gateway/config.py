@@ -124,6 +124,9 @@ class SourcesConfig:
     part_size_bytes: int = 8 * 1024 * 1024
     max_buffer_bytes: int = 256 * 1024 * 1024
     download_mode: Literal["proxy", "redirect"] = "proxy"
+    archive_check: Literal["enforce", "report", "off"] = "enforce"
+    max_inflated_bytes: int = 4 * 1024**3
+    max_entries: int = 200_000
     # Below S3's minimum part size only for tests against moto (it checks sizes at completion only).
     allow_small_parts: bool = False
 
@@ -138,6 +141,10 @@ class SourcesConfig:
             raise ConfigError(f"{path}.part_size_bytes", "must be between 5 MiB and 5 GiB")
         if self.max_buffer_bytes < self.part_size_bytes:
             raise ConfigError(f"{path}.max_buffer_bytes", "must be at least part_size_bytes")
+        if self.max_inflated_bytes <= 0:
+            raise ConfigError(f"{path}.max_inflated_bytes", "must be positive")
+        if self.max_entries <= 0:
+            raise ConfigError(f"{path}.max_entries", "must be positive")
 
 
 @dataclass(frozen=True)

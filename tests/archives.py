@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from isal.isal_zlib import crc32_combine
+
 
 @dataclass
 class Entry:
@@ -124,3 +126,28 @@ def build_tree(root: Path) -> None:
     os.symlink("src/pkg", root / "pkg_link")
     os.symlink("d" * 120 + "/" + "e" * 120, root / "long_link")
     os.link(root / "src" / "pkg" / "__init__.py", root / "hard.py")
+
+
+def zeros_and_noise(zeros_mib: int, noise_mib: int, root: str = "big/") -> bytes:
+    """A tar.gz of a file of ``zeros_mib`` MiB of zeros and one of ``noise_mib`` MiB of random
+    bytes, built without compressing the zeros more than once: deflate segments ended by a full
+    flush start afresh, so one compressed MiB of zeros is repeated as it is."""
+    mib = 1024 * 1024
+    zeros_header = tar([Entry(root + "zeros", data=b"")])[:512]
+    zeros_header = with_header_field(zeros_header, 0, 124, b"%011o\0" % (zeros_mib * mib))
+    noise = os.urandom(noise_mib * mib)
+    noise_tar = tar([Entry(root + "noise", data=noise)])
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = deflate.compress(zeros_header) + deflate.flush(zlib.Z_FULL_FLUSH)
+    one_mib = deflate.compress(bytes(mib)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    stored = zlib.compressobj(0, zlib.DEFLATED, -15)
+    tail = stored.compress(noise_tar) + stored.flush()
+    crc = zlib.crc32(zeros_header)
+    zero_crc = zlib.crc32(bytes(mib))
+    for _ in range(zeros_mib):
+        crc = crc32_combine(crc, zero_crc, mib)
+    crc = zlib.crc32(noise_tar, crc)
+    size = 512 + zeros_mib * mib + len(noise_tar)
+    trailer = crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little")
+    gzip_header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    return b"".join([gzip_header, head, one_mib * zeros_mib, tail, trailer])

@@ -62,7 +62,7 @@ class MemoryStore:
         self.calls.append("abort")
         self.parts.pop(upload_id, None)
 
-    async def set_sha256(self, key: str, sha256: str, etag: str) -> None:
+    async def set_sha256(self, key: str, sha256: str, etag: str, extra: Any = None) -> None:
         pass
 
     async def put_stream(self, *args: Any) -> str:

@@ -16,6 +16,7 @@ from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.lifecycle import ensure_lifecycle
 from gateway.server.adapters.s3 import S3Store
+from gateway.server.domain.archive_check import ArchivePolicy
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.signing import Clock, UrlSigner
@@ -103,6 +104,11 @@ def create_app(
         part_size=config.sources.part_size_bytes,
         max_size=config.sources.max_size_bytes,
         budget=budget,
+        archive=ArchivePolicy(
+            config.sources.archive_check,
+            config.sources.max_inflated_bytes,
+            config.sources.max_entries,
+        ),
     )
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)

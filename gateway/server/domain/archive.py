@@ -9,10 +9,10 @@ GIL) is the cost. ``ArchiveCheck`` runs the inspector off the event loop for one
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from ...errors import ArchiveInvalid
+from .archive_facts import ArchiveFacts
 from .tarformat import (
     BLOCK,
     CONTROL,
@@ -48,23 +48,6 @@ _FILE_TYPES = frozenset(b"07S\x00")
 # File-type bits in the mode field (some writers keep them): a socket, device or FIFO in disguise.
 _REFUSED_MODES = {0o140000: "socket", 0o020000: "character device", 0o060000: "block device"}
 _REFUSED_MODES[0o010000] = "FIFO"
-
-
-@dataclass(frozen=True)
-class ArchiveFacts:
-    """What the check found. ``problem``: why ``enforce`` would have refused (``report`` mode)."""
-
-    entries: int
-    files: int
-    inflated_size: int
-    root: str | None
-    problem: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        facts = asdict(self)
-        if self.problem is None:
-            del facts["problem"]
-        return facts
 
 
 class ArchiveInspector:

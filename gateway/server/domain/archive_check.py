@@ -8,9 +8,26 @@ none. A problem found in one batch surfaces at the next ``feed`` (or at ``finish
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from ...errors import ArchiveInvalid
-from .archive import BATCH_BYTES, ArchiveFacts, ArchiveInspector, Mode
+from .archive import BATCH_BYTES, ArchiveInspector, Mode
+from .archive_facts import ArchiveFacts
+
+
+@dataclass(frozen=True)
+class ArchivePolicy:
+    """The ``sources.archive_check`` settings; makes one check per upload."""
+
+    mode: Mode = "enforce"
+    max_inflated_bytes: int = 4 * 1024**3
+    max_entries: int = 200_000
+
+    def start(self) -> ArchiveCheck | None:
+        """A check for a new upload, or None when checks are off."""
+        if self.mode == "off":
+            return None
+        return ArchiveCheck(self.mode, self.max_inflated_bytes, self.max_entries)
 
 
 class ArchiveCheck:
@@ -30,6 +47,8 @@ class ArchiveCheck:
 
     async def feed(self, chunk: bytes) -> None:
         """Take the next chunk of the body; raise ``ArchiveInvalid`` (enforce) once one is found."""
+        if self._running is not None and self._running.done():
+            await self._wait()  # a refusal surfaces as soon as it is known
         if self._problem is not None or not chunk:
             return
         self._batch.append(chunk)
@@ -45,8 +64,10 @@ class ArchiveCheck:
             self._start()
             await self._wait()
         if self._problem is None:
-            try:
-                return self._inspector.finish()
+            try:  # following the archive's links may take a while: off the loop too
+                return await asyncio.get_running_loop().run_in_executor(
+                    None, self._inspector.finish
+                )
             except ArchiveInvalid as exc:
                 self._found(exc)
         return self._inspector.facts(self._problem)
