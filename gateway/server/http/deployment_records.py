@@ -1,0 +1,215 @@
+"""HTTP handlers for following deployments: show, list, output, the live event stream, and the
+deployer's event reports. Thin: they check who asks, call the tracker and shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from gateway.auth import Authenticator
+from gateway.deployments import app_name_errors
+from gateway.errors import TokenExpired, TokenInvalid
+from gateway.server.adapters.records import DeploymentNotFound, Record
+from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.records import (
+    deployment_view,
+    is_terminal,
+    pagination,
+    parse_event,
+    parse_last_event_id,
+    parse_page,
+    sse_message,
+)
+from gateway.server.domain.tracking import DeploymentTracker
+from gateway.sources import CLIENT_GONE, read_json_object, rfc3339
+
+log = logging.getLogger(__name__)
+
+# A comment line this often keeps proxies and clients from closing an idle stream.
+KEEPALIVE_SECONDS = 15.0
+# Deployment ids are the gateway's UUIDs; anything else cannot name a record.
+_DEPLOYMENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
+
+TrackerSource = Callable[[], DeploymentTracker]
+
+
+class DeploymentMetrics:
+    """What followers and deployers do, on the gateway's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.finished = Counter(
+            "gateway_deployments_finished",
+            "Deployments that reached a final status, by status.",
+            ["status"],
+            registry=registry,
+        )
+        self.followers = Gauge(
+            "gateway_deployment_followers",
+            "Event streams (GET .../events) connected to this instance.",
+            registry=registry,
+        )
+        self.events = Counter(
+            "gateway_deployment_events",
+            "Events received from deployers (first delivery only), by type.",
+            ["type"],
+            registry=registry,
+        )
+
+
+def _path_ids(request: web.Request) -> tuple[str, str]:
+    app, deployment_id = request.match_info["app"], request.match_info["id"]
+    if app_name_errors(app) or not _DEPLOYMENT_ID.fullmatch(deployment_id):
+        raise DeploymentNotFound()
+    return app, deployment_id
+
+
+class DeploymentRecordHandlers:
+    """Reading deployments (API token, limited to the token's apps) and reporting on them
+    (events token from the job's events_url)."""
+
+    def __init__(
+        self,
+        auth: Authenticator,
+        tracker: TrackerSource,
+        tokens: EventsTokens,
+        metrics: DeploymentMetrics,
+        public_url: str,
+        poll_interval: float,
+        stopping: asyncio.Event,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._auth = auth
+        self._tracker = tracker
+        self._tokens = tokens
+        self._metrics = metrics
+        self._public_url = public_url.rstrip("/")
+        self._poll_interval = poll_interval
+        self._stopping = stopping
+        self._clock = clock
+
+    def output_url(self, app: str, deployment_id: str) -> str:
+        return f"{self._public_url}/v1/apps/{app}/deployments/{deployment_id}/output"
+
+    def events_url(self, app: str, deployment_id: str) -> str:
+        """What a job carries for its deployer to report through."""
+        token = self._tokens.sign(app, deployment_id)
+        return f"{self._public_url}/v1/apps/{app}/deployments/{deployment_id}/events?token={token}"
+
+    def view(self, record: Record) -> dict[str, Any]:
+        deployment = record["deployment"]
+        return deployment_view(record, self.output_url(deployment["app_id"], deployment["id"]))
+
+    def _allowed_app(self, request: web.Request) -> str:
+        principal = self._auth.authenticate(request.headers.get("Authorization"))
+        app = request.match_info["app"]
+        principal.require_app(app)
+        return app
+
+    async def show(self, request: web.Request) -> web.Response:
+        self._allowed_app(request)
+        app, deployment_id = _path_ids(request)
+        record = await self._tracker().get(app, deployment_id)
+        return web.json_response({"deployment": self.view(record)})
+
+    async def index(self, request: web.Request) -> web.Response:
+        app = self._allowed_app(request)
+        page = parse_page(request.query)
+        if app_name_errors(app):
+            records: list[Record] = []
+            total = 0
+        else:
+            records, total = await self._tracker().page(app, page)
+        return web.json_response(
+            {
+                "deployments": [self.view(record) for record in records],
+                "meta": {"pagination": pagination(page, total)},
+            }
+        )
+
+    async def output(self, request: web.Request) -> web.Response:
+        self._allowed_app(request)
+        app, deployment_id = _path_ids(request)
+        tracker = self._tracker()
+        await tracker.get(app, deployment_id)  # 404 for an unknown deployment, even without events
+        text = await tracker.output(app, deployment_id)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: everything after Last-Event-ID, then new events as they are
+        stored, until a final status (or this instance shuts down)."""
+        self._allowed_app(request)
+        app, deployment_id = _path_ids(request)
+        tracker = self._tracker()
+        record = await tracker.get(app, deployment_id)
+        after = parse_last_event_id(request.headers.get("Last-Event-ID"))
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # nginx: pass events on as they come
+            }
+        )
+        await response.prepare(request)
+        self._metrics.followers.inc()
+        try:
+            await self._stream(response, tracker, record, after)
+            await response.write_eof()
+        except CLIENT_GONE:
+            pass  # the follower left: nothing to finish
+        finally:
+            self._metrics.followers.dec()
+        return response
+
+    async def _stream(
+        self,
+        response: web.StreamResponse,
+        tracker: DeploymentTracker,
+        record: Record,
+        after: int,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        last_write = loop.time()
+        async for batch in tracker.follow(record, after, self._poll_interval, self._stopping):
+            for shown in batch:
+                await response.write(sse_message(shown))
+            if batch:
+                last_write = loop.time()
+            elif loop.time() - last_write >= KEEPALIVE_SECONDS:
+                await response.write(b": keep-alive\n\n")
+                last_write = loop.time()
+        if self._stopping.is_set():
+            # EventSource clients reconnect by themselves; curl users see why the stream ended.
+            await response.write(b": server shutting down; reconnect with Last-Event-ID\n\n")
+
+    async def post_event(self, request: web.Request) -> web.Response:
+        """One event from the deployer: 200 ``{"id"}`` when stored (or already stored)."""
+        app, deployment_id = request.match_info["app"], request.match_info["id"]
+        try:
+            self._tokens.verify(app, deployment_id, request.query.get("token"))
+        except (TokenInvalid, TokenExpired):
+            log.info("events for deployment %s refused: bad token", deployment_id[:64])
+            raise
+        data = await read_json_object(request, allow_empty=False)
+        event = parse_event(data)
+        fresh = await self._tracker().add_event(app, deployment_id, event, rfc3339(self._clock()))
+        if fresh:
+            self._metrics.events.labels(event.type).inc()
+            if event.status is not None and is_terminal(event.status):
+                self._metrics.finished.labels(event.status).inc()
+                log.info("deployment %s of %s finished: %s", deployment_id, app, event.status)
+        return web.json_response({"id": event.id})
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/v1/apps/{app}/deployments", self.index)
+        router.add_get(DEPLOYMENT_PATH, self.show)
+        router.add_get(DEPLOYMENT_PATH + "/output", self.output)
+        router.add_get(DEPLOYMENT_PATH + "/events", self.events)
+        router.add_post(DEPLOYMENT_PATH + "/events", self.post_event)
