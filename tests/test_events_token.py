@@ -6,7 +6,7 @@ import pytest
 
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.server.domain.events_token import EventsTokens
-from gateway.signing import Purpose, UrlSigner
+from gateway.server.domain.signing import Purpose, UrlSigner
 
 from .conftest import FakeClock
 

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiobotocore.session import AioSession
 
+from gateway.config import StorageConfig
+from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.json_objects import KeyPage, S3JsonObjects
 from gateway.server.adapters.records import DeploymentNotFound, RecordStore
 from gateway.server.domain.records import Event, EventConflict, Page, new_record
@@ -33,27 +34,27 @@ class CountingObjects(S3JsonObjects):
 
 
 @pytest.fixture
-async def clients(moto_endpoint: str) -> AsyncIterator[list[Any]]:
-    session = AioSession()
-    async with (
-        session.create_client(
-            "s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
-        ) as one,
-        session.create_client(
-            "s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
-        ) as two,
-    ):
+async def clients(moto_endpoint: str, bucket: str) -> AsyncIterator[list[Connections]]:
+    """Two sets of connections, as two gateway instances would have."""
+    storage = StorageConfig(
+        bucket=bucket,
+        endpoint_url=moto_endpoint,
+        access_key_id=MOTO_CREDENTIALS["aws_access_key_id"],
+        secret_access_key=MOTO_CREDENTIALS["aws_secret_access_key"],
+    )
+    one, two = Connections(storage), Connections(storage)
+    async with one.open(), two.open():
         yield [one, two]
 
 
-def tracker(client: Any, bucket: str, max_output: int = 1000) -> DeploymentTracker:
+def tracker(client: Connections, bucket: str, max_output: int = 1000) -> DeploymentTracker:
     return DeploymentTracker(
         RecordStore(CountingObjects(client, bucket), "deployments/"), max_output
     )
 
 
 @pytest.fixture
-def trackers(clients: list[Any], bucket: str) -> list[DeploymentTracker]:
+def trackers(clients: list[Connections], bucket: str) -> list[DeploymentTracker]:
     return [tracker(client, bucket) for client in clients]
 
 
@@ -170,7 +171,7 @@ async def test_follow_resumes_after_last_event_id_and_ends_at_once_when_done(
 
 
 async def test_a_follower_costs_one_listing_per_poll_and_stops_on_request(
-    clients: list[Any], bucket: str
+    clients: list[Connections], bucket: str
 ) -> None:
     one = tracker(clients[0], bucket)
     await deployment(one)
@@ -206,7 +207,7 @@ async def test_pages_are_newest_first(trackers: list[DeploymentTracker]) -> None
     assert await one.page("other-app", Page(1, 30)) == ([], 0)
 
 
-async def test_output_is_capped_across_events(clients: list[Any], bucket: str) -> None:
+async def test_output_is_capped_across_events(clients: list[Connections], bucket: str) -> None:
     small = tracker(clients[0], bucket, max_output=8)
     await deployment(small)
     for n, text in enumerate(["12345", "67890", "abc"], start=1):

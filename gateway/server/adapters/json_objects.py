@@ -19,7 +19,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.errors import ServiceUnavailable
-from gateway.storage import ObjectNotFound, translate
+from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.s3 import translate
+from gateway.server.adapters.store import ObjectNotFound
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +68,16 @@ class JsonObjects(Protocol):
 
 
 class S3JsonObjects:
-    """``JsonObjects`` on the gateway's bucket through its aiobotocore client."""
+    """``JsonObjects`` on the gateway's bucket through its aiobotocore client (opened by
+    ``connections`` while the app runs)."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
-        self._s3 = client
+    def __init__(self, connections: Connections, bucket: str) -> None:
+        self._connections = connections
         self._bucket = bucket
+
+    @property
+    def _s3(self) -> Any:
+        return self._connections.s3
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         try:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import NotFound
 from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
-from gateway.storage import ObjectNotFound, StorageUnavailable
+from gateway.server.adapters.store import ObjectNotFound, StorageUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,10 +12,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gateway.auth import Authenticator
-from gateway.deployments import app_name_errors
 from gateway.errors import TokenExpired, TokenInvalid
+from gateway.ids import SOURCE_ID
 from gateway.server.adapters.records import DeploymentNotFound, Record
+from gateway.server.domain.auth import Authenticator
+from gateway.server.domain.deployments import app_name_errors
 from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.records import (
     deployment_view,
@@ -27,15 +27,14 @@ from gateway.server.domain.records import (
     parse_page,
     sse_message,
 )
+from gateway.server.domain.sources import rfc3339
 from gateway.server.domain.tracking import DeploymentTracker
-from gateway.sources import CLIENT_GONE, read_json_object, rfc3339
+from gateway.server.http.body import CLIENT_GONE, read_json_object
 
 log = logging.getLogger(__name__)
 
 # A comment line this often keeps proxies and clients from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
-# Deployment ids are the gateway's UUIDs; anything else cannot name a record.
-_DEPLOYMENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
 
 TrackerSource = Callable[[], DeploymentTracker]
@@ -66,7 +65,7 @@ class DeploymentMetrics:
 
 def _path_ids(request: web.Request) -> tuple[str, str]:
     app, deployment_id = request.match_info["app"], request.match_info["id"]
-    if app_name_errors(app) or not _DEPLOYMENT_ID.fullmatch(deployment_id):
+    if app_name_errors(app) or not SOURCE_ID.fullmatch(deployment_id):
         raise DeploymentNotFound()
     return app, deployment_id
 
