@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
 DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
 
-TrackerSource = Callable[[], DeploymentTracker]
-
 
 class DeploymentMetrics:
     """What followers and deployers do, on the gateway's registry."""
@@ -63,6 +61,30 @@ class DeploymentMetrics:
         )
 
 
+class DeploymentLinks:
+    """The URLs a deployment's answers and jobs carry, on the gateway's public URL."""
+
+    def __init__(self, public_url: str, tokens: EventsTokens) -> None:
+        self._base = public_url.rstrip("/")
+        self._tokens = tokens
+
+    def _path(self, app: str, deployment_id: str) -> str:
+        return f"{self._base}/v1/apps/{app}/deployments/{deployment_id}"
+
+    def output_url(self, app: str, deployment_id: str) -> str:
+        return f"{self._path(app, deployment_id)}/output"
+
+    def events_url(self, app: str, deployment_id: str) -> str:
+        """Where the deployer reports, with a token for this deployment only."""
+        token = self._tokens.sign(app, deployment_id)
+        return f"{self._path(app, deployment_id)}/events?token={token}"
+
+    def view(self, record: Record) -> dict[str, Any]:
+        """The platform's deployment object for ``record``."""
+        deployment = record["deployment"]
+        return deployment_view(record, self.output_url(deployment["app_id"], deployment["id"]))
+
+
 def _path_ids(request: web.Request) -> tuple[str, str]:
     app, deployment_id = request.match_info["app"], request.match_info["id"]
     if app_name_errors(app) or not SOURCE_ID.fullmatch(deployment_id):
@@ -77,34 +99,22 @@ class DeploymentRecordHandlers:
     def __init__(
         self,
         auth: Authenticator,
-        tracker: TrackerSource,
+        tracker: DeploymentTracker,
         tokens: EventsTokens,
+        links: DeploymentLinks,
         metrics: DeploymentMetrics,
-        public_url: str,
         poll_interval: float,
         stopping: asyncio.Event,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._auth = auth
-        self._tracker = tracker
+        self.tracker = tracker
         self._tokens = tokens
-        self._metrics = metrics
-        self._public_url = public_url.rstrip("/")
+        self.links = links
+        self.metrics = metrics
         self._poll_interval = poll_interval
         self._stopping = stopping
         self._clock = clock
-
-    def output_url(self, app: str, deployment_id: str) -> str:
-        return f"{self._public_url}/v1/apps/{app}/deployments/{deployment_id}/output"
-
-    def events_url(self, app: str, deployment_id: str) -> str:
-        """What a job carries for its deployer to report through."""
-        token = self._tokens.sign(app, deployment_id)
-        return f"{self._public_url}/v1/apps/{app}/deployments/{deployment_id}/events?token={token}"
-
-    def view(self, record: Record) -> dict[str, Any]:
-        deployment = record["deployment"]
-        return deployment_view(record, self.output_url(deployment["app_id"], deployment["id"]))
 
     def _allowed_app(self, request: web.Request) -> str:
         principal = self._auth.authenticate(request.headers.get("Authorization"))
@@ -115,8 +125,8 @@ class DeploymentRecordHandlers:
     async def show(self, request: web.Request) -> web.Response:
         self._allowed_app(request)
         app, deployment_id = _path_ids(request)
-        record = await self._tracker().get(app, deployment_id)
-        return web.json_response({"deployment": self.view(record)})
+        record = await self.tracker.get(app, deployment_id)
+        return web.json_response({"deployment": self.links.view(record)})
 
     async def index(self, request: web.Request) -> web.Response:
         app = self._allowed_app(request)
@@ -125,10 +135,10 @@ class DeploymentRecordHandlers:
             records: list[Record] = []
             total = 0
         else:
-            records, total = await self._tracker().page(app, page)
+            records, total = await self.tracker.page(app, page)
         return web.json_response(
             {
-                "deployments": [self.view(record) for record in records],
+                "deployments": [self.links.view(record) for record in records],
                 "meta": {"pagination": pagination(page, total)},
             }
         )
@@ -136,9 +146,8 @@ class DeploymentRecordHandlers:
     async def output(self, request: web.Request) -> web.Response:
         self._allowed_app(request)
         app, deployment_id = _path_ids(request)
-        tracker = self._tracker()
-        await tracker.get(app, deployment_id)  # 404 for an unknown deployment, even without events
-        text = await tracker.output(app, deployment_id)
+        await self.tracker.get(app, deployment_id)  # 404 for an unknown one, even without events
+        text = await self.tracker.output(app, deployment_id)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -146,8 +155,7 @@ class DeploymentRecordHandlers:
         stored, until a final status (or this instance shuts down)."""
         self._allowed_app(request)
         app, deployment_id = _path_ids(request)
-        tracker = self._tracker()
-        record = await tracker.get(app, deployment_id)
+        record = await self.tracker.get(app, deployment_id)
         after = parse_last_event_id(request.headers.get("Last-Event-ID"))
         response = web.StreamResponse(
             headers={
@@ -157,26 +165,25 @@ class DeploymentRecordHandlers:
             }
         )
         await response.prepare(request)
-        self._metrics.followers.inc()
+        self.metrics.followers.inc()
         try:
-            await self._stream(response, tracker, record, after)
+            await self._stream(response, record, after)
             await response.write_eof()
         except CLIENT_GONE:
             pass  # the follower left: nothing to finish
         finally:
-            self._metrics.followers.dec()
+            self.metrics.followers.dec()
         return response
 
     async def _stream(
         self,
         response: web.StreamResponse,
-        tracker: DeploymentTracker,
         record: Record,
         after: int,
     ) -> None:
         loop = asyncio.get_running_loop()
         last_write = loop.time()
-        async for batch in tracker.follow(record, after, self._poll_interval, self._stopping):
+        async for batch in self.tracker.follow(record, after, self._poll_interval, self._stopping):
             for shown in batch:
                 await response.write(sse_message(shown))
             if batch:
@@ -198,11 +205,11 @@ class DeploymentRecordHandlers:
             raise
         data = await read_json_object(request, allow_empty=False)
         event = parse_event(data)
-        fresh = await self._tracker().add_event(app, deployment_id, event, rfc3339(self._clock()))
+        fresh = await self.tracker.add_event(app, deployment_id, event, rfc3339(self._clock()))
         if fresh:
-            self._metrics.events.labels(event.type).inc()
+            self.metrics.events.labels(event.type).inc()
             if event.status is not None and is_terminal(event.status):
-                self._metrics.finished.labels(event.status).inc()
+                self.metrics.finished.labels(event.status).inc()
                 log.info("deployment %s of %s finished: %s", deployment_id, app, event.status)
         return web.json_response({"id": event.id})
 
