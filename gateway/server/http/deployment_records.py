@@ -19,6 +19,7 @@ from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import app_name_errors
 from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.records import (
+    MAX_EVENT_CONTENT,
     deployment_view,
     is_terminal,
     pagination,
@@ -33,6 +34,8 @@ from gateway.server.http.body import CLIENT_GONE, read_json_object
 
 log = logging.getLogger(__name__)
 
+# An event's body: 64 KiB of content, which JSON escaping may make up to six times longer.
+MAX_EVENT_BODY = 6 * MAX_EVENT_CONTENT + 1024
 # A comment line this often keeps proxies and clients from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
 DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
@@ -203,7 +206,7 @@ class DeploymentRecordHandlers:
         except (TokenInvalid, TokenExpired):
             log.info("events for deployment %s refused: bad token", deployment_id[:64])
             raise
-        data = await read_json_object(request, allow_empty=False)
+        data = await read_json_object(request, allow_empty=False, limit=MAX_EVENT_BODY)
         event = parse_event(data)
         fresh = await self.tracker.add_event(app, deployment_id, event, rfc3339(self._clock()))
         if fresh:
