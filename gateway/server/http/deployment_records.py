@@ -217,8 +217,9 @@ class DeploymentRecordHandlers:
         return web.json_response({"id": event.id})
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/v1/apps/{app}/deployments", self.index)
-        router.add_get(DEPLOYMENT_PATH, self.show)
-        router.add_get(DEPLOYMENT_PATH + "/output", self.output)
-        router.add_get(DEPLOYMENT_PATH + "/events", self.events)
+        # No HEAD: an event stream has no length to describe, and the rest are cheap to GET.
+        router.add_get("/v1/apps/{app}/deployments", self.index, allow_head=False)
+        router.add_get(DEPLOYMENT_PATH, self.show, allow_head=False)
+        router.add_get(DEPLOYMENT_PATH + "/output", self.output, allow_head=False)
+        router.add_get(DEPLOYMENT_PATH + "/events", self.events, allow_head=False)
         router.add_post(DEPLOYMENT_PATH + "/events", self.post_event)
