@@ -163,16 +163,7 @@ def create_app(
     archive_urls = archive_url_checker(config, signer, store, resolver)
     sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
     records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
-    deploys = DeploymentHandlers(
-        auth,
-        signer,
-        archive_urls,
-        forwarder,
-        records.tracker,
-        records.links,
-        metrics,
-        records.metrics,
-    )
+    deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, records, metrics)
     probes = Probes(ReadinessCheck(store.check, clock), active, metrics, config.metrics.token)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)

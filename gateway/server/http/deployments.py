@@ -29,9 +29,8 @@ from gateway.server.domain.deployments import (
 from gateway.server.domain.records import new_record
 from gateway.server.domain.signing import UrlSigner
 from gateway.server.domain.sources import rfc3339
-from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import read_json_object
-from gateway.server.http.deployment_records import DeploymentLinks, DeploymentMetrics
+from gateway.server.http.deployment_records import DeploymentRecordHandlers
 from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -46,19 +45,18 @@ class DeploymentHandlers:
         signer: UrlSigner,
         archive_urls: ArchiveUrlChecker,
         forwarder: Forwarder,
-        tracker: DeploymentTracker,
-        links: DeploymentLinks,
+        records: DeploymentRecordHandlers,
         metrics: Metrics,
-        deployment_metrics: DeploymentMetrics,
     ) -> None:
         self._auth = auth
         self._signer = signer
         self._archive_urls = archive_urls
         self._forwarder = forwarder
-        self._tracker = tracker
-        self._links = links
+        # The record's keeper, links and metrics are the ones its read handlers use.
+        self._tracker = records.tracker
+        self._links = records.links
+        self._deployment_metrics = records.metrics
         self._metrics = metrics
-        self._deployment_metrics = deployment_metrics
 
     async def create(self, request: web.Request) -> web.Response:
         principal = self._auth.authenticate(request.headers.get("Authorization"))
