@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import StorageConfig
 from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.json_objects import KeyPage, S3JsonObjects
+from gateway.server.adapters.json_objects import KeyPage, PreconditionFailed, S3JsonObjects
 from gateway.server.adapters.records import DeploymentNotFound, RecordStore
 from gateway.server.domain.records import Event, EventConflict, Page, new_record
 from gateway.server.domain.tracking import DeploymentTracker
@@ -100,17 +100,29 @@ async def test_retry_is_stored_once_and_a_different_event_conflicts(
     assert (await one.get(APP, "d-1"))["output_bytes"] == 5
 
 
-async def test_concurrent_events_on_two_instances_all_count(
+async def test_events_alternating_between_instances_all_count(
     trackers: list[DeploymentTracker],
 ) -> None:
     one, two = trackers
     await deployment(one)
-    await asyncio.gather(
-        *((one if n % 2 else two).add_event(APP, "d-1", log(n, "ab"), NOW) for n in range(1, 11))
-    )
+    for n in range(1, 11):
+        await (one if n % 2 else two).add_event(APP, "d-1", log(n, "ab"), NOW)
     record = await one.get(APP, "d-1")
     assert record["output_bytes"] == 20
     assert record["last_event"] == 10
+
+
+async def test_a_record_replaced_meanwhile_is_read_again_not_overwritten(
+    clients: list[Connections], bucket: str
+) -> None:
+    objects = S3JsonObjects(clients[0], bucket)
+    etag = await objects.put_json("k.json", {"n": 1})
+    await objects.put_json("k.json", {"n": 2}, if_match=etag)
+    with pytest.raises(PreconditionFailed):
+        await objects.put_json("k.json", {"n": 3}, if_match=etag)  # stale: another wrote
+    with pytest.raises(PreconditionFailed):
+        await objects.put_json("k.json", {"n": 4}, if_absent=True)
+    assert (await objects.get_json("k.json"))[0] == {"n": 2}
 
 
 async def test_nothing_after_a_final_status_but_its_retry(
