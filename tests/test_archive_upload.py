@@ -35,7 +35,7 @@ from .archives import (
     tgz,
     zeros_and_noise,
 )
-from .conftest import (
+from .helpers import (
     MOTO_CREDENTIALS,
     SMALL_PART,
     ServeGateway,
