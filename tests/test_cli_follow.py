@@ -22,7 +22,7 @@ import pytest
 
 from gateway.__main__ import main
 
-from .conftest import MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
+from .helpers import MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.server.http import deployment_records
 
-from .conftest import LIMITED_TOKEN, MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
+from .helpers import LIMITED_TOKEN, MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
 
 ARCHIVE = gzip.compress(b"app source " * 100)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

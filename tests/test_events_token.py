@@ -8,7 +8,7 @@ from gateway.errors import TokenExpired, TokenInvalid
 from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.signing import Purpose, UrlSigner
 
-from .conftest import FakeClock
+from .helpers import FakeClock
 
 KEYS = ["old-key", "new-key"]
 

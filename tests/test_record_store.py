@@ -15,7 +15,7 @@ from gateway.server.adapters.records import DeploymentNotFound, RecordStore
 from gateway.server.domain.records import Event, EventConflict, Page, new_record
 from gateway.server.domain.tracking import DeploymentTracker
 
-from .conftest import MOTO_CREDENTIALS
+from .helpers import MOTO_CREDENTIALS
 
 APP = "my-app"
 NOW = "2026-01-01T00:00:00Z"
