@@ -131,8 +131,9 @@ class SourcesConfig:
     allow_small_parts: bool = False
 
     def validate(self, path: str) -> None:
-        if self.ttl_seconds <= 0:
-            raise ConfigError(f"{path}.ttl_seconds", "must be positive")
+        for key in ("ttl_seconds", "max_inflated_bytes", "max_entries"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{path}.{key}", "must be positive")
         if self.max_size_bytes < 0:
             raise ConfigError(f"{path}.max_size_bytes", "must not be negative")
         if not self.allow_small_parts and self.part_size_bytes < S3_MIN_PART_SIZE:
@@ -141,10 +142,6 @@ class SourcesConfig:
             raise ConfigError(f"{path}.part_size_bytes", "must be between 5 MiB and 5 GiB")
         if self.max_buffer_bytes < self.part_size_bytes:
             raise ConfigError(f"{path}.max_buffer_bytes", "must be at least part_size_bytes")
-        if self.max_inflated_bytes <= 0:
-            raise ConfigError(f"{path}.max_inflated_bytes", "must be positive")
-        if self.max_entries <= 0:
-            raise ConfigError(f"{path}.max_entries", "must be positive")
 
 
 @dataclass(frozen=True)

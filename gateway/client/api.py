@@ -177,9 +177,19 @@ async def _put(
                     await request
                 raise _NoContinue
         body = await request
+    result = _upload_answer(body, action)
+    if result.size != size or result.sha256 != digest.hexdigest():
+        raise CliError(
+            f"{action} failed: the gateway stored {result.size} bytes with sha256 {result.sha256},"
+            f" but {size} bytes with sha256 {digest.hexdigest()} were sent"
+        )
+    return result
+
+
+def _upload_answer(body: dict[str, Any], action: str) -> UploadAnswer:
+    archive = body.get("archive")
     try:
-        archive = body.get("archive")
-        result = UploadAnswer(
+        return UploadAnswer(
             str(body["id"]),
             int(body["size"]),
             str(body["sha256"]),
@@ -187,12 +197,6 @@ async def _put(
         )
     except (KeyError, TypeError, ValueError):
         raise CliError(f"{action} failed: the gateway's answer lacks id, size or sha256") from None
-    if result.size != size or result.sha256 != digest.hexdigest():
-        raise CliError(
-            f"{action} failed: the gateway stored {result.size} bytes with sha256 {result.sha256},"
-            f" but {size} bytes with sha256 {digest.hexdigest()} were sent"
-        )
-    return result
 
 
 async def _json_object(resp: aiohttp.ClientResponse, action: str) -> dict[str, Any]:

@@ -44,6 +44,7 @@ _REFUSED_TYPES = {ord("3"): "character device", ord("4"): "block device", ord("6
 _META_TYPES = frozenset(b"LKxgX")  # GNU long name/link, PAX local/global, Solaris extended
 _NO_DATA_TYPES = frozenset(b"123456")  # their size field is not followed by data
 _VOLUME_LABEL, _GNU_SPARSE = ord("V"), ord("S")
+_LONG_NAME, _LONG_LINK = ord("L"), ord("K")
 _FILE_TYPES = frozenset(b"07S\x00")
 # File-type bits in the mode field (some writers keep them): a socket, device or FIFO in disguise.
 _REFUSED_MODES = {0o140000: "socket", 0o020000: "character device", 0o060000: "block device"}
@@ -180,10 +181,12 @@ class ArchiveInspector:
             return
         pax = {**self._pax_global, **self._pax} if self._pax_global else self._pax
         if b"size" in pax:
-            size = self._paxnumber(pax[b"size"])
+            size = self._pax_size(pax[b"size"])
         self._entry(kind, block, pax)
-        self._long.clear()
-        self._pax = {}
+        if self._long:
+            self._long.clear()
+        if self._pax:
+            self._pax = {}
         if kind in _NO_DATA_TYPES:
             return
         if kind == _GNU_SPARSE and block[482]:
@@ -191,7 +194,7 @@ class ArchiveInspector:
             return
         self._skip = -size % BLOCK + size
 
-    def _paxnumber(self, value: bytes) -> int:
+    def _pax_size(self, value: bytes) -> int:
         try:
             return int(value)
         except ValueError:
@@ -210,7 +213,9 @@ class ArchiveInspector:
             self._pax = pax_records(data)
 
     def _entry(self, kind: int, block: bytes, pax: dict[bytes, bytes]) -> None:
-        name = pax.get(b"GNU.sparse.name") or pax.get(b"path") or self._long.get(ord("L"))
+        name = None
+        if pax or self._long:  # names longer than the header's fields
+            name = pax.get(b"GNU.sparse.name") or pax.get(b"path") or self._long.get(_LONG_NAME)
         if name is None:
             name = block[:100].split(b"\0", 1)[0]
             if block[257:263] == b"ustar\0" and block[345] != 0:
@@ -225,7 +230,7 @@ class ArchiveInspector:
         elif kind in _REFUSED_TYPES:
             raise ArchiveInvalid(f"entry {show(name)} is a {_REFUSED_TYPES[kind]}")
         elif kind in (_SYMLINK, _HARDLINK):
-            target = pax.get(b"linkpath") or self._long.get(ord("K"))
+            target = pax.get(b"linkpath") or self._long.get(_LONG_LINK)
             if target is None:
                 target = block[157:257].split(b"\0", 1)[0]
             self._check_link(kind, name, target)
