@@ -332,3 +332,38 @@ async def test_a_deployment_of_an_own_source_carries_its_archive_facts(
         assert json.loads(message["Body"])["archive"] == uploaded["archive"]
     finally:
         sqs.delete_queue(QueueUrl=queue_url)
+
+
+async def test_the_openapi_document_describes_the_check(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(ENFORCE)
+    async with http.get(f"{gateway.url}/v1/openapi.json") as resp:
+        doc = await resp.json()
+    put_doc = doc["paths"]["/v1/sources/{id}"]["put"]
+    refused = put_doc["responses"]["422"]["content"]["application/json"]["schema"]
+    assert refused == {"$ref": "#/components/schemas/ArchiveInvalid"}
+    facts = doc["components"]["schemas"]["ArchiveFacts"]
+    assert set(facts["required"]) == {"entries", "files", "inflated_size", "root"}
+    upload = doc["components"]["schemas"]["Upload"]["properties"]["archive"]
+    assert upload == {"$ref": "#/components/schemas/ArchiveFacts"}
+    for method in ("get", "head"):
+        headers = doc["paths"]["/v1/sources/{id}"][method]["responses"]["200"]["headers"]
+        assert {"X-Archive-Entries", "X-Archive-Inflated-Size", "X-Archive-Root"} <= set(headers)
+    # A real answer has exactly the documented fields.
+    source = await gateway.create_source(http)
+    status, body = await put(http, source["upload_url"], tgz(app()), False)
+    assert status == 200
+    assert set(body["archive"]) <= set(facts["properties"])
+
+
+async def test_archive_headers_are_exposed_to_browsers(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    origin = "https://app.example"
+    gateway = await start_gateway({**ENFORCE, "cors": {"allowed_origins": [origin]}})
+    source = await gateway.create_source(http)
+    await put(http, source["upload_url"], tgz(app()), False)
+    async with http.get(source["download_url"], headers={"Origin": origin}) as resp:
+        exposed = resp.headers["Access-Control-Expose-Headers"].split(", ")
+    assert {"X-Archive-Entries", "X-Archive-Inflated-Size", "X-Archive-Root"} <= set(exposed)
