@@ -4,13 +4,17 @@ facts in the answer and on downloads; every case sent with a Content-Length and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
 import tarfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import boto3
 import pytest
-import requests
+from aiohttp.test_utils import unused_port
 
 from gateway.config import ConfigError, SourcesConfig, config_from_dict, load_config
 
@@ -38,6 +42,7 @@ from .archives import (
 from .helpers import (
     MOTO_CREDENTIALS,
     SMALL_PART,
+    TOKEN,
     ServeGateway,
     StartGateway,
     config_dict,
@@ -232,11 +237,6 @@ async def test_off_mode_stores_any_bytes_without_facts(
         assert not [h for h in resp.headers if h.startswith("X-Archive-")]
 
 
-def put_sync(url: str, data: bytes) -> tuple[int, dict[str, Any]]:
-    with requests.put(url, data=data, timeout=300) as resp:
-        return resp.status_code, resp.json()
-
-
 async def raw_put(url: str, data: bytes, chunked: bool) -> tuple[bytes, int]:
     """PUT ``data`` slowly over a plain socket; stop sending once an answer arrives.
     Returns the answer's status line and how many body bytes were sent."""
@@ -278,35 +278,73 @@ async def test_a_refused_archive_is_answered_before_its_body_ends(
     assert open_uploads(s3, gateway) == []
 
 
+@contextlib.contextmanager
+def s3_sink() -> Iterator[str]:
+    """bench/s3sink.py in a process of its own: an S3 that takes bodies and throws them away."""
+    port = unused_port()
+    sink = Path(__file__).parent.parent / "bench" / "s3sink.py"
+    proc = subprocess.Popen([sys.executable, str(sink), "--port", str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "no sink"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 async def test_healthz_answers_while_a_100_mib_archive_is_checked(
-    serve_gateway: ServeGateway, http: aiohttp.ClientSession
+    serve_gateway: ServeGateway, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    # 1 GiB of zeros (about 1 MiB compressed: one batch of the check takes a long inflate) and
-    # 99 MiB of noise. Were inflating on the event loop, /healthz would wait for it.
-    served = serve_gateway(
-        {"sources": {"archive_check": "enforce", "max_size_bytes": 200 * 1024 * 1024}}
-    )
-    data = zeros_and_noise(1024, 99)
-    async with http.post(
-        f"{served.url}/v1/sources", headers={"Authorization": "Bearer test-api-token-1234"}
-    ) as resp:
-        source = await resp.json()
-    async with http.get(f"{served.url}/healthz") as resp:  # the probe's connection is open
-        assert resp.status == 200
-    # Sent from a thread: this test's event loop only times the probes.
-    upload = asyncio.ensure_future(asyncio.to_thread(put_sync, source["upload_url"], data))
-    waits: list[float] = []
-    while not upload.done():
-        started = time.monotonic()
-        async with http.get(f"{served.url}/healthz") as resp:
+    # 1 GiB of zeros (about 1 MiB compressed: one batch of the check is a long inflate) and
+    # 99 MiB of noise. Were inflating on the event loop, /healthz would wait for it (seconds).
+    # The gateway, S3 (the sink) and the client (curl) each run in a process of their own, so
+    # this process only times the probes.
+    archive = tmp_path / "big.tar.gz"
+    archive.write_bytes(zeros_and_noise(1024, 99))
+    with s3_sink() as sink:
+        served = serve_gateway(
+            {
+                "sources": {"archive_check": "enforce", "max_size_bytes": 200 * 1024 * 1024},
+                "storage": {"endpoint_url": sink},
+            }
+        )
+        async with http.post(
+            f"{served.url}/v1/sources", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as resp:
+            source = await resp.json()
+        async with http.get(f"{served.url}/healthz") as resp:  # the probe's connection is open
             assert resp.status == 200
-        waits.append(time.monotonic() - started)
-        await asyncio.sleep(0.02)
-    status, body = await upload
-    assert status == 200, body
-    assert body["archive"]["inflated_size"] > 1024**3
+        curl = await asyncio.create_subprocess_exec(
+            "curl",
+            "-sS",
+            "-X",
+            "PUT",
+            "--upload-file",
+            str(archive),
+            source["upload_url"],
+            stdout=asyncio.subprocess.PIPE,
+        )
+        answer = asyncio.ensure_future(curl.communicate())
+        waits: list[float] = []
+        while not answer.done():
+            started = time.monotonic()
+            async with http.get(f"{served.url}/healthz") as resp:
+                assert resp.status == 200
+            waits.append(time.monotonic() - started)
+            await asyncio.sleep(0.02)
+        body = json.loads((await answer)[0])
+    assert body["archive"]["inflated_size"] > 1024**3, body
     assert len(waits) >= 5
-    assert max(waits) < 0.1, sorted(waits)[-5:]
+    # The machine is shared with other test runs: a lone scheduling hiccup is not the event loop.
+    waits.sort()
+    assert waits[int(len(waits) * 0.95)] < 0.1 and waits[-1] < 1, waits[-5:]
 
 
 async def test_a_deployment_of_an_own_source_carries_its_archive_facts(
