@@ -4,9 +4,10 @@ deployer's event reports. Thin: they check who asks, call the tracker and shape 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -184,9 +185,19 @@ class DeploymentRecordHandlers:
         record: Record,
         after: int,
     ) -> None:
+        batches = self.tracker.follow(record, after, self._poll_interval, self._stopping)
+        async with contextlib.aclosing(batches):
+            await self._relay(response, batches)
+        if self._stopping.is_set():
+            # EventSource clients reconnect by themselves; curl users see why the stream ended.
+            await response.write(b": server shutting down; reconnect with Last-Event-ID\n\n")
+
+    async def _relay(
+        self, response: web.StreamResponse, batches: AsyncIterator[list[dict[str, Any]]]
+    ) -> None:
         loop = asyncio.get_running_loop()
         last_write = loop.time()
-        async for batch in self.tracker.follow(record, after, self._poll_interval, self._stopping):
+        async for batch in batches:
             for shown in batch:
                 await response.write(sse_message(shown))
             if batch:
@@ -194,9 +205,6 @@ class DeploymentRecordHandlers:
             elif loop.time() - last_write >= KEEPALIVE_SECONDS:
                 await response.write(b": keep-alive\n\n")
                 last_write = loop.time()
-        if self._stopping.is_set():
-            # EventSource clients reconnect by themselves; curl users see why the stream ended.
-            await response.write(b": server shutting down; reconnect with Last-Event-ID\n\n")
 
     async def post_event(self, request: web.Request) -> web.Response:
         """One event from the deployer: 200 ``{"id"}`` when stored (or already stored)."""
