@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.ids import SOURCE_ID
@@ -32,6 +31,7 @@ from gateway.server.domain.records import (
 from gateway.server.domain.sources import rfc3339
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
+from gateway.server.observability.metrics import DeploymentMetrics
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +40,6 @@ MAX_EVENT_BODY = 6 * MAX_EVENT_CONTENT + 1024
 # A comment line this often keeps proxies and clients from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
 DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
-
-
-class DeploymentMetrics:
-    """What followers and deployers do, on the gateway's registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.finished = Counter(
-            "gateway_deployments_finished",
-            "Deployments that reached a final status, by status.",
-            ["status"],
-            registry=registry,
-        )
-        self.followers = Gauge(
-            "gateway_deployment_followers",
-            "Event streams (GET .../events) connected to this instance.",
-            registry=registry,
-        )
-        self.events = Counter(
-            "gateway_deployment_events",
-            "Events received from deployers (first delivery only), by type.",
-            ["type"],
-            registry=registry,
-        )
 
 
 class DeploymentLinks:
