@@ -238,10 +238,14 @@ class Uploader:
                     )
                     sending.add_done_callback(functools.partial(self._release_part, held))
                     held = 0  # released by the task, whatever becomes of it
+                    last = len(part) < self._part_size
+                    # The task owns the part now: a reference kept here would outlive its budget
+                    # while this upload waits for room or for its client.
+                    del part
                 finally:
                     if held:
                         self._budget.release(held)
-                if len(part) < self._part_size:
+                if last:
                     break
             if sending is not None:
                 await sending
