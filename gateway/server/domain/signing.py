@@ -16,7 +16,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSaf
 from itsdangerous.encoding import int_to_bytes
 from itsdangerous.signer import SigningAlgorithm
 
-from .errors import TokenExpired, TokenInvalid
+from gateway.errors import TokenExpired, TokenInvalid
 
 Clock = Callable[[], float]
 
