@@ -12,7 +12,7 @@ import pytest
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from gateway.errors import TokenInvalid
-from gateway.signing import Purpose, UrlSigner
+from gateway.server.domain.signing import Purpose, UrlSigner
 
 OLD_KEY, NEW_KEY = "old-signing-key-0123456789", "new-signing-key-9876543210"
 
