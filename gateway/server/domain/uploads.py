@@ -224,7 +224,7 @@ class Uploader:
                     if upload_id is None and len(part) < self._part_size:
                         # The whole body fit in one part: a plain PUT, no multipart bookkeeping.
                         self._check_end(digests, length)
-                        return await self._store.put_bytes(key, bytes(part), content_type)
+                        return await self._store.put_bytes(key, part, content_type)
                     if not part:  # the body ended on a part boundary
                         break
                     if upload_id is None:
