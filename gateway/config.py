@@ -250,7 +250,8 @@ class Config:
 
 # --- environment substitution -------------------------------------------------------------------
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# The start of a reference: ``${NAME}`` or ``${NAME:-default}``; a default may hold references.
+_VAR_START = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-|\})")
 
 
 class _Substituted(str):
@@ -264,16 +265,40 @@ def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
         return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
+    expanded, _ = _expand(value, 0, path, env, closing=False, strict=True)
+    return _Substituted(expanded)
 
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env and env[name] != "":
-            return env[name]
-        if default is not None:
-            return default
-        raise ConfigError(path, f"environment variable {name} is not set")
 
-    return _Substituted(_VAR.sub(replace, value))
+def _expand(
+    text: str, at: int, path: str, env: Mapping[str, str], *, closing: bool, strict: bool
+) -> tuple[str, int]:
+    """Expand references in ``text`` from ``at`` on; inside a default (``closing``), stop at its
+    closing brace. A missing variable is an error only where its value is used (``strict``).
+    Values from the environment are taken as they are, never expanded again."""
+    out: list[str] = []
+    while at < len(text):
+        if closing and text[at] == "}":
+            return "".join(out), at + 1
+        found = _VAR_START.match(text, at) if text.startswith("${", at) else None
+        if found is None:
+            out.append(text[at])
+            at += 1
+            continue
+        name = found.group(1)
+        default: str | None = None
+        at = found.end()
+        if found.group(2) == ":-":
+            used = strict and not env.get(name)
+            default, at = _expand(text, at, path, env, closing=True, strict=used)
+        if env.get(name):
+            out.append(env[name])
+        elif default is not None:
+            out.append(default)
+        elif strict:
+            raise ConfigError(path, f"environment variable {name} is not set")
+    if closing:
+        raise ConfigError(path, "a ${...:-default} is not closed with }")
+    return "".join(out), at
 
 
 def _join(path: str, key: str) -> str:
