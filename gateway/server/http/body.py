@@ -27,6 +27,7 @@ async def read_json_object(request: web.Request, *, allow_empty: bool) -> dict[s
     if request.content_length is not None and request.content_length > MAX_JSON_BODY:
         raise PayloadTooLarge("request body too large")
     raw = await request.content.read(MAX_JSON_BODY + 1)
+    request[BYTES_IN] = len(raw)
     if len(raw) > MAX_JSON_BODY:
         raise PayloadTooLarge("request body too large")
     if not raw.strip():
