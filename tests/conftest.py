@@ -30,6 +30,7 @@ MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "te
 # Tests use small parts; the moto server is told the same minimum, so it still refuses any
 # non-last part shorter than that, as S3 does with its 5 MiB.
 SMALL_PART = 64 * 1024
+DEPLOYMENTS_QUEUE = "deployments"
 
 
 class FakeClock:
@@ -62,8 +63,13 @@ def moto_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # The queue of the default configuration (deployments.forward), which readiness checks.
+    boto3.client(
+        "sqs", endpoint_url=endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
+    ).create_queue(QueueName=DEPLOYMENTS_QUEUE)
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint
     finally:
         server.stop()
 
@@ -124,6 +130,9 @@ def config_dict(moto_endpoint: str, bucket: str, port: int) -> dict[str, Any]:
             "max_attempts": 1,
             "connect_timeout": 2,
             "read_timeout": 10,
+        },
+        "deployments": {
+            "forward": {"type": "sqs", "queue": DEPLOYMENTS_QUEUE, "endpoint_url": moto_endpoint}
         },
         "logging": {"level": "debug", "json": True},
     }

@@ -108,7 +108,10 @@ def create_app(
     archive_urls = archive_url_checker(config, signer, store, resolver)
     sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
     deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, metrics)
-    probes = Probes(ReadinessCheck(store.check, clock), active, metrics, config.metrics.token)
+    readiness = ReadinessCheck(
+        [("storage", store.check), ("deployment queue", forwarder.check)], clock
+    )
+    probes = Probes(readiness, active, metrics, config.metrics.token)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     middlewares: list[Middleware] = [
