@@ -10,8 +10,10 @@ points at something that exists.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import re
+import shutil
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp.test_utils import unused_port
 
 from gateway.__main__ import build_parser
-from gateway.config import Config
+from gateway.config import Config, load_config
+from gateway.server.adapters.embedded import embedded_services
+from gateway.server.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -249,3 +254,38 @@ def test_the_checks_see_what_the_pages_show() -> None:
         repo_paths(CONFIGURATION.parent.joinpath("operations.md").read_text("utf-8"))
     )
     assert len(documented_keys()) > 40
+
+
+def readme_walkthrough() -> str:
+    """The shell blocks of the README's walk-through, in order, as a newcomer pastes them."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Walk-through with curl") :]
+    section = section[: section.index("\n## ", 1)]
+    return "".join(re.findall(r"^```sh\n(.*?)^```", section, re.S | re.M))
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_readme_walkthrough_runs_in_an_empty_directory(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Against what `make run` serves, from an empty directory, under `set -euo pipefail`."""
+    config = load_config(
+        ROOT / "config.example.yaml", env={"GATEWAY_SECRET_KEY": "local-development-only-secret"}
+    )
+    port = unused_port()
+    server = dataclasses.replace(config.server, port=port, public_url=f"http://127.0.0.1:{port}")
+    script = readme_walkthrough()
+    assert "http://127.0.0.1:8080" in script
+    script = script.replace("http://127.0.0.1:8080", f"http://127.0.0.1:{port}")
+    with embedded_services(dataclasses.replace(config, server=server)) as embedded:
+        await aiohttp_server(create_app(embedded), port=port)
+        proc = await asyncio.create_subprocess_exec(
+            *("bash", "-euo", "pipefail", "-c", script),
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+    assert proc.returncode == 0, output
+    assert "\nidentical\n" in output, output
+    assert '"status": "queued"' in output, output
