@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.envsubst import EnvReferenceError, Substituted, substitute
+
 # S3 refuses parts under 5 MiB (except the last) and allows at most 10,000 of them.
 S3_MIN_PART_SIZE = 5 * 1024 * 1024
 S3_MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
@@ -210,11 +212,30 @@ class DeploymentsConfig:
     allowed_hosts: tuple[str, ...] = ()
     allowed_http_hosts: tuple[str, ...] = ()
     fetch_url_ttl_seconds: int = 3600
+    prefix: str = "deployments/"
+    expire_after_days: int = 30
+    events_ttl_seconds: int = 86400
+    max_output_bytes: int = 4194304
+    poll_interval: float = 1.0
+    demo_deployer: bool = False
 
     def validate(self, path: str) -> None:
         # S3 refuses presigned URLs valid for more than 7 days.
         if not 1 <= self.fetch_url_ttl_seconds <= 7 * 24 * 3600:
             raise ConfigError(f"{path}.fetch_url_ttl_seconds", "must be between 1 and 604800")
+        if not self.prefix or not self.prefix.endswith("/"):
+            raise ConfigError(f"{path}.prefix", "must be a non-empty key prefix ending with '/'")
+        if self.expire_after_days < 1:
+            raise ConfigError(f"{path}.expire_after_days", "must be at least 1")
+        if self.events_ttl_seconds < 1:
+            raise ConfigError(f"{path}.events_ttl_seconds", "must be at least 1")
+        if self.max_output_bytes < 1024:
+            raise ConfigError(f"{path}.max_output_bytes", "must be at least 1024")
+        # Each follower lists the bucket once per interval: faster would cost more than it shows.
+        if not 0.1 <= self.poll_interval <= 60:
+            raise ConfigError(f"{path}.poll_interval", "must be between 0.1 and 60 seconds")
+        if self.demo_deployer and self.forward.type != "sqs":
+            raise ConfigError(f"{path}.demo_deployer", "takes its jobs from an sqs forward queue")
 
 
 @dataclass(frozen=True)
@@ -247,58 +268,14 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
-
-# --- environment substitution -------------------------------------------------------------------
-
-# The start of a reference: ``${NAME}`` or ``${NAME:-default}``; a default may hold references.
-_VAR_START = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-|\})")
-
-
-class _Substituted(str):
-    """A string that came (partly) from the environment: may still be read as a number."""
-
-
-def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
-    if isinstance(value, dict):
-        return {k: _substitute(v, _join(path, str(k)), env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-    expanded, _ = _expand(value, 0, path, env, closing=False, strict=True)
-    return _Substituted(expanded)
-
-
-def _expand(
-    text: str, at: int, path: str, env: Mapping[str, str], *, closing: bool, strict: bool
-) -> tuple[str, int]:
-    """Expand references in ``text`` from ``at`` on; inside a default (``closing``), stop at its
-    closing brace. A missing variable is an error only where its value is used (``strict``).
-    Values from the environment are taken as they are, never expanded again."""
-    out: list[str] = []
-    while at < len(text):
-        if closing and text[at] == "}":
-            return "".join(out), at + 1
-        found = _VAR_START.match(text, at) if text.startswith("${", at) else None
-        if found is None:
-            out.append(text[at])
-            at += 1
-            continue
-        name = found.group(1)
-        default: str | None = None
-        at = found.end()
-        if found.group(2) == ":-":
-            used = strict and not env.get(name)
-            default, at = _expand(text, at, path, env, closing=True, strict=used)
-        if env.get(name):
-            out.append(env[name])
-        elif default is not None:
-            out.append(default)
-        elif strict:
-            raise ConfigError(path, f"environment variable {name} is not set")
-    if closing:
-        raise ConfigError(path, "a ${...:-default} is not closed with }")
-    return "".join(out), at
+    def validate(self, path: str) -> None:
+        # Each prefix has its own expiry rule: one inside the other would expire by both.
+        archives, records = self.storage.prefix, self.deployments.prefix
+        if archives.startswith(records) or records.startswith(archives):
+            raise ConfigError(
+                _join(path, "deployments.prefix"),
+                f"must not overlap storage.prefix ({archives!r})",
+            )
 
 
 def _join(path: str, key: str) -> str:
@@ -328,7 +305,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return tuple(_convert(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return _build(typing.cast(type, tp), value, path)
-    if isinstance(value, _Substituted) and tp in (int, float, bool):
+    if isinstance(value, Substituted) and tp in (int, float, bool):
         value = yaml.safe_load(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -374,7 +351,10 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 def config_from_dict(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate a parsed YAML document into a ``Config``; ``ConfigError`` on the first fault."""
-    substituted = _substitute(data, "", os.environ if env is None else env)
+    try:
+        substituted = substitute(data, os.environ if env is None else env)
+    except EnvReferenceError as exc:
+        raise ConfigError(exc.path, exc.problem) from None
     config: Config = _build(Config, substituted, "")
     return config
 

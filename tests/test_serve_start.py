@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp.test_utils import unused_port
 
 from gateway.config import ServerConfig
 from gateway.server.serve import public_url_mismatch
 
-from .conftest import ServeGateway, config_dict, unused_port
-from .processes import GATEWAY_BIN
+from .helpers import GATEWAY_BIN, ServeGateway, config_dict
 
 
 def test_a_busy_port_is_one_line_and_exit_2(

@@ -11,7 +11,7 @@ import pytest
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.server.domain.signing import Purpose, UrlSigner
 
-from .conftest import Gateway, StartGateway
+from .helpers import Gateway, StartGateway
 
 OLD_KEY, NEW_KEY = "old-signing-key-0123456789", "new-signing-key-9876543210"
 
