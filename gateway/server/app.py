@@ -155,11 +155,7 @@ def create_app(
         part_size=config.sources.part_size_bytes,
         max_size=config.sources.max_size_bytes,
         budget=budget,
-        archive=ArchivePolicy(
-            config.sources.archive_check,
-            config.sources.max_inflated_bytes,
-            config.sources.max_entries,
-        ),
+        archive=ArchivePolicy.of(config.sources),
     )
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from ...config import SourcesConfig
 from ...errors import ArchiveInvalid
 from .archive import BATCH_BYTES, ArchiveInspector, Mode
 from .archive_facts import ArchiveFacts
@@ -22,6 +23,10 @@ class ArchivePolicy:
     mode: Mode = "enforce"
     max_inflated_bytes: int = 4 * 1024**3
     max_entries: int = 200_000
+
+    @classmethod
+    def of(cls, sources: SourcesConfig) -> ArchivePolicy:
+        return cls(sources.archive_check, sources.max_inflated_bytes, sources.max_entries)
 
     def start(self) -> ArchiveCheck | None:
         """A check for a new upload, or None when checks are off."""
