@@ -26,7 +26,7 @@ from pathlib import Path
 
 MIB = 1024 * 1024
 SIZES = (4 * 1024, 64 * MIB, 256 * MIB)
-# The gateway's default part size; "a few part sizes" is the bound on the client's growth.
+# The gateway's default part size; the client's growth is bounded by a few part sizes.
 PART_SIZE = 8 * MIB
 BOUND = 4 * PART_SIZE
 TOKEN = "bench-token-0123456789"

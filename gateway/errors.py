@@ -1,30 +1,30 @@
-"""Errors a client can see, and the one place that renders them as JSON.
+"""Errors a client can see: one tree, each class with its status and code (no web framework here;
+``gateway.server.http.render`` turns them into the platform's JSON shapes).
 
-    GatewayError                      status, code, message; rendered {"error", "code"?}
-     +-- BadRequest (400)             malformed JSON, bad parameters
-     +-- Unauthorized (401)           no or unknown API token; adds WWW-Authenticate
-     +-- Forbidden (403)              token may not act on this app
-     +-- TokenInvalid (403)           URL token bad, tampered, wrong purpose or id
-     +-- TokenExpired (403)           URL token past its max age
-     +-- NotFound (404)               {"resource", "error": "not found"}
-     +-- RequestTimeout (408)         a request body that stopped arriving
-     +-- PayloadTooLarge (413)
-     +-- UnsupportedMediaType (415)
-     +-- RangeNotSatisfiable (416)
-     +-- ValidationFailed (422)       {"errors": {field: [messages]}}
-     +-- BadGateway (502)             upstream (S3, deployer) answered badly
-     +-- ServiceUnavailable (503)     upstream unreachable; adds Retry-After
+    class                       status  code                    body
+    GatewayError                500     -                       {"error"}
+     +-- BadRequest             400     bad_request             {"error", "code"}
+     +-- Unauthorized           401     -                       {"error"} + WWW-Authenticate
+     +-- Forbidden              403     forbidden               {"error", "code"}
+     +-- TokenInvalid           403     token_invalid           {"error", "code"}
+     +-- TokenExpired           403     token_expired           {"error", "code"}
+     +-- NotFound               404     -                       {"resource", "error": "not found"}
+     +-- RequestTimeout         408     -                       {"error"}
+     +-- PayloadTooLarge        413     -                       {"error"}
+     +-- UnsupportedMediaType   415     unsupported_media_type  {"error", "code"}
+     +-- RangeNotSatisfiable    416     -                       {"error"} + Content-Range
+     +-- ValidationFailed       422     -                       {"errors": {field: [messages]}}
+     +-- BadGateway             502     -                       {"error"}  upstream answered badly
+     +-- ServiceUnavailable     503     -                       {"error"} + Retry-After
 
-Anything else raised by a handler is logged with its trace and answered with a bare 500.
+A subclass may carry a more precise code (``invalid_json`` is a ``BadRequest``). Anything else
+raised by a handler is logged with its trace and answered with a bare 500.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
-
-from aiohttp import web
 
 
 class GatewayError(Exception):
@@ -135,37 +135,3 @@ class ServiceUnavailable(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
-
-
-def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def render(error: GatewayError) -> web.Response:
-    return json_response(error.status, error.body(), error.headers())
-
-
-# aiohttp's own HTTP errors (unknown route, wrong method...) in the platform's shapes.
-_HTTP_MESSAGES = {
-    404: "not found",
-    405: "method not allowed",
-    413: "request body too large",
-}
-
-
-def render_http_exception(exc: web.HTTPException) -> web.StreamResponse:
-    if exc.status < 400:  # redirects: the same answer, as a response rather than an exception
-        return web.Response(status=exc.status, headers=exc.headers)
-    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-    if exc.status == 404:
-        return json_response(404, {"resource": "route", "error": "not found"}, headers)
-    message = _HTTP_MESSAGES.get(exc.status, exc.reason.lower())
-    body: dict[str, Any] = {"error": message}
-    if exc.status in (400, 403):
-        body["code"] = "bad_request" if exc.status == 400 else "forbidden"
-    return json_response(exc.status, body, headers)

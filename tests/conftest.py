@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 from moto.server import ThreadedMotoServer
 
-from gateway.app import create_app
 from gateway.config import Config, config_from_dict
+from gateway.server.app import create_app
 
 from .processes import ServedGateway, serve
 

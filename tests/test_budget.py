@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from gateway import keys
-from gateway.uploads import BufferBudget
+from gateway.server import keys
+from gateway.server.domain.uploads import BufferBudget
 
 from .conftest import SMALL_PART, StartGateway
 

@@ -34,8 +34,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
-import gateway.client
+import gateway.client.api
+import gateway.client.errors
 from gateway.__main__ import main
+from gateway.redaction import redact
 
 from .conftest import LIMITED_TOKEN, TOKEN, Gateway, StartGateway
 
@@ -199,23 +201,24 @@ async def fetch(url: str) -> tuple[int, bytes]:
     ],
 )
 def test_describe_error(status: int, body: Any, what: str, message: str) -> None:
-    described = gateway.client.describe_error(status, body, what=what)
+    described = gateway.client.errors.describe_error(status, body, what=what)
     assert message in described
     assert "\n" not in described
 
 
 def test_long_server_messages_are_cut() -> None:
-    described = gateway.client.describe_error(500, {"error": "x" * 1000}, what="URL")
+    described = gateway.client.errors.describe_error(500, {"error": "x" * 1000}, what="URL")
     assert len(described) < 400
 
 
 def test_redact_and_safe_url() -> None:
     url = "https://u:p@gw.example/v1/sources/1?token=abc.def&x=1#frag"
-    assert gateway.client.safe_url(url) == "https://gw.example/v1/sources/1"
-    assert gateway.client.redact(f"see {url}", ("secret",)) == (
-        "see https://u:p@gw.example/v1/sources/1?token=***&x=1#frag"
+    assert gateway.client.errors.safe_url(url) == "https://gw.example/v1/sources/1"
+    assert redact(f"see {url}", ("secret",)) == (
+        "see https://u:p@gw.example/v1/sources/1?token=[redacted]&x=1#frag"
     )
-    assert gateway.client.redact("Bearer secret-token", ("secret-token",)) == "Bearer ***"
+    assert redact("Bearer secret-token", ("secret-token",)) == "Bearer [redacted]"
+    assert redact("it is secret-token here", ("secret-token",)) == "it is [redacted] here"
 
 
 # --- gateway deploy -------------------------------------------------------------------------
@@ -230,7 +233,7 @@ async def test_deploy_archive(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> 
     assert deployment["status"] == "queued"
     assert deployment["git_ref"] == "v0.0.2"
     assert deployment["type"] == "archive"
-    # The request is the seed's shape, with the source's download_url.
+    # The request in the published API's shape, with the source's download_url.
     (sent,) = api.requests
     assert sent == {"deployment": {"git_ref": "v0.0.2", "download_url": deployment["source_url"]}}
     # What the deployer will fetch is the archive, byte for byte.
@@ -683,7 +686,8 @@ async def test_download_without_checksum_warns(
 # (VmHWM: reset by exec, unlike ru_maxrss, which keeps the forking pytest's own peak).
 PEAK_RSS_WRAPPER = """
 import sys
-import gateway.client
+import gateway.client.api
+import gateway.client.errors
 from gateway.__main__ import main
 code = main(sys.argv[1:])
 with open("/proc/self/status") as status:
@@ -810,7 +814,7 @@ async def test_upload_without_100_continue(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gateway.client, "EXPECT_WAIT", 0.3)
+    monkeypatch.setattr(gateway.client.api, "EXPECT_WAIT", 0.3)
     url, _, bodies = recorder
     data = os.urandom(500_000)
     (tmp_path / "a.tar.gz").write_bytes(data)
@@ -827,7 +831,7 @@ async def test_api_not_answering(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, _, _ = recorder
-    monkeypatch.setattr(gateway.client, "TIMEOUT", aiohttp.ClientTimeout(sock_read=0.3))
+    monkeypatch.setattr(gateway.client.api, "TIMEOUT", aiohttp.ClientTimeout(sock_read=0.3))
     result = await run_cli("sources", "create", "--api-url", f"{url}/hung", "--token", TOKEN)
     assert (result.code, result.err) == (
         1,

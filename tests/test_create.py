@@ -82,7 +82,7 @@ async def test_limited_token_may_create_sources(
     ("body", "content_type"),
     [
         (None, None),
-        (b"", "application/json"),  # the seed: -H 'Content-Type: application/json' -d ''
+        (b"", "application/json"),  # documented: -H 'Content-Type: application/json' -d ''
         (b"", "application/x-www-form-urlencoded"),  # curl -d '' without a content type
         (b"{}", "application/json"),
         (b"  {}\n", "application/json; charset=utf-8"),

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from gateway.config import Config, SourcesConfig, StorageConfig, config_from_dict
-from gateway.lifecycle import gateway_rule
+from gateway.server.adapters.lifecycle import gateway_rule
 
 from .conftest import MOTO_CREDENTIALS
 

@@ -20,10 +20,10 @@ import boto3
 import pytest
 from aiohttp.test_utils import unused_port
 
-from gateway.app import create_app
 from gateway.config import load_config
-from gateway.deployments import OwnUrl, match_own_url
-from gateway.embedded import embedded_services
+from gateway.server.adapters.embedded import embedded_services
+from gateway.server.app import create_app
+from gateway.server.domain.deployments import OwnUrl, match_own_url
 
 from .conftest import LIMITED_TOKEN, MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
 
@@ -501,7 +501,7 @@ async def test_unreachable_queue_is_503(
 
 
 def deployments_metric(gateway: Gateway, outcome: str) -> float:
-    from gateway import keys
+    from gateway.server import keys
 
     value = gateway.app[keys.METRICS].registry.get_sample_value(
         "gateway_deployments_total", {"outcome": outcome}

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from gateway.errors import RangeNotSatisfiable
-from gateway.sources import parse_range
+from gateway.server.domain.ranges import parse_range
 
 from .conftest import Gateway, StartGateway
 
@@ -239,8 +239,8 @@ async def test_read_is_pinned_to_the_described_version(
     gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
     """A re-upload between the description (headers) and the bytes is an error, not a mix."""
-    from gateway import keys
-    from gateway.storage import ObjectChanged
+    from gateway.server import keys
+    from gateway.server.adapters.store import ObjectChanged
 
     source = await gateway.create_source(http)
     async with http.put(source["upload_url"], data=b"first version") as resp:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from gateway.storage import S3Store
+from gateway.server.adapters.s3 import S3Store
 
 from .conftest import Gateway
 

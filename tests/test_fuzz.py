@@ -1,4 +1,4 @@
-"""Fuzzing (issue 7.5): schemathesis over the served /v1/openapi.json, every operation.
+"""Fuzzing: schemathesis over the served /v1/openapi.json, every operation.
 
 A real ``gateway serve`` process on the moto server; each operation gets a bounded number of
 generated requests, valid and invalid (hypothesis, derandomized: the same cases every run). No
@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.config import config_from_dict
-from gateway.openapi import document
+from gateway.server.http.openapi import document
 
 from .conftest import MOTO_CREDENTIALS, TOKEN, config_dict
 from .processes import ServedGateway, serve

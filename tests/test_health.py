@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.health import READINESS_CACHE_SECONDS
+from gateway.server.http.probes import READINESS_CACHE_SECONDS
 
 from .conftest import Gateway, StartGateway
 

@@ -12,15 +12,15 @@ import pytest
 import yaml
 
 from gateway.config import StorageConfig
-from gateway.lifecycle import (
-    MERGE_ATTEMPTS,
+from gateway.server.adapters.aws import open_s3_client
+from gateway.server.adapters.lifecycle import (
     LifecycleConflict,
     ensure_lifecycle,
     gateway_rule,
     merge_rules,
     rule_id,
 )
-from gateway.storage import open_s3_client
+from gateway.server.adapters.retry import LIFECYCLE_ATTEMPTS
 
 from .conftest import MOTO_CREDENTIALS, SECRET, StartGateway
 
@@ -197,7 +197,7 @@ async def test_concurrent_writer_does_not_drop_the_rule(
     )
     async with open_s3_client(config) as client:
         racing = _RacingWriter(client, theirs, races)
-        if races >= MERGE_ATTEMPTS:
+        if races >= LIFECYCLE_ATTEMPTS:
             with pytest.raises(LifecycleConflict):
                 await ensure_lifecycle(racing, config)
             return

@@ -14,7 +14,8 @@ import aiohttp
 import boto3
 import pytest
 
-from gateway.observability import JsonFormatter, loggable_path
+from gateway.server.observability.access import loggable_path
+from gateway.server.observability.logs import JsonFormatter
 
 from .conftest import MOTO_CREDENTIALS, SECRET, TOKEN, Gateway, ServeGateway, StartGateway
 

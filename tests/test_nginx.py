@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import unused_port
 
-from gateway import keys
+from gateway.server import keys
 
 from .conftest import TOKEN, Gateway, StartGateway
 

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 from openapi_spec_validator import validate
 
-from gateway.openapi import document
+from gateway.server.http.openapi import document
 
 from .conftest import Gateway, StartGateway
 

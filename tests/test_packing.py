@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.packing import PackError, pack_directory, symlink_stays_inside
+from gateway.client.packing import PackError, pack_directory, symlink_stays_inside
 
 
 def write(root: Path, name: str, data: str = "x") -> Path:

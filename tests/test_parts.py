@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from gateway.storage import ObjectInfo
-from gateway.uploads import BufferBudget, Uploader
+from gateway.server.adapters.store import ObjectInfo
+from gateway.server.domain.uploads import BufferBudget, Uploader
 
 PART = 1000
 

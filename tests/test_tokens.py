@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from gateway.errors import TokenExpired, TokenInvalid
-from gateway.signing import Purpose, UrlSigner
+from gateway.server.domain.signing import Purpose, UrlSigner
 
 from .conftest import Gateway, StartGateway
 

@@ -155,7 +155,7 @@ async def test_client_disconnect_mid_body_stores_nothing(
 
 
 def _aborted(gateway: Gateway) -> float:
-    from gateway import keys
+    from gateway.server import keys
 
     value = gateway.app[keys.METRICS].registry.get_sample_value(
         "gateway_uploads_total", {"outcome": "aborted"}

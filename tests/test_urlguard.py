@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway import urlguard
-from gateway.urlguard import UrlPolicy, check_url, forbidden_address, system_resolver
+from gateway.server.domain import urlguard
+from gateway.server.domain.urlguard import UrlPolicy, check_url, forbidden_address, system_resolver
 
 POLICY = UrlPolicy.of(
     allowed_hosts=["archives.internal", "10.1.2.3", "Mixed-Case.Internal"],

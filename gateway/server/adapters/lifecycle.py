@@ -11,16 +11,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .config import StorageConfig
+from gateway.config import StorageConfig
+from gateway.server.adapters.aws import error_code
+from gateway.server.adapters.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 # Incomplete multipart uploads (a crashed instance's) are invisible but billed: drop them then.
 ABORT_INCOMPLETE_AFTER_DAYS = 1
-
-
-# Rounds of read, merge, write and check before giving up on a bucket whose rules keep changing.
-MERGE_ATTEMPTS = 3
 
 
 class LifecycleConflict(Exception):
@@ -59,7 +57,7 @@ async def get_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
     try:
         resp = await s3.get_bucket_lifecycle_configuration(Bucket=bucket)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+        if error_code(exc) == "NoSuchLifecycleConfiguration":
             return []
         raise
     rules: list[dict[str, Any]] = resp.get("Rules", [])
@@ -74,7 +72,7 @@ async def ensure_lifecycle(s3: Any, config: StorageConfig) -> bool:
     merge is done again on top of theirs, a few times at most."""
     rule = gateway_rule(config)
     changed = False
-    for _ in range(MERGE_ATTEMPTS):
+    async for _ in RetryPolicy.for_lifecycle().tries():
         existing = await get_rules(s3, config.bucket)
         if any(_same_rule(r, rule) for r in existing):
             return changed

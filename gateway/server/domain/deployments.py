@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-from aiohttp import web
-
-from . import keys
-from .errors import GatewayError, TokenExpired, TokenInvalid, ValidationFailed
-from .forwarders import DeployerRejected, Job
-from .signing import Purpose, UrlSigner
-from .sources import object_key, read_json_object, rfc3339
-from .storage import ObjectNotFound, ObjectStore
-from .urlguard import check_form
+from gateway.errors import TokenExpired, TokenInvalid
+from gateway.ids import SOURCE_ID
+from gateway.server.adapters.store import ObjectNotFound, ObjectStore
+from gateway.server.domain.signing import Purpose, UrlSigner
+from gateway.server.domain.sources import object_key
+from gateway.server.domain.urlguard import UrlGuard, check_form
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +29,8 @@ APP_NAME = re.compile(r"[a-z0-9-]{3,48}")
 # git_ref becomes an image tag on the platform; longer refs are not real ones.
 MAX_GIT_REF_LENGTH = 255
 GZIP_MAGIC = b"\x1f\x8b"
-# Both names of the archive URL: the seed's, and the platform's current API's.
+# Both names of the archive URL: the published Sources API's, and the platform's current API's.
 URL_FIELDS = ("download_url", "source_url")
-_SOURCE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Errors = dict[str, list[str]]
@@ -140,7 +135,7 @@ def match_own_url(url: str, public_url: str) -> OwnUrl | None:
         return None
     prefix = base.path.rstrip("/") + "/v1/sources/"
     source_id = parts.path[len(prefix) :] if parts.path.startswith(prefix) else ""
-    if not _SOURCE_ID.fullmatch(source_id):
+    if not SOURCE_ID.fullmatch(source_id):
         return OwnUrl(None, None)
     token = next((v for k, v in parse_qsl(parts.query) if k == "token"), None)
     return OwnUrl(source_id, token)
@@ -176,27 +171,6 @@ async def inspect_own_source(
     return SourceFacts(own.source_id, info.size, info.sha256, fetch_url)
 
 
-async def check_archive_url(app: web.Application, url: str) -> SourceFacts | list[str] | None:
-    """Errors for ``url``; the source's facts if it is one of ours; None for a fine foreign URL."""
-    form = check_form(url)
-    if isinstance(form, list):
-        return form
-    config = app[keys.CONFIG]
-    own = match_own_url(url, config.server.public_url)
-    if own is not None:
-        # Our own URLs are not subject to the SSRF rules: public_url may be loopback in dev,
-        # and what the URL reaches is known exactly.
-        return await inspect_own_source(
-            own,
-            app[keys.SIGNER],
-            app[keys.STORE],
-            config.storage.prefix,
-            config.deployments.fetch_url_ttl_seconds,
-        )
-    errors = await app[keys.URL_GUARD].check(url)
-    return errors or None
-
-
 def deployment_object(
     deployment_id: str, app: str, created_at: str, git_ref: str | None, url: str
 ) -> dict[str, Any]:
@@ -213,64 +187,38 @@ def deployment_object(
     }
 
 
-async def create_deployment(request: web.Request) -> web.Response:
-    app = request.app
-    metrics = app[keys.METRICS]
-    principal = app[keys.AUTH].authenticate(request.headers.get("Authorization"))
-    app_name = request.match_info["app"]
-    errors: Errors = {}
-    if problems := app_name_errors(app_name):
-        errors["app"] = problems
-    else:
-        principal.require_app(app_name)
-    data = await read_json_object(request, allow_empty=True)
-    parsed, field_errors = parse_request(data)
-    errors.update(field_errors)
-    facts: SourceFacts | None = None
-    if parsed is not None and parsed.url is not None:
-        checked = await check_archive_url(app, parsed.url)
-        if isinstance(checked, list):
-            errors[parsed.url_field] = checked
-        else:
-            facts = checked
-    if errors:
-        metrics.deployments.labels("rejected").inc()
-        # Field names only: the URL carries a token.
-        log.info("deployment for %r rejected: %s", app_name, ", ".join(sorted(errors)))
-        raise ValidationFailed(errors)
-    assert parsed is not None and parsed.url is not None
+class ArchiveUrlChecker:
+    """Checks a deployment's archive URL: one of this gateway's own source URLs for real, any
+    other by the SSRF rules of ``UrlGuard``."""
 
-    deployment_id = str(uuid.uuid4())
-    created_at = rfc3339(app[keys.SIGNER].now())
-    fields: dict[str, Any] = {
-        "id": deployment_id,
-        "app": app_name,
-        "git_ref": parsed.git_ref,
-        "download_url": parsed.url,
-        "created_at": created_at,
-        "requested_by": principal.name,
-    }
-    if facts is not None:
-        fields.update(facts.job_fields())
-    try:
-        answer = await app[keys.FORWARDER].forward(Job.of(fields))
-    except DeployerRejected:
-        metrics.deployments.labels("rejected").inc()
-        raise
-    except GatewayError:
-        metrics.deployments.labels("failed").inc()
-        raise
-    metrics.deployments.labels("forwarded").inc()
-    log.info(
-        "deployment %s of %s forwarded (archive on %s)",
-        deployment_id,
-        app_name,
-        "this gateway" if facts else urlsplit(parsed.url).hostname,
-    )
-    if answer is None:
-        answer = {
-            "deployment": deployment_object(
-                deployment_id, app_name, created_at, parsed.git_ref, parsed.url
+    def __init__(
+        self,
+        public_url: str,
+        signer: UrlSigner,
+        store: ObjectStore,
+        prefix: str,
+        fetch_ttl: int,
+        guard: UrlGuard,
+    ) -> None:
+        self._public_url = public_url
+        self._signer = signer
+        self._store = store
+        self._prefix = prefix
+        self._fetch_ttl = fetch_ttl
+        self._guard = guard
+
+    async def check(self, url: str) -> SourceFacts | list[str] | None:
+        """Errors for ``url``; the source's facts if it is one of ours; None for a fine
+        foreign URL."""
+        form = check_form(url)
+        if isinstance(form, list):
+            return form
+        own = match_own_url(url, self._public_url)
+        if own is not None:
+            # Our own URLs are not subject to the SSRF rules: public_url may be loopback in dev,
+            # and what the URL reaches is known exactly.
+            return await inspect_own_source(
+                own, self._signer, self._store, self._prefix, self._fetch_ttl
             )
-        }
-    return web.json_response(answer, status=201)
+        errors = await self._guard.check(url)
+        return errors or None

@@ -10,7 +10,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
-from .errors import TokenExpired, TokenInvalid
+from gateway.errors import TokenExpired, TokenInvalid
 
 Clock = Callable[[], float]
 

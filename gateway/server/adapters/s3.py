@@ -1,4 +1,4 @@
-"""Object storage: the narrow interface the gateway needs, and its S3 implementation.
+"""``ObjectStore`` on an S3 bucket through aiobotocore.
 
 ``S3Store`` needs these IAM permissions on the bucket (see ``deploy/iam-policy.json``):
 s3:PutObject, s3:GetObject, s3:PutObjectTagging, s3:GetObjectTagging, s3:AbortMultipartUpload,
@@ -12,19 +12,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.handlers import add_expect_header
 
-from .config import StorageConfig
-from .errors import BadGateway, GatewayError, NotFound, ServiceUnavailable
+from gateway.config import StorageConfig
+from gateway.errors import GatewayError
+from gateway.server.adapters.aws import error_code
+from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.retry import RetryPolicy
+from gateway.server.adapters.store import (
+    ObjectChanged,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageFailed,
+    StorageUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,6 @@ def _bare_etag(etag: str) -> str:
 
 # Statuses after which a part is sent again (S3's throttling and transient server errors).
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
-_RETRY_BACKOFF = 0.1  # seconds before the second attempt; doubles after each
 # Pieces a part is written to the socket in; aiohttp warns of one large bytes body.
 _SEND_SLICE = 1024 * 1024
 
@@ -93,118 +97,6 @@ class _SendWatch:
                 await asyncio.wait({task})
 
 
-class ObjectNotFound(NotFound):
-    """The key does not exist (never uploaded, or removed by the lifecycle rule)."""
-
-
-class StorageUnavailable(ServiceUnavailable):
-    """The object store could not be reached or did not answer in time."""
-
-
-class ObjectChanged(ServiceUnavailable):
-    """The object was replaced between reading its description and its bytes."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "the archive was replaced while it was being read; try again", retry_after=1
-        )
-
-
-class StorageFailed(BadGateway):
-    """The object store answered with an error."""
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    size: int
-    etag: str
-    last_modified: datetime
-    content_type: str
-    sha256: str | None
-
-
-class ObjectStore(Protocol):
-    """What the gateway asks of a store. Every method raises ``GatewayError`` subclasses only."""
-
-    async def put_stream(
-        self, key: str, body: AsyncIterable[bytes], length: int, content_type: str
-    ) -> str:
-        """Store exactly ``length`` bytes from ``body`` as one object; return its ETag.
-
-        If ``body`` raises, nothing is stored and the exception propagates unchanged."""
-
-    async def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
-        """Store ``data`` as one object; return its ETag."""
-
-    async def create_multipart(self, key: str, content_type: str) -> str:
-        """Start a multipart upload; return its upload id."""
-
-    async def upload_part(
-        self, key: str, upload_id: str, number: int, data: bytes | bytearray
-    ) -> str:
-        """Upload part ``number`` (from 1); return its ETag."""
-
-    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
-        """Make the parts (in order) one visible object; return its ETag."""
-
-    async def abort_multipart(self, key: str, upload_id: str) -> None:
-        """Discard an unfinished multipart upload and its parts."""
-
-    async def set_sha256(self, key: str, sha256: str, etag: str) -> None:
-        """Record the SHA-256 (hex) of the object version whose ETag is ``etag``."""
-
-    async def stat(self, key: str) -> ObjectInfo:
-        """Describe the object, or raise ``ObjectNotFound``."""
-
-    def read(
-        self, key: str, start: int, end: int, etag: str | None = None
-    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Open bytes ``start`` to ``end`` (inclusive) of the object as a stream of chunks; with
-        ``etag``, of that version only (``ObjectChanged`` if it was replaced meanwhile)."""
-
-    async def presign_get(self, key: str, expires_in: int) -> str:
-        """A URL that GETs the object without credentials for ``expires_in`` seconds."""
-
-    async def check(self) -> None:
-        """Return when the bucket answers; raise ``StorageUnavailable`` otherwise."""
-
-
-def s3_client_config(config: StorageConfig) -> AioConfig:
-    addressing = "path" if config.embedded else config.addressing_style
-    return AioConfig(
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-        retries={"max_attempts": config.max_attempts, "mode": "standard"},
-        s3={"addressing_style": addressing},
-        signature_version="s3v4",
-    )
-
-
-def client_kwargs(config: StorageConfig) -> dict[str, Any]:
-    """Keyword arguments for ``AioSession.create_client`` built from the storage section."""
-    kwargs: dict[str, Any] = {"region_name": config.region, "config": s3_client_config(config)}
-    if config.endpoint_url:
-        kwargs["endpoint_url"] = config.endpoint_url
-    if config.access_key_id and config.secret_access_key:
-        kwargs["aws_access_key_id"] = config.access_key_id
-        kwargs["aws_secret_access_key"] = config.secret_access_key
-    return kwargs
-
-
-@contextlib.asynccontextmanager
-async def open_s3_client(config: StorageConfig) -> AsyncIterator[Any]:
-    async with AioSession().create_client("s3", **client_kwargs(config)) as client:
-        # botocore asks S3 for "100 Continue" before sending any body, and aiohttp waits for that
-        # answer with no timeout at all: a stalled endpoint would hang the upload for ever. Parts
-        # are bounded buffers, so sending them without asking first costs little.
-        client.meta.events.unregister("before-call.s3", add_expect_header)
-        yield client
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
@@ -213,7 +105,7 @@ def translate(exc: Exception, operation: str) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
     if isinstance(exc, ClientError):
-        code = _error_code(exc)
+        code = error_code(exc)
         if code in _NOT_FOUND_CODES:
             return ObjectNotFound()
         if code == "PreconditionFailed":
@@ -233,26 +125,32 @@ _S3_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientE
 class S3Store:
     """``ObjectStore`` on an S3 bucket (AWS, MinIO, Ceph, R2, moto) through one aiobotocore client.
 
-    ``http`` is the gateway's outbound session: streamed single PUTs go through it to a presigned
-    URL, because botocore only sends bodies it can seek.
+    Streamed single PUTs and parts go through the outbound aiohttp session to presigned URLs,
+    because botocore only sends bodies it can seek.
     """
 
     def __init__(
         self,
-        client: Any,
-        http: aiohttp.ClientSession,
+        connections: Connections,
         config: StorageConfig,
         on_error: Callable[[str], None] = lambda operation: None,
     ) -> None:
-        self._s3 = client
-        self._http = http
+        self._connections = connections
         self._bucket = config.bucket
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
         self._on_error = on_error
-        self._max_attempts = config.max_attempts
+        self._retry = RetryPolicy.for_storage(config)
         self._send_limit = config.read_timeout
+
+    @property
+    def _s3(self) -> Any:
+        return self._connections.s3
+
+    @property
+    def _http(self) -> aiohttp.ClientSession:
+        return self._connections.http
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         try:
@@ -342,7 +240,7 @@ class S3Store:
             ExpiresIn=3600,
         )
         headers = {"Content-Length": str(len(data))}
-        for attempt in range(1, self._max_attempts + 1):
+        async for attempt in self._retry.tries():
             watch = _SendWatch(self._send_limit)
             try:
                 resp, text = await watch.run(self._send(url, watch.body(_slices(data)), headers))
@@ -357,11 +255,10 @@ class S3Store:
                 error = exc  # S3 stopped taking the part: sent again, like any transient failure
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = translate(exc, "UploadPart")
-            if attempt == self._max_attempts:
+            if attempt == self._retry.attempts:
                 self._on_error("UploadPart")
                 raise error
-            await asyncio.sleep(_RETRY_BACKOFF * 2 ** (attempt - 1))
-        raise AssertionError("max_attempts is at least 1")
+        raise AssertionError("a retry policy makes at least one attempt")
 
     async def _send(
         self, url: str, body: AsyncIterable[memoryview], headers: dict[str, str]

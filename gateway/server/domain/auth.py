@@ -9,8 +9,8 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import TokenConfig
-from .errors import Forbidden, Unauthorized
+from gateway.config import TokenConfig
+from gateway.errors import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,16 @@ def presented_token(authorization: str | None) -> str | None:
     return None
 
 
+def secret_digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def same_secret(presented: str, expected_digest: bytes) -> bool:
+    """The one constant-time comparison of a presented secret: digests of equal length are
+    compared, so the time taken tells neither the secret's length nor its content."""
+    return hmac.compare_digest(secret_digest(presented), expected_digest)
+
+
 class Authenticator:
     """Maps a presented token to its ``Principal``; timing does not tell which token matched."""
 
@@ -57,11 +67,10 @@ class Authenticator:
         token = presented_token(authorization)
         if token is None:
             raise Unauthorized("missing API token: use 'Authorization: Bearer <token>'")
-        digest = hashlib.sha256(token.encode()).digest()
         found: Principal | None = None
         for expected, principal in self._entries:
             # Every entry is compared, so the time taken does not tell which one matched.
-            if hmac.compare_digest(digest, expected):
+            if same_secret(token, expected):
                 found = principal
         if found is None:
             raise Unauthorized("invalid API token")

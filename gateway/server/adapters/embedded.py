@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 
-from .config import Config, ConfigError
+from gateway.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import Config
+from gateway.config import Config
+from gateway.ids import SOURCE_ID_REGEX
 
 OPENAPI_PATH = "/v1/openapi.json"
 # The source id in paths: a lowercase UUID4 as the gateway issues them (anything else is 404).
-SOURCE_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+SOURCE_ID_PATTERN = f"^{SOURCE_ID_REGEX}$"
 DEPLOYMENT_STATUSES = [
     "queued",
     "building",

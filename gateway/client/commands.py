@@ -21,21 +21,19 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from .client import (
-    EXIT_USAGE,
+from gateway.client.api import (
     Api,
-    CliError,
-    Reporter,
     default_download_name,
     download,
-    format_size,
     is_gzip,
     open_session,
-    redact,
-    source_urls,
     upload,
+    urls_of_source,
 )
-from .packing import PackError, pack_directory
+from gateway.client.errors import EXIT_USAGE, CliError
+from gateway.client.output import Reporter, format_size
+from gateway.client.packing import PackError, pack_directory
+from gateway.redaction import redact
 
 API_URL_ENV = "GATEWAY_API_URL"
 TOKEN_ENV = "GATEWAY_TOKEN"
@@ -153,7 +151,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             async with open_session() as session:
                 api = Api(session, api_url, token, reporter)
                 source = await api.create_source()
-                upload_url, download_url = source_urls(source)
+                upload_url, download_url = urls_of_source(source)
                 reporter.info(f"created source {source.get('id', '')}".rstrip())
                 uploaded = await upload(
                     session, upload_url, archive, size, reporter, label=str(path)

@@ -18,31 +18,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import json
 import os
-import re
-import socket
-import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from tqdm import tqdm
+
+from gateway.client.errors import (
+    MAX_ERROR_BODY,
+    CliError,
+    error_from,
+    network_errors,
+    safe_url,
+)
+from gateway.client.output import Reporter
 
 # Read and write size for archives: big enough that a 300 MiB upload is ~1,200 reads, small enough
 # that the client's memory stays a few of them (aiohttp pauses the generator while the socket's
 # buffer is full).
 CHUNK_SIZE = 256 * 1024
-# The most of an error answer we read: platform error bodies are a few hundred bytes.
-MAX_ERROR_BODY = 64 * 1024
-# A server message is quoted in our one line; longer ones are cut.
-MAX_MESSAGE = 300
 # Connecting gets a bound; reading does not get a total (a 300 MiB transfer on a slow line takes a
 # while), only a bound on silence between two reads.
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
@@ -51,135 +52,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 # How long an upload waits for 100 Continue before sending its body anyway: curl waits 1 s; a
 # gateway answers at once, so this only matters behind a proxy that swallows the interim answer.
 EXPECT_WAIT = 5.0
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-_URL_TOKEN = re.compile(r"([?&]token=)[^&\s'\"]+")
-
-
-class CliError(Exception):
-    """A failure to report to the user as one line, and the process's exit code."""
-
-    def __init__(self, message: str, *, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """``text`` with every URL token and each of ``secrets`` replaced by ``***``."""
-    text = _URL_TOKEN.sub(r"\1***", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its query string and fragment (which may carry a token), for messages."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
-
-
-def describe_error(status: int, body: Any, *, what: str) -> str:
-    """The cause of an error answer, in words a user acts on (``what``: the URL's kind)."""
-    message = ""
-    code = None
-    if isinstance(body, dict):
-        if isinstance(body.get("error"), str):
-            message = body["error"]
-        if isinstance(body.get("code"), str):
-            code = body["code"]
-    detail = f": {_one_line(message)}" if message else ""
-    if status == 401:
-        return f"the API token was refused (401{detail}); check --token or GATEWAY_TOKEN"
-    if status == 403 and code == "token_expired":
-        return f"the {what} has expired (403 token_expired); create a new source and start again"
-    if status == 403 and code == "token_invalid":
-        return (
-            f"the {what} is not valid (403 token_invalid): its token is damaged or is not for this"
-            " operation; copy the whole URL, its token included"
-        )
-    if status == 403:
-        return f"forbidden (403{detail})"
-    if status == 404:
-        resource = body.get("resource") if isinstance(body, dict) else None
-        if resource == "source":
-            return "not found (404): nothing has been uploaded to this source yet"
-        if resource == "route" and what != "URL":
-            return f"no such endpoint (404): the {what} is not a source URL of this gateway"
-        if resource == "route":
-            return (
-                "no such endpoint (404): check --api-url or GATEWAY_API_URL (the gateway's base"
-                " URL, without /v1)"
-            )
-        return f"{resource} not found (404)" if resource else f"not found (404{detail})"
-    if status == 413:
-        return f"the archive is too large (413{detail})"
-    if status == 422:
-        errors = body.get("errors") if isinstance(body, dict) else None
-        if isinstance(errors, dict) and errors:
-            fields = "; ".join(
-                f"{field}: {', '.join(map(str, msgs)) if isinstance(msgs, list) else msgs}"
-                for field, msgs in errors.items()
-            )
-            return f"validation failed (422): {_one_line(fields)}"
-        return f"validation failed (422{detail})"
-    if status >= 500:
-        return f"server error ({status}{detail})"
-    return f"unexpected answer ({status}{detail})"
-
-
-async def _error_from(resp: aiohttp.ClientResponse, action: str, *, what: str) -> CliError:
-    raw = await resp.content.read(MAX_ERROR_BODY)
-    body: Any
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None  # a proxy's HTML page, say: the status alone says more in one line
-    request_id = resp.headers.get("X-Request-ID")
-    suffix = f" [request id {request_id}]" if request_id else ""
-    return CliError(f"{action} failed: {describe_error(resp.status, body, what=what)}{suffix}")
-
-
-@contextlib.contextmanager
-def network_errors(action: str, url: str) -> Iterator[None]:
-    """Turn aiohttp's and the OS's connection failures into a ``CliError`` naming the host."""
-    where = safe_url(url)
-    try:
-        yield
-    except CliError:
-        raise
-    except aiohttp.ClientConnectorCertificateError:
-        raise CliError(f"{action} failed: the TLS certificate of {where} was refused") from None
-    except aiohttp.ClientConnectorError as exc:
-        host = f"{exc.host}:{exc.port}"
-        if isinstance(exc.os_error, socket.gaierror):
-            cause = f"cannot resolve the host name {exc.host}"
-        elif exc.os_error.errno == errno.ECONNREFUSED:
-            cause = f"connection refused by {host}; is the gateway running at {where}?"
-        else:
-            reason = exc.os_error.strerror or type(exc.os_error).__name__
-            cause = f"cannot connect to {host} ({reason})"
-        raise CliError(f"{action} failed: {cause}") from None
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise CliError(f"{action} failed: {where} did not answer in time") from None
-    except aiohttp.ClientPayloadError:
-        raise CliError(
-            f"{action} failed: the connection broke before the end of the data"
-        ) from None
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-        raise CliError(f"{action} failed: the connection to {where} was lost") from None
-    except aiohttp.InvalidURL:
-        raise CliError(f"{action} failed: not a valid URL: {where}", exit_code=EXIT_USAGE) from None
-    except aiohttp.ClientError as exc:
-        raise CliError(f"{action} failed: {type(exc).__name__}") from None
 
 
 def open_session() -> aiohttp.ClientSession:
@@ -190,54 +62,8 @@ def open_session() -> aiohttp.ClientSession:
     )
 
 
-class Reporter:
-    """Where the CLI's words go: informational lines and progress bars on stderr."""
-
-    def __init__(
-        self, *, quiet: bool = False, verbose: bool = False, stream: IO[str] | None = None
-    ) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.quiet = quiet
-        self.verbose = verbose and not quiet
-
-    @property
-    def progress_enabled(self) -> bool:
-        """Bars only for a person watching: not with --quiet, and only when both stdout and
-        stderr are terminals (the issue's rule: output captured or piped means a script)."""
-        return not self.quiet and sys.stdout.isatty() and self.stream.isatty()
-
-    def info(self, message: str) -> None:
-        if not self.quiet:
-            print(f"gateway: {message}", file=self.stream, flush=True)
-
-    def debug(self, message: str) -> None:
-        if self.verbose:
-            print(f"gateway: debug: {redact(message)}", file=self.stream, flush=True)
-
-    def bar(self, total: int | None, description: str) -> tqdm[Any]:
-        return tqdm(
-            total=total,
-            desc=description,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            file=self.stream,
-            disable=not self.progress_enabled,
-            leave=True,
-            dynamic_ncols=True,
-        )
-
-
-def format_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 @dataclass(frozen=True)
-class UploadResult:
+class UploadAnswer:
     """The gateway's answer to a PUT: the source id, the stored size and its sha256."""
 
     id: str
@@ -285,7 +111,7 @@ async def upload(
     reporter: Reporter,
     *,
     label: str = "archive",
-) -> UploadResult:
+) -> UploadAnswer:
     """PUT ``size`` bytes of ``source`` (from where it stands) to the pre-authenticated ``url``.
 
     Streams with ``Expect: 100-continue``; if the server (or a proxy before it) neither answers
@@ -311,7 +137,7 @@ async def _put(
     action: str,
     *,
     expect: bool,
-) -> UploadResult:
+) -> UploadAnswer:
     digest = hashlib.sha256()
     started = asyncio.Event()
     headers = {"Content-Length": str(size), "Content-Type": "application/gzip"}
@@ -330,7 +156,7 @@ async def _put(
         ) as resp:
             reporter.debug(f"PUT {safe_url(url)} -> {resp.status}")
             if resp.status != 200:
-                raise await _error_from(resp, action, what="upload URL")
+                raise await error_from(resp, action, what="upload URL")
             return await _json_object(resp, action)
 
     with reporter.bar(size, "upload") as bar, network_errors(action, url):
@@ -350,7 +176,7 @@ async def _put(
                 raise _NoContinue
         body = await request
     try:
-        result = UploadResult(str(body["id"]), int(body["size"]), str(body["sha256"]))
+        result = UploadAnswer(str(body["id"]), int(body["size"]), str(body["sha256"]))
     except (KeyError, TypeError, ValueError):
         raise CliError(f"{action} failed: the gateway's answer lacks id, size or sha256") from None
     if result.size != size or result.sha256 != digest.hexdigest():
@@ -403,7 +229,7 @@ async def download(
             async with session.get(url) as resp:
                 reporter.debug(f"GET {safe_url(url)} -> {resp.status}")
                 if resp.status != 200:
-                    raise await _error_from(resp, action, what="download URL")
+                    raise await error_from(resp, action, what="download URL")
                 expected = resp.headers.get("X-Checksum-Sha256", "").strip().lower() or None
                 digest = hashlib.sha256()
                 size = 0
@@ -469,7 +295,7 @@ class Api:
                         f" {location}; use that address as --api-url"
                     )
                 if resp.status not in (200, 201):
-                    raise await _error_from(resp, action, what="URL")
+                    raise await error_from(resp, action, what="URL")
                 return await _json_object(resp, action)
 
     async def create_source(self) -> dict[str, Any]:
@@ -495,12 +321,12 @@ class Api:
 
 
 def _source_object(body: dict[str, Any]) -> dict[str, Any]:
-    # The seed's bare object, or the platform's {"source": {...}}: the gateway answers both ways.
+    # The documented bare object, or the platform's {"source": {...}}: the gateway answers both.
     inner = body.get("source")
     return inner if isinstance(inner, dict) else body
 
 
-def source_urls(body: dict[str, Any]) -> tuple[str, str]:
+def urls_of_source(body: dict[str, Any]) -> tuple[str, str]:
     """(upload_url, download_url) of a create-source answer, in either of its shapes."""
     source = _source_object(body)
     return str(source["upload_url"]), str(source["download_url"])

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from .errors import Forbidden
+from gateway.errors import Forbidden
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -9,8 +9,6 @@ storm costs at most one ``HeadBucket`` per ``READINESS_CACHE_SECONDS`` per insta
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,10 +16,11 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from .auth import presented_token
-from .errors import GatewayError, NotFound, Unauthorized, json_response
-from .observability import InFlight, Metrics
-from .signing import Clock
+from gateway.errors import GatewayError, NotFound, Unauthorized
+from gateway.server.domain.auth import presented_token, same_secret, secret_digest
+from gateway.server.domain.signing import Clock
+from gateway.server.http.render import json_response
+from gateway.server.observability.metrics import ActiveRequests, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +102,14 @@ class Probes:
     def __init__(
         self,
         readiness: ReadinessCheck,
-        inflight: InFlight,
+        active: ActiveRequests,
         metrics: Metrics,
         metrics_token: str | None,
     ) -> None:
         self.readiness = readiness
-        self._inflight = inflight
+        self._active = active
         self._registry = metrics.registry
-        self._token_digest = _sha256(metrics_token) if metrics_token else None
+        self._token_digest = secret_digest(metrics_token) if metrics_token else None
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness: 200 for as long as the process answers HTTP at all."""
@@ -118,7 +117,7 @@ class Probes:
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: 200 when the bucket answers, else 503 ``{"status", "error"}`` saying why."""
-        if self._inflight.draining:
+        if self._active.draining:
             readiness = Readiness("shutting down", 0.0)
         else:
             readiness = await self.readiness.check()
@@ -135,19 +134,15 @@ class Probes:
 
         ``gateway serve`` sets ``draining`` itself as soon as SIGTERM arrives; this hook covers
         any other runner (aiohttp's ``run_app``, tests)."""
-        self._inflight.draining = True
+        self._active.draining = True
 
     async def metrics(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the application's registry in Prometheus text format."""
         if self._token_digest is not None:
             presented = presented_token(request.headers.get("Authorization")) or ""
-            if not hmac.compare_digest(_sha256(presented), self._token_digest):
+            if not same_secret(presented, self._token_digest):
                 raise Unauthorized("metrics need 'Authorization: Bearer <metrics token>'")
         response = web.Response(body=generate_latest(self._registry))
         # Set as a header: aiohttp's content_type property refuses a value with parameters.
         response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response
-
-
-def _sha256(text: str) -> bytes:
-    return hashlib.sha256(text.encode()).digest()

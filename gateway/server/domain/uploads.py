@@ -15,13 +15,12 @@ import collections
 import contextlib
 import functools
 import hashlib
-import hmac
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from .errors import BadRequest, GatewayError, PayloadTooLarge
-from .storage import ObjectStore
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.server.adapters.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ SINGLE_PUT_LIMIT = 5 * 1024**3
 
 
 @dataclass(frozen=True)
-class UploadResult:
+class StoredUpload:
     size: int
     sha256: str
     etag: str
@@ -142,7 +141,7 @@ class _Digests:
 
     def check_md5(self) -> None:
         md5, want = self.md5, self.want_md5
-        if md5 is not None and want is not None and not hmac.compare_digest(md5.digest(), want):
+        if md5 is not None and want is not None and md5.digest() != want:
             raise ContentMD5Mismatch()
 
 
@@ -165,7 +164,7 @@ class Uploader:
         length: int | None,
         content_type: str,
         content_md5: bytes | None = None,
-    ) -> UploadResult:
+    ) -> StoredUpload:
         digests = _Digests(content_md5)
         if length is not None and length <= SINGLE_PUT_LIMIT:
             if length == 0:
@@ -183,7 +182,7 @@ class Uploader:
             # The archive is stored whole: failing the upload now would tell the client the
             # opposite. Downloads of it go without checksum headers, and the log says why.
             log.warning("archive %s stored, but its sha256 tag could not be set", key)
-        return UploadResult(digests.size, sha256, etag)
+        return StoredUpload(digests.size, sha256, etag)
 
     async def _held_back(
         self, body: AsyncIterable[bytes], digests: _Digests, length: int

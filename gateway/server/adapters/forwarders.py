@@ -15,7 +15,6 @@ Nothing here logs a job body: it carries the archive URL, whose token is a crede
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -27,12 +26,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import Config
-from .errors import BadGateway, GatewayError, ServiceUnavailable
+from gateway.config import Config
+from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
+from gateway.server.adapters.aws import error_code, open_sqs_client
+from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ SIGNATURE_HEADER = "X-Gateway-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # A deployer's answer is a small JSON object; anything longer is not relayed.
 MAX_DEPLOYER_BODY = 1024 * 1024
-# However many retries are configured, one wait never exceeds this.
-MAX_BACKOFF_SECONDS = 30.0
 _QUEUE_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _QUEUE_BUSY = {"ThrottlingException", "RequestThrottled", "ServiceUnavailable", "InternalError"}
 
@@ -123,8 +121,8 @@ class HttpForwarder:
 
     Every attempt carries the same ``Idempotency-Key`` (the deployment id), so a deployer that
     received an attempt whose answer was lost does not deploy twice. Connection errors, timeouts
-    (``timeout`` seconds per attempt) and 5xx are retried ``retries`` times, waiting
-    ``backoff_seconds``, then twice that, and so on (at most ``MAX_BACKOFF_SECONDS``).
+    (``timeout`` seconds per attempt) and 5xx are tried again as ``retry`` says (built from
+    ``deployments.forward.retries`` and ``backoff_seconds``).
     A 2xx answer's JSON object is returned; a 4xx is raised as ``DeployerRejected``, except 401 and
     407 (the deployer refusing the gateway itself, not the user's request), which are 502.
     """
@@ -136,20 +134,14 @@ class HttpForwarder:
         secret: str,
         *,
         timeout: float,
-        retries: int,
-        backoff_seconds: float,
+        retry: RetryPolicy,
     ) -> None:
         self._http = http
         self._url = url
         self._host = urlsplit(url).hostname or "?"
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._retries = retries
-        self._backoff = backoff_seconds
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (from 1)."""
-        return float(min(self._backoff * 2 ** (retry - 1), MAX_BACKOFF_SECONDS))
+        self._retry = retry
 
     async def forward(self, job: Job) -> dict[str, Any] | None:
         headers = {
@@ -161,9 +153,7 @@ class HttpForwarder:
             SIGNATURE_HEADER: signature(self._secret, job.body),
         }
         failure = ""
-        for attempt in range(self._retries + 1):
-            if attempt:
-                await asyncio.sleep(self.delay(attempt))
+        async for attempt in self._retry.tries():
             try:
                 async with self._http.post(
                     self._url,
@@ -176,13 +166,13 @@ class HttpForwarder:
                     raw = await _read_limited(resp)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure = type(exc).__name__
-                log.warning("deployer %s: attempt %d failed: %s", self._host, attempt + 1, failure)
+                log.warning("deployer %s: attempt %d failed: %s", self._host, attempt, failure)
                 continue
             if 200 <= status < 300:
                 return _json_object(raw)
             if status >= 500:
                 failure = f"HTTP {status}"
-                log.warning("deployer %s: attempt %d answered %d", self._host, attempt + 1, status)
+                log.warning("deployer %s: attempt %d answered %d", self._host, attempt, status)
                 continue
             if status in (401, 407):
                 log.error("deployer %s refused the gateway's request: HTTP %d", self._host, status)
@@ -196,11 +186,11 @@ class HttpForwarder:
             "deployer %s: giving up on deployment %s after %d attempts (%s)",
             self._host,
             job.id,
-            self._retries + 1,
+            self._retry.attempts,
             failure,
         )
         raise DeployerUnavailable(
-            f"the deployer is unavailable ({failure}, {self._retries + 1} attempts)"
+            f"the deployer is unavailable ({failure}, {self._retry.attempts} attempts)"
         )
 
 
@@ -235,7 +225,7 @@ class SqsForwarder:
                 params["MessageDeduplicationId"] = job.id
             await self._sqs.send_message(**params)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = error_code(exc)
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             log.error("deployment queue %s: %s (HTTP %s)", self._queue_name, code, status)
             if code in _QUEUE_MISSING:
@@ -258,44 +248,34 @@ class SqsForwarder:
         return self._queue.rstrip("/").rsplit("/", 1)[-1]
 
 
-def sqs_client_kwargs(config: Config) -> dict[str, Any]:
-    """Arguments for the SQS client: ``deployments.forward`` first, then the storage section.
+class ConfiguredForwarder:
+    """The forwarder ``deployments.forward`` describes, built before the event loop runs;
+    ``open()`` (in the app's ``cleanup_ctx``, after the connections) makes it usable."""
 
-    The endpoint defaults to the storage endpoint only when storage is embedded (moto serves
-    both); credentials are the storage section's static ones when set, else the AWS chain."""
-    forward, storage = config.deployments.forward, config.storage
-    kwargs: dict[str, Any] = {
-        "region_name": forward.region or storage.region,
-        "config": AioConfig(
-            connect_timeout=forward.timeout,
-            read_timeout=forward.timeout,
-            retries={"max_attempts": forward.retries + 1, "mode": "standard"},
-        ),
-    }
-    endpoint = forward.endpoint_url or (storage.endpoint_url if storage.embedded else None)
-    if endpoint:
-        kwargs["endpoint_url"] = endpoint
-    if storage.access_key_id and storage.secret_access_key:
-        kwargs["aws_access_key_id"] = storage.access_key_id
-        kwargs["aws_secret_access_key"] = storage.secret_access_key
-    return kwargs
+    def __init__(self, config: Config, connections: Connections) -> None:
+        self._config = config
+        self._connections = connections
+        self._forwarder: Forwarder | None = None
 
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        forward = self._config.deployments.forward
+        if forward.type == "http":
+            assert forward.url and forward.secret, "validated by ForwardConfig"
+            self._forwarder = HttpForwarder(
+                self._connections.http,
+                forward.url,
+                forward.secret,
+                timeout=forward.timeout,
+                retry=RetryPolicy.for_forwarder(forward),
+            )
+            yield
+            return
+        assert forward.queue, "validated by ForwardConfig"
+        async with open_sqs_client(self._config) as client:
+            self._forwarder = SqsForwarder(client, forward.queue)
+            yield
 
-@contextlib.asynccontextmanager
-async def open_forwarder(config: Config, http: aiohttp.ClientSession) -> AsyncIterator[Forwarder]:
-    """The forwarder ``deployments.forward`` describes, with its SQS client open while in use."""
-    forward = config.deployments.forward
-    if forward.type == "http":
-        assert forward.url and forward.secret, "validated by ForwardConfig"
-        yield HttpForwarder(
-            http,
-            forward.url,
-            forward.secret,
-            timeout=forward.timeout,
-            retries=forward.retries,
-            backoff_seconds=forward.backoff_seconds,
-        )
-        return
-    assert forward.queue, "validated by ForwardConfig"
-    async with AioSession().create_client("sqs", **sqs_client_kwargs(config)) as client:
-        yield SqsForwarder(client, forward.queue)
+    async def forward(self, job: Job) -> dict[str, Any] | None:
+        assert self._forwarder is not None, "ConfiguredForwarder.open() has not run"
+        return await self._forwarder.forward(job)

@@ -1,0 +1,91 @@
+"""Object storage: the narrow interface the gateway needs, its value types and its errors.
+
+Every method of ``ObjectStore`` raises ``GatewayError`` subclasses only; ``ObjectNotFound`` for a
+missing key. ``gateway.server.adapters.s3.S3Store`` is the implementation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from gateway.errors import BadGateway, NotFound, ServiceUnavailable
+
+
+class ObjectNotFound(NotFound):
+    """The key does not exist (never uploaded, or removed by the lifecycle rule)."""
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The object store could not be reached or did not answer in time."""
+
+
+class ObjectChanged(ServiceUnavailable):
+    """The object was replaced between reading its description and its bytes."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the archive was replaced while it was being read; try again", retry_after=1
+        )
+
+
+class StorageFailed(BadGateway):
+    """The object store answered with an error."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    etag: str
+    last_modified: datetime
+    content_type: str
+    sha256: str | None
+
+
+class ObjectStore(Protocol):
+    """What the gateway asks of a store. Every method raises ``GatewayError`` subclasses only."""
+
+    async def put_stream(
+        self, key: str, body: AsyncIterable[bytes], length: int, content_type: str
+    ) -> str:
+        """Store exactly ``length`` bytes from ``body`` as one object; return its ETag.
+
+        If ``body`` raises, nothing is stored and the exception propagates unchanged."""
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
+        """Store ``data`` as one object; return its ETag."""
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload; return its upload id."""
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes | bytearray
+    ) -> str:
+        """Upload part ``number`` (from 1); return its ETag."""
+
+    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
+        """Make the parts (in order) one visible object; return its ETag."""
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard an unfinished multipart upload and its parts."""
+
+    async def set_sha256(self, key: str, sha256: str, etag: str) -> None:
+        """Record the SHA-256 (hex) of the object version whose ETag is ``etag``."""
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """Describe the object, or raise ``ObjectNotFound``."""
+
+    def read(
+        self, key: str, start: int, end: int, etag: str | None = None
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Open bytes ``start`` to ``end`` (inclusive) of the object as a stream of chunks; with
+        ``etag``, of that version only (``ObjectChanged`` if it was replaced meanwhile)."""
+
+    async def presign_get(self, key: str, expires_in: int) -> str:
+        """A URL that GETs the object without credentials for ``expires_in`` seconds."""
+
+    async def check(self) -> None:
+        """Return when the bucket answers; raise ``StorageUnavailable`` otherwise."""

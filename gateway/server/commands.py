@@ -1,0 +1,81 @@
+"""The server's commands: ``serve``, ``check-config`` and ``lifecycle``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from typing import Any
+
+from gateway.config import Config, ConfigError, load_config
+from gateway.server.adapters.aws import open_s3_client
+from gateway.server.adapters.lifecycle import ensure_lifecycle, get_rules
+from gateway.server.observability.logs import configure_logging
+from gateway.server.serve import serve
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    path: str | None = getattr(args, "config", None) or os.environ.get("GATEWAY_CONFIG")
+    if not path:
+        raise ConfigError("", "no configuration: pass --config FILE or set GATEWAY_CONFIG")
+    return path
+
+
+def _with_embedded(stack: contextlib.ExitStack, config: Config) -> Config:
+    """``config`` itself, or, with ``storage.embedded``, one using moto started in ``stack``."""
+    if not config.storage.embedded:
+        return config
+    from gateway.server.adapters.embedded import embedded_services  # moto is an optional extra
+
+    return stack.enter_context(embedded_services(config))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args))
+    configure_logging(config.logging.level, config.logging.json)
+    with contextlib.ExitStack() as stack:
+        serve(_with_embedded(stack, config))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    load_config(args.file)
+    print(f"{args.file}: OK")
+    return 0
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args))
+    with contextlib.ExitStack() as stack:
+        config = _with_embedded(stack, config)
+        rules = asyncio.run(_lifecycle(config, apply=args.action == "apply"))
+    print(json.dumps({"bucket": config.storage.bucket, "rules": rules}, indent=2, default=str))
+    return 0
+
+
+async def _lifecycle(config: Config, *, apply: bool) -> list[dict[str, Any]]:
+    async with open_s3_client(config.storage) as s3:
+        if apply:
+            changed = await ensure_lifecycle(s3, config.storage)
+            print(
+                "lifecycle rule " + ("applied" if changed else "already in place"), file=sys.stderr
+            )
+        return await get_rules(s3, config.storage.bucket)
+
+
+def add_server_commands(sub: Any) -> None:
+    serve_p = sub.add_parser("serve", help="serve the gateway")
+    serve_p.add_argument("--config", help="YAML configuration (default: $GATEWAY_CONFIG)")
+    serve_p.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    life = sub.add_parser("lifecycle", help="show or apply the bucket's lifecycle rule")
+    life.add_argument("action", choices=["apply", "show"])
+    life.add_argument("--config", help="YAML configuration (default: $GATEWAY_CONFIG)")
+    life.set_defaults(func=cmd_lifecycle)

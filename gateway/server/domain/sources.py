@@ -1,0 +1,38 @@
+"""Sources: where an archive is kept, the URLs a client is handed, and the type it is served as."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+DEFAULT_CONTENT_TYPE = "application/gzip"
+# The platform's deployer refuses archives served as octet-stream: store those as gzip.
+_GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
+
+
+def object_key(prefix: str, source_id: str) -> str:
+    """The bucket key of a source's archive."""
+    return f"{prefix}{source_id}"
+
+
+def rfc3339(timestamp: float) -> str:
+    """``timestamp`` (seconds since the epoch) as an RFC 3339 UTC time to the second."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_source_urls(
+    base_url: str, source_id: str, upload_token: str, download_token: str
+) -> dict[str, str]:
+    """The ``upload_url`` and ``download_url`` handed out for a new source."""
+    path = f"{base_url}/v1/sources/{source_id}"
+    return {
+        "upload_url": f"{path}?token={upload_token}",
+        "download_url": f"{path}?token={download_token}",
+    }
+
+
+def stored_content_type(header: str | None) -> str:
+    """The type an upload is stored and served as: the client's, or gzip for a generic one."""
+    value = (header or "").strip()
+    if value.split(";")[0].strip().lower() in _GENERIC_TYPES:
+        return DEFAULT_CONTENT_TYPE
+    return value

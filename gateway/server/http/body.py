@@ -1,0 +1,82 @@
+"""Reading request bodies: small JSON objects, and upload bodies streamed as they arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from gateway.server.observability.access import BYTES_IN
+
+# How much of a JSON request body is read: the API's bodies are a few small fields.
+MAX_JSON_BODY = 64 * 1024
+# Exceptions that mean the client went away mid-transfer: an outcome, not a server error.
+CLIENT_GONE = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
+def is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+async def read_json_object(request: web.Request, *, allow_empty: bool) -> dict[str, Any]:
+    """Read a small JSON object body: 415 for a non-JSON type, 400 for malformed JSON."""
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+        raise PayloadTooLarge("request body too large")
+    raw = await request.content.read(MAX_JSON_BODY + 1)
+    if len(raw) > MAX_JSON_BODY:
+        raise PayloadTooLarge("request body too large")
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise BadRequest("request body is empty; expected a JSON object", code="invalid_json")
+    if not is_json_type(request.content_type):
+        raise UnsupportedMediaType("expected Content-Type: application/json")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    return data
+
+
+async def defer_continue(request: web.Request) -> None:
+    """Expect handler for PUT: send nothing yet; the handler sends 100 Continue once it accepts.
+
+    aiohttp's default handler answers 100 before the handler runs, which would make a client with
+    a bad token or an oversized file send its whole body for nothing."""
+    expect = request.headers.get("Expect", "").lower()
+    if expect != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unknown Expect: {expect}")
+
+
+async def send_continue(request: web.Request) -> None:
+    """Tell a client that waits for it (``Expect: 100-continue``) to send the body now."""
+    if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
+async def counted_body(
+    request: web.Request, idle_timeout: float, on_bytes: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    """The request body as it arrives, counted; ``RequestTimeout`` if no byte comes for
+    ``idle_timeout`` seconds (aiohttp's server has no idle timeout while a handler reads)."""
+    request[BYTES_IN] = 0
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no body data for {idle_timeout:g} seconds; upload abandoned"
+            ) from None
+        if not chunk:
+            return
+        request[BYTES_IN] += len(chunk)
+        on_bytes(len(chunk))
+        yield chunk

@@ -1,0 +1,181 @@
+"""HTTP handlers for sources: create, upload (PUT), download (GET, HEAD)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.errors import PayloadTooLarge
+from gateway.server.adapters.store import ObjectStore
+from gateway.server.domain.auth import Authenticator
+from gateway.server.domain.ranges import download_headers, etag_matches, parse_range
+from gateway.server.domain.signing import Purpose, UrlSigner, VerifiedToken
+from gateway.server.domain.sources import (
+    build_source_urls,
+    object_key,
+    rfc3339,
+    stored_content_type,
+)
+from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_content_md5
+from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object, send_continue
+from gateway.server.observability.access import OUTCOME
+from gateway.server.observability.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class SourceHandlers:
+    """``POST /v1/sources``, ``PUT`` and ``GET``/``HEAD /v1/sources/{id}``."""
+
+    def __init__(
+        self,
+        config: Config,
+        auth: Authenticator,
+        signer: UrlSigner,
+        store: ObjectStore,
+        uploader: Uploader,
+        metrics: Metrics,
+    ) -> None:
+        self._base_url = config.server.base_url
+        self._prefix = config.storage.prefix
+        self._max_size = config.sources.max_size_bytes
+        self._body_timeout = config.server.body_timeout
+        self._redirect = config.sources.download_mode == "redirect"
+        self._auth = auth
+        self._signer = signer
+        self._store = store
+        self._uploader = uploader
+        self._metrics = metrics
+
+    async def create(self, request: web.Request) -> web.Response:
+        self._auth.authenticate(request.headers.get("Authorization"))
+        await read_json_object(request, allow_empty=True)
+        signer = self._signer
+        source_id = str(uuid.uuid4())
+        # itsdangerous stamps whole seconds; the expiry is computed the way verify() will judge it.
+        issued = int(signer.now())
+        urls = build_source_urls(
+            self._base_url,
+            source_id,
+            signer.sign(Purpose.UPLOAD, source_id),
+            signer.sign(Purpose.DOWNLOAD, source_id),
+        )
+        source = {**urls, "id": source_id, "expires_at": rfc3339(issued + signer.ttl_seconds)}
+        return web.json_response({**source, "source": source}, status=201)
+
+    def _verify(self, request: web.Request, purpose: Purpose) -> tuple[str, VerifiedToken]:
+        source_id = request.match_info["id"]
+        token = self._signer.verify(purpose, source_id, request.query.get("token"))
+        return source_id, token
+
+    async def upload(self, request: web.Request) -> web.Response:
+        source_id, _ = self._verify(request, Purpose.UPLOAD)
+        length = request.content_length
+        if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            length = None
+        if length is not None and length > self._max_size:
+            raise PayloadTooLarge(f"upload is larger than the limit of {self._max_size} bytes")
+        content_md5 = parse_content_md5(request.headers.get("Content-MD5"))
+        content_type = stored_content_type(request.headers.get("Content-Type"))
+        await send_continue(request)
+
+        metrics = self._metrics
+        metrics.transfers.labels("upload").inc()
+        try:
+            result = await self._uploader.upload(
+                object_key(self._prefix, source_id),
+                counted_body(request, self._body_timeout, metrics.bytes_uploaded.inc),
+                length=length,
+                content_type=content_type,
+                content_md5=content_md5,
+            )
+        except BaseException:
+            metrics.uploads.labels("aborted").inc()
+            raise
+        finally:
+            metrics.transfers.labels("upload").dec()
+        metrics.uploads.labels("completed").inc()
+        request[OUTCOME] = "stored"
+        assert length is None or length <= SINGLE_PUT_LIMIT or result.size == length
+        return web.json_response(
+            {"id": source_id, "size": result.size, "sha256": result.sha256},
+            status=200,
+            headers={"ETag": result.etag},
+        )
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        source_id, token = self._verify(request, Purpose.DOWNLOAD)
+        key = object_key(self._prefix, source_id)
+        store = self._store
+        info = await store.stat(key)
+
+        if self._redirect:
+            # The presigned URL dies no later than the token that let the client ask for it.
+            remaining = int(token.expires_at - self._signer.now())
+            location = await store.presign_get(key, max(1, remaining))
+            raise web.HTTPTemporaryRedirect(
+                location, headers={"Cache-Control": "private, no-store"}
+            )
+
+        headers = download_headers(info)
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match and etag_matches(if_none_match, info.etag):
+            return web.Response(status=304, headers=headers)
+
+        range_header = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if if_range and if_range.strip() != info.etag:
+            range_header = None  # the client's partial copy is stale: send everything
+        byte_range = parse_range(range_header, info.size)
+        if byte_range is None:
+            status, start, end = 200, 0, info.size - 1
+        else:
+            status, (start, end) = 206, byte_range
+            headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_type = info.content_type
+        response.content_length = end - start + 1
+        if request.method == "HEAD" or end < start:
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        async with contextlib.AsyncExitStack() as stack:
+            # S3 is asked for the body before the headers go out, so a failure is still a JSON
+            # error. Pinned to the version the headers describe: a re-upload meanwhile is a 503.
+            chunks = await stack.enter_async_context(store.read(key, start, end, info.etag))
+            await response.prepare(request)
+            await self._stream_object(request, response, key, chunks)
+        return response
+
+    async def _stream_object(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        key: str,
+        chunks: AsyncIterator[bytes],
+    ) -> None:
+        metrics = self._metrics
+        metrics.transfers.labels("download").inc()
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+                metrics.bytes_downloaded.inc(len(chunk))
+            await response.write_eof()
+        except CLIENT_GONE:
+            request[OUTCOME] = "client_disconnected"
+        except Exception as exc:
+            # Headers are gone already: closing the connection short of Content-Length is the
+            # only way left to tell the client the body is incomplete.
+            request[OUTCOME] = "upstream_failed"
+            log.warning("download of %s failed mid-stream: %s", key, type(exc).__name__)
+            response.force_close()
+            if request.transport is not None:
+                request.transport.close()
+        finally:
+            metrics.transfers.labels("download").dec()

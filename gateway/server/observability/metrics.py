@@ -1,0 +1,78 @@
+"""The gateway's Prometheus metrics, and the count of requests in flight that shutdown drains."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of its own (one per application)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests", "HTTP requests handled.", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer a request, body transfer included.",
+            ["method", "route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.bytes_uploaded = Counter(
+            "gateway_upload_bytes", "Bytes received in upload bodies.", registry=r
+        )
+        self.bytes_downloaded = Counter(
+            "gateway_download_bytes", "Bytes sent in download bodies.", registry=r
+        )
+        self.uploads = Counter(
+            "gateway_uploads", "Uploads by outcome (completed, aborted).", ["outcome"], registry=r
+        )
+        self.s3_errors = Counter(
+            "gateway_s3_errors", "Failed object-store calls.", ["operation"], registry=r
+        )
+        self.deployments = Counter(
+            "gateway_deployments",
+            "Deployments by outcome (forwarded, rejected, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.transfers = Gauge(
+            "gateway_inflight_transfers",
+            "Uploads and downloads in progress.",
+            ["direction"],
+            registry=r,
+        )
+        self.buffer_bytes = Gauge(
+            "gateway_buffer_bytes", "Bytes of part buffers reserved by uploads.", registry=r
+        )
+
+
+class ActiveRequests:
+    """The requests being handled, and whether this instance is draining for a shutdown.
+
+    ``gateway serve`` waits on it after SIGTERM (``gateway.server.serve``); readiness fails
+    while draining, so load balancers stop sending new work."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no request is in flight (callers bound the wait with a timeout)."""
+        await self._idle.wait()

@@ -1,0 +1,66 @@
+"""The runner: listen, and on SIGTERM stop accepting and drain what is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.server import keys
+from gateway.server.app import create_app
+
+log = logging.getLogger("gateway")
+
+
+# After shutdown_timeout, what requests still running get to notice their cancellation.
+CANCEL_GRACE_SECONDS = 1.0
+
+
+def serve(config: Config) -> None:
+    """Run the gateway until SIGINT/SIGTERM; in-flight transfers get ``shutdown_timeout``."""
+    asyncio.run(_serve(create_app(config), config))
+
+
+async def _serve(app: web.Application, config: Config) -> None:
+    """Serve ``app``; on SIGTERM stop accepting, drain in-flight requests, then clean up.
+
+    aiohttp's ``run_app`` waits for running handlers on shutdown, but (3.14) its first step closes
+    every connection to further input, so an upload whose body is still arriving stalls until the
+    timeout and is lost. Here the listening socket closes first, and the connections stay open
+    until their requests are done or ``shutdown_timeout`` has passed."""
+    server = config.server
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=CANCEL_GRACE_SECONDS
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, server.host, server.port)
+        await site.start()
+        log.info("serving on %s:%s, public URL %s", server.host, server.port, server.public_url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+        active = app[keys.ACTIVE_REQUESTS]
+        active.draining = True
+        await site.stop()
+        log.info(
+            "shutting down: stopped accepting, %d requests in flight get up to %ss",
+            active.count,
+            server.shutdown_timeout,
+        )
+        try:
+            async with asyncio.timeout(server.shutdown_timeout):
+                await active.wait_idle()
+        except TimeoutError:
+            log.warning(
+                "shutdown_timeout reached: cancelling %d requests still in flight", active.count
+            )
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
