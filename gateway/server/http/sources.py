@@ -57,15 +57,16 @@ class SourceHandlers:
         await read_json_object(request, allow_empty=True)
         signer = self._signer
         source_id = str(uuid.uuid4())
-        # itsdangerous stamps whole seconds; the expiry is computed the way verify() will judge it.
-        issued = int(signer.now())
+        # One expiry for both tokens and the answer: it is signed into each token, and it is
+        # when every instance stops accepting them.
+        expires_at = signer.expiry()
         urls = build_source_urls(
             self._base_url,
             source_id,
-            signer.sign(Purpose.UPLOAD, source_id),
-            signer.sign(Purpose.DOWNLOAD, source_id),
+            signer.sign(Purpose.UPLOAD, source_id, expires_at),
+            signer.sign(Purpose.DOWNLOAD, source_id, expires_at),
         )
-        source = {**urls, "id": source_id, "expires_at": rfc3339(issued + signer.ttl_seconds)}
+        source = {**urls, "id": source_id, "expires_at": rfc3339(expires_at)}
         return web.json_response({**source, "source": source}, status=201)
 
     def _verify(self, request: web.Request, purpose: Purpose) -> tuple[str, VerifiedToken]:
