@@ -37,6 +37,10 @@ DATA = os.urandom(10_000)
         ("bytes=abc", None),
         ("bytes=-", None),
         ("bytes= 1-2", (1, 2)),  # stray spaces are forgiven
+        ("bytes=²-3", None),  # digits of other scripts are not numbers here
+        ("bytes=0-" + "9" * 5000, (0, 9999)),  # more digits than int() takes: past the end
+        ("bytes=-" + "9" * 5000, (0, 9999)),
+        ("bytes=" + "0" * 5000 + "5-6", (5, 6)),
     ],
 )
 def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> None:
@@ -45,7 +49,13 @@ def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> No
 
 @pytest.mark.parametrize(
     ("header", "size"),
-    [("bytes=10000-", 10_000), ("bytes=-0", 10_000), ("bytes=0-", 0), ("bytes=-5", 0)],
+    [
+        ("bytes=10000-", 10_000),
+        ("bytes=-0", 10_000),
+        ("bytes=0-", 0),
+        ("bytes=-5", 0),
+        ("bytes=" + "9" * 5000 + "-", 10_000),
+    ],
 )
 def test_parse_range_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable):
