@@ -335,9 +335,15 @@ class S3Store:
         async with resp["Body"] as body:
             yield chunks()
 
-    async def presign_get(self, key: str, expires_in: int) -> str:
+    async def presign_get(
+        self, key: str, expires_in: int, content_disposition: str | None = None
+    ) -> str:
+        params = {"Bucket": self._bucket, "Key": key}
+        if content_disposition is not None:
+            # S3's response-content-disposition override, signed into the URL.
+            params["ResponseContentDisposition"] = content_disposition
         url = await self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_in
+            "get_object", Params=params, ExpiresIn=expires_in
         )
         return str(url)
 

@@ -63,8 +63,18 @@ def etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or strip_weak(etag) in tags
 
 
-def download_headers(info: ObjectInfo) -> dict[str, str]:
+def attachment(source_id: str) -> str:
+    """The ``Content-Disposition`` of a download: saved as a file, never shown by a browser."""
+    return f'attachment; filename="{source_id}.tar.gz"'
+
+
+def download_headers(info: ObjectInfo, source_id: str) -> dict[str, str]:
+    """The headers of every download answer (200, 206, 304, HEAD) of ``source_id``."""
     headers = {
+        # Whatever type the uploader declared (text/html, say), a browser saves the archive
+        # instead of rendering it with the gateway's origin.
+        "Content-Disposition": attachment(source_id),
+        "X-Content-Type-Options": "nosniff",
         "ETag": info.etag,
         "Last-Modified": info.last_modified.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"),
         "Accept-Ranges": "bytes",

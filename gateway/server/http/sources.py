@@ -13,7 +13,12 @@ from gateway.config import Config
 from gateway.errors import PayloadTooLarge
 from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.auth import Authenticator
-from gateway.server.domain.ranges import download_headers, etag_matches, parse_range
+from gateway.server.domain.ranges import (
+    attachment,
+    download_headers,
+    etag_matches,
+    parse_range,
+)
 from gateway.server.domain.signing import Purpose, UrlSigner, VerifiedToken
 from gateway.server.domain.sources import (
     build_source_urls,
@@ -118,12 +123,13 @@ class SourceHandlers:
         if self._redirect:
             # The presigned URL dies no later than the token that let the client ask for it.
             remaining = int(token.expires_at - self._signer.now())
-            location = await store.presign_get(key, max(1, remaining))
+            location = await store.presign_get(key, max(1, remaining), attachment(source_id))
             raise web.HTTPTemporaryRedirect(
-                location, headers={"Cache-Control": "private, no-store"}
+                location,
+                headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
             )
 
-        headers = download_headers(info)
+        headers = download_headers(info, source_id)
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and etag_matches(if_none_match, info.etag):
             return web.Response(status=304, headers=headers)
