@@ -13,6 +13,8 @@ from aiohttp.test_utils import unused_port
 
 from gateway.server.connections import GatewayRunner
 
+from .conftest import ServeGateway
+
 HEADER_TIMEOUT = 0.5
 # Comfortably past HEADER_TIMEOUT on a loaded machine, and far below aiohttp's own limits.
 WAIT = 10.0
@@ -104,3 +106,18 @@ async def test_kept_alive_connection_each_request_has_the_deadline(
     third = await read_all(reader)
     writer.close()
     assert third.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_gateway_serve_applies_header_timeout(serve_gateway: ServeGateway) -> None:
+    served = serve_gateway({"server": {"header_timeout": 1}})
+    host, port = served.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    answer = await read_all(reader)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    served.stop()
+    warnings = [r for r in served.log_records() if r["level"] == "warning"]
+    assert [r["message"] for r in warnings] == [
+        "request headers not received within 1s from 127.0.0.1; connection closed"
+    ]
