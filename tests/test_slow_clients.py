@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import unused_port
 
+from gateway.server import keys
 from gateway.server.connections import GatewayRunner
 
-from .conftest import ServeGateway
+from .conftest import ServeGateway, StartGateway
 
 HEADER_TIMEOUT = 0.5
 # Comfortably past HEADER_TIMEOUT on a loaded machine, and far below aiohttp's own limits.
@@ -121,3 +126,40 @@ async def test_gateway_serve_applies_header_timeout(serve_gateway: ServeGateway)
     assert [r["message"] for r in warnings] == [
         "request headers not received within 1s from 127.0.0.1; connection closed"
     ]
+
+
+# Larger than what the kernel buffers between a client that reads nothing and the server.
+STALLED_DOWNLOAD_SIZE = 7 * 1024 * 1024
+
+
+async def test_download_whose_client_stops_reading_is_given_up(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    gateway = await start_gateway({"server": {"send_timeout": 1}})
+    source = await gateway.create_source(http)
+    body = io.BytesIO(os.urandom(STALLED_DOWNLOAD_SIZE))
+    async with http.put(source["upload_url"], data=body) as resp:
+        assert resp.status == 200
+    path = "/" + source["download_url"].split("/", 3)[3]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gateway.server.port or 0))
+    try:
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        await asyncio.get_running_loop().sock_sendall(sock, request)
+        metrics = gateway.app[keys.METRICS]
+        for _ in range(int(WAIT * 10)):
+            if metrics.send_timeouts._value.get():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        sock.close()
+    assert metrics.send_timeouts._value.get() == 1
+    access = [r for r in caplog.records if r.name == "gateway.access" and r.method == "GET"]  # type: ignore[attr-defined]
+    assert [(r.status, r.outcome) for r in access] == [(200, "send_timeout")]  # type: ignore[attr-defined]
+    assert any("given up: the client took nothing for 1s" in r.getMessage() for r in caplog.records)
+    # The gateway goes on serving.
+    async with http.get(source["download_url"], headers={"Range": "bytes=0-9"}) as resp:
+        assert resp.status == 206

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -50,6 +51,7 @@ class SourceHandlers:
         self._prefix = config.storage.prefix
         self._max_size = config.sources.max_size_bytes
         self._body_timeout = config.server.body_timeout
+        self._send_timeout = config.server.send_timeout
         self._redirect = config.sources.download_mode == "redirect"
         self._auth = auth
         self._signer = signer
@@ -171,18 +173,46 @@ class SourceHandlers:
         metrics.transfers.labels("download").inc()
         try:
             async for chunk in chunks:
-                await response.write(chunk)
+                await self._send(response, chunk)
                 metrics.bytes_downloaded.inc(len(chunk))
             await response.write_eof()
         except CLIENT_GONE:
             request[OUTCOME] = "client_disconnected"
+        except _ClientStalled:
+            request[OUTCOME] = "send_timeout"
+            metrics.send_timeouts.inc()
+            log.warning(
+                "download of %s given up: the client took nothing for %gs", key, self._send_timeout
+            )
+            # What is buffered will not be read: drop it rather than wait to flush it.
+            _cut_short(request, response, flush=False)
         except Exception as exc:
-            # Headers are gone already: closing the connection short of Content-Length is the
-            # only way left to tell the client the body is incomplete.
             request[OUTCOME] = "upstream_failed"
             log.warning("download of %s failed mid-stream: %s", key, type(exc).__name__)
-            response.force_close()
-            if request.transport is not None:
-                request.transport.close()
+            _cut_short(request, response, flush=True)
         finally:
             metrics.transfers.labels("download").dec()
+
+    async def _send(self, response: web.StreamResponse, chunk: bytes) -> None:
+        # A write waits while the client's socket buffer is full: a client that stops reading
+        # would hold the connection and the S3 stream for ever.
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await response.write(chunk)
+        except TimeoutError:
+            raise _ClientStalled from None
+
+
+class _ClientStalled(Exception):
+    """The client took no bytes of a download for ``server.send_timeout`` seconds."""
+
+
+def _cut_short(request: web.Request, response: web.StreamResponse, *, flush: bool) -> None:
+    # Headers are gone already: closing the connection short of Content-Length is the only way
+    # left to tell the client the body is incomplete.
+    response.force_close()
+    if request.transport is not None:
+        if flush:
+            request.transport.close()
+        else:
+            request.transport.abort()
