@@ -1,48 +1,53 @@
-"""Shared fixtures: one real moto server per test run, a fresh bucket per test, real gateways."""
+"""Shared fixtures: one real moto server per test run, a fresh bucket per test, real gateways.
+
+Helpers that are not fixtures (constants, ``Gateway``, ``serve``) live in ``helpers.py``."""
 
 from __future__ import annotations
 
-import copy
+import asyncio
 import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import aiohttp.web_app
 import boto3
 import moto.s3.models
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer, unused_port
+from aiohttp.test_utils import unused_port
 from moto.server import ThreadedMotoServer
 
-from gateway.config import Config, config_from_dict
+from gateway.config import config_from_dict
 from gateway.server.app import create_app
 
-from .processes import ServedGateway, serve
+from .helpers import (
+    MOTO_CREDENTIALS,
+    SMALL_PART,
+    FakeClock,
+    Gateway,
+    ServedGateway,
+    ServeGateway,
+    Spawn,
+    StartGateway,
+    config_dict,
+    deep_merge,
+    serve,
+)
 
-SECRET = "test-secret-key-0123456789"
-TOKEN = "test-api-token-1234"
-LIMITED_TOKEN = "limited-api-token-5678"
-MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-# Tests use small parts; the moto server is told the same minimum, so it still refuses any
-# non-last part shorter than that, as S3 does with its 5 MiB.
-SMALL_PART = 64 * 1024
 
+@pytest.fixture(autouse=True)
+def _forget_finished_apps() -> Iterator[None]:
+    """Let each test's application (and its S3 clients and botocore models) be freed after it.
 
-class FakeClock:
-    """Real time plus an offset the test moves: expiry without sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
+    aiohttp memoises middleware chains in a process-wide LRU cache keyed by the application
+    (up to 1024 entries, private ``_cached_build_middleware``): with a new gateway per test it
+    pinned every one of them, about 10 MB each, and the suite grew to 5 GB and spent a minute
+    in the garbage collector at exit."""
+    yield
+    cache = getattr(aiohttp.web_app, "_cached_build_middleware", None)
+    if cache is not None:
+        cache.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -90,67 +95,6 @@ def bucket(s3: Any) -> Iterator[str]:
         s3.delete_bucket(Bucket=name)
 
 
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def config_dict(moto_endpoint: str, bucket: str, port: int) -> dict[str, Any]:
-    return {
-        "server": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
-        "auth": {
-            "tokens": [
-                {"name": "ci", "token": TOKEN, "apps": ["*"]},
-                {"name": "limited", "token": LIMITED_TOKEN, "apps": ["my-app"]},
-            ]
-        },
-        "signing": {"secret_keys": [SECRET]},
-        "sources": {
-            "part_size_bytes": SMALL_PART,
-            "allow_small_parts": True,
-            "max_size_bytes": 8 * 1024 * 1024,
-        },
-        "storage": {
-            "bucket": bucket,
-            "endpoint_url": moto_endpoint,
-            "access_key_id": MOTO_CREDENTIALS["aws_access_key_id"],
-            "secret_access_key": MOTO_CREDENTIALS["aws_secret_access_key"],
-            "ensure_lifecycle": False,
-            "max_attempts": 1,
-            "connect_timeout": 2,
-            "read_timeout": 10,
-        },
-        "logging": {"level": "debug", "json": True},
-    }
-
-
-@dataclass
-class Gateway:
-    url: str
-    config: Config
-    app: web.Application
-    clock: FakeClock
-    server: TestServer
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {TOKEN}"}
-
-    async def create_source(self, http: aiohttp.ClientSession) -> dict[str, Any]:
-        async with http.post(f"{self.url}/v1/sources", headers=self.auth) as resp:
-            assert resp.status == 201, await resp.text()
-            body: dict[str, Any] = await resp.json()
-            return body
-
-
-StartGateway = Callable[..., Awaitable[Gateway]]
-
-
 @pytest.fixture
 def start_gateway(aiohttp_server: Any, moto_endpoint: str, bucket: str) -> StartGateway:
     """Start a real gateway on a free port; keyword arguments override config sections."""
@@ -178,9 +122,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-ServeGateway = Callable[..., ServedGateway]
-
-
 @pytest.fixture
 def serve_gateway(moto_endpoint: str, bucket: str, tmp_path: Any) -> Iterator[ServeGateway]:
     """Start ``gateway serve`` as a child process on the test bucket; stopped after the test.
@@ -206,19 +147,24 @@ def serve_gateway(moto_endpoint: str, bucket: str, tmp_path: Any) -> Iterator[Se
             served.stop()
 
 
-def stored(s3: Any, gateway: Gateway, source: dict[str, Any]) -> bytes | None:
-    """The bytes S3 holds for ``source``, or None if there is no object."""
-    key = f"{gateway.config.storage.prefix}{source['id']}"
+@pytest.fixture
+async def spawn() -> AsyncIterator[Spawn]:
+    """``asyncio.create_subprocess_exec`` for a test: every child it started is killed (if still
+    running) and reaped, its pipes read to the end and closed, when the test ends, passed or
+    failed. A child left running holds its pipe transports open; the garbage collector then warns
+    about them in whichever later test it runs, and that test fails (``filterwarnings = error``).
+    """
+    started: list[asyncio.subprocess.Process] = []
+
+    async def start(*argv: str, **kwargs: Any) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(*argv, **kwargs)
+        started.append(proc)
+        return proc
+
     try:
-        obj = s3.get_object(Bucket=gateway.config.storage.bucket, Key=key)
-    except s3.exceptions.NoSuchKey:
-        return None
-    data: bytes = obj["Body"].read()
-    return data
-
-
-def open_uploads(s3: Any, gateway: Gateway) -> list[Any]:
-    uploads: list[Any] = s3.list_multipart_uploads(Bucket=gateway.config.storage.bucket).get(
-        "Uploads", []
-    )
-    return uploads
+        yield start
+    finally:
+        for proc in started:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.communicate()

@@ -17,7 +17,7 @@ import aiohttp
 from gateway.server import keys
 from gateway.server.domain.uploads import BufferBudget
 
-from .conftest import SMALL_PART, StartGateway
+from .helpers import SMALL_PART, StartGateway
 
 UPLOADS = 6
 BUDGET_PARTS = 2

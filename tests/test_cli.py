@@ -39,7 +39,7 @@ import gateway.client.errors
 from gateway.__main__ import main
 from gateway.redaction import redact
 
-from .conftest import LIMITED_TOKEN, TOKEN, Gateway, StartGateway
+from .helpers import LIMITED_TOKEN, TOKEN, Gateway, Spawn, StartGateway
 
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
 WRONG_TOKEN = "wrong-token-abcdef-123"
@@ -271,11 +271,13 @@ async def test_deploy_directory(api: FakeApi, run_cli: RunCli, tmp_path: Path) -
     assert "skipped leak: symbolic link to ../secret leads out of the directory" in result.err
 
 
-async def test_deploy_output_is_clean_json_from_the_script(api: FakeApi, tmp_path: Path) -> None:
+async def test_deploy_output_is_clean_json_from_the_script(
+    api: FakeApi, tmp_path: Path, spawn: Spawn
+) -> None:
     """The installed ``gateway`` script, as a user runs it: stdout is the deployment alone."""
     archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
     script = Path(sys.executable).parent / "gateway"
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         str(script),
         "deploy",
         "--app=my-app",
@@ -862,13 +864,26 @@ async def test_download_cut_short(
     assert names_in(tmp_path) == []
 
 
+def another_thread(pid: int) -> int:
+    """The id of a thread of process ``pid`` other than its main thread (Linux)."""
+    others = [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
+    assert others, "the client runs a worker thread while it downloads"
+    return others[0]
+
+
+# Ctrl-C is sent to the process, and the kernel may give it to any of its threads: ``thread``
+# aims it at one that is not the main thread (on Linux, kill() with a thread id does that).
+@pytest.mark.parametrize("target", ["process", "thread"])
 async def test_interrupted_download_leaves_nothing(
-    recorder: tuple[str, list[web.Request], list[bytes]], tmp_path: Path
+    recorder: tuple[str, list[web.Request], list[bytes]],
+    tmp_path: Path,
+    spawn: Spawn,
+    target: str,
 ) -> None:
     url, seen, _ = recorder
     script = Path(sys.executable).parent / "gateway"
     out = tmp_path / "out.tar.gz"
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         str(script),
         "sources",
         "download",
@@ -887,7 +902,10 @@ async def test_interrupted_download_leaves_nothing(
     assert [name.endswith(".part") for name in await asyncio.to_thread(names_in, tmp_path)] == [
         True
     ]
-    proc.send_signal(signal.SIGINT)
+    if target == "process":
+        proc.send_signal(signal.SIGINT)
+    else:
+        os.kill(another_thread(proc.pid), signal.SIGINT)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 130
     assert err.decode() == "gateway: interrupted\n"

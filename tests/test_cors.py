@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from .conftest import Gateway, StartGateway
+from .helpers import Gateway, StartGateway
 
 ORIGIN = "https://console.example.com"
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 
-from .conftest import LIMITED_TOKEN, TOKEN, Gateway, StartGateway
+from .helpers import LIMITED_TOKEN, TOKEN, Gateway, StartGateway
 
 
 def basic(user: str, password: str) -> str:

@@ -14,7 +14,7 @@ import yaml
 from gateway.config import Config, SourcesConfig, StorageConfig, config_from_dict
 from gateway.server.adapters.lifecycle import gateway_rule
 
-from .conftest import MOTO_CREDENTIALS
+from .helpers import MOTO_CREDENTIALS
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 K8S = DEPLOY / "kubernetes"

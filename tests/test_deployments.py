@@ -25,7 +25,7 @@ from gateway.server.adapters.embedded import embedded_services
 from gateway.server.app import create_app
 from gateway.server.domain.deployments import OwnUrl, match_own_url
 
-from .conftest import LIMITED_TOKEN, MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
+from .helpers import LIMITED_TOKEN, MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
 
 ARCHIVE = gzip.compress(b"app source " * 1000)
 PUBLIC_URL = "https://archives.example.com/app-v2.tar.gz"

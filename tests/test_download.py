@@ -16,7 +16,7 @@ from aiohttp.test_utils import unused_port
 from gateway.errors import RangeNotSatisfiable
 from gateway.server.domain.ranges import parse_range
 
-from .conftest import Gateway, StartGateway
+from .helpers import Gateway, StartGateway
 
 DATA = os.urandom(10_000)
 

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.server.adapters.s3 import S3Store
 
-from .conftest import Gateway
+from .helpers import Gateway
 
 
 async def test_unknown_route_is_json_404(gateway: Gateway, http: aiohttp.ClientSession) -> None:

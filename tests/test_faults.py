@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .conftest import SMALL_PART, Gateway, StartGateway, open_uploads, stored
 from .faultproxy import Fault, FaultProxy, fault_proxy
+from .helpers import SMALL_PART, Gateway, StartGateway, open_uploads, stored
 
 # Generous bound on any one request in these tests: a hang fails the test instead of the run.
 HANG_GUARD_SECONDS = 60

@@ -20,7 +20,7 @@ from gateway.config import Config, ConfigError, config_from_dict
 from gateway.server.adapters.aws import sqs_client_kwargs
 from gateway.server.adapters.forwarders import Job, signature
 
-from .conftest import Gateway, StartGateway
+from .helpers import Gateway, StartGateway
 
 DEPLOYER_SECRET = "deployer-shared-secret-0123"
 PUBLIC_URL = "https://archives.example.com/app.tar.gz"

@@ -34,9 +34,7 @@ from schemathesis.specs.openapi.checks import (
 from gateway.config import config_from_dict
 from gateway.server.http.openapi import document
 
-from .conftest import MOTO_CREDENTIALS, TOKEN, config_dict
-from .processes import ServedGateway, serve
-from .test_logging import sqs_forward
+from .helpers import MOTO_CREDENTIALS, TOKEN, ServedGateway, config_dict, serve, sqs_forward
 
 # Bounded: about 13 operations x 2 modes x this many requests, a few seconds in all.
 MAX_EXAMPLES = 25

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.server.http.probes import READINESS_CACHE_SECONDS
 
-from .conftest import Gateway, StartGateway
+from .helpers import Gateway, StartGateway
 
 
 async def s3_errors(gateway: Gateway, http: aiohttp.ClientSession, operation: str) -> float:

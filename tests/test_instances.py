@@ -6,7 +6,7 @@ import os
 
 import aiohttp
 
-from .conftest import SECRET, StartGateway
+from .helpers import SECRET, StartGateway
 
 
 def on(gateway_url: str, url: str) -> str:

@@ -22,7 +22,7 @@ from gateway.server.adapters.lifecycle import (
 )
 from gateway.server.adapters.retry import LIFECYCLE_ATTEMPTS
 
-from .conftest import MOTO_CREDENTIALS, SECRET, StartGateway
+from .helpers import MOTO_CREDENTIALS, SECRET, StartGateway
 
 OTHER_RULE = {
     "ID": "keep-logs-30-days",

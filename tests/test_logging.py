@@ -18,7 +18,15 @@ from gateway.redaction import redact
 from gateway.server.observability.access import loggable_path
 from gateway.server.observability.logs import JsonFormatter
 
-from .conftest import MOTO_CREDENTIALS, SECRET, TOKEN, Gateway, ServeGateway, StartGateway
+from .helpers import (
+    MOTO_CREDENTIALS,
+    SECRET,
+    TOKEN,
+    Gateway,
+    ServeGateway,
+    StartGateway,
+    sqs_forward,
+)
 
 ACCESS_FIELDS = {
     "method",
@@ -122,11 +130,6 @@ async def test_remote_address_from_trusted_proxies_only(
 )
 def test_loggable_path(path: str, logged: str) -> None:
     assert loggable_path(path) == logged
-
-
-def sqs_forward(queue: str, endpoint: str) -> dict[str, Any]:
-    """The deployments section for an SQS forwarder on the moto server."""
-    return {"forward": {"type": "sqs", "queue": queue, "endpoint_url": endpoint}}
 
 
 async def test_no_secret_in_any_log_line_of_a_full_flow(

@@ -15,8 +15,7 @@ import pytest
 from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import MOTO_CREDENTIALS, SMALL_PART, Gateway, StartGateway
-from .test_logging import sqs_forward
+from .helpers import MOTO_CREDENTIALS, SMALL_PART, Gateway, StartGateway, sqs_forward
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

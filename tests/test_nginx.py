@@ -27,7 +27,7 @@ from aiohttp.test_utils import unused_port
 
 from gateway.server import keys
 
-from .conftest import TOKEN, Gateway, StartGateway
+from .helpers import TOKEN, Gateway, Spawn, StartGateway
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "nginx" / "sources-gateway.conf"
@@ -167,14 +167,16 @@ def readme_walkthrough() -> str:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-async def test_readme_walkthrough_through_nginx(balanced: Balanced, tmp_path: Path) -> None:
+async def test_readme_walkthrough_through_nginx(
+    balanced: Balanced, tmp_path: Path, spawn: Spawn
+) -> None:
     script = readme_walkthrough()
     assert "http://127.0.0.1:8080" in script
     script = script.replace("http://127.0.0.1:8080", balanced.url)
     work = tmp_path / "walkthrough"
     work.mkdir()
     shutil.copy(ROOT / "README.md", work / "README.md")
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         "bash",
         "-euo",
         "pipefail",

@@ -9,7 +9,7 @@ from openapi_spec_validator import validate
 
 from gateway.server.http.openapi import document
 
-from .conftest import Gateway, StartGateway
+from .helpers import Gateway, StartGateway
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 

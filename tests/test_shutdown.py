@@ -14,8 +14,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import TOKEN, ServeGateway
-from .processes import ServedGateway
+from .helpers import TOKEN, ServedGateway, ServeGateway
 
 CHUNK = 64 * 1024
 

@@ -15,7 +15,7 @@ from itsdangerous import URLSafeTimedSerializer
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.server.domain.signing import CLOCK_SKEW_TOLERANCE, Purpose, UrlSigner
 
-from .conftest import Gateway, StartGateway
+from .helpers import Gateway, StartGateway
 
 OLD_KEY, NEW_KEY = "old-signing-key-0123456789", "new-signing-key-9876543210"
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from .conftest import SMALL_PART, Gateway, StartGateway
-
-
-async def chunks_of(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
+from .helpers import SMALL_PART, Gateway, StartGateway, chunks_of
 
 
 async def put(

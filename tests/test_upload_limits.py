@@ -13,8 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from .conftest import SMALL_PART, Gateway, StartGateway, open_uploads, stored
-from .test_transfer import chunks_of
+from .helpers import SMALL_PART, Gateway, StartGateway, chunks_of, open_uploads, stored
 
 
 def object_key(source: dict[str, Any]) -> str:

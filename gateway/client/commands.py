@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -64,11 +66,46 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2), flush=True)
 
 
+async def _interruptible(command: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Await ``command``; Ctrl-C (SIGINT) cancels it and raises ``KeyboardInterrupt`` once it has
+    cleaned up (a partial download removed, connections closed).
+
+    ``asyncio.run`` handles SIGINT with a plain signal handler, which runs only when the main
+    thread next wakes: when the kernel hands the signal to another thread (a worker writing the
+    download, tqdm's monitor) while the loop waits on a stalled connection, nothing would happen
+    until the server spoke again. The loop's own handler also wakes the loop, whichever thread
+    the signal lands on."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is None or threading.current_thread() is not threading.main_thread():
+        await command()  # signals reach the main thread's loop only (in tests, a thread runs us)
+        return
+    interrupted = False
+
+    def on_interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+        # A second Ctrl-C while cleaning up stops at once (Python's default handler is back).
+        loop.remove_signal_handler(signal.SIGINT)
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    try:
+        await command()
+    except asyncio.CancelledError:
+        if interrupted and task.uncancel() == 0:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if not interrupted:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
 def _run(args: argparse.Namespace, command: Callable[[], Coroutine[Any, Any, None]]) -> int:
     """Run ``command`` in a fresh event loop; a failure prints one line and gives its exit code."""
     secrets = tuple(s for s in (getattr(args, "token", None), os.environ.get(TOKEN_ENV)) if s)
     try:
-        asyncio.run(command())
+        asyncio.run(_interruptible(command))
     except CliError as exc:
         print(f"gateway: error: {redact(exc.message, secrets)}", file=sys.stderr, flush=True)
         return exc.exit_code

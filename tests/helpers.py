@@ -1,0 +1,223 @@
+"""Shared test helpers: constants, the gateway configuration on moto, and ``gateway serve``.
+
+Fixtures are in ``conftest.py``; test modules import helpers from here and from nowhere else in
+tests/ (no test module imports another)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.config import Config
+
+SECRET = "test-secret-key-0123456789"
+TOKEN = "test-api-token-1234"
+LIMITED_TOKEN = "limited-api-token-5678"
+MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+# Tests use small parts; the moto server is told the same minimum, so it still refuses any
+# non-last part shorter than that, as S3 does with its 5 MiB.
+SMALL_PART = 64 * 1024
+
+
+class FakeClock:
+    """Real time plus an offset the test moves: expiry without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_dict(moto_endpoint: str, bucket: str, port: int) -> dict[str, Any]:
+    return {
+        "server": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
+        "auth": {
+            "tokens": [
+                {"name": "ci", "token": TOKEN, "apps": ["*"]},
+                {"name": "limited", "token": LIMITED_TOKEN, "apps": ["my-app"]},
+            ]
+        },
+        "signing": {"secret_keys": [SECRET]},
+        "sources": {
+            "part_size_bytes": SMALL_PART,
+            "allow_small_parts": True,
+            "max_size_bytes": 8 * 1024 * 1024,
+        },
+        "storage": {
+            "bucket": bucket,
+            "endpoint_url": moto_endpoint,
+            "access_key_id": MOTO_CREDENTIALS["aws_access_key_id"],
+            "secret_access_key": MOTO_CREDENTIALS["aws_secret_access_key"],
+            "ensure_lifecycle": False,
+            "max_attempts": 1,
+            "connect_timeout": 2,
+            "read_timeout": 10,
+        },
+        "logging": {"level": "debug", "json": True},
+    }
+
+
+@dataclass
+class Gateway:
+    url: str
+    config: Config
+    app: web.Application
+    clock: FakeClock
+    server: TestServer
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"}
+
+    async def create_source(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        async with http.post(f"{self.url}/v1/sources", headers=self.auth) as resp:
+            assert resp.status == 201, await resp.text()
+            body: dict[str, Any] = await resp.json()
+            return body
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+def stored(s3: Any, gateway: Gateway, source: dict[str, Any]) -> bytes | None:
+    """The bytes S3 holds for ``source``, or None if there is no object."""
+    key = f"{gateway.config.storage.prefix}{source['id']}"
+    try:
+        obj = s3.get_object(Bucket=gateway.config.storage.bucket, Key=key)
+    except s3.exceptions.NoSuchKey:
+        return None
+    data: bytes = obj["Body"].read()
+    return data
+
+
+def open_uploads(s3: Any, gateway: Gateway) -> list[Any]:
+    uploads: list[Any] = s3.list_multipart_uploads(Bucket=gateway.config.storage.bucket).get(
+        "Uploads", []
+    )
+    return uploads
+
+
+async def chunks_of(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
+    """``data`` as an async body in pieces of ``size`` bytes (a chunked upload)."""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def sqs_forward(queue: str, endpoint: str) -> dict[str, Any]:
+    """The deployments section for an SQS forwarder on the moto server."""
+    return {"forward": {"type": "sqs", "queue": queue, "endpoint_url": endpoint}}
+
+
+# --- ``gateway serve`` as a real process: the CLI, its logging setup and its signal handling ---
+
+# The console script of the venv the tests run in: the one `pip install -e .` made.
+GATEWAY_BIN = Path(sys.executable).parent / "gateway"
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class ServedGateway:
+    """A ``gateway serve --config FILE`` child process and where its stderr goes."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    config_path: Path
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """Every line of the log, each parsed as JSON (a line that is not JSON fails the test)."""
+        records = []
+        for line in self.log_text().splitlines():
+            if line.strip():
+                records.append(json.loads(line))
+        return records
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def serve(
+    config: dict[str, Any],
+    workdir: Path,
+    name: str = "gateway",
+    env: dict[str, str] | None = None,
+) -> ServedGateway:
+    """Write ``config`` as YAML, start ``gateway serve`` on it, return once ``/healthz`` is 200."""
+    config_path = workdir / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    log_path = workdir / f"{name}.log"
+    server = config["server"]
+    url = f"http://{server['host']}:{server['port']}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(GATEWAY_BIN), "serve", "--config", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    served = ServedGateway(proc, url, config_path, log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited {proc.returncode}:\n{served.log_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return served
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            served.stop()
+            raise AssertionError(f"gateway did not start:\n{served.log_text()}")
+        time.sleep(0.1)
+
+
+ServeGateway = Callable[..., ServedGateway]
+# The ``spawn`` fixture: ``asyncio.create_subprocess_exec`` with the child reaped after the test.
+Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
