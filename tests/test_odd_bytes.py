@@ -21,7 +21,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from .conftest import TOKEN, Gateway, stored
+from .helpers import TOKEN, Gateway, stored
 
 RAW_TIMEOUT = 15.0
 

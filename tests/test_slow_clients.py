@@ -18,7 +18,7 @@ from aiohttp.test_utils import unused_port
 from gateway.server import keys
 from gateway.server.connections import GatewayRunner
 
-from .conftest import ServeGateway, StartGateway
+from .helpers import ServeGateway, StartGateway
 
 HEADER_TIMEOUT = 0.5
 # Comfortably past HEADER_TIMEOUT on a loaded machine, and far below aiohttp's own limits.
