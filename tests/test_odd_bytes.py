@@ -201,6 +201,17 @@ async def test_unknown_expectation_is_a_json_417_with_an_access_line(
     assert [(r.method, r.status, r.route) for r in lines] == [(method, 417, route)]  # type: ignore[attr-defined]
 
 
+async def test_every_route_answers_an_unknown_expectation_with_json(
+    gateway: Gateway, uploaded: dict[str, Any]
+) -> None:
+    """Routes added later too: each needs the expect handler that defers to the middlewares."""
+    routes = sorted(set(concrete_routes(gateway, uploaded)))
+    for method, target in routes:
+        answer = await send_raw(gateway, request_bytes(method, target, [(b"Expect", b"\x80")]))
+        assert answer.status == 417, (method, target, answer)
+        assert answer.headers["content-type"].startswith("application/json"), (method, target)
+
+
 async def test_expect_100_continue_still_works_everywhere(gateway: Gateway) -> None:
     headers = [(b"Expect", b"100-continue"), (b"Authorization", f"Bearer {TOKEN}".encode())]
     answer = await send_raw(gateway, request_bytes("POST", "/v1/sources", headers))
