@@ -22,6 +22,7 @@ from gateway.config import config_from_dict
 from gateway.server.app import create_app
 
 from .helpers import (
+    DEPLOYMENTS_QUEUE,
     MOTO_CREDENTIALS,
     SMALL_PART,
     FakeClock,
@@ -67,8 +68,13 @@ def moto_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # The queue of the default configuration (deployments.forward), which readiness checks.
+    boto3.client(
+        "sqs", endpoint_url=endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
+    ).create_queue(QueueName=DEPLOYMENTS_QUEUE)
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint
     finally:
         server.stop()
 

@@ -164,7 +164,10 @@ def create_app(
     sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
     records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
     deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, records, metrics)
-    probes = Probes(ReadinessCheck(store.check, clock), active, metrics, config.metrics.token)
+    readiness = ReadinessCheck(
+        [("storage", store.check), ("deployment queue", forwarder.check)], clock
+    )
+    probes = Probes(readiness, active, metrics, config.metrics.token)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     middlewares: list[Middleware] = [

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Methods, routes and statuses are few (unknown methods and paths fold into "unmatched" routes),
+# yet the cache of their series is bounded all the same.
+_MAX_CACHED_SERIES = 1024
 
 
 class Metrics:
@@ -55,6 +60,21 @@ class Metrics:
         self.buffer_bytes = Gauge(
             "gateway_buffer_bytes", "Bytes of part buffers reserved by uploads.", registry=r
         )
+        # The labelled series of every request, looked up once: ``labels()`` validates and locks.
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one handled request and its duration."""
+        series = self._request_series.get((method, route, status))
+        if series is None:
+            series = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            if len(self._request_series) < _MAX_CACHED_SERIES:
+                self._request_series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 class ActiveRequests:
