@@ -72,6 +72,29 @@ class Metrics:
         series[1].observe(seconds)
 
 
+class DeploymentMetrics:
+    """What followers and deployers do, on the gateway's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.finished = Counter(
+            "gateway_deployments_finished",
+            "Deployments that reached a final status, by status.",
+            ["status"],
+            registry=registry,
+        )
+        self.followers = Gauge(
+            "gateway_deployment_followers",
+            "Event streams (GET .../events) connected to this instance.",
+            registry=registry,
+        )
+        self.events = Counter(
+            "gateway_deployment_events",
+            "Events received from deployers (first delivery only), by type.",
+            ["type"],
+            registry=registry,
+        )
+
+
 class ActiveRequests:
     """The requests being handled, and whether this instance is draining for a shutdown.
 
