@@ -39,6 +39,7 @@ EXPOSED_HEADERS = (
     "X-Checksum-Sha256",
     "Repr-Digest",
     *ARCHIVE_HEADERS,
+    "Content-Disposition",
     "Retry-After",
     "WWW-Authenticate",
 )
