@@ -5,6 +5,7 @@ Helpers that are not fixtures (constants, ``Gateway``, ``serve``) live in ``help
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,9 @@ from aiohttp.test_utils import unused_port
 from moto.server import ThreadedMotoServer
 
 from gateway.config import config_from_dict
+from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.s3 import S3Store
+from gateway.server.adapters.store import ObjectStore
 from gateway.server.app import create_app
 
 from .helpers import (
@@ -30,10 +34,12 @@ from .helpers import (
     ServeGateway,
     Spawn,
     StartGateway,
+    StoreUnderTest,
     config_dict,
     deep_merge,
     serve,
 )
+from .memory_store import MemoryStore
 
 
 @pytest.fixture(autouse=True)
@@ -168,3 +174,46 @@ async def spawn() -> AsyncIterator[Spawn]:
             if proc.returncode is None:
                 proc.kill()
             await proc.communicate()
+
+
+@pytest.fixture(params=["memory", "s3"])
+async def any_store(
+    request: pytest.FixtureRequest, moto_endpoint: str, bucket: str
+) -> AsyncIterator[StoreUnderTest]:
+    """Each ``ObjectStore`` implementation in turn (the conformance suite runs on all of them):
+    the in-memory one of the unit tests, and ``S3Store`` on a fresh bucket of the moto server."""
+    if request.param == "memory":
+        memory = MemoryStore()
+
+        async def fetch_memory(url: str) -> bytes | None:
+            return memory.fetch(url)
+
+        @contextlib.asynccontextmanager
+        async def memory_down() -> AsyncIterator[ObjectStore]:
+            down = MemoryStore()
+            down.available = False
+            yield down
+
+        yield StoreUnderTest(memory, fetch_memory, memory_down)
+        return
+
+    def s3_store(endpoint: str) -> tuple[Connections, S3Store]:
+        data = config_dict(endpoint, bucket, unused_port())
+        data["storage"].update(connect_timeout=1, read_timeout=5)
+        storage = config_from_dict(data, env={}).storage
+        connections = Connections(storage)
+        return connections, S3Store(connections, storage)
+
+    async def fetch_s3(url: str) -> bytes | None:
+        async with aiohttp.ClientSession(auto_decompress=False) as http, http.get(url) as resp:
+            return await resp.read() if resp.status == 200 else None
+
+    @contextlib.asynccontextmanager
+    async def s3_down() -> AsyncIterator[ObjectStore]:
+        connections, down = s3_store(f"http://127.0.0.1:{unused_port()}")  # nothing listens
+        async with connections.open():
+            yield down
+
+    connections, store = s3_store(moto_endpoint)
+    async with connections.open():
+        yield StoreUnderTest(store, fetch_s3, s3_down)

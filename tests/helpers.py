@@ -6,6 +6,7 @@ tests/ (no test module imports another)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import signal
@@ -25,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
+from gateway.server.adapters.store import ObjectStore
 
 SECRET = "test-secret-key-0123456789"
 TOKEN = "test-api-token-1234"
@@ -219,5 +221,18 @@ def serve(
 
 
 ServeGateway = Callable[..., ServedGateway]
+
+
+@dataclass
+class StoreUnderTest:
+    """One ``ObjectStore`` implementation as the conformance suite sees it (``any_store``)."""
+
+    store: ObjectStore
+    # What a plain GET of a presign_get URL answers: the body, or None if refused.
+    fetch: Callable[[str], Awaitable[bytes | None]]
+    # The same kind of store with its backend out of reach.
+    unreachable: Callable[[], contextlib.AbstractAsyncContextManager[ObjectStore]]
+
+
 # The ``spawn`` fixture: ``asyncio.create_subprocess_exec`` with the child reaped after the test.
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
