@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import io
 import json
 import signal
 import subprocess
@@ -89,6 +90,26 @@ def config_dict(moto_endpoint: str, bucket: str, port: int) -> dict[str, Any]:
     }
 
 
+async def create_source(http: aiohttp.ClientSession, base_url: str) -> dict[str, Any]:
+    """``POST /v1/sources`` on the gateway at ``base_url`` with ``TOKEN``: the new source."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.post(f"{base_url}/v1/sources", headers=headers) as resp:
+        assert resp.status == 201, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def uploaded_source(
+    http: aiohttp.ClientSession, base_url: str, data: bytes
+) -> dict[str, Any]:
+    """A new source with ``data`` uploaded to it in one PUT (with a Content-Length)."""
+    source = await create_source(http, base_url)
+    # aiohttp warns of a large bytes body (it would be written at once); a file is streamed.
+    async with http.put(source["upload_url"], data=io.BytesIO(data)) as resp:
+        assert resp.status == 200, await resp.text()
+    return source
+
+
 @dataclass
 class Gateway:
     url: str
@@ -102,10 +123,10 @@ class Gateway:
         return {"Authorization": f"Bearer {TOKEN}"}
 
     async def create_source(self, http: aiohttp.ClientSession) -> dict[str, Any]:
-        async with http.post(f"{self.url}/v1/sources", headers=self.auth) as resp:
-            assert resp.status == 201, await resp.text()
-            body: dict[str, Any] = await resp.json()
-            return body
+        return await create_source(http, self.url)
+
+    async def uploaded_source(self, http: aiohttp.ClientSession, data: bytes) -> dict[str, Any]:
+        return await uploaded_source(http, self.url, data)
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
@@ -174,13 +195,20 @@ class ServedGateway:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15
+) -> None:
+    """Send ``sig`` to ``proc`` and wait ``timeout`` seconds for it to end; else kill it."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def serve(

@@ -684,26 +684,13 @@ async def test_download_without_checksum_warns(
     assert out.read_bytes() == b"data"
 
 
-# Runs the gateway command and reports its peak RSS as the kernel counts it for this program
-# (VmHWM: reset by exec, unlike ru_maxrss, which keeps the forking pytest's own peak).
-PEAK_RSS_WRAPPER = """
-import sys
-import gateway.client.api
-import gateway.client.errors
-from gateway.__main__ import main
-code = main(sys.argv[1:])
-with open("/proc/self/status") as status:
-    hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-print("peak-rss-kib", hwm, file=sys.stderr)
-sys.exit(code)
-"""
+# Runs the gateway command and reports its peak RSS as the kernel counts it for that program.
+PEAK_RSS = Path(__file__).parents[1] / "bench" / "peak_rss.py"
 
 
 def peak_rss_of(argv: list[str]) -> int:
     """Run ``gateway ARGV`` in a fresh python to its end; its peak resident set size in bytes."""
-    proc = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS_WRAPPER, *argv], capture_output=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, str(PEAK_RSS), *argv], capture_output=True, timeout=120)
     err = proc.stderr.decode()
     assert proc.returncode == 0, err
     label, kib = err.splitlines()[-1].split()

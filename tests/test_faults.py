@@ -19,9 +19,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDictProxy
 
 from .faultproxy import Fault, FaultProxy, fault_proxy
-from .helpers import SMALL_PART, Gateway, StartGateway, open_uploads, stored
+from .helpers import SMALL_PART, Gateway, StartGateway, chunks_of, open_uploads, stored
 
 # Generous bound on any one request in these tests: a hang fails the test instead of the run.
 HANG_GUARD_SECONDS = 60
@@ -49,18 +50,21 @@ async def through(start_gateway: StartGateway, proxy: FaultProxy, *, attempts: i
     )
 
 
-async def chunks_of(data: bytes, size: int = 16 * 1024) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
-
-
 async def upload(
     http: aiohttp.ClientSession, url: str, data: bytes, *, chunked: bool
 ) -> tuple[int, dict[str, Any], Any]:
-    body: Any = chunks_of(data) if chunked else io.BytesIO(data)
+    body: Any = chunks_of(data, 16 * 1024) if chunked else io.BytesIO(data)
     async with asyncio.timeout(HANG_GUARD_SECONDS):
         async with http.put(url, data=body) as resp:
             return resp.status, await resp.json(), resp.headers
+
+
+async def refused_download(http: aiohttp.ClientSession, url: str) -> CIMultiDictProxy[str]:
+    """GET ``url``, which must answer a JSON 503 (not hang, not break off); its headers."""
+    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(url) as resp:
+        assert resp.status == 503
+        assert set(await resp.json()) == {"error"}
+        return resp.headers
 
 
 # --- retried where safe ---------------------------------------------------------------------------
@@ -157,9 +161,8 @@ async def test_multipart_bookkeeping_failure_aborts(
     status: int,
 ) -> None:
     gateway = await through(start_gateway, proxy, attempts=2)
-    source = await gateway.create_source(http)
     earlier = b"an earlier complete upload"
-    assert (await upload(http, source["upload_url"], earlier, chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, earlier)
     proxy.add(fault)
 
     got, body, _ = await upload(
@@ -182,9 +185,8 @@ async def test_streamed_put_failure_stores_nothing(
 ) -> None:
     # The single streamed PUT cannot be replayed (its body is the client's): it is not retried.
     gateway = await through(start_gateway, proxy, attempts=3)
-    source = await gateway.create_source(http)
     earlier = b"an earlier complete upload"
-    assert (await upload(http, source["upload_url"], earlier, chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, earlier)
     proxy.add(Fault(action, method="PUT", query=PRESIGNED_QUERY, times=1000))
 
     got, body, _ = await upload(http, source["upload_url"], os.urandom(300_000), chunked=False)
@@ -208,8 +210,7 @@ async def test_download_broken_mid_body_closes_short(
 ) -> None:
     gateway = await through(start_gateway, proxy, attempts=1)
     data = os.urandom(2 * 1024 * 1024)
-    source = await gateway.create_source(http)
-    assert (await upload(http, source["upload_url"], data, chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, data)
     proxy.add(Fault(action, method="GET", path=source["id"], exclude_query="tagging", times=1000))
 
     received = b""
@@ -232,14 +233,10 @@ async def test_download_when_s3_fails_before_headers(
     action: Any,
 ) -> None:
     gateway = await through(start_gateway, proxy, attempts=1)
-    source = await gateway.create_source(http)
-    assert (await upload(http, source["upload_url"], b"archive", chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, b"archive")
     proxy.add(Fault(action, method="HEAD", times=1000))
 
-    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(source["download_url"]) as resp:
-        assert resp.status == 503
-        assert set(await resp.json()) == {"error"}
-        assert "Retry-After" in resp.headers
+    assert "Retry-After" in await refused_download(http, source["download_url"])
 
 
 async def test_download_retried_when_s3_recovers(
@@ -247,8 +244,7 @@ async def test_download_retried_when_s3_recovers(
 ) -> None:
     gateway = await through(start_gateway, proxy, attempts=3)
     data = os.urandom(100_000)
-    source = await gateway.create_source(http)
-    assert (await upload(http, source["upload_url"], data, chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, data)
     proxy.add(Fault("503", method="GET", path=source["id"], exclude_query="tagging"))
 
     async with http.get(source["download_url"]) as resp:
@@ -266,13 +262,10 @@ async def test_download_when_get_object_fails_is_still_json(
 ) -> None:
     """HEAD works, GetObject does not: the body is asked for before the headers go out."""
     gateway = await through(start_gateway, proxy, attempts=1)
-    source = await gateway.create_source(http)
-    assert (await upload(http, source["upload_url"], b"archive", chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, b"archive")
     proxy.add(Fault(action, method="GET", path=source["id"], exclude_query="tagging", times=9))
 
-    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(source["download_url"]) as resp:
-        assert resp.status == 503
-        assert set(await resp.json()) == {"error"}
+    await refused_download(http, source["download_url"])
     async with http.head(source["download_url"]) as resp:
         assert resp.status == 200  # HEAD needs no body from S3
 
