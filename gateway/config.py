@@ -210,11 +210,30 @@ class DeploymentsConfig:
     allowed_hosts: tuple[str, ...] = ()
     allowed_http_hosts: tuple[str, ...] = ()
     fetch_url_ttl_seconds: int = 3600
+    prefix: str = "deployments/"
+    expire_after_days: int = 30
+    events_ttl_seconds: int = 86400
+    max_output_bytes: int = 4194304
+    poll_interval: float = 1.0
+    demo_deployer: bool = False
 
     def validate(self, path: str) -> None:
         # S3 refuses presigned URLs valid for more than 7 days.
         if not 1 <= self.fetch_url_ttl_seconds <= 7 * 24 * 3600:
             raise ConfigError(f"{path}.fetch_url_ttl_seconds", "must be between 1 and 604800")
+        if not self.prefix or not self.prefix.endswith("/"):
+            raise ConfigError(f"{path}.prefix", "must be a non-empty key prefix ending with '/'")
+        if self.expire_after_days < 1:
+            raise ConfigError(f"{path}.expire_after_days", "must be at least 1")
+        if self.events_ttl_seconds < 1:
+            raise ConfigError(f"{path}.events_ttl_seconds", "must be at least 1")
+        if self.max_output_bytes < 1024:
+            raise ConfigError(f"{path}.max_output_bytes", "must be at least 1024")
+        # Each follower lists the bucket once per interval: faster would cost more than it shows.
+        if not 0.1 <= self.poll_interval <= 60:
+            raise ConfigError(f"{path}.poll_interval", "must be between 0.1 and 60 seconds")
+        if self.demo_deployer and self.forward.type != "sqs":
+            raise ConfigError(f"{path}.demo_deployer", "takes its jobs from an sqs forward queue")
 
 
 @dataclass(frozen=True)
@@ -246,6 +265,15 @@ class Config:
     cors: CorsConfig = field(default_factory=CorsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def validate(self, path: str) -> None:
+        # Each prefix has its own expiry rule: one inside the other would expire by both.
+        archives, records = self.storage.prefix, self.deployments.prefix
+        if archives.startswith(records) or records.startswith(archives):
+            raise ConfigError(
+                _join(path, "deployments.prefix"),
+                f"must not overlap storage.prefix ({archives!r})",
+            )
 
 
 # --- environment substitution -------------------------------------------------------------------

@@ -226,9 +226,11 @@ def test_redact_and_safe_url() -> None:
 
 async def test_deploy_archive(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
     archive = make_archive(tmp_path / "app.tar.gz", {"Procfile": b"web: ./run\n"})
-    result = await run_cli("deploy", "--app", "my-app", "--git-ref", "v0.0.2", str(archive))
+    result = await run_cli(
+        "deploy", "--app", "my-app", "--git-ref", "v0.0.2", "--no-follow", str(archive)
+    )
     assert result.code == 0, result.err
-    deployment = result.json()
+    deployment = result.json()["deployment"]
     assert deployment["app_id"] == "my-app"
     assert deployment["status"] == "queued"
     assert deployment["git_ref"] == "v0.0.2"
@@ -246,7 +248,7 @@ async def test_deploy_without_git_ref_sends_none(
     api: FakeApi, run_cli: RunCli, tmp_path: Path
 ) -> None:
     archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
-    result = await run_cli("deploy", "--app", "my-app", "--quiet", str(archive))
+    result = await run_cli("deploy", "--app", "my-app", "--quiet", "--no-follow", str(archive))
     assert result.code == 0, result.err
     assert "git_ref" not in api.requests[0]["deployment"]
     assert result.err == ""  # --quiet: nothing but the JSON on stdout
@@ -260,9 +262,9 @@ async def test_deploy_directory(api: FakeApi, run_cli: RunCli, tmp_path: Path) -
     (root / ".gitignore").write_text("*.log\n")
     (tmp_path / "secret").write_text("outside")
     (root / "leak").symlink_to("../secret")
-    result = await run_cli("deploy", "--app", "my-app", str(root))
+    result = await run_cli("deploy", "--app", "my-app", "--no-follow", str(root))
     assert result.code == 0, result.err
-    status, body = await fetch(result.json()["source_url"])
+    status, body = await fetch(result.json()["deployment"]["source_url"])
     assert status == 200
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         names = tar.getnames()
@@ -281,13 +283,14 @@ async def test_deploy_output_is_clean_json_from_the_script(
         str(script),
         "deploy",
         "--app=my-app",
+        "--no-follow",
         str(archive),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
-    assert json.loads(out)["status"] == "queued"
+    assert json.loads(out)["deployment"]["status"] == "queued"
     assert TOKEN.encode() not in out + err
 
 
@@ -405,10 +408,10 @@ async def test_deploy_directory_real_endpoint(
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "Procfile").write_text("web: ./run\n")
     result = await run_cli(
-        "deploy", "--app", "my-app", "--git-ref", "v0.0.2", str(tmp_path / "app")
+        "deploy", "--app", "my-app", "--git-ref", "v0.0.2", "--no-follow", str(tmp_path / "app")
     )
     assert result.code == 0, result.err
-    deployment = result.json()
+    deployment = result.json()["deployment"]
     assert deployment["app_id"] == "my-app"
     assert deployment["status"] == "queued"
     assert deployment["git_ref"] == "v0.0.2"

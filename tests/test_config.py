@@ -183,3 +183,46 @@ def test_serve_refuses_a_bad_file_before_serving(tmp_path: Path) -> None:
     result = gateway_cli("serve")
     assert result.returncode == 2
     assert "pass --config FILE or set GATEWAY_CONFIG" in result.stderr
+
+
+def test_deployments_record_keys_and_their_defaults() -> None:
+    deployments = config_from_dict(minimal()).deployments
+    assert deployments.prefix == "deployments/"
+    assert deployments.expire_after_days == 30
+    assert deployments.events_ttl_seconds == 86400
+    assert deployments.max_output_bytes == 4194304
+    assert deployments.poll_interval == 1
+    assert deployments.demo_deployer is False
+    example = load_config(EXAMPLE, env={"GATEWAY_SECRET_KEY": SECRET})
+    assert example.deployments.demo_deployer is True
+
+
+@pytest.mark.parametrize(
+    ("sections", "path"),
+    [
+        ({"deployments": {"prefix": ""}}, "deployments.prefix"),
+        ({"deployments": {"prefix": "records"}}, "deployments.prefix"),
+        ({"deployments": {"prefix": "sources/records/"}}, "deployments.prefix"),
+        ({"storage": {"bucket": "sources", "prefix": ""}}, "deployments.prefix"),
+        ({"deployments": {"expire_after_days": 0}}, "deployments.expire_after_days"),
+        ({"deployments": {"events_ttl_seconds": 0}}, "deployments.events_ttl_seconds"),
+        ({"deployments": {"max_output_bytes": 10}}, "deployments.max_output_bytes"),
+        ({"deployments": {"poll_interval": 0}}, "deployments.poll_interval"),
+        ({"deployments": {"poll_interval": 120}}, "deployments.poll_interval"),
+        (
+            {
+                "deployments": {
+                    "demo_deployer": True,
+                    "forward": {"type": "http", "url": "https://d.example", "secret": "s"},
+                }
+            },
+            "deployments.demo_deployer",
+        ),
+    ],
+)
+def test_bad_deployments_record_settings_name_their_key(
+    sections: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(minimal(**sections))
+    assert caught.value.path == path

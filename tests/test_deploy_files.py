@@ -11,8 +11,8 @@ import boto3
 import pytest
 import yaml
 
-from gateway.config import Config, SourcesConfig, StorageConfig, config_from_dict
-from gateway.server.adapters.lifecycle import gateway_rule
+from gateway.config import Config, DeploymentsConfig, SourcesConfig, StorageConfig, config_from_dict
+from gateway.server.adapters.lifecycle import deployments_rule, gateway_rule
 
 from .helpers import MOTO_CREDENTIALS
 
@@ -159,8 +159,12 @@ def test_lifecycle_rule_is_accepted_by_s3(s3: Any, bucket: str) -> None:
     document = json.loads((DEPLOY / "lifecycle.json").read_text())
     # Exactly the rule the gateway applies itself with the default storage settings, so applying
     # the file by hand and letting the gateway do it are the same thing (same ID: no duplicate).
-    assert document == {"Rules": [gateway_rule(StorageConfig())]}
-    (rule,) = document["Rules"]
+    assert document == {
+        "Rules": [gateway_rule(StorageConfig()), deployments_rule(DeploymentsConfig())]
+    }
+    rule, records = document["Rules"]
+    assert records["Filter"]["Prefix"] == "deployments/"
+    assert records["Expiration"]["Days"] == 30
     assert rule["Filter"]["Prefix"] == "sources/"
     assert rule["Expiration"]["Days"] == 1
     assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1

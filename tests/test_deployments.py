@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import gzip
 import hashlib
+import io
 import json
 import logging
+import re
 import socket
+import tarfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,6 +47,9 @@ DEPLOYMENT_KEYS = {
     "git_ref",
     "type",
     "source_url",
+    "postdeploy_hook",
+    "pusher",
+    "links",
 }
 
 
@@ -163,7 +170,11 @@ async def test_own_source_is_deployed_through_the_queue(
         "size": len(ARCHIVE),
         "sha256": hashlib.sha256(ARCHIVE).hexdigest(),
         "fetch_url": job["fetch_url"],
+        "events_url": job["events_url"],
     }
+    assert job["events_url"].startswith(
+        f"{gw.url}/v1/apps/my-app/deployments/{deployment['id']}/events?token="
+    )
     # The presigned URL fetches the archive straight from S3, for an hour by default.
     assert parse_qs(urlsplit(job["fetch_url"]).query)["X-Amz-Expires"] == ["3600"]
     async with http.get(job["fetch_url"]) as resp:
@@ -179,7 +190,15 @@ async def test_foreign_url_job_has_no_source_fields(
     assert answer["deployment"]["git_ref"] is None  # git_ref is optional
     (message,) = receive(sqs, queue_url)
     job = json.loads(message["Body"])
-    assert set(job) == {"id", "app", "git_ref", "download_url", "created_at", "requested_by"}
+    assert set(job) == {
+        "id",
+        "app",
+        "git_ref",
+        "download_url",
+        "created_at",
+        "requested_by",
+        "events_url",
+    }
     assert job["download_url"] == PUBLIC_URL
     assert job["git_ref"] is None
 
@@ -546,14 +565,27 @@ async def test_tokens_never_reach_the_logs(
 # --- the local default: config.example.yaml on the embedded moto --------------------------------
 
 
-async def test_example_config_takes_an_upload_to_the_embedded_queue(
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+async def test_example_config_deploys_an_upload_to_success(
     aiohttp_server: Any, http: aiohttp.ClientSession
 ) -> None:
-    """What the README's walk-through does against `make run`: upload, deploy, read the queue."""
+    """What the README's walk-through does against `make run`: upload, deploy, and watch the
+    local stand-in deployer take the job from the embedded queue and report success."""
     example = Path(__file__).parent.parent / "config.example.yaml"
     config = load_config(example, env={"GATEWAY_SECRET_KEY": "local-development-only-secret"})
+    assert config.deployments.demo_deployer
     port = unused_port()
     server = dataclasses.replace(config.server, port=port, public_url=f"http://127.0.0.1:{port}")
+    archive = tar_gz({"app-1.0/main.py": b"print('hi')\n", "app-1.0/README": b"hello\n"})
     with embedded_services(dataclasses.replace(config, server=server)) as embedded:
         await aiohttp_server(create_app(embedded), port=port)
         api = f"http://127.0.0.1:{port}"
@@ -562,29 +594,27 @@ async def test_example_config_takes_an_upload_to_the_embedded_queue(
         async with http.post(f"{api}/v1/sources", data=b"", headers=auth) as resp:
             assert resp.status == 201
             source = await resp.json()
-        async with http.put(source["upload_url"], data=ARCHIVE) as resp:
+        async with http.put(source["upload_url"], data=archive) as resp:
             assert resp.status == 200
         body = {"deployment": {"git_ref": "v0.0.2", "download_url": source["download_url"]}}
         url = f"{api}/v1/apps/my-app/deployments"
         async with http.post(url, json=body, headers=auth) as resp:
             assert resp.status == 201, await resp.text()
             deployment = (await resp.json())["deployment"]
+        assert deployment["status"] == "queued"
 
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=embedded.storage.endpoint_url,
-            region_name=embedded.storage.region,
-            aws_access_key_id=embedded.storage.access_key_id,
-            aws_secret_access_key=embedded.storage.secret_access_key,
-        )
-        queue_url = sqs.get_queue_url(QueueName="deployments")["QueueUrl"]
-        jobs = [json.loads(m["Body"]) for m in receive(sqs, queue_url)]
-        (job,) = [j for j in jobs if j["id"] == deployment["id"]]
-        assert job["source_id"] == source["id"]
-        assert job["sha256"] == hashlib.sha256(ARCHIVE).hexdigest()
-        assert job["requested_by"] == "dev"
-        async with http.get(job["fetch_url"]) as resp:
-            assert await resp.read() == ARCHIVE
+        # curl -N .../events: the stream ends after the final status.
+        events_url = f"{url}/{deployment['id']}/events"
+        async with http.get(events_url, headers=auth) as resp:
+            assert resp.headers["Content-Type"] == "text/event-stream"
+            stream = (await asyncio.wait_for(resp.read(), 30)).decode()
+        statuses = re.findall(r'"status":"([a-z-]+)"', stream)
+        assert statuses == ["building", "success"], stream
+        async with http.get(f"{url}/{deployment['id']}/output", headers=auth) as resp:
+            output = await resp.text()
+        assert "sha256" in output and "verified" in output
+        assert "2 entries, 2 files" in output
+        assert "root directory: app-1.0/" in output
 
 
 SOURCE_ID = "3b694aea-c606-42bd-85b4-34f8dbc82a62"
@@ -640,6 +670,6 @@ def test_match_own_url(url: str, public_url: str, expected: str | None) -> None:
 
 
 async def test_other_methods_are_405(gw: Gateway, http: aiohttp.ClientSession) -> None:
-    async with http.get(f"{gw.url}/v1/apps/my-app/deployments", headers=gw.auth) as resp:
+    async with http.delete(f"{gw.url}/v1/apps/my-app/deployments", headers=gw.auth) as resp:
         assert resp.status == 405
         assert await resp.json() == {"error": "method not allowed"}

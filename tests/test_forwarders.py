@@ -100,16 +100,19 @@ def assert_signed(seen: Seen) -> dict[str, Any]:
     return job
 
 
-async def test_job_is_signed_and_the_deployers_answer_returned(
+async def test_job_is_signed_and_the_gateways_record_is_the_answer(
     start_gateway: StartGateway, deployer: Deployer, http: aiohttp.ClientSession
 ) -> None:
     answer = {"deployment": {"id": "dep-42", "app_id": "my-app", "status": "queued"}}
     deployer.status, deployer.answer = 202, json.dumps(answer).encode()
     gateway = await start(start_gateway, deployer.url)
     status, body = await post(http, gateway)
-    assert (status, body) == (201, answer)
+    assert status == 201
     (seen,) = deployer.seen
     job = assert_signed(seen)
+    # The deployer's own body is not passed through: the answer is the gateway's record.
+    assert body["deployment"]["id"] == job["id"] != "dep-42"
+    assert body["deployment"]["pusher"] == {"name": "ci"}
     assert job["app"] == "my-app"
     assert job["git_ref"] == "v1.2.3"
     assert job["download_url"] == PUBLIC_URL
@@ -144,6 +147,11 @@ async def test_empty_2xx_answer_gives_our_deployment_object(
             "git_ref": "v1.2.3",
             "type": "archive",
             "source_url": PUBLIC_URL,
+            "postdeploy_hook": None,
+            "pusher": {"name": "ci"},
+            "links": {
+                "output": f"{gateway.url}/v1/apps/my-app/deployments/{job['id']}/output",
+            },
         }
     }
 

@@ -57,19 +57,28 @@ async def test_rule_is_set_at_start_and_others_are_kept(
     )
     await start_gateway({"storage": {"ensure_lifecycle": True, "expire_after_days": 2}})
     rules = by_id(rules_of(s3, bucket))
-    assert set(rules) == {"keep-logs-30-days", rule_id("sources/")}
+    assert set(rules) == {"keep-logs-30-days", rule_id("sources/"), rule_id("deployments/")}
     ours = rules[rule_id("sources/")]
     assert ours["Filter"] == {"Prefix": "sources/"}
     assert ours["Status"] == "Enabled"
     assert ours["Expiration"]["Days"] == 2
     assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     assert rules["keep-logs-30-days"]["Expiration"]["Days"] == 30
+    records = rules[rule_id("deployments/")]
+    assert records["Filter"] == {"Prefix": "deployments/"}
+    assert records["Expiration"]["Days"] == 30
 
-    # A second instance (or restart) with another setting updates the rule, keeps the other.
-    await start_gateway({"storage": {"ensure_lifecycle": True, "expire_after_days": 3}})
+    # A second instance (or restart) with other settings updates the rules, keeps the other.
+    await start_gateway(
+        {
+            "storage": {"ensure_lifecycle": True, "expire_after_days": 3},
+            "deployments": {"expire_after_days": 7},
+        }
+    )
     rules = by_id(rules_of(s3, bucket))
-    assert len(rules) == 2
+    assert len(rules) == 3
     assert rules[rule_id("sources/")]["Expiration"]["Days"] == 3
+    assert rules[rule_id("deployments/")]["Expiration"]["Days"] == 7
 
 
 async def test_no_rule_when_disabled(
@@ -137,11 +146,18 @@ def test_cli_apply_and_show(tmp_path: Path, moto_endpoint: str, s3: Any, bucket:
 
     applied = run_cli(config_file, "apply")
     assert applied.returncode == 0, applied.stderr
-    assert "lifecycle rule applied" in applied.stderr
+    assert "lifecycle rules applied" in applied.stderr
     assert rule_id("sources/") in applied.stdout
+    assert rule_id("deployments/") in applied.stdout
     again = run_cli(config_file, "apply")
     assert "already in place" in again.stderr  # idempotent
-    assert set(by_id(rules_of(s3, bucket))) == {"keep-logs-30-days", rule_id("sources/")}
+    assert set(by_id(rules_of(s3, bucket))) == {
+        "keep-logs-30-days",
+        rule_id("sources/"),
+        rule_id("deployments/"),
+    }
+    shown = run_cli(config_file, "show")
+    assert rule_id("deployments/") in shown.stdout
 
 
 def test_cli_reports_storage_errors(tmp_path: Path, moto_endpoint: str) -> None:

@@ -67,7 +67,7 @@ async def test_error_shapes_are_described(gateway: Gateway, http: aiohttp.Client
     deploy = doc["paths"]["/v1/apps/{app}/deployments"]["post"]
     assert {"201", "401", "403", "415", "400", "422", "502"} <= set(deploy["responses"])
     body = schemas["DeploymentRequest"]["properties"]["deployment"]["properties"]
-    assert {"git_ref", "download_url", "source_url"} == set(body)
+    assert {"git_ref", "download_url", "source_url", "postdeploy_hook"} == set(body)
     upload = doc["paths"]["/v1/sources/{id}"]["put"]["responses"]
     assert upload["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Upload"

@@ -1,10 +1,11 @@
-"""The client commands of ``gateway``: ``deploy`` and ``sources create|upload|download``.
+"""The client commands of ``gateway``: ``deploy``, ``deployments list|show|output|follow`` and
+``sources create|upload|download``.
 
 Each command prints its result (JSON) on stdout and everything else (progress, what it did, errors)
 on stderr, so ``gateway deploy ... > deployment.json`` keeps the file clean. A failure is one line,
 ``gateway: error: <what failed>: <cause>``, and a non-zero exit: 2 for a usage problem (missing
 token or API URL, unreadable PATH), 1 for everything that failed on the way (refused, unreachable,
-checksum mismatch), 130 when interrupted.
+checksum mismatch, a deployment that ended in an error status), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from gateway.client.api import (
     Api,
@@ -33,6 +34,7 @@ from gateway.client.api import (
     urls_of_source,
 )
 from gateway.client.errors import EXIT_USAGE, CliError
+from gateway.client.follow import DeploymentsApi, Printer, follow_to_end
 from gateway.client.output import Reporter, format_size
 from gateway.client.packing import PackError, pack_directory
 from gateway.redaction import redact
@@ -195,15 +197,47 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 )
                 reporter.info(f"uploaded {format_size(uploaded.size)}, sha256 {uploaded.sha256}")
                 answer = await api.create_deployment(args.app, download_url, args.git_ref)
-        # The gateway answers {"deployment": {...}}; an http deployer's own object is shown as is.
-        inner = answer.get("deployment")
-        deployment: dict[str, Any] = inner if isinstance(inner, dict) else answer
-        _print_json(deployment)
-        reporter.info(
-            f"deployment {deployment.get('id', '?')} of {args.app}: {deployment.get('status', '?')}"
-        )
+                deployment_id = str(answer.get("deployment", {}).get("id", ""))
+                reporter.info(f"deployment {deployment_id} of {args.app}: queued")
+                if not args.no_follow:
+                    deployments = DeploymentsApi(session, api_url, token, reporter)
+                    await _follow(args, deployments, deployment_id)
+                    return
+        _print_json(answer)
 
     return _run(args, deploy)
+
+
+async def _follow(args: argparse.Namespace, api: DeploymentsApi, deployment_id: str) -> None:
+    """Follow to the final status, print the deployment; a ``CliError`` unless success."""
+    printer = Printer(sys.stderr, quiet=args.quiet)
+    answer, failure = await follow_to_end(api, args.app, deployment_id, printer)
+    _print_json(answer)
+    if failure is not None:
+        raise failure
+
+
+def cmd_deployments(args: argparse.Namespace) -> int:
+    """``gateway deployments list|show|output|follow --app APP [ID]``."""
+
+    async def run() -> None:
+        api_url, token = _api_settings(args)
+        async with open_session() as session:
+            api = DeploymentsApi(session, api_url, token, _reporter(args))
+            path = f"/{quote(args.id, safe='')}" if getattr(args, "id", None) else ""
+            if args.deployments_command == "list":
+                query = f"?page={args.page}&per_page={args.per_page}"
+                _print_json(await api.get_json(args.app, query, "listing deployments"))
+            elif args.deployments_command == "show":
+                _print_json(await api.get_json(args.app, path, "reading the deployment"))
+            elif args.deployments_command == "output":
+                text = await api.get_text(args.app, f"{path}/output", "reading the output")
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            else:
+                await _follow(args, api, args.id)
+
+    return _run(args, run)
 
 
 def cmd_sources_create(args: argparse.Namespace) -> int:
@@ -274,6 +308,27 @@ def _api_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_deployments(sub: Any) -> None:
+    parser = sub.add_parser("deployments", help="list, show and follow an app's deployments")
+    commands = parser.add_subparsers(dest="deployments_command", required=True)
+    for name, help_text in (
+        ("list", "the app's deployments, newest first, as JSON"),
+        ("show", "one deployment with its current status, as JSON"),
+        ("output", "a deployment's output so far, as text"),
+        ("follow", "print a deployment's output as it comes, until its final status"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--app", required=True, help="the app")
+        if name == "list":
+            command.add_argument("--page", type=int, default=1, help="page number (from 1)")
+            command.add_argument("--per-page", type=int, default=30, help="at most 100")
+        else:
+            command.add_argument("id", metavar="ID", help="the deployment's id")
+        _api_options(command)
+        _output_options(command)
+        command.set_defaults(func=cmd_deployments)
+
+
 def add_client_commands(sub: Any) -> None:
     """Register ``deploy`` and ``sources`` on the ``gateway`` command's subparsers."""
     deploy = sub.add_parser(
@@ -287,9 +342,15 @@ def add_client_commands(sub: Any) -> None:
         "--git-ref", metavar="REF", help="a label for this version of the code (optional)"
     )
     deploy.add_argument("path", metavar="PATH", help="a .tar.gz archive or a directory to pack")
+    deploy.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="return once the deployment is queued instead of following it to its end",
+    )
     _api_options(deploy)
     _output_options(deploy)
     deploy.set_defaults(func=cmd_deploy)
+    _add_deployments(sub)
 
     sources = sub.add_parser("sources", help="create sources, upload and download archives")
     sources_sub = sources.add_subparsers(dest="sources_command", required=True)

@@ -6,23 +6,35 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
+from aiobotocore.session import AioSession
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.config import Config
 from gateway.ids import SOURCE_ID_REGEX
 from gateway.server import keys
+from gateway.server.adapters.aws import sqs_client_kwargs
 from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.demo_deployer import DemoDeployer, running
 from gateway.server.adapters.forwarders import ConfiguredForwarder
-from gateway.server.adapters.lifecycle import ensure_lifecycle
+from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle
+from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import ArchiveUrlChecker
+from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.signing import Clock, UrlSigner
+from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.domain.uploads import BufferBudget, Uploader
 from gateway.server.domain.urlguard import Resolver, UrlGuard, UrlPolicy, system_resolver
 from gateway.server.http.body import defer_continue
 from gateway.server.http.cors import Cors
+from gateway.server.http.deployment_records import (
+    DeploymentLinks,
+    DeploymentMetrics,
+    DeploymentRecordHandlers,
+)
 from gateway.server.http.deployments import DeploymentHandlers
 from gateway.server.http.middleware import add_request_id, observe, render_errors
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
@@ -56,11 +68,11 @@ def connections_context(
 async def _ensure_lifecycle(s3: object, config: Config) -> None:
     # A missing permission must not keep the gateway from serving: it says so and goes on.
     try:
-        await ensure_lifecycle(s3, config.storage)
+        await ensure_lifecycle(s3, config.storage, also=[deployments_rule(config.deployments)])
     except Exception as exc:
         log.error(
-            "could not ensure the lifecycle rule on bucket %s (%s); uploads will not expire "
-            "unless the bucket has a rule: see deploy/lifecycle.json",
+            "could not ensure the lifecycle rules on bucket %s (%s); uploads and deployment "
+            "records will not expire unless the bucket has rules: see deploy/lifecycle.json",
             config.storage.bucket,
             exc,
         )
@@ -81,6 +93,49 @@ def archive_url_checker(
         deployments.fetch_url_ttl_seconds,
         guard,
     )
+
+
+def deployment_record_handlers(
+    config: Config,
+    auth: Authenticator,
+    connections: Connections,
+    metrics: Metrics,
+    active: ActiveRequests,
+    clock: Clock,
+) -> DeploymentRecordHandlers:
+    deployments = config.deployments
+    tracker = DeploymentTracker(
+        RecordStore(S3JsonObjects(connections, config.storage.bucket), deployments.prefix),
+        deployments.max_output_bytes,
+    )
+    tokens = EventsTokens(config.signing.secret_keys, deployments.events_ttl_seconds, clock)
+    return DeploymentRecordHandlers(
+        auth,
+        tracker,
+        tokens,
+        DeploymentLinks(config.server.public_url, tokens),
+        DeploymentMetrics(metrics.registry),
+        deployments.poll_interval,
+        active.drain_started,
+        clock,
+    )
+
+
+def demo_deployer_context(
+    config: Config, connections: Connections
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The local stand-in deployer, reading the forward queue while the app runs."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        queue = config.deployments.forward.queue
+        assert queue, "validated by ForwardConfig"
+        async with (
+            AioSession().create_client("sqs", **sqs_client_kwargs(config)) as sqs,
+            running(DemoDeployer(sqs, queue, connections.http)),
+        ):
+            yield
+
+    return context
 
 
 def create_app(
@@ -107,7 +162,8 @@ def create_app(
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)
     sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
-    deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, metrics)
+    records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
+    deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, records, metrics)
     probes = Probes(ReadinessCheck(store.check, clock), active, metrics, config.metrics.token)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
@@ -132,6 +188,9 @@ def create_app(
     app.on_shutdown.append(probes.on_shutdown)
 
     add_routes(app, config, sources, deploys, probes)
+    records.add_routes(app.router)
+    if config.deployments.demo_deployer:
+        app.cleanup_ctx.append(demo_deployer_context(config, connections))
     return app
 
 

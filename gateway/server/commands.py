@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.server.adapters.aws import open_s3_client
-from gateway.server.adapters.lifecycle import ensure_lifecycle, get_rules
+from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle, get_rules
 from gateway.server.observability.logs import configure_logging
 from gateway.server.serve import serve
 
@@ -59,9 +59,12 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
 async def _lifecycle(config: Config, *, apply: bool) -> list[dict[str, Any]]:
     async with open_s3_client(config.storage) as s3:
         if apply:
-            changed = await ensure_lifecycle(s3, config.storage)
+            changed = await ensure_lifecycle(
+                s3, config.storage, also=[deployments_rule(config.deployments)]
+            )
             print(
-                "lifecycle rule " + ("applied" if changed else "already in place"), file=sys.stderr
+                "lifecycle rules " + ("applied" if changed else "already in place"),
+                file=sys.stderr,
             )
         return await get_rules(s3, config.storage.bucket)
 

@@ -7,11 +7,12 @@ it, replaces or adds only its own rule (found by its ID), and writes back every 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from gateway.config import StorageConfig
+from gateway.config import DeploymentsConfig, StorageConfig
 from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.retry import RetryPolicy
 
@@ -40,6 +41,17 @@ def gateway_rule(config: StorageConfig) -> dict[str, Any]:
     }
 
 
+def deployments_rule(config: DeploymentsConfig) -> dict[str, Any]:
+    """Deployment records and their events expire after ``expire_after_days``, on their own
+    prefix, so their life does not depend on the archives'."""
+    return {
+        "ID": rule_id(config.prefix),
+        "Filter": {"Prefix": config.prefix},
+        "Status": "Enabled",
+        "Expiration": {"Days": config.expire_after_days},
+    }
+
+
 def _same_rule(a: dict[str, Any], b: dict[str, Any]) -> bool:
     keys = ("ID", "Filter", "Status", "Expiration", "AbortIncompleteMultipartUpload")
     return all(a.get(k) == b.get(k) for k in keys)
@@ -64,19 +76,24 @@ async def get_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
     return rules
 
 
-async def ensure_lifecycle(s3: Any, config: StorageConfig) -> bool:
-    """Make sure the bucket has the gateway's rule; return True if the configuration changed.
+async def ensure_lifecycle(
+    s3: Any, config: StorageConfig, also: Sequence[dict[str, Any]] = ()
+) -> bool:
+    """Make sure the bucket has the gateway's rule (and the rules in ``also``, such as
+    ``deployments_rule``); return True if the configuration changed.
 
     S3 has no conditional write for lifecycle rules: after writing, the rules are read back, and
     if another writer (an instance with another prefix, an operator) replaced them meanwhile, the
     merge is done again on top of theirs, a few times at most."""
-    rule = gateway_rule(config)
+    wanted = [gateway_rule(config), *also]
     changed = False
     async for _ in RetryPolicy.for_lifecycle().tries():
         existing = await get_rules(s3, config.bucket)
-        if any(_same_rule(r, rule) for r in existing):
+        if all(any(_same_rule(r, rule) for r in existing) for rule in wanted):
             return changed
-        rules = merge_rules(existing, rule)
+        rules = existing
+        for rule in wanted:
+            rules = merge_rules(rules, rule)
         await s3.put_bucket_lifecycle_configuration(
             Bucket=config.bucket, LifecycleConfiguration={"Rules": rules}
         )
@@ -84,10 +101,10 @@ async def ensure_lifecycle(s3: Any, config: StorageConfig) -> bool:
         written = {r.get("ID") for r in await get_rules(s3, config.bucket)}
         if written >= {r.get("ID") for r in rules}:
             log.info(
-                "lifecycle rule %s set on bucket %s (%d other rules kept)",
-                rule["ID"],
+                "lifecycle rules %s set on bucket %s (%d other rules kept)",
+                ", ".join(rule["ID"] for rule in wanted),
                 config.bucket,
-                len(rules) - 1,
+                len(rules) - len(wanted),
             )
             return True
     raise LifecycleConflict(

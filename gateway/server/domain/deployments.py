@@ -18,6 +18,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.ids import SOURCE_ID
 from gateway.server.adapters.store import ObjectNotFound, ObjectStore
+from gateway.server.domain.records import hook_errors
 from gateway.server.domain.signing import Purpose, UrlSigner
 from gateway.server.domain.sources import object_key
 from gateway.server.domain.urlguard import UrlGuard, check_form
@@ -43,6 +44,7 @@ class DeploymentRequest:
     git_ref: str | None
     url: str | None
     url_field: str
+    postdeploy_hook: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,9 @@ def git_ref_errors(git_ref: str) -> list[str]:
 
 
 def parse_request(data: Mapping[str, Any]) -> tuple[DeploymentRequest | None, Errors]:
-    """Read ``{"deployment": {"git_ref", "download_url" | "source_url"}}``; unknown keys are
-    ignored, an empty ``git_ref`` counts as none. Returns the request and the errors found."""
+    """Read ``{"deployment": {"git_ref", "download_url" | "source_url", "postdeploy_hook"}}``;
+    unknown keys are ignored, an empty ``git_ref`` or hook counts as none. Returns the request
+    and the errors found."""
     deployment = data.get("deployment")
     if deployment is None:
         return None, {"deployment": ["is required"]}
@@ -117,7 +120,11 @@ def parse_request(data: Mapping[str, Any]) -> tuple[DeploymentRequest | None, Er
         url = None
     elif len(urls) < len(given):
         url = None  # one of the two names has a non-string: do not guess
-    return DeploymentRequest(git_ref or None, url, url_field), errors
+    hook = deployment.get("postdeploy_hook")
+    if problems := hook_errors(hook):
+        errors["postdeploy_hook"] = problems
+        hook = None
+    return DeploymentRequest(git_ref or None, url, url_field, hook or None), errors
 
 
 def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
@@ -169,22 +176,6 @@ async def inspect_own_source(
         return ["archive is not gzip"]
     fetch_url = await store.presign_get(key, fetch_ttl)
     return SourceFacts(own.source_id, info.size, info.sha256, fetch_url)
-
-
-def deployment_object(
-    deployment_id: str, app: str, created_at: str, git_ref: str | None, url: str
-) -> dict[str, Any]:
-    """The platform's deployment object, as a freshly queued deployment."""
-    return {
-        "id": deployment_id,
-        "app_id": app,
-        "created_at": created_at,
-        "finished_at": None,
-        "status": "queued",
-        "git_ref": git_ref,
-        "type": "archive",
-        "source_url": url,
-    }
 
 
 class ArchiveUrlChecker:

@@ -22,12 +22,15 @@ def is_json_type(content_type: str) -> bool:
     return content_type == "application/json" or content_type.endswith("+json")
 
 
-async def read_json_object(request: web.Request, *, allow_empty: bool) -> dict[str, Any]:
-    """Read a small JSON object body: 415 for a non-JSON type, 400 for malformed JSON."""
-    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+async def read_json_object(
+    request: web.Request, *, allow_empty: bool, limit: int = MAX_JSON_BODY
+) -> dict[str, Any]:
+    """Read a small JSON object body (at most ``limit`` bytes, else 413): 415 for a non-JSON
+    type, 400 for malformed JSON."""
+    if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("request body too large")
-    raw = await request.content.read(MAX_JSON_BODY + 1)
-    if len(raw) > MAX_JSON_BODY:
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
         raise PayloadTooLarge("request body too large")
     if not raw.strip():
         if allow_empty:

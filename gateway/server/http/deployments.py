@@ -1,4 +1,5 @@
-"""HTTP handler for ``POST /v1/apps/{app}/deployments``: check the request, forward a job.
+"""HTTP handler for ``POST /v1/apps/{app}/deployments``: check the request, record the
+deployment, forward a job, answer with the record.
 
 The order of checks: API token (401), app name and the token's right to it (403, before the body
 is read), the JSON body (415, 400), then every field at once (422 naming each bad field). The
@@ -23,12 +24,13 @@ from gateway.server.domain.deployments import (
     Errors,
     SourceFacts,
     app_name_errors,
-    deployment_object,
     parse_request,
 )
+from gateway.server.domain.records import new_record
 from gateway.server.domain.signing import UrlSigner
 from gateway.server.domain.sources import rfc3339
 from gateway.server.http.body import read_json_object
+from gateway.server.http.deployment_records import DeploymentRecordHandlers
 from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,17 @@ class DeploymentHandlers:
         signer: UrlSigner,
         archive_urls: ArchiveUrlChecker,
         forwarder: Forwarder,
+        records: DeploymentRecordHandlers,
         metrics: Metrics,
     ) -> None:
         self._auth = auth
         self._signer = signer
         self._archive_urls = archive_urls
         self._forwarder = forwarder
+        # The record's keeper, links and metrics are the ones its read handlers use.
+        self._tracker = records.tracker
+        self._links = records.links
+        self._deployment_metrics = records.metrics
         self._metrics = metrics
 
     async def create(self, request: web.Request) -> web.Response:
@@ -57,7 +64,19 @@ class DeploymentHandlers:
         parsed, facts = await self._validate(request, principal, app_name)
         assert parsed.url is not None
         deployment_id = str(uuid.uuid4())
-        created_at = rfc3339(self._signer.now())
+        now = self._signer.now()
+        created_at = rfc3339(now)
+        record = new_record(
+            deployment_id,
+            app_name,
+            created_at,
+            parsed.git_ref,
+            parsed.url,
+            parsed.postdeploy_hook,
+            principal.name,
+        )
+        # Recorded before the job leaves: a deployer may report back at once.
+        await self._tracker.create(record, now)
         fields: dict[str, Any] = {
             "id": deployment_id,
             "app": app_name,
@@ -65,23 +84,21 @@ class DeploymentHandlers:
             "download_url": parsed.url,
             "created_at": created_at,
             "requested_by": principal.name,
+            "events_url": self._links.events_url(app_name, deployment_id),
         }
+        if parsed.postdeploy_hook is not None:
+            fields["postdeploy_hook"] = parsed.postdeploy_hook
         if facts is not None:
             fields.update(facts.job_fields())
-        answer = await self._forward(Job.of(fields))
+        await self._forward(Job.of(fields))
         log.info(
             "deployment %s of %s forwarded (archive on %s)",
             deployment_id,
             app_name,
             "this gateway" if facts else urlsplit(parsed.url).hostname,
         )
-        if answer is None:
-            answer = {
-                "deployment": deployment_object(
-                    deployment_id, app_name, created_at, parsed.git_ref, parsed.url
-                )
-            }
-        return web.json_response(answer, status=201)
+        # The gateway's own record is the answer, whatever the deployer said.
+        return web.json_response({"deployment": self._links.view(record)}, status=201)
 
     async def _validate(
         self, request: web.Request, principal: Principal, app_name: str
@@ -111,15 +128,26 @@ class DeploymentHandlers:
         assert parsed is not None
         return parsed, facts
 
-    async def _forward(self, job: Job) -> dict[str, Any] | None:
+    async def _forward(self, job: Job) -> None:
         deployments = self._metrics.deployments
         try:
-            answer = await self._forwarder.forward(job)
-        except DeployerRejected:
+            await self._forwarder.forward(job)
+        except DeployerRejected as exc:
             deployments.labels("rejected").inc()
+            await self._abort(job, exc.message)
             raise
-        except GatewayError:
+        except GatewayError as exc:
             deployments.labels("failed").inc()
+            await self._abort(job, exc.message)
             raise
         deployments.labels("forwarded").inc()
-        return answer
+
+    async def _abort(self, job: Job, why: str) -> None:
+        """The job never reached the deployer: its record must not stay queued."""
+        reason = f"the deployment could not be handed to the deployer: {why}"
+        try:
+            await self._tracker.abort(job.app, job.id, reason, rfc3339(self._signer.now()))
+        except GatewayError as exc:
+            log.warning("deployment %s: could not record its abort (%s)", job.id, exc.message)
+            return
+        self._deployment_metrics.finished.labels("aborted").inc()

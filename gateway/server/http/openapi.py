@@ -16,21 +16,12 @@ from aiohttp import web
 
 from gateway.config import Config
 from gateway.ids import SOURCE_ID_REGEX
+from gateway.server.domain.records import MAX_EVENT_ID, MAX_HOOK_LENGTH, STATUSES
 
 OPENAPI_PATH = "/v1/openapi.json"
 # The source id in paths: a lowercase UUID4 as the gateway issues them (anything else is 404).
 SOURCE_ID_PATTERN = f"^{SOURCE_ID_REGEX}$"
-DEPLOYMENT_STATUSES = [
-    "queued",
-    "building",
-    "pushing",
-    "starting",
-    "success",
-    "crashed-error",
-    "timeout-error",
-    "build-error",
-    "aborted",
-]
+DEPLOYMENT_STATUSES = list(STATUSES)
 
 Schema = dict[str, Any]
 
@@ -185,36 +176,222 @@ def _schemas() -> Schema:
                         },
                         "download_url": {"type": "string", "format": "uri", "maxLength": 2048},
                         "source_url": {"type": "string", "format": "uri", "maxLength": 2048},
+                        "postdeploy_hook": {
+                            "type": "string",
+                            "maxLength": MAX_HOOK_LENGTH,
+                            "description": "A command run after the deployment (printable).",
+                        },
                     },
                 }
             },
         },
         "Deployment": {
             "type": "object",
-            "description": "The platform's deployment object, or what an http deployer returned.",
+            "description": "The platform's deployment object, as the gateway records it.",
             "required": ["deployment"],
-            "properties": {
-                "deployment": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "app_id": {"type": "string"},
-                        "created_at": {"type": "string", "format": "date-time"},
-                        "finished_at": {"type": ["string", "null"]},
-                        "status": {"type": "string", "enum": DEPLOYMENT_STATUSES},
-                        "git_ref": {"type": ["string", "null"]},
-                        "type": {"type": "string"},
-                        "source_url": {"type": "string"},
-                    },
-                }
-            },
+            "properties": {"deployment": _ref("DeploymentObject")},
         },
+        **_deployment_schemas(),
         "Status": {
             "type": "object",
             "required": ["status"],
             "properties": {"status": {"type": "string"}, "error": {"type": "string"}},
         },
     }
+
+
+def _deployment_schemas() -> Schema:
+    """The deployment object, the list, and the events a deployer posts."""
+    return {
+        "DeploymentObject": {
+            "type": "object",
+            "required": ["id", "app_id", "created_at", "finished_at", "status", "links"],
+            "properties": {
+                "id": {"type": "string"},
+                "app_id": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"},
+                "finished_at": {
+                    "type": ["string", "null"],
+                    "description": "Set when the status becomes final.",
+                },
+                "status": {"type": "string", "enum": DEPLOYMENT_STATUSES},
+                "git_ref": {"type": ["string", "null"]},
+                "type": {"const": "archive"},
+                "source_url": {"type": "string"},
+                "postdeploy_hook": {"type": ["string", "null"]},
+                "pusher": {"type": "object", "properties": {"name": {"type": "string"}}},
+                "links": {
+                    "type": "object",
+                    "properties": {"output": {"type": "string", "format": "uri"}},
+                },
+            },
+        },
+        "Deployments": {
+            "type": "object",
+            "required": ["deployments", "meta"],
+            "properties": {
+                "deployments": {"type": "array", "items": _ref("DeploymentObject")},
+                "meta": {
+                    "type": "object",
+                    "properties": {
+                        "pagination": {
+                            "type": "object",
+                            "properties": {
+                                "current_page": {"type": "integer"},
+                                "prev_page": {"type": ["integer", "null"]},
+                                "next_page": {"type": ["integer", "null"]},
+                                "total_pages": {"type": "integer"},
+                                "total_count": {"type": "integer"},
+                            },
+                        }
+                    },
+                },
+            },
+        },
+        "DeploymentEvent": {
+            "type": "object",
+            "description": "One event, numbered by the deployer from 1. `status` events carry "
+            "`status`, `log` events `content` (one or more lines, at most 64 KiB).",
+            "required": ["id", "type"],
+            "properties": {
+                "id": {"type": "integer", "minimum": 1, "maximum": MAX_EVENT_ID},
+                "type": {"type": "string", "enum": ["status", "log"]},
+                "status": {"type": "string", "enum": DEPLOYMENT_STATUSES},
+                "content": {"type": "string"},
+            },
+        },
+        "EventAccepted": {
+            "type": "object",
+            "required": ["id"],
+            "properties": {"id": {"type": "integer"}},
+        },
+    }
+
+
+_APP_PARAM: Schema = {
+    "name": "app",
+    "in": "path",
+    "required": True,
+    "description": "Lowercase letters, digits and dashes, 3 to 48 characters.",
+    "schema": {"type": "string"},
+}
+_DEPLOYMENT_ID_PARAM: Schema = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The deployment's id (a UUID); anything else is 404.",
+    "schema": {"type": "string"},
+}
+
+
+def _reading(summary: str, operation_id: str, ok: Schema, extra: Schema | None = None) -> Schema:
+    """A read of one app's deployments with an API token."""
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": ["deployments"],
+        "parameters": [_APP_PARAM, _DEPLOYMENT_ID_PARAM, *(extra or {}).get("parameters", [])],
+        "responses": {
+            "200": ok,
+            **_auth_errors(),
+            "403": _error("The token may not deploy this app (`code: forbidden`)."),
+            **_common_errors(),
+        },
+    }
+
+
+def _deployment_paths() -> Schema:
+    text = {"type": "string"}
+    events = _reading(
+        "Follow a deployment live (server-sent events)",
+        "followDeployment",
+        {
+            "description": "`text/event-stream`: every event so far, then new ones as they are "
+            "stored, each as `id: N`, `event: status|log`, `data: {json}`; a `:` comment every "
+            "15 s; the stream ends after the final status. `curl -N` follows it.",
+            "content": {"text/event-stream": {"schema": text}},
+        },
+        {
+            "parameters": [
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "description": "Resume after this event number.",
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,10}$"},
+                }
+            ]
+        },
+    )
+    report = {
+        "summary": "Report a status or output (the deployer, with the job's events_url)",
+        "operationId": "postDeploymentEvent",
+        "tags": ["deployments"],
+        "security": [],
+        "parameters": [
+            _APP_PARAM,
+            _DEPLOYMENT_ID_PARAM,
+            {
+                "name": "token",
+                "in": "query",
+                "required": True,
+                "description": "The events token of the job's events_url (bound to the "
+                "app and the deployment).",
+                "schema": {"type": "string"},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("DeploymentEvent")}},
+        },
+        "responses": {
+            "200": _json(_ref("EventAccepted"), "Stored (or a retry of a stored event)."),
+            "400": _error("Malformed JSON."),
+            "403": _json(_ref("TokenError"), "Bad, tampered, another deployment's or expired."),
+            "409": _error("A different event with this id, or an event after the final status."),
+            "413": _error("Body too large."),
+            "415": _error("Not `application/json`."),
+            "422": _json(_ref("ValidationErrors"), "Unknown type or status, bad id or content."),
+            **_common_errors(),
+        },
+    }
+    return {
+        "/v1/apps/{app}/deployments/{id}": {
+            "get": _reading(
+                "One deployment, with its current status",
+                "getDeployment",
+                _json(_ref("Deployment"), "The deployment."),
+            )
+        },
+        "/v1/apps/{app}/deployments/{id}/output": {
+            "get": _reading(
+                "The deployment's output so far",
+                "getDeploymentOutput",
+                {
+                    "description": "The output lines; past the limit, one last line says the "
+                    "output was cut.",
+                    "content": {"text/plain": {"schema": text}},
+                },
+            )
+        },
+        "/v1/apps/{app}/deployments/{id}/events": {"get": events, "post": report},
+    }
+
+
+def _list_deployments() -> Schema:
+    listing = _reading("List an app's deployments, newest first", "listDeployments", {})
+    listing["parameters"] = [
+        _APP_PARAM,
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {
+            "name": "per_page",
+            "in": "query",
+            "description": "At most 100 (more is read as 100); 30 by default.",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+    ]
+    listing["responses"]["200"] = _json(_ref("Deployments"), "One page.")
+    listing["responses"]["400"] = _error("`page` or `per_page` is not a positive integer.")
+    return listing
 
 
 def _download_headers() -> Schema:
@@ -382,7 +559,7 @@ def document(config: Config) -> Schema:
                     "content": {"application/json": {"schema": _ref("DeploymentRequest")}},
                 },
                 "responses": {
-                    "201": _json(_ref("Deployment"), "Forwarded to the deployer."),
+                    "201": _json(_ref("Deployment"), "Recorded and forwarded to the deployer."),
                     "400": _error("Malformed JSON."),
                     **_auth_errors(),
                     "403": _error("The token may not deploy this app (`code: forbidden`)."),
@@ -391,8 +568,10 @@ def document(config: Config) -> Schema:
                     "422": _json(_ref("ValidationErrors"), "Every bad field, named."),
                     **_common_errors(),
                 },
-            }
+            },
+            "get": _list_deployments(),
         },
+        **_deployment_paths(),
         "/healthz": _with_head(
             _probe("Liveness: 200 while the process serves", "Serving.", _ref("Status")),
             "healthz",
@@ -440,7 +619,10 @@ def document(config: Config) -> Schema:
         "security": [{"bearer": []}, {"basic": []}],
         "tags": [
             {"name": "sources", "description": "Create, upload and download archives."},
-            {"name": "deployments", "description": "Deploy from an archive URL."},
+            {
+                "name": "deployments",
+                "description": "Deploy from an archive URL, and follow what becomes of it.",
+            },
             {"name": "operations", "description": "Probes, metrics and this document."},
         ],
         "paths": paths,

@@ -60,9 +60,26 @@ class ActiveRequests:
 
     def __init__(self) -> None:
         self.count = 0
-        self.draining = False
+        self._draining = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        if value:
+            self._draining.set()
+        else:
+            self._draining.clear()
+
+    @property
+    def drain_started(self) -> asyncio.Event:
+        """Set when draining begins: long-lived responses (event streams) end then, cleanly,
+        rather than hold the shutdown until its timeout."""
+        return self._draining
 
     def begin(self) -> None:
         self.count += 1

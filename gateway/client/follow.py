@@ -1,0 +1,235 @@
+"""Following a deployment from the command line: its event stream, shown as it comes.
+
+Output lines go to stderr as they arrive and statuses as short ``-----> status`` lines, so stdout
+stays for the JSON answer. A stream that ends before a final status (the instance it was on shut
+down, the connection broke) is picked up again with ``Last-Event-ID``, as a browser's
+EventSource does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import IO, Any
+from urllib.parse import quote
+
+import aiohttp
+
+from gateway.client.errors import CliError, error_from, network_errors, safe_url
+from gateway.client.output import Reporter
+
+# The platform's final statuses: the deployment will not change any more.
+TERMINAL_STATUSES = frozenset(
+    {"success", "aborted", "build-error", "crashed-error", "timeout-error", "hook-error"}
+)
+# Output lines kept to show again when a deployment fails.
+TAIL_LINES = 10
+# Streams in a row that end with no news before following gives up.
+MAX_RECONNECTS = 5
+# A stream is quiet between events but for a keep-alive every 15 s: silence for longer means the
+# connection is gone.
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    id: str | None
+    event: str
+    data: str
+
+
+async def server_events(lines: AsyncIterable[bytes]) -> AsyncIterator[ServerEvent]:
+    """Parse a ``text/event-stream`` body (WHATWG rules: ``field: value`` lines, ``:`` comments,
+    a blank line ends an event) into events."""
+    event_id: str | None = None
+    kind = "message"
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data:
+                yield ServerEvent(event_id, kind, "\n".join(data))
+            kind, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "id":
+            event_id = value
+        elif name == "event":
+            kind = value
+        elif name == "data":
+            data.append(value)
+
+
+class Refused(CliError):
+    """The API answered a 4xx: asking again will not help (unlike a lost connection or a 5xx)."""
+
+
+class DeploymentsApi:
+    """The read side of the deployments API, at ``api_url`` with ``token``."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, api_url: str, token: str, reporter: Reporter
+    ) -> None:
+        self._session = session
+        self._base = api_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._reporter = reporter
+
+    def _url(self, app: str, tail: str) -> str:
+        return f"{self._base}/v1/apps/{quote(app, safe='')}/deployments{tail}"
+
+    @contextlib.asynccontextmanager
+    async def _get(
+        self, url: str, action: str, headers: dict[str, str], limits: aiohttp.ClientTimeout
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        self._reporter.debug(f"GET {safe_url(url)}")
+        with network_errors(action, url):
+            async with self._session.get(
+                url, headers={**self._headers, **headers}, timeout=limits, allow_redirects=False
+            ) as resp:
+                if resp.status != 200:
+                    error = await error_from(resp, action, what="URL")
+                    if resp.status < 500:
+                        raise Refused(error.message) from None
+                    raise error
+                yield resp
+
+    async def get_json(self, app: str, tail: str, action: str) -> dict[str, Any]:
+        accept = {"Accept": "application/json"}
+        async with self._get(self._url(app, tail), action, accept, aiohttp.ClientTimeout(60)) as r:
+            with network_errors(action, str(r.url)):
+                body = await r.json(content_type=None)
+        if not isinstance(body, dict):
+            raise CliError(f"{action} failed: the answer is not a JSON object")
+        return body
+
+    async def get_text(self, app: str, tail: str, action: str) -> str:
+        async with self._get(self._url(app, tail), action, {}, aiohttp.ClientTimeout(300)) as r:
+            with network_errors(action, str(r.url)):
+                return await r.text()
+
+    def events(
+        self, app: str, deployment_id: str, after: int
+    ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        headers = {"Accept": "text/event-stream"}
+        if after:
+            headers["Last-Event-ID"] = str(after)
+        url = self._url(app, f"/{quote(deployment_id, safe='')}/events")
+        return self._get(url, f"following deployment {deployment_id}", headers, STREAM_TIMEOUT)
+
+
+class Printer:
+    """Shows a followed deployment on ``stream`` (stderr): output as is, statuses short."""
+
+    def __init__(self, stream: IO[str], quiet: bool) -> None:
+        self._stream = stream
+        self._quiet = quiet
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    def notice(self, message: str) -> None:
+        """Said even with --quiet: what the user must know to go on."""
+        self._stream.write(f"gateway: {message}\n")
+        self._stream.flush()
+
+    def _write(self, text: str) -> None:
+        if not self._quiet:
+            self._stream.write(text)
+            self._stream.flush()
+
+    def output(self, content: str) -> None:
+        self.tail.extend(content.splitlines())
+        self._write(content if content.endswith("\n") else content + "\n")
+
+    def status(self, status: str) -> None:
+        self._write(f"-----> {status}\n")
+
+
+class Follower:
+    """Follows one deployment's events to a final status, reconnecting when a stream ends early."""
+
+    def __init__(self, api: DeploymentsApi, app: str, deployment_id: str, printer: Printer) -> None:
+        self._api = api
+        self._app = app
+        self._id = deployment_id
+        self._printer = printer
+        self.last_event = 0
+
+    async def run(self) -> str:
+        """The final status, once the deployment has one. A lost connection, a 5xx or a stream
+        that ends early is retried with Last-Event-ID; ``Refused`` (4xx) is not."""
+        fruitless = 0
+        while True:
+            seen = self.last_event
+            try:
+                final = await self._stream_once()
+            except Refused:
+                raise
+            except CliError:
+                if fruitless >= MAX_RECONNECTS:
+                    raise
+                final = None
+            if final is not None:
+                return final
+            fruitless = fruitless + 1 if self.last_event == seen else 0
+            if fruitless > MAX_RECONNECTS:
+                raise CliError(f"following deployment {self._id}: the stream keeps ending")
+            await asyncio.sleep(min(0.5 * 2**fruitless, 10.0))
+
+    async def _stream_once(self) -> str | None:
+        async with self._api.events(self._app, self._id, self.last_event) as resp:
+            with network_errors(f"following deployment {self._id}", str(resp.url)):
+                async for event in server_events(resp.content):
+                    final = self._show(event)
+                    if final is not None:
+                        return final
+        return None
+
+    def _show(self, event: ServerEvent) -> str | None:
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            return None
+        if event.id and event.id.isdigit():
+            self.last_event = int(event.id)
+        if not isinstance(data, dict):
+            return None
+        if event.event == "log" and isinstance(data.get("content"), str):
+            self._printer.output(data["content"])
+        elif event.event == "status" and isinstance(data.get("status"), str):
+            self._printer.status(data["status"])
+            if data["status"] in TERMINAL_STATUSES:
+                return str(data["status"])
+        return None
+
+
+def interrupted_hint(app: str, deployment_id: str) -> str:
+    return (
+        f"stopped following deployment {deployment_id} (it goes on); follow it again with:"
+        f" gateway deployments follow --app {app} {deployment_id}"
+    )
+
+
+async def follow_to_end(
+    api: DeploymentsApi, app: str, deployment_id: str, printer: Printer
+) -> tuple[dict[str, Any], CliError | None]:
+    """Follow the deployment to its final status: its answer ``{"deployment": {...}}`` then,
+    and the error to report when that status is not success (naming it, with the last output
+    lines). On Ctrl-C, says how to follow again (the deployment itself goes on)."""
+    try:
+        status = await Follower(api, app, deployment_id, printer).run()
+    except asyncio.CancelledError:
+        printer.notice(interrupted_hint(app, deployment_id))
+        raise
+    answer = await api.get_json(app, f"/{quote(deployment_id, safe='')}", "reading the deployment")
+    if status == "success":
+        return answer, None
+    tail = "".join(f"\n  {line}" for line in printer.tail)
+    last = f"; last output:{tail}" if tail else ""
+    return answer, CliError(f"deployment {deployment_id} of {app} ended with {status}{last}")

@@ -1,0 +1,129 @@
+"""Small JSON objects in the bucket, with S3's conditional writes: what deployment records need.
+
+Conditional writes (``If-None-Match: *`` to create only, ``If-Match: <etag>`` to replace only the
+version read) are what make the records safe with several gateway instances writing at once:
+S3 (since 2024), MinIO, R2 and moto all honour them on PutObject.
+Needs s3:PutObject, s3:GetObject and s3:ListBucket.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from gateway.errors import ServiceUnavailable
+from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.s3 import translate
+from gateway.server.adapters.store import ObjectNotFound
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# ListObjectsV2 answers at most this many keys per call.
+MAX_KEYS = 1000
+_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
+# Codes S3 gives a conditional write that lost: the condition failed, or another conditional
+# write of the same key was in flight at the same moment.
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+
+
+class PreconditionFailed(ServiceUnavailable):
+    """A conditional write found the key in another state than asked (exists, or changed)."""
+
+    def __init__(self) -> None:
+        super().__init__("the record changed meanwhile, try again", retry_after=1)
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """One listing: keys in order, and whether more follow the last one."""
+
+    keys: list[str]
+    truncated: bool
+
+
+class JsonObjects(Protocol):
+    """Small JSON objects. Every method raises ``GatewayError`` subclasses only."""
+
+    async def put_json(
+        self, key: str, value: Any, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        """Store ``value`` as JSON; return the new ETag. ``if_absent``: only if the key does not
+        exist; ``if_match``: only if its ETag is still that. ``PreconditionFailed`` otherwise."""
+
+    async def get_json(self, key: str) -> tuple[Any, str]:
+        """The JSON value at ``key`` and its ETag, or ``ObjectNotFound``."""
+
+    async def list_keys(
+        self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS
+    ) -> KeyPage:
+        """One ListObjectsV2 call: keys under ``prefix`` after ``start_after``, in order."""
+
+
+class S3JsonObjects:
+    """``JsonObjects`` on the gateway's bucket through its aiobotocore client (opened by
+    ``connections`` while the app runs)."""
+
+    def __init__(self, connections: Connections, bucket: str) -> None:
+        self._connections = connections
+        self._bucket = bucket
+
+    @property
+    def _s3(self) -> Any:
+        return self._connections.s3
+
+    async def _call(self, operation: str, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _PRECONDITION_CODES:
+                raise PreconditionFailed() from None
+            raise translate(exc, operation) from None
+        except _FAILURES as exc:
+            raise translate(exc, operation) from None
+
+    async def put_json(
+        self, key: str, value: Any, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        params: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": key,
+            "Body": json.dumps(value, separators=(",", ":")).encode(),
+            "ContentType": "application/json",
+        }
+        if if_absent:
+            params["IfNoneMatch"] = "*"
+        if if_match is not None:
+            params["IfMatch"] = if_match
+        resp = await self._call("PutObject", self._s3.put_object(**params))
+        return str(resp["ETag"])
+
+    async def get_json(self, key: str) -> tuple[Any, str]:
+        resp = await self._call("GetObject", self._s3.get_object(Bucket=self._bucket, Key=key))
+        async with resp["Body"] as body:
+            try:
+                raw = await body.read()
+            except _FAILURES as exc:
+                raise translate(exc, "GetObject") from None
+        try:
+            return json.loads(raw), str(resp["ETag"])
+        except ValueError:
+            log.warning("storage object %s is not JSON; treated as missing", key)
+            raise ObjectNotFound() from None
+
+    async def list_keys(
+        self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS
+    ) -> KeyPage:
+        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if start_after:
+            params["StartAfter"] = start_after
+        resp = await self._call("ListObjectsV2", self._s3.list_objects_v2(**params))
+        keys = [str(item["Key"]) for item in resp.get("Contents", [])]
+        return KeyPage(keys, bool(resp.get("IsTruncated")))

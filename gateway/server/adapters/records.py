@@ -1,0 +1,175 @@
+"""Deployment records and their events, kept in the bucket so every instance sees the same thing.
+
+Keys under ``deployments.prefix`` (P), all covered by the deployments lifecycle rule:
+
+    P{app}/{id}/deployment.json          the record; replaced only with If-Match on its ETag
+    P{app}/{id}/events/{n:010d}.json     event n; created once, with If-None-Match: *
+    P{app}/index/{inverted:013d}-{id}    a marker whose name sorts newest first
+
+A follower polls ``P{app}/{id}/events/`` with one ListObjectsV2 (StartAfter the last key it saw),
+so it learns of events posted to any instance. What the records mean is the domain's business;
+this module only knows where they are and how to write them safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from gateway.errors import NotFound
+from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
+from gateway.server.adapters.store import ObjectNotFound, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Record = dict[str, Any]
+# Reads of small objects in flight at once for one request (a page, an output).
+READ_CONCURRENCY = 16
+# Rounds of read-change-write before a record update gives up (others kept changing it).
+UPDATE_ATTEMPTS = 8
+# Milliseconds since the epoch are subtracted from this so that newer names sort first.
+_INVERT_FROM = 10**13
+_INVERTED_DIGITS = 13
+
+
+class DeploymentNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("deployment")
+
+
+async def bounded(calls: Iterable[Awaitable[T]], limit: int = READ_CONCURRENCY) -> list[T]:
+    """Await ``calls`` with at most ``limit`` in flight; results in order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[T]) -> T:
+        async with semaphore:
+            return await call
+
+    return list(await asyncio.gather(*(one(call) for call in calls)))
+
+
+class RecordStore:
+    """Where records, events and the newest-first index live, and how they are written."""
+
+    def __init__(self, objects: JsonObjects, prefix: str) -> None:
+        self._objects = objects
+        self._prefix = prefix
+
+    def record_key(self, app: str, deployment_id: str) -> str:
+        return f"{self._prefix}{app}/{deployment_id}/deployment.json"
+
+    def events_prefix(self, app: str, deployment_id: str) -> str:
+        return f"{self._prefix}{app}/{deployment_id}/events/"
+
+    def event_key(self, app: str, deployment_id: str, number: int) -> str:
+        return f"{self.events_prefix(app, deployment_id)}{number:010d}.json"
+
+    def _index_prefix(self, app: str) -> str:
+        return f"{self._prefix}{app}/index/"
+
+    def _index_key(self, app: str, deployment_id: str, created: float) -> str:
+        inverted = _INVERT_FROM - int(created * 1000)
+        return f"{self._index_prefix(app)}{inverted:0{_INVERTED_DIGITS}d}-{deployment_id}"
+
+    async def create(
+        self, app: str, deployment_id: str, record: Mapping[str, Any], created: float
+    ) -> None:
+        """Store a new record (``created``: seconds since the epoch) and its index marker."""
+        await self._objects.put_json(self.record_key(app, deployment_id), record, if_absent=True)
+        await self._objects.put_json(
+            self._index_key(app, deployment_id, created), {"id": deployment_id}
+        )
+
+    async def read(self, app: str, deployment_id: str) -> tuple[Record, str]:
+        """The record and its ETag, or ``DeploymentNotFound``."""
+        try:
+            record, etag = await self._objects.get_json(self.record_key(app, deployment_id))
+        except ObjectNotFound:
+            raise DeploymentNotFound() from None
+        return dict(record), etag
+
+    async def _read_or_none(self, app: str, deployment_id: str) -> Record | None:
+        try:
+            record, _ = await self.read(app, deployment_id)
+        except DeploymentNotFound:
+            return None  # expired between the listing and the read
+        return record
+
+    async def update(
+        self,
+        app: str,
+        deployment_id: str,
+        change: Callable[[Record], Record | None],
+        record: Record,
+        etag: str,
+    ) -> None:
+        """Write ``change(record)`` (None: nothing to write) with If-Match on ``etag``; when
+        another instance replaced the record meanwhile, read it again and re-apply ``change``."""
+        key = self.record_key(app, deployment_id)
+        for _ in range(UPDATE_ATTEMPTS):
+            updated = change(record)
+            if updated is None:
+                return
+            try:
+                await self._objects.put_json(key, updated, if_match=etag)
+                return
+            except PreconditionFailed:
+                record, etag = await self.read(app, deployment_id)
+        log.warning("deployment %s: record kept changing, update given up", deployment_id)
+        raise StorageUnavailable("the deployment record is busy, try again later")
+
+    async def page(self, app: str, start: int, stop: int) -> tuple[list[Record], int]:
+        """Records ``start`` to ``stop`` (exclusive) of the app's, newest first, and the total."""
+        prefix = self._index_prefix(app)
+        keys = await self._all_keys(prefix)
+        skip = len(prefix) + _INVERTED_DIGITS + 1
+        ids = [key[skip:] for key in keys[start:stop]]
+        found = await bounded(self._read_or_none(app, deployment_id) for deployment_id in ids)
+        return [record for record in found if record is not None], len(keys)
+
+    async def _all_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        while True:
+            listed = await self._objects.list_keys(prefix, keys[-1] if keys else None)
+            keys.extend(listed.keys)
+            if not listed.truncated or not listed.keys:
+                return keys
+
+    async def put_event(
+        self, app: str, deployment_id: str, number: int, stored: Mapping[str, Any]
+    ) -> bool:
+        """Create event ``number``; False (nothing written) if that number is already taken."""
+        key = self.event_key(app, deployment_id, number)
+        try:
+            await self._objects.put_json(key, stored, if_absent=True)
+        except PreconditionFailed:
+            return False
+        return True
+
+    async def get_event(self, app: str, deployment_id: str, number: int) -> Record | None:
+        return await self._event(self.event_key(app, deployment_id, number))
+
+    async def _event(self, key: str) -> Record | None:
+        try:
+            value, _ = await self._objects.get_json(key)
+        except ObjectNotFound:
+            return None
+        return dict(value)
+
+    async def events_after(
+        self, app: str, deployment_id: str, after_key: str | None
+    ) -> tuple[list[Record], str | None]:
+        """Events stored after ``after_key`` (None: from the first), found with ONE listing, and
+        the key to continue after."""
+        listed = await self._objects.list_keys(self.events_prefix(app, deployment_id), after_key)
+        events = await bounded(self._event(key) for key in listed.keys)
+        last = listed.keys[-1] if listed.keys else after_key
+        return [event for event in events if event is not None], last
+
+    async def all_events(self, app: str, deployment_id: str) -> list[Record]:
+        keys = await self._all_keys(self.events_prefix(app, deployment_id))
+        events = await bounded(self._event(key) for key in keys)
+        return [event for event in events if event is not None]

@@ -1,0 +1,339 @@
+"""Deployment records and the events a deployer reports: the rules, with no I/O.
+
+A record is the JSON object the gateway keeps per deployment: the platform's deployment object
+plus the little bookkeeping the events need (output size so far, the last status event seen).
+Events are numbered by the deployer from 1; each is stored once under its number, so a retry is
+recognised by comparing digests and a different event with a used number is a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gateway.errors import BadRequest, GatewayError, ValidationFailed
+
+# The platform's status vocabulary, in the order a deployment usually goes through it.
+STATUSES = (
+    "queued",
+    "building",
+    "pushing",
+    "starting",
+    "success",
+    "aborted",
+    "build-error",
+    "crashed-error",
+    "timeout-error",
+    "hook-error",
+)
+TERMINAL_STATUSES = frozenset(
+    {"success", "aborted", "build-error", "crashed-error", "timeout-error", "hook-error"}
+)
+EVENT_TYPES = ("status", "log")
+# One log event carries at most this much text (UTF-8 bytes): a line or a burst of lines, not a
+# whole build log; larger output is sent as several events.
+MAX_EVENT_CONTENT = 64 * 1024
+# Event numbers are stored zero-padded to 10 digits so that keys sort in number order.
+MAX_EVENT_ID = 9_999_999_999
+# The platform's limit on a post-deploy command.
+MAX_HOOK_LENGTH = 1024
+# The platform's pagination: 30 a page unless asked, never more than 100.
+DEFAULT_PER_PAGE = 30
+MAX_PER_PAGE = 100
+
+
+class EventConflict(GatewayError):
+    """409: a different event with a number already used, or an event after the final status."""
+
+    status = 409
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as the deployer sent it: ``status`` for a status event, ``content`` for a log."""
+
+    id: int
+    type: Literal["status", "log"]
+    status: str | None = None
+    content: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        if self.type == "status":
+            return {"id": self.id, "type": "status", "status": self.status}
+        return {"id": self.id, "type": "log", "content": self.content}
+
+    def digest(self) -> str:
+        """Identifies the event as sent, so that a retry is told apart from a different event."""
+        canonical = json.dumps(self.payload(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_event(data: Mapping[str, Any]) -> Event:
+    """Read ``{"id", "type": "status", "status"}`` or ``{"id", "type": "log", "content"}``;
+    ``ValidationFailed`` (422) naming every bad field. Unknown keys are ignored."""
+    errors: dict[str, list[str]] = {}
+    event_id = data.get("id")
+    if isinstance(event_id, bool) or not isinstance(event_id, int):
+        errors["id"] = ["must be an integer"]
+    elif not 1 <= event_id <= MAX_EVENT_ID:
+        errors["id"] = [f"must be between 1 and {MAX_EVENT_ID}"]
+    kind = data.get("type")
+    status = data.get("status")
+    content = data.get("content")
+    if kind == "status":
+        if not isinstance(status, str) or status not in STATUSES:
+            errors["status"] = ["must be one of " + ", ".join(STATUSES)]
+    elif kind == "log":
+        if not isinstance(content, str):
+            errors["content"] = ["must be a string"]
+        elif len(content.encode("utf-8", "surrogatepass")) > MAX_EVENT_CONTENT:
+            errors["content"] = [f"must be at most {MAX_EVENT_CONTENT} bytes"]
+        elif _has_surrogates(content):
+            errors["content"] = ["must be valid UTF-8 text"]
+    else:
+        errors["type"] = ["must be one of " + ", ".join(EVENT_TYPES)]
+    if errors:
+        raise ValidationFailed(errors)
+    assert isinstance(event_id, int)
+    if kind == "status":
+        return Event(event_id, "status", status=status)
+    return Event(event_id, "log", content=content)
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def hook_errors(hook: Any) -> list[str]:
+    """Problems with a ``postdeploy_hook`` value (None: no hook, fine)."""
+    if hook is None:
+        return []
+    if not isinstance(hook, str):
+        return ["must be a string"]
+    errors = []
+    if len(hook) > MAX_HOOK_LENGTH:
+        errors.append(f"must be at most {MAX_HOOK_LENGTH} characters")
+    if not hook.isprintable():
+        errors.append("must contain printable characters only")
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+def new_record(
+    deployment_id: str,
+    app: str,
+    created_at: str,
+    git_ref: str | None,
+    source_url: str,
+    postdeploy_hook: str | None,
+    pusher: str,
+) -> dict[str, Any]:
+    """The record of a freshly accepted deployment: ``queued``, no output yet."""
+    return {
+        "deployment": {
+            "id": deployment_id,
+            "app_id": app,
+            "created_at": created_at,
+            "finished_at": None,
+            "status": "queued",
+            "git_ref": git_ref,
+            "type": "archive",
+            "source_url": source_url,
+            "postdeploy_hook": postdeploy_hook,
+            "pusher": {"name": pusher},
+        },
+        "output_bytes": 0,
+        "output_cut": False,
+        "last_event": 0,
+        "status_event": 0,
+    }
+
+
+def deployment_view(record: Mapping[str, Any], output_url: str) -> dict[str, Any]:
+    """The platform's deployment object for a record, with ``links.output``."""
+    view = dict(record["deployment"])
+    view["links"] = {"output": output_url}
+    return view
+
+
+def record_status(record: Mapping[str, Any]) -> str:
+    return str(record["deployment"]["status"])
+
+
+def is_finished(record: Mapping[str, Any]) -> bool:
+    return is_terminal(record_status(record))
+
+
+def stored_event(
+    event: Event, record: Mapping[str, Any], max_output_bytes: int, received_at: str
+) -> dict[str, Any]:
+    """The object kept for ``event``. A log event past ``max_output_bytes`` of output keeps only
+    what fits (``cut``: it crossed the limit) or nothing (``dropped``: output was already cut)."""
+    stored = event.payload()
+    stored["received_at"] = received_at
+    stored["digest"] = event.digest()
+    if event.type == "log":
+        assert event.content is not None
+        if record["output_cut"]:
+            stored["content"] = ""
+            stored["dropped"] = True
+        else:
+            room = max(0, max_output_bytes - int(record["output_bytes"]))
+            kept = _utf8_prefix(event.content, room)
+            if len(kept) < len(event.content):
+                stored["content"] = kept
+                stored["cut"] = True
+    return stored
+
+
+def _utf8_prefix(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 encoding is at most ``limit`` bytes."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
+
+
+def same_event(stored: Mapping[str, Any], event: Event) -> bool:
+    return stored.get("digest") == event.digest()
+
+
+def apply_event(
+    record: Mapping[str, Any], stored: Mapping[str, Any], fresh: bool
+) -> dict[str, Any] | None:
+    """The record once ``stored`` is taken into account, or None when nothing changes.
+
+    ``fresh``: the event was just stored (not a retry of one stored before). A retry is applied
+    only when the record has not seen its number yet (an instance stopped between storing the
+    event and updating the record)."""
+    number = int(stored["id"])
+    if not fresh and number <= int(record["last_event"]):
+        return None
+    updated = dict(record)
+    updated["deployment"] = dict(record["deployment"])
+    updated["last_event"] = max(int(record["last_event"]), number)
+    if stored["type"] == "log":
+        updated["output_bytes"] = int(record["output_bytes"]) + len(
+            str(stored["content"]).encode("utf-8")
+        )
+        if stored.get("cut") or stored.get("dropped"):
+            updated["output_cut"] = True
+    elif number > int(record["status_event"]) and not is_finished(record):
+        updated["status_event"] = number
+        updated["deployment"]["status"] = stored["status"]
+        if is_terminal(str(stored["status"])):
+            updated["deployment"]["finished_at"] = stored["received_at"]
+    return updated
+
+
+# ---------------------------------------------------------------------------------------------
+# Output and the event stream
+
+
+def cut_line(max_output_bytes: int) -> str:
+    return f"[output cut: more than {max_output_bytes} bytes; the rest was not kept]\n"
+
+
+def _as_lines(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def event_output(stored: Mapping[str, Any], max_output_bytes: int) -> str:
+    """The text one stored log event adds to the output: its lines, and the cut notice on the
+    event that crossed the limit."""
+    if stored.get("type") != "log" or stored.get("dropped"):
+        return ""
+    text = _as_lines(str(stored.get("content", "")))
+    if stored.get("cut"):
+        text += cut_line(max_output_bytes)
+    return text
+
+
+def public_event(stored: Mapping[str, Any], max_output_bytes: int) -> dict[str, Any] | None:
+    """What a follower is sent for a stored event; None for a log event that was dropped."""
+    if stored.get("dropped"):
+        return None
+    shown: dict[str, Any] = {"id": stored["id"], "type": stored["type"]}
+    if stored["type"] == "status":
+        shown["status"] = stored["status"]
+    else:
+        shown["content"] = event_output(stored, max_output_bytes)
+    shown["created_at"] = stored.get("received_at")
+    return shown
+
+
+def sse_message(shown: Mapping[str, Any]) -> bytes:
+    """One server-sent event: ``id``, ``event`` (status or log) and the JSON on one data line."""
+    data = json.dumps(shown, separators=(",", ":"))
+    return f"id: {shown['id']}\nevent: {shown['type']}\ndata: {data}\n\n".encode()
+
+
+def parse_last_event_id(value: str | None) -> int:
+    """The number to resume after (0: from the start). A malformed header starts over."""
+    if value is None:
+        return 0
+    value = value.strip()
+    if not value.isdigit() or len(value) > len(str(MAX_EVENT_ID)):
+        return 0
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pagination
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    per_page: int
+
+    @property
+    def start(self) -> int:
+        return (self.number - 1) * self.per_page
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.per_page
+
+
+def _positive_int(query: Mapping[str, str], name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise BadRequest(f"{name} must be a positive integer", code="bad_request")
+    return int(raw)
+
+
+def parse_page(query: Mapping[str, str]) -> Page:
+    """``page`` (from 1) and ``per_page`` (above 100 is read as 100, like the platform)."""
+    number = _positive_int(query, "page", 1)
+    per_page = min(_positive_int(query, "per_page", DEFAULT_PER_PAGE), MAX_PER_PAGE)
+    return Page(min(number, 10**9), per_page)
+
+
+def pagination(page: Page, total_count: int) -> dict[str, Any]:
+    """The platform's ``meta.pagination`` for ``page`` of ``total_count`` items."""
+    total_pages = math.ceil(total_count / page.per_page)
+    return {
+        "current_page": page.number,
+        "prev_page": page.number - 1 if page.number > 1 else None,
+        "next_page": page.number + 1 if page.number < total_pages else None,
+        "total_pages": total_pages,
+        "total_count": total_count,
+    }

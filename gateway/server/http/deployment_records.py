@@ -1,0 +1,225 @@
+"""HTTP handlers for following deployments: show, list, output, the live event stream, and the
+deployer's event reports. Thin: they check who asks, call the tracker and shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from gateway.errors import TokenExpired, TokenInvalid
+from gateway.ids import SOURCE_ID
+from gateway.server.adapters.records import DeploymentNotFound, Record
+from gateway.server.domain.auth import Authenticator
+from gateway.server.domain.deployments import app_name_errors
+from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.records import (
+    MAX_EVENT_CONTENT,
+    deployment_view,
+    is_terminal,
+    pagination,
+    parse_event,
+    parse_last_event_id,
+    parse_page,
+    sse_message,
+)
+from gateway.server.domain.sources import rfc3339
+from gateway.server.domain.tracking import DeploymentTracker
+from gateway.server.http.body import CLIENT_GONE, read_json_object
+
+log = logging.getLogger(__name__)
+
+# An event's body: 64 KiB of content, which JSON escaping may make up to six times longer.
+MAX_EVENT_BODY = 6 * MAX_EVENT_CONTENT + 1024
+# A comment line this often keeps proxies and clients from closing an idle stream.
+KEEPALIVE_SECONDS = 15.0
+DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
+
+
+class DeploymentMetrics:
+    """What followers and deployers do, on the gateway's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.finished = Counter(
+            "gateway_deployments_finished",
+            "Deployments that reached a final status, by status.",
+            ["status"],
+            registry=registry,
+        )
+        self.followers = Gauge(
+            "gateway_deployment_followers",
+            "Event streams (GET .../events) connected to this instance.",
+            registry=registry,
+        )
+        self.events = Counter(
+            "gateway_deployment_events",
+            "Events received from deployers (first delivery only), by type.",
+            ["type"],
+            registry=registry,
+        )
+
+
+class DeploymentLinks:
+    """The URLs a deployment's answers and jobs carry, on the gateway's public URL."""
+
+    def __init__(self, public_url: str, tokens: EventsTokens) -> None:
+        self._base = public_url.rstrip("/")
+        self._tokens = tokens
+
+    def _path(self, app: str, deployment_id: str) -> str:
+        return f"{self._base}/v1/apps/{app}/deployments/{deployment_id}"
+
+    def output_url(self, app: str, deployment_id: str) -> str:
+        return f"{self._path(app, deployment_id)}/output"
+
+    def events_url(self, app: str, deployment_id: str) -> str:
+        """Where the deployer reports, with a token for this deployment only."""
+        token = self._tokens.sign(app, deployment_id)
+        return f"{self._path(app, deployment_id)}/events?token={token}"
+
+    def view(self, record: Record) -> dict[str, Any]:
+        """The platform's deployment object for ``record``."""
+        deployment = record["deployment"]
+        return deployment_view(record, self.output_url(deployment["app_id"], deployment["id"]))
+
+
+def _path_ids(request: web.Request) -> tuple[str, str]:
+    app, deployment_id = request.match_info["app"], request.match_info["id"]
+    if app_name_errors(app) or not SOURCE_ID.fullmatch(deployment_id):
+        raise DeploymentNotFound()
+    return app, deployment_id
+
+
+class DeploymentRecordHandlers:
+    """Reading deployments (API token, limited to the token's apps) and reporting on them
+    (events token from the job's events_url)."""
+
+    def __init__(
+        self,
+        auth: Authenticator,
+        tracker: DeploymentTracker,
+        tokens: EventsTokens,
+        links: DeploymentLinks,
+        metrics: DeploymentMetrics,
+        poll_interval: float,
+        stopping: asyncio.Event,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._auth = auth
+        self.tracker = tracker
+        self._tokens = tokens
+        self.links = links
+        self.metrics = metrics
+        self._poll_interval = poll_interval
+        self._stopping = stopping
+        self._clock = clock
+
+    def _allowed_app(self, request: web.Request) -> str:
+        principal = self._auth.authenticate(request.headers.get("Authorization"))
+        app = request.match_info["app"]
+        principal.require_app(app)
+        return app
+
+    async def show(self, request: web.Request) -> web.Response:
+        self._allowed_app(request)
+        app, deployment_id = _path_ids(request)
+        record = await self.tracker.get(app, deployment_id)
+        return web.json_response({"deployment": self.links.view(record)})
+
+    async def index(self, request: web.Request) -> web.Response:
+        app = self._allowed_app(request)
+        page = parse_page(request.query)
+        if app_name_errors(app):
+            records: list[Record] = []
+            total = 0
+        else:
+            records, total = await self.tracker.page(app, page)
+        return web.json_response(
+            {
+                "deployments": [self.links.view(record) for record in records],
+                "meta": {"pagination": pagination(page, total)},
+            }
+        )
+
+    async def output(self, request: web.Request) -> web.Response:
+        self._allowed_app(request)
+        app, deployment_id = _path_ids(request)
+        await self.tracker.get(app, deployment_id)  # 404 for an unknown one, even without events
+        text = await self.tracker.output(app, deployment_id)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: everything after Last-Event-ID, then new events as they are
+        stored, until a final status (or this instance shuts down)."""
+        self._allowed_app(request)
+        app, deployment_id = _path_ids(request)
+        record = await self.tracker.get(app, deployment_id)
+        after = parse_last_event_id(request.headers.get("Last-Event-ID"))
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # nginx: pass events on as they come
+            }
+        )
+        await response.prepare(request)
+        self.metrics.followers.inc()
+        try:
+            await self._stream(response, record, after)
+            await response.write_eof()
+        except CLIENT_GONE:
+            pass  # the follower left: nothing to finish
+        finally:
+            self.metrics.followers.dec()
+        return response
+
+    async def _stream(
+        self,
+        response: web.StreamResponse,
+        record: Record,
+        after: int,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        last_write = loop.time()
+        async for batch in self.tracker.follow(record, after, self._poll_interval, self._stopping):
+            for shown in batch:
+                await response.write(sse_message(shown))
+            if batch:
+                last_write = loop.time()
+            elif loop.time() - last_write >= KEEPALIVE_SECONDS:
+                await response.write(b": keep-alive\n\n")
+                last_write = loop.time()
+        if self._stopping.is_set():
+            # EventSource clients reconnect by themselves; curl users see why the stream ended.
+            await response.write(b": server shutting down; reconnect with Last-Event-ID\n\n")
+
+    async def post_event(self, request: web.Request) -> web.Response:
+        """One event from the deployer: 200 ``{"id"}`` when stored (or already stored)."""
+        app, deployment_id = request.match_info["app"], request.match_info["id"]
+        try:
+            self._tokens.verify(app, deployment_id, request.query.get("token"))
+        except (TokenInvalid, TokenExpired):
+            log.info("events for deployment %s refused: bad token", deployment_id[:64])
+            raise
+        data = await read_json_object(request, allow_empty=False, limit=MAX_EVENT_BODY)
+        event = parse_event(data)
+        fresh = await self.tracker.add_event(app, deployment_id, event, rfc3339(self._clock()))
+        if fresh:
+            self.metrics.events.labels(event.type).inc()
+            if event.status is not None and is_terminal(event.status):
+                self.metrics.finished.labels(event.status).inc()
+                log.info("deployment %s of %s finished: %s", deployment_id, app, event.status)
+        return web.json_response({"id": event.id})
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        # No HEAD: an event stream has no length to describe, and the rest are cheap to GET.
+        router.add_get("/v1/apps/{app}/deployments", self.index, allow_head=False)
+        router.add_get(DEPLOYMENT_PATH, self.show, allow_head=False)
+        router.add_get(DEPLOYMENT_PATH + "/output", self.output, allow_head=False)
+        router.add_get(DEPLOYMENT_PATH + "/events", self.events, allow_head=False)
+        router.add_post(DEPLOYMENT_PATH + "/events", self.post_event)

@@ -1,0 +1,228 @@
+"""``gateway deploy`` follows its deployment to the end, and ``gateway deployments ...``, against a
+real gateway whose jobs a scripted deployer takes from SQS on moto and reports on over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import sys
+import tarfile
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+import pytest
+
+from gateway.__main__ import main
+
+from .helpers import MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+class ScriptedDeployer:
+    """Takes jobs from the queue and posts ``script`` (event bodies without ids) for each."""
+
+    def __init__(self, sqs: Any, queue_url: str, script: Sequence[dict[str, Any]]) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.script = list(script)
+        self.jobs: list[dict[str, Any]] = []
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                resp = await asyncio.to_thread(
+                    self.sqs.receive_message, QueueUrl=self.queue_url, WaitTimeSeconds=1
+                )
+                for message in resp.get("Messages", []):
+                    job = json.loads(message["Body"])
+                    self.jobs.append(job)
+                    for number, event in enumerate(self.script, start=1):
+                        await asyncio.sleep(0.05)
+                        async with http.post(job["events_url"], json={"id": number, **event}) as r:
+                            assert r.status == 200, await r.text()
+
+
+@pytest.fixture
+async def env(
+    start_gateway: StartGateway, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Gateway, Any, str]]:
+    sqs = boto3.client(
+        "sqs", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
+    )
+    name = f"deploy-{uuid.uuid4().hex[:12]}"
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    forward = {"type": "sqs", "queue": name, "endpoint_url": moto_endpoint, "retries": 0}
+    gateway = await start_gateway({"deployments": {"forward": forward, "poll_interval": 0.1}})
+    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    try:
+        yield gateway, sqs, queue_url
+    finally:
+        sqs.delete_queue(QueueUrl=queue_url)
+
+
+@pytest.fixture
+async def deployer_for(
+    env: tuple[Gateway, Any, str],
+) -> AsyncIterator[Any]:
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(script: Sequence[dict[str, Any]]) -> ScriptedDeployer:
+        _, sqs, queue_url = env
+        deployer = ScriptedDeployer(sqs, queue_url, script)
+        tasks.append(asyncio.create_task(deployer.run()))
+        return deployer
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
+    code = await asyncio.wait_for(asyncio.to_thread(main, list(argv)), 60)
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err
+    return Result(code, out, err)
+
+
+def archive(tmp_path: Path) -> Path:
+    path = tmp_path / "app.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("Procfile")
+        info.size = 11
+        tar.addfile(info, io.BytesIO(b"web: ./run\n"))
+    return path
+
+
+GOOD = [
+    {"type": "status", "status": "building"},
+    {"type": "log", "content": "Step 1/2: fetch"},
+    {"type": "log", "content": "Step 2/2: build"},
+    {"type": "status", "status": "success"},
+]
+BAD = [
+    {"type": "status", "status": "building"},
+    {"type": "log", "content": "compiling\nerror: missing semicolon"},
+    {"type": "status", "status": "build-error"},
+]
+
+
+async def test_deploy_follows_to_success(
+    env: tuple[Gateway, Any, str],
+    deployer_for: Any,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    deployer_for(GOOD)
+    result = await run_cli(capsys, "deploy", "--app", "my-app", str(archive(tmp_path)))
+    assert result.code == 0, result.err
+    deployment = json.loads(result.out)["deployment"]
+    assert deployment["status"] == "success"
+    assert deployment["finished_at"] is not None
+    lines = result.err.splitlines()
+    assert lines.index("-----> building") < lines.index("Step 1/2: fetch")
+    assert lines.index("Step 2/2: build") < lines.index("-----> success")
+
+
+async def test_deploy_that_fails_exits_1_naming_the_status_and_the_last_lines(
+    env: tuple[Gateway, Any, str],
+    deployer_for: Any,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    deployer_for(BAD)
+    result = await run_cli(capsys, "deploy", "--app", "my-app", "-q", str(archive(tmp_path)))
+    assert result.code == 1
+    deployment = json.loads(result.out)["deployment"]
+    assert deployment["status"] == "build-error"
+    assert result.err.startswith(
+        f"gateway: error: deployment {deployment['id']} of my-app ended with build-error;"
+        " last output:\n  compiling\n  error: missing semicolon"
+    )
+
+
+async def test_deployments_commands(
+    env: tuple[Gateway, Any, str],
+    deployer_for: Any,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    deployer_for(GOOD)
+    deployed = await run_cli(capsys, "deploy", "--app", "my-app", "-q", str(archive(tmp_path)))
+    deployment_id = json.loads(deployed.out)["deployment"]["id"]
+
+    listed = await run_cli(capsys, "deployments", "list", "--app", "my-app", "--per-page", "5")
+    body = json.loads(listed.out)
+    assert [d["id"] for d in body["deployments"]] == [deployment_id]
+    assert body["meta"]["pagination"]["total_count"] == 1
+
+    shown = await run_cli(capsys, "deployments", "show", "--app", "my-app", deployment_id)
+    assert json.loads(shown.out)["deployment"]["status"] == "success"
+
+    output = await run_cli(capsys, "deployments", "output", "--app", "my-app", deployment_id)
+    assert output.out == "Step 1/2: fetch\nStep 2/2: build\n"
+
+    followed = await run_cli(capsys, "deployments", "follow", "--app", "my-app", deployment_id)
+    assert followed.code == 0
+    assert json.loads(followed.out)["deployment"]["status"] == "success"
+    assert "-----> success" in followed.err
+
+    missing = await run_cli(capsys, "deployments", "show", "--app", "my-app", str(uuid.uuid4()))
+    assert missing.code == 1
+    assert "deployment not found (404)" in missing.err
+
+
+async def test_no_follow_returns_at_queued(
+    env: tuple[Gateway, Any, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    result = await run_cli(
+        capsys, "deploy", "--app", "my-app", "--no-follow", "-q", str(archive(tmp_path))
+    )
+    assert result.code == 0
+    assert json.loads(result.out)["deployment"]["status"] == "queued"
+
+
+async def test_ctrl_c_stops_following_and_says_how_to_follow_again(
+    env: tuple[Gateway, Any, str], tmp_path: Path
+) -> None:
+    gateway, _, _ = env
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "deploy",
+        "--app",
+        "my-app",
+        str(archive(tmp_path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "GATEWAY_API_URL": gateway.url, "GATEWAY_TOKEN": TOKEN},
+    )
+    assert proc.stderr is not None
+    seen = b""
+    while b": queued" not in seen:
+        seen += await asyncio.wait_for(proc.stderr.readline(), 30)
+    await asyncio.sleep(0.5)  # following now: nobody reports on this deployment
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130
+    text = (seen + err).decode()
+    (deployment_id,) = {line.split()[2] for line in text.splitlines() if ": queued" in line}
+    assert f"gateway deployments follow --app my-app {deployment_id}" in text
+    assert "it goes on" in text
+    assert out == b""
