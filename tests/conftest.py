@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import aiohttp.web_app
-import boto3
 import moto.s3.models
 import pytest
 from aiohttp.test_utils import unused_port
@@ -26,8 +25,9 @@ from gateway.server.adapters.store import ObjectStore
 from gateway.server.app import create_app
 
 from .helpers import (
-    MOTO_CREDENTIALS,
     SMALL_PART,
+    TOKEN,
+    CliGateway,
     FakeClock,
     Gateway,
     ServedGateway,
@@ -37,6 +37,8 @@ from .helpers import (
     StoreUnderTest,
     config_dict,
     deep_merge,
+    make_queue,
+    moto_client,
     serve,
 )
 from .memory_store import MemoryStore
@@ -82,9 +84,23 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3(moto_endpoint: str) -> Any:
     """A plain boto3 client on the moto server, for setting up and checking the bucket."""
-    return boto3.client(
-        "s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
-    )
+    return moto_client("s3", moto_endpoint)
+
+
+@pytest.fixture
+def sqs(moto_endpoint: str) -> Any:
+    """A plain boto3 SQS client on the moto server."""
+    return moto_client("sqs", moto_endpoint)
+
+
+@pytest.fixture
+def queue_url(sqs: Any) -> Iterator[str]:
+    """A fresh SQS queue on the moto server, deleted after the test: its URL."""
+    url = make_queue(sqs)
+    try:
+        yield url
+    finally:
+        sqs.delete_queue(QueueUrl=url)
 
 
 @pytest.fixture
@@ -113,6 +129,30 @@ def start_gateway(aiohttp_server: Any, moto_endpoint: str, bucket: str) -> Start
         app = create_app(config, clock=clock, **kwargs)
         server = await aiohttp_server(app, port=port)
         return Gateway(f"http://127.0.0.1:{port}", config, app, clock, server)
+
+    return start
+
+
+@pytest.fixture
+def cli_gateway(
+    start_gateway: StartGateway,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sqs: Any,
+    queue_url: str,
+) -> CliGateway:
+    """Start a gateway forwarding deployments to a fresh SQS queue on moto (given by name, so
+    the forwarder looks its URL up), with the CLI's environment (``GATEWAY_API_URL``,
+    ``GATEWAY_TOKEN``) pointing at it; keywords are more of the deployments section. Returns the
+    gateway, the SQS client and the queue's URL."""
+
+    async def start(**deployments: Any) -> tuple[Gateway, Any, str]:
+        name = queue_url.rsplit("/", 1)[1]
+        forward = {"type": "sqs", "queue": name, "endpoint_url": moto_endpoint, "retries": 0}
+        gateway = await start_gateway({"deployments": {"forward": forward, **deployments}})
+        monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+        monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+        return gateway, sqs, queue_url
 
     return start
 

@@ -16,12 +16,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import boto3
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -130,6 +132,8 @@ class Gateway:
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
+# The ``cli_gateway`` fixture: (gateway, SQS client, queue URL) from deployments keywords.
+CliGateway = Callable[..., Awaitable[tuple[Gateway, Any, str]]]
 
 
 def stored(s3: Any, gateway: Gateway, source: dict[str, Any]) -> bytes | None:
@@ -154,6 +158,21 @@ async def chunks_of(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
     """``data`` as an async body in pieces of ``size`` bytes (a chunked upload)."""
     for i in range(0, len(data), size):
         yield data[i : i + size]
+
+
+def moto_client(service: str, moto_endpoint: str) -> Any:
+    """A plain boto3 client of ``service`` (s3, sqs...) on the moto server."""
+    return boto3.client(
+        service, endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
+    )
+
+
+def make_queue(sqs: Any, fifo: bool = False) -> str:
+    """A new SQS queue (FIFO if ``fifo``) with a unique name; its URL."""
+    name = f"deploy-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
+    attributes = {"FifoQueue": "true"} if fifo else {}
+    url: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    return url
 
 
 def sqs_forward(queue: str, endpoint: str) -> dict[str, Any]:

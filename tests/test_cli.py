@@ -22,14 +22,13 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
@@ -39,7 +38,7 @@ import gateway.client.errors
 from gateway.__main__ import main
 from gateway.redaction import redact
 
-from .helpers import LIMITED_TOKEN, TOKEN, Gateway, Spawn, StartGateway
+from .helpers import LIMITED_TOKEN, TOKEN, CliGateway, Gateway, Spawn, StartGateway
 
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
 WRONG_TOKEN = "wrong-token-abcdef-123"
@@ -378,27 +377,9 @@ async def test_deploy_empty_directory(api: FakeApi, run_cli: RunCli, tmp_path: P
 
 
 @pytest.fixture
-async def real(
-    start_gateway: StartGateway, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Gateway, Any, str]]:
+async def real(cli_gateway: CliGateway) -> tuple[Gateway, Any, str]:
     """A gateway with the real deployments endpoint forwarding to a fresh SQS queue on moto."""
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    name = f"deploy-{uuid.uuid4().hex[:12]}"
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    forward = {"type": "sqs", "queue": name, "endpoint_url": moto_endpoint, "retries": 0}
-    gateway = await start_gateway({"deployments": {"forward": forward}})
-    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
-    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
-    try:
-        yield gateway, sqs, queue_url
-    finally:
-        sqs.delete_queue(QueueUrl=queue_url)
+    return await cli_gateway()
 
 
 async def test_deploy_directory_real_endpoint(

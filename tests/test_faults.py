@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -38,16 +39,25 @@ async def proxy(moto_endpoint: str) -> AsyncIterator[FaultProxy]:
         yield p
 
 
-async def through(start_gateway: StartGateway, proxy: FaultProxy, *, attempts: int = 1) -> Gateway:
-    return await start_gateway(
-        {
-            "storage": {
-                "endpoint_url": proxy.url,
-                "max_attempts": attempts,
-                "read_timeout": READ_TIMEOUT,
-            }
-        }
-    )
+@dataclass
+class Rig:
+    """Gateways whose S3 traffic goes through the fault proxy, and the test's clients."""
+
+    start_gateway: StartGateway
+    proxy: FaultProxy
+    http: aiohttp.ClientSession
+    s3: Any
+
+    async def gateway(self, *, attempts: int = 1) -> Gateway:
+        storage = {"endpoint_url": self.proxy.url, "max_attempts": attempts}
+        return await self.start_gateway({"storage": {**storage, "read_timeout": READ_TIMEOUT}})
+
+
+@pytest.fixture
+def rig(
+    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession, s3: Any
+) -> Rig:
+    return Rig(start_gateway, proxy, http, s3)
 
 
 async def upload(
@@ -71,14 +81,9 @@ async def refused_download(http: aiohttp.ClientSession, url: str) -> CIMultiDict
 
 
 @pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
-async def test_failed_part_is_retried(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    s3: Any,
-    action: Any,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=3)
+async def test_failed_part_is_retried(rig: Rig, action: Any) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=3)
     proxy.add(Fault(action, method="PUT", query=PART_QUERY, nth=2))
     data = os.urandom(SMALL_PART * 3 + 100)
     source = await gateway.create_source(http)
@@ -93,10 +98,9 @@ async def test_failed_part_is_retried(
     assert open_uploads(s3, gateway) == []
 
 
-async def test_failed_completion_is_retried(
-    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession, s3: Any
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=3)
+async def test_failed_completion_is_retried(rig: Rig) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=3)
     proxy.add(Fault("503", method="POST", query="uploadId="))
     data = os.urandom(SMALL_PART * 2 + 1)
     source = await gateway.create_source(http)
@@ -114,15 +118,9 @@ async def test_failed_completion_is_retried(
 @pytest.mark.parametrize(
     ("action", "status"), [("500", 503), ("503", 503), ("drop", 503), ("stall", 503)]
 )
-async def test_part_failing_for_good_aborts(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    s3: Any,
-    action: Any,
-    status: int,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=2)
+async def test_part_failing_for_good_aborts(rig: Rig, action: Any, status: int) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=2)
     source = await gateway.create_source(http)
     earlier = os.urandom(SMALL_PART * 2 + 7)
     assert (await upload(http, source["upload_url"], earlier, chunked=True))[0] == 200
@@ -152,15 +150,9 @@ async def test_part_failing_for_good_aborts(
     ],
     ids=["create", "complete-drop", "complete-stall"],
 )
-async def test_multipart_bookkeeping_failure_aborts(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    s3: Any,
-    fault: Fault,
-    status: int,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=2)
+async def test_multipart_bookkeeping_failure_aborts(rig: Rig, fault: Fault, status: int) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=2)
     earlier = b"an earlier complete upload"
     source = await gateway.uploaded_source(http, earlier)
     proxy.add(fault)
@@ -176,15 +168,10 @@ async def test_multipart_bookkeeping_failure_aborts(
 
 
 @pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
-async def test_streamed_put_failure_stores_nothing(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    s3: Any,
-    action: Any,
-) -> None:
+async def test_streamed_put_failure_stores_nothing(rig: Rig, action: Any) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
     # The single streamed PUT cannot be replayed (its body is the client's): it is not retried.
-    gateway = await through(start_gateway, proxy, attempts=3)
+    gateway = await rig.gateway(attempts=3)
     earlier = b"an earlier complete upload"
     source = await gateway.uploaded_source(http, earlier)
     proxy.add(Fault(action, method="PUT", query=PRESIGNED_QUERY, times=1000))
@@ -202,13 +189,9 @@ async def test_streamed_put_failure_stores_nothing(
 
 # A dropped GetObject fails before the headers go out: see test_download_when_get_object_fails.
 @pytest.mark.parametrize("action", ["truncate", "stall_body"])
-async def test_download_broken_mid_body_closes_short(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    action: Any,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=1)
+async def test_download_broken_mid_body_closes_short(rig: Rig, action: Any) -> None:
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=1)
     data = os.urandom(2 * 1024 * 1024)
     source = await gateway.uploaded_source(http, data)
     proxy.add(Fault(action, method="GET", path=source["id"], exclude_query="tagging", times=1000))
@@ -226,23 +209,18 @@ async def test_download_broken_mid_body_closes_short(
 
 
 @pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
-async def test_download_when_s3_fails_before_headers(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    action: Any,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=1)
+async def test_download_when_s3_fails_before_headers(rig: Rig, action: Any) -> None:
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=1)
     source = await gateway.uploaded_source(http, b"archive")
     proxy.add(Fault(action, method="HEAD", times=1000))
 
     assert "Retry-After" in await refused_download(http, source["download_url"])
 
 
-async def test_download_retried_when_s3_recovers(
-    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=3)
+async def test_download_retried_when_s3_recovers(rig: Rig) -> None:
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=3)
     data = os.urandom(100_000)
     source = await gateway.uploaded_source(http, data)
     proxy.add(Fault("503", method="GET", path=source["id"], exclude_query="tagging"))
@@ -254,14 +232,10 @@ async def test_download_retried_when_s3_recovers(
 
 
 @pytest.mark.parametrize("action", ["500", "drop"])
-async def test_download_when_get_object_fails_is_still_json(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    action: Any,
-) -> None:
+async def test_download_when_get_object_fails_is_still_json(rig: Rig, action: Any) -> None:
     """HEAD works, GetObject does not: the body is asked for before the headers go out."""
-    gateway = await through(start_gateway, proxy, attempts=1)
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=1)
     source = await gateway.uploaded_source(http, b"archive")
     proxy.add(Fault(action, method="GET", path=source["id"], exclude_query="tagging", times=9))
 
@@ -270,10 +244,9 @@ async def test_download_when_get_object_fails_is_still_json(
         assert resp.status == 200  # HEAD needs no body from S3
 
 
-async def test_upload_stored_even_if_tagging_fails(
-    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=1)
+async def test_upload_stored_even_if_tagging_fails(rig: Rig) -> None:
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=1)
     source = await gateway.create_source(http)
     proxy.add(Fault("503", method="PUT", query="tagging", times=9))
     status, body, _ = await upload(http, source["upload_url"], b"archive bytes", chunked=False)
