@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from gateway.config import config_from_dict
 from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.json_objects import S3JsonObjects
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.adapters.store import ObjectStore
 from gateway.server.app import create_app
@@ -220,8 +221,9 @@ async def spawn() -> AsyncIterator[Spawn]:
 async def any_store(
     request: pytest.FixtureRequest, moto_endpoint: str, bucket: str
 ) -> AsyncIterator[StoreUnderTest]:
-    """Each ``ObjectStore`` implementation in turn (the conformance suite runs on all of them):
-    the in-memory one of the unit tests, and ``S3Store`` on a fresh bucket of the moto server."""
+    """Each store implementation in turn (the conformance suite runs on all of them): the
+    in-memory one of the unit tests, and ``S3Store`` with ``S3JsonObjects`` on a fresh bucket of
+    the moto server."""
     if request.param == "memory":
         memory = MemoryStore()
 
@@ -234,7 +236,7 @@ async def any_store(
             down.available = False
             yield down
 
-        yield StoreUnderTest(memory, fetch_memory, memory_down)
+        yield StoreUnderTest(memory, memory, fetch_memory, memory_down)
         return
 
     def s3_store(endpoint: str) -> tuple[Connections, S3Store]:
@@ -255,5 +257,6 @@ async def any_store(
             yield down
 
     connections, store = s3_store(moto_endpoint)
+    objects = S3JsonObjects(connections, bucket)
     async with connections.open():
-        yield StoreUnderTest(store, fetch_s3, s3_down)
+        yield StoreUnderTest(store, objects, fetch_s3, s3_down)

@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
+from gateway.server.adapters.json_objects import JsonObjects
 from gateway.server.adapters.store import ObjectStore
 
 SECRET = "test-secret-key-0123456789"
@@ -275,6 +276,8 @@ class StoreUnderTest:
     """One ``ObjectStore`` implementation as the conformance suite sees it (``any_store``)."""
 
     store: ObjectStore
+    # The JSON objects of the same bucket (S3JsonObjects beside S3Store).
+    objects: JsonObjects
     # What a plain GET of a presign_get URL answers: the body, or None if refused.
     fetch: Callable[[str], Awaitable[bytes | None]]
     # The same kind of store with its backend out of reach.

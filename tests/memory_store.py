@@ -1,10 +1,11 @@
-"""``MemoryStore``: the whole ``ObjectStore`` interface in memory, for unit tests.
+"""``MemoryStore``: the whole ``ObjectStore`` and ``JsonObjects`` interfaces in memory, for tests.
 
 It keeps S3's observable rules (the conformance suite, ``test_store_conformance.py``, runs the same
 tests on it and on ``S3Store``): ETags are quoted MD5s (``"<md5 of md5s>-N"`` for a multipart
 object), an object is visible only once complete, a part's ETag must match when the parts are put
-together, and the SHA-256 describes only the version it was recorded for. It also remembers every
-call (``calls``) and how many parts were uploading at once, for tests of the uploader.
+together, the SHA-256 describes only the version it was recorded for, and conditional writes
+(create only, replace only the version read) fail with ``PreconditionFailed``. It also remembers
+every call (``calls``) and how many parts were uploading at once, for tests of the uploader.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from gateway.server.adapters.json_objects import MAX_KEYS, KeyPage, PreconditionFailed
 from gateway.server.adapters.store import (
     ObjectChanged,
     ObjectInfo,
@@ -180,3 +184,32 @@ class MemoryStore:
 
     async def check(self) -> None:
         self._enter("check")
+
+    # --- JsonObjects ---------------------------------------------------------------------------
+
+    async def put_json(
+        self, key: str, value: Any, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        self._enter("put_json")
+        current = self.objects.get(key)
+        if (if_absent and current is not None) or (
+            if_match is not None and (current is None or current.etag != if_match)
+        ):
+            raise PreconditionFailed()
+        data = json.dumps(value, separators=(",", ":")).encode()
+        return self._store(key, data, "application/json", quoted_md5(data))
+
+    async def get_json(self, key: str) -> tuple[Any, str]:
+        self._enter("get_json")
+        obj = self._object(key)
+        try:
+            return json.loads(obj.data), obj.etag
+        except ValueError:
+            raise ObjectNotFound() from None
+
+    async def list_keys(
+        self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS
+    ) -> KeyPage:
+        self._enter("list_keys")
+        keys = sorted(k for k in self.objects if k.startswith(prefix) and k > (start_after or ""))
+        return KeyPage(keys[:max_keys], len(keys) > max_keys)

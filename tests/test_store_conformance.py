@@ -1,13 +1,14 @@
-"""Every ``ObjectStore`` keeps the same contract: these tests run on each implementation.
+"""Every store keeps the same contract: these tests run on each implementation.
 
-``any_store`` (conftest.py) gives them in turn: ``MemoryStore`` (the unit tests' store) and
-``S3Store`` on the moto server. Each section below is one method; its first line is the contract
-in one sentence, and the tests check that sentence, failures included: a failure is always one of
-the typed store errors (``ObjectNotFound``, ``ObjectChanged``, ``StorageUnavailable``,
-``StorageFailed``), never a library's exception.
+``any_store`` (conftest.py) gives them in turn: ``MemoryStore`` (the unit tests' store, both
+interfaces) and, on the moto server, ``S3Store`` (``ObjectStore``) with ``S3JsonObjects``
+(``JsonObjects``). Each section below is one method; its first line is the contract in one
+sentence, and the tests check that sentence, failures included: a failure is always one of the
+typed store errors (``ObjectNotFound``, ``ObjectChanged``, ``StorageUnavailable``,
+``StorageFailed``, ``PreconditionFailed``), never a library's exception.
 
-A new method of ``ObjectStore``: implement it in ``MemoryStore`` and ``S3Store``, and add a
-section here; it then runs on both.
+A new store method: implement it in ``MemoryStore`` and the S3 class, and add a section here; it
+then runs on both.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway.errors import GatewayError
+from gateway.server.adapters.json_objects import PreconditionFailed
 from gateway.server.adapters.store import (
     ObjectChanged,
     ObjectNotFound,
@@ -308,3 +310,53 @@ async def test_unreachable_store_is_unavailable_for_every_call(
                 await call
             failures[name] = type(raised.value)
     assert failures == dict.fromkeys(calls, StorageUnavailable)
+
+
+# --- put_json / get_json: a JSON value and its ETag; ``if_absent`` creates only, ``if_match``
+# replaces only that version, else PreconditionFailed; a missing or non-JSON key is ObjectNotFound
+
+
+async def test_json_round_trip(any_store: StoreUnderTest) -> None:
+    objects, key = any_store.objects, new_key()
+    etag = await objects.put_json(key, {"n": 1, "s": "é"}, if_absent=True)
+    assert await objects.get_json(key) == ({"n": 1, "s": "é"}, etag)
+    replaced = await objects.put_json(key, [1, 2], if_match=etag)
+    assert await objects.get_json(key) == ([1, 2], replaced)
+
+
+async def test_json_conditions_that_fail(any_store: StoreUnderTest) -> None:
+    objects, key = any_store.objects, new_key()
+    etag = await objects.put_json(key, {"n": 1})
+    await objects.put_json(key, {"n": 2}, if_match=etag)
+    with pytest.raises(PreconditionFailed):
+        await objects.put_json(key, {"n": 3}, if_match=etag)  # another wrote since
+    with pytest.raises(PreconditionFailed):
+        await objects.put_json(key, {"n": 4}, if_absent=True)
+    assert (await objects.get_json(key))[0] == {"n": 2}
+
+
+async def test_json_missing_or_not_json(any_store: StoreUnderTest) -> None:
+    key = new_key()
+    with pytest.raises(ObjectNotFound):
+        await any_store.objects.get_json(key)
+    await any_store.store.put_bytes(key, b"\x1f\x8b not json", GZIP)
+    with pytest.raises(ObjectNotFound):
+        await any_store.objects.get_json(key)
+
+
+# --- list_keys: keys under the prefix after ``start_after``, in order, at most ``max_keys``,
+# and whether more follow -----------------------------------------------------------------------
+
+
+async def test_list_keys_in_pages(any_store: StoreUnderTest) -> None:
+    objects, prefix = any_store.objects, f"{new_key()}/"
+    keys = [f"{prefix}{name}" for name in ("b", "a", "c/1", "c/2", "d")]
+    for key in keys:
+        await objects.put_json(key, {})
+    await objects.put_json(f"{prefix[:-1]}-beside", {})  # shares the prefix but for the slash
+    first = await objects.list_keys(prefix, max_keys=3)
+    assert (first.keys, first.truncated) == (sorted(keys)[:3], True)
+    rest = await objects.list_keys(prefix, start_after=first.keys[-1], max_keys=3)
+    assert (rest.keys, rest.truncated) == (sorted(keys)[3:], False)
+    empty = await objects.list_keys(f"{prefix}none/")
+    assert (empty.keys, empty.truncated) == ([], False)
