@@ -36,8 +36,9 @@ test: lint test-tools
 	$(BIN)/pytest -rs
 
 # Runs every bench/bench_*.py (local servers only, about ten minutes on 2 cores) and rewrites
-# BENCHMARKS.md with the figures.
+# BENCHMARKS.md with the figures. wrk (figure 1c) is installed first when missing and root.
 bench: $(VENV)/.dev-installed
+	@bash bench/ensure-tools
 	$(BIN)/python bench/run.py
 
 clean:

@@ -1,19 +1,22 @@
 """Figure 1c: ``POST /v1/sources`` requests per second, one gateway process vs a bare handler.
 
-The load client is this process: ``CONNECTIONS`` keep-alive connections on a bare asyncio
-protocol (far cheaper per request than an HTTP client library), each sending requests back to
-back for ``DURATION`` seconds (after a short warm-up). The server's CPU use over
-the same window (its process's user+system seconds / wall seconds) tells whether the server or the
-client was the limit: near 100% means the one core the server can use was saturated.
+The load generator is wrk (``CONNECTIONS`` keep-alive connections, one thread), the same for both
+servers and in the same run, one server right after the other. The server's CPU use over the
+same window (its process's user+system seconds / wall seconds) tells whether the server or the
+rest of the machine was the limit. wrk is installed when missing and root with apt-get
+(``bench/ensure-tools``, run by ``make bench``); without it this figure is skipped, and says so.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 from harness import (
     BENCH,
@@ -34,95 +37,40 @@ from harness import (
 )
 
 CONNECTIONS = 32
-DURATION = 2.0 if QUICK else 5.0
-WARMUP = 1.0
+DURATION = 2 if QUICK else 5
+WARMUP = 1
+# wrk's request: POST with the API token and an empty JSON body, as `gateway sources create`.
+WRK_SCRIPT = f"""
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer {TOKEN}"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = ""
+"""
+_RATE = re.compile(r"Requests/sec:\s*([\d.]+)")
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s*(\d+)")
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection sending the same request again as soon as an answer is whole.
-
-    Parsing is the least that counts answers right (status line, Content-Length), so the client
-    costs far less CPU per request than the servers it measures."""
-
-    def __init__(self, request: bytes, deadline: float, done: asyncio.Future[None]) -> None:
-        self.request = request
-        self.deadline = deadline
-        self.done = done
-        self.count = 0
-        self.buffer = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            head = self.buffer[:end]
-            found = _LENGTH.search(head)
-            length = int(found.group(1)) if found else 0
-            if len(self.buffer) < end + 4 + length:
-                return
-            if not head.startswith(b"HTTP/1.1 201"):
-                self._finish(RuntimeError(head.split(b"\r\n", 1)[0].decode()))
-                return
-            self.buffer = self.buffer[end + 4 + length :]
-            self.count += 1
-            if time.perf_counter() >= self.deadline:
-                self._finish(None)
-                return
-            assert self.transport is not None
-            self.transport.write(self.request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._finish(exc or RuntimeError("connection closed"))
-
-    def _finish(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            if exc is None:
-                self.done.set_result(None)
-            else:
-                self.done.set_exception(exc)
-        if self.transport is not None:
-            self.transport.close()
+def wrk(url: str, seconds: int, script: Path) -> float:
+    """Requests per second wrk reached against ``url`` in ``seconds``; every answer a 2xx."""
+    argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    if failed := _NON_2XX.search(out):
+        raise RuntimeError(f"{failed.group(1)} answers were not 2xx:\n{out}")
+    found = _RATE.search(out)
+    if found is None:
+        raise RuntimeError(f"no rate in wrk's output:\n{out}")
+    return float(found.group(1))
 
 
-_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
-
-
-async def load(port: int, seconds: float) -> int:
-    """Requests completed in ``seconds`` over ``CONNECTIONS`` connections."""
-    request = (
-        "POST /v1/sources HTTP/1.1\r\n"
-        f"Host: 127.0.0.1:{port}\r\n"
-        f"Authorization: Bearer {TOKEN}\r\n"
-        "Content-Type: application/json\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    loop = asyncio.get_running_loop()
-    deadline = time.perf_counter() + seconds
-    connections = []
-    for _ in range(CONNECTIONS):
-        done: asyncio.Future[None] = loop.create_future()
-        _, protocol = await loop.create_connection(
-            lambda done=done: _Connection(request, deadline, done), "127.0.0.1", port
-        )
-        connections.append(protocol)
-    await asyncio.gather(*(c.done for c in connections))
-    return sum(c.count for c in connections)
-
-
-def measure(server: Server) -> tuple[float, float, float]:
+def measure(server: Server, script: Path) -> tuple[float, float, float]:
     """(requests per second, server CPU utilisation, server CPU seconds per request)."""
-    port = int(server.url.rsplit(":", 1)[1])
-    asyncio.run(load(port, WARMUP))
+    url = f"{server.url}/v1/sources"
+    wrk(url, WARMUP, script)
     cpu, started = server.cpu(), time.perf_counter()
-    count = asyncio.run(load(port, DURATION))
+    rate = wrk(url, DURATION, script)
     wall = time.perf_counter() - started
     used = server.cpu() - cpu
-    return count / wall, used / wall, used / count
+    return rate, used / wall, used / (rate * DURATION)
 
 
 def bare() -> AbstractContextManager[Server]:
@@ -131,6 +79,13 @@ def bare() -> AbstractContextManager[Server]:
 
 
 def main() -> None:
+    if shutil.which("wrk") is None:
+        print(
+            "### 1c. `POST /v1/sources` requests per second\n\n"
+            "skipped: wrk is not installed (`apt-get install wrk`; `make bench` installs it when "
+            "run as root).\n"
+        )
+        return
     variants: dict[str, Callable[[str, str], AbstractContextManager[Server]]] = {
         "bare aiohttp handler": lambda endpoint, bucket: bare(),
         "gateway": lambda endpoint, bucket: gateway(endpoint, bucket),
@@ -142,13 +97,15 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in variants}
     loads: dict[str, list[float]] = {name: [] for name in variants}
     costs: dict[str, list[float]] = {name: [] for name in variants}
-    with s3_server("sink") as s3:
+    with s3_server("sink") as s3, tempfile.TemporaryDirectory() as tmp:
         bucket = create_bucket(s3.url)
+        script = Path(tmp) / "create.lua"
+        script.write_text(WRK_SCRIPT)
         for run in range(RUNS):
             for name, start in variants.items():
                 log(f"create: {name} run {run + 1}/{RUNS}")
                 with start(s3.url, bucket) as server:
-                    rate, busy, cost = measure(server)
+                    rate, busy, cost = measure(server, script)
                 rates[name].append(rate)
                 loads[name].append(busy)
                 costs[name].append(cost)
@@ -157,14 +114,14 @@ def main() -> None:
     lines = [
         header(
             "1c. `POST /v1/sources` requests per second",
-            f"One server process; the load client (a minimal asyncio HTTP/1.1 client, "
-            f"{CONNECTIONS} keep-alive connections, {DURATION:.0f} s per run after "
-            f"{WARMUP:.0f} s of warm-up) runs "
-            "beside it on the same 2 cores. `ratio` is against the bare handler in the same run "
-            "(target >= 0.5). The gateway does everything it does in production: API token "
-            "check, two itsdangerous signatures, the JSON access log line, metrics. Server CPU "
-            "per request (its process's CPU seconds / requests) does not depend on what else "
-            "the machine runs; requests/s does.",
+            f"One server process; the load generator, wrk ({CONNECTIONS} keep-alive "
+            f"connections, one thread, {DURATION} s per run after {WARMUP} s of warm-up), runs "
+            "beside it on the same 2 cores, against each server in turn within the same run. "
+            "`ratio` is against the bare handler in the same run (target >= 0.5). The machine "
+            "is shared with other work, so requests/s spread widely from run to run; the "
+            "same-run ratio and the server CPU per request (its process's CPU seconds / "
+            "requests) are the figures to read. The gateway does everything it does in "
+            "production: API token check, two signed tokens, the JSON access log line, metrics.",
         ),
         "| server | requests/s | ratio to bare | server CPU use | server CPU per request "
         "| CPU ratio (bare / this) |",

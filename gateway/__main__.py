@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -17,6 +18,8 @@ from gateway.server.commands import add_server_commands
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="sources-gateway")
+    version = metadata.version("sources-gateway")
+    parser.add_argument("--version", action="version", version=f"gateway {version}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_server_commands(sub)
     add_client_commands(sub)

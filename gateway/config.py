@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.envsubst import EnvReferenceError, Substituted, substitute
+
 # S3 refuses parts under 5 MiB (except the last) and allows at most 10,000 of them.
 S3_MIN_PART_SIZE = 5 * 1024 * 1024
 S3_MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
@@ -276,34 +278,6 @@ class Config:
             )
 
 
-# --- environment substitution -------------------------------------------------------------------
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class _Substituted(str):
-    """A string that came (partly) from the environment: may still be read as a number."""
-
-
-def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
-    if isinstance(value, dict):
-        return {k: _substitute(v, _join(path, str(k)), env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env and env[name] != "":
-            return env[name]
-        if default is not None:
-            return default
-        raise ConfigError(path, f"environment variable {name} is not set")
-
-    return _Substituted(_VAR.sub(replace, value))
-
-
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -331,7 +305,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return tuple(_convert(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return _build(typing.cast(type, tp), value, path)
-    if isinstance(value, _Substituted) and tp in (int, float, bool):
+    if isinstance(value, Substituted) and tp in (int, float, bool):
         value = yaml.safe_load(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -377,7 +351,10 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 def config_from_dict(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate a parsed YAML document into a ``Config``; ``ConfigError`` on the first fault."""
-    substituted = _substitute(data, "", os.environ if env is None else env)
+    try:
+        substituted = substitute(data, os.environ if env is None else env)
+    except EnvReferenceError as exc:
+        raise ConfigError(exc.path, exc.problem) from None
     config: Config = _build(Config, substituted, "")
     return config
 

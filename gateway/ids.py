@@ -1,5 +1,5 @@
 """The one spelling of a source id (a random UUID4, lowercase hex), for routes, URL parsing and
-the OpenAPI document."""
+the OpenAPI document; and of an app name, for the server's checks and the client's."""
 
 from __future__ import annotations
 
@@ -7,3 +7,13 @@ import re
 
 SOURCE_ID_REGEX = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 SOURCE_ID = re.compile(SOURCE_ID_REGEX)
+
+# The platform's app names: lowercase letters, digits and dashes, 3 to 48 characters, starting
+# with a letter and not ending with a dash (a leading dash would read as an option on a command
+# line that takes the name).
+APP_NAME_REGEX = r"[a-z][a-z0-9-]{1,46}[a-z0-9]"
+APP_NAME = re.compile(APP_NAME_REGEX)
+APP_NAME_RULE = (
+    "must be 3 to 48 lowercase letters, digits or dashes, starting with a letter and not ending"
+    " with a dash"
+)

@@ -26,6 +26,7 @@ from gateway.server.adapters.store import ObjectStore
 from gateway.server.app import create_app
 
 from .helpers import (
+    DEPLOYMENTS_QUEUE,
     SMALL_PART,
     TOKEN,
     CliGateway,
@@ -76,8 +77,11 @@ def moto_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # The queue of the default configuration (deployments.forward), which readiness checks.
+    moto_client("sqs", endpoint).create_queue(QueueName=DEPLOYMENTS_QUEUE)
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint
     finally:
         server.stop()
 

@@ -39,6 +39,9 @@ MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "te
 # Tests use small parts; the moto server is told the same minimum, so it still refuses any
 # non-last part shorter than that, as S3 does with its 5 MiB.
 SMALL_PART = 64 * 1024
+# The queue of the default test configuration (deployments.forward), which readiness checks;
+# created on the moto server once per session.
+DEPLOYMENTS_QUEUE = "deployments"
 
 
 class FakeClock:
@@ -88,6 +91,9 @@ def config_dict(moto_endpoint: str, bucket: str, port: int) -> dict[str, Any]:
             "max_attempts": 1,
             "connect_timeout": 2,
             "read_timeout": 10,
+        },
+        "deployments": {
+            "forward": {"type": "sqs", "queue": DEPLOYMENTS_QUEUE, "endpoint_url": moto_endpoint}
         },
         "logging": {"level": "debug", "json": True},
     }

@@ -22,14 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from gateway.server.adapters import store as errors
 from gateway.server.adapters.json_objects import MAX_KEYS, KeyPage, PreconditionFailed
-from gateway.server.adapters.store import (
-    ObjectChanged,
-    ObjectInfo,
-    ObjectNotFound,
-    StorageFailed,
-    StorageUnavailable,
-)
+from gateway.server.adapters.store import Buffer, ObjectInfo
 
 # Pieces ``read`` yields, small so that a test sees a stream, not one block.
 READ_CHUNK = 64 * 1024
@@ -53,7 +48,7 @@ class Upload:
     parts: dict[int, tuple[str, bytes]] = field(default_factory=dict)
 
 
-def quoted_md5(data: bytes | bytearray) -> str:
+def quoted_md5(data: Buffer) -> str:
     return f'"{hashlib.md5(data).hexdigest()}"'
 
 
@@ -73,18 +68,18 @@ class MemoryStore:
     def _enter(self, call: str) -> None:
         self.calls.append(call)
         if not self.available:
-            raise StorageUnavailable("storage is unreachable, try again later")
+            raise errors.StorageUnavailable("storage is unreachable, try again later")
 
     def _object(self, key: str) -> StoredObject:
         try:
             return self.objects[key]
         except KeyError:
-            raise ObjectNotFound() from None
+            raise errors.ObjectNotFound() from None
 
     def _upload(self, key: str, upload_id: str) -> Upload:
         upload = self.uploads.get(upload_id)
         if upload is None or upload.key != key:
-            raise StorageFailed("storage error")  # S3: NoSuchUpload
+            raise errors.StorageFailed("storage error")  # S3: NoSuchUpload
         return upload
 
     def _store(self, key: str, data: bytes, content_type: str, etag: str) -> str:
@@ -99,10 +94,10 @@ class MemoryStore:
         async for chunk in body:  # whatever the body raises propagates; nothing is stored
             data += chunk
         if len(data) != length:
-            raise StorageFailed("storage error")  # S3: the body does not match Content-Length
+            raise errors.StorageFailed("storage error")  # S3: not the Content-Length it said
         return self._store(key, bytes(data), content_type, quoted_md5(data))
 
-    async def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
+    async def put_bytes(self, key: str, data: Buffer, content_type: str) -> str:
         self._enter("put")
         return self._store(key, bytes(data), content_type, quoted_md5(data))
 
@@ -112,9 +107,7 @@ class MemoryStore:
         self.uploads[upload_id] = Upload(key, content_type)
         return upload_id
 
-    async def upload_part(
-        self, key: str, upload_id: str, number: int, data: bytes | bytearray
-    ) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Buffer) -> str:
         self._enter(f"part {number}")
         upload = self._upload(key, upload_id)
         self.concurrent_parts += 1
@@ -127,12 +120,16 @@ class MemoryStore:
         upload.parts[number] = (etag, bytes(data))
         return etag
 
+    def parts_uploaded(self, key: str) -> int:
+        """How many parts the unfinished uploads of ``key`` hold."""
+        return sum(len(u.parts) for u in self.uploads.values() if u.key == key)
+
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
         self._enter("complete")
         upload = self._upload(key, upload_id)
         parts = [upload.parts.get(number) for number in range(1, len(etags) + 1)]
         if not etags or any(p is None or p[0] != e for p, e in zip(parts, etags, strict=True)):
-            raise StorageFailed("storage error")  # S3: InvalidPart / MalformedXML
+            raise errors.StorageFailed("storage error")  # S3: InvalidPart / MalformedXML
         chosen = [p for p in parts if p is not None]
         digests = b"".join(hashlib.md5(data).digest() for _, data in chosen)
         etag = f'"{hashlib.md5(digests).hexdigest()}-{len(chosen)}"'
@@ -161,7 +158,7 @@ class MemoryStore:
         self._enter("read")
         obj = self._object(key)
         if etag is not None and etag != obj.etag:
-            raise ObjectChanged()
+            raise errors.ObjectChanged()
         data = obj.data[start : end + 1]
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -205,7 +202,7 @@ class MemoryStore:
         try:
             return json.loads(obj.data), obj.etag
         except ValueError:
-            raise ObjectNotFound() from None
+            raise errors.ObjectNotFound() from None
 
     async def list_keys(
         self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS

@@ -296,7 +296,6 @@ async def test_deploy_output_is_clean_json_from_the_script(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--app", "Bad_App"], "validation failed (422): app: must be 3 to 48 lowercase"),
         (["--app", "my-app", "--git-ref=-rf"], "git_ref: must not start with '-'"),
         (["--app", "broken-deployer"], "server error (502: the deployer did not answer)"),
     ],
@@ -313,14 +312,18 @@ async def test_deploy_refused(
     assert message in line
 
 
-async def test_deploy_lists_every_bad_field(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", ["X", "Bad_App", "-my-app", "my-app-", "9lives", "a" * 49])
+async def test_deploy_checks_the_app_name_before_uploading(
+    api: FakeApi, run_cli: RunCli, tmp_path: Path, app: str
+) -> None:
     archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
-    result = await run_cli("deploy", "--app", "X", "--git-ref=-x", "-q", str(archive))
-    assert result.code == 1
+    result = await run_cli("deploy", f"--app={app}", "-q", str(archive))
+    assert result.code == 2
     assert result.err == (
-        "gateway: error: deploying X failed: validation failed (422): app: must be 3 to 48"
-        " lowercase letters, digits or dashes; git_ref: must not start with '-'\n"
+        f"gateway: error: app name {app!r} must be 3 to 48 lowercase letters, digits or dashes,"
+        " starting with a letter and not ending with a dash\n"
     )
+    assert api.requests == []  # no source created, nothing uploaded
 
 
 async def test_deploy_app_outside_the_token(
@@ -409,7 +412,6 @@ async def test_deploy_directory_real_endpoint(
     ("argv", "token", "message"),
     [
         (["--app", "my-app", "--git-ref=-rf"], TOKEN, "validation failed (422): git_ref: "),
-        (["--app", "Bad_App"], TOKEN, "validation failed (422): app: "),
         (["--app", "other-app"], LIMITED_TOKEN, "deploying other-app failed: forbidden (403"),
     ],
 )

@@ -21,7 +21,7 @@ import pytest
 
 from gateway.__main__ import main
 
-from .helpers import TOKEN, CliGateway, Gateway
+from .helpers import TOKEN, CliGateway, Gateway, Spawn
 
 
 @dataclass
@@ -183,10 +183,10 @@ async def test_no_follow_returns_at_queued(
 
 
 async def test_ctrl_c_stops_following_and_says_how_to_follow_again(
-    env: tuple[Gateway, Any, str], tmp_path: Path
+    env: tuple[Gateway, Any, str], tmp_path: Path, spawn: Spawn
 ) -> None:
     gateway, _, _ = env
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         sys.executable,
         "-m",
         "gateway",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,47 @@ def test_example_file_loads_with_its_defaults() -> None:
     assert config.sources.max_size_bytes == 314572800
     assert config.server.public_url == "http://127.0.0.1:8080"
     assert config.deployments.forward.type == "sqs"
+
+
+def test_example_file_moves_its_urls_with_the_port() -> None:
+    env = {"GATEWAY_SECRET_KEY": SECRET, "GATEWAY_PORT": "9090"}
+    config = load_config(EXAMPLE, env=env)
+    assert config.server.port == 9090
+    assert config.server.public_url == "http://127.0.0.1:9090"
+    # An explicit public URL (a proxy in front) still wins.
+    config = load_config(EXAMPLE, env={**env, "GATEWAY_PUBLIC_URL": "https://gw.example.com"})
+    assert config.server.port == 9090
+    assert config.server.public_url == "https://gw.example.com"
+
+
+@pytest.mark.parametrize(
+    ("value", "env", "expected"),
+    [
+        ("${A:-token-${B:-y}z}", {}, "token-yz"),
+        ("${A:-token-${B:-y}z}", {"B": "b"}, "token-bz"),
+        # An unused default may name an unset variable.
+        ("${A:-${MISSING}}", {"A": "token-aa"}, "token-aa"),
+        # A value from the environment is not expanded again.
+        ("${A}", {"A": "token-${B}"}, "token-${B}"),
+        ("token no ${ reference", {}, "token no ${ reference"),
+    ],
+)
+def test_env_defaults_may_hold_references(value: str, env: dict[str, str], expected: str) -> None:
+    config = config_from_dict(minimal(auth={"tokens": [{"name": "a", "token": value}]}), env=env)
+    assert config.auth.tokens[0].token == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("${A:-${MISSING}}", "auth.tokens[0].token: environment variable MISSING is not set"),
+        ("${A:-open", "auth.tokens[0].token: a ${...:-default} is not closed with }"),
+    ],
+)
+def test_env_reference_faults(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(minimal(auth={"tokens": [{"name": "a", "token": value}]}), env={})
+    assert str(caught.value) == message
 
 
 def test_example_file_documents_every_key() -> None:
@@ -183,6 +225,27 @@ def test_serve_refuses_a_bad_file_before_serving(tmp_path: Path) -> None:
     result = gateway_cli("serve")
     assert result.returncode == 2
     assert "pass --config FILE or set GATEWAY_CONFIG" in result.stderr
+
+
+def test_check_config_takes_config_like_the_other_commands() -> None:
+    env = {"GATEWAY_SECRET_KEY": SECRET}
+    result = gateway_cli("check-config", "--config", str(EXAMPLE), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{EXAMPLE}: OK"
+    result = gateway_cli("check-config", env={**env, "GATEWAY_CONFIG": str(EXAMPLE)})
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_config_without_a_file_says_how_to_give_one() -> None:
+    result = gateway_cli("check-config")
+    assert result.returncode == 2
+    assert "pass --config FILE or set GATEWAY_CONFIG" in result.stderr
+
+
+def test_version() -> None:
+    result = gateway_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"gateway {metadata.version('sources-gateway')}"
 
 
 def test_deployments_record_keys_and_their_defaults() -> None:

@@ -197,6 +197,10 @@ def test_iam_policy_is_least_privilege(moto_endpoint: str) -> None:
     }
     objects = next(s for s in policy["Statement"] if "s3:GetObject" in s["Action"])
     assert objects["Resource"].endswith(f"/{StorageConfig().prefix}*")
+    # Deployment records: read and (conditionally) written, listed through s3:ListBucket.
+    (records,) = [s for s in policy["Statement"] if s.get("Sid") == "DeploymentRecords"]
+    assert records["Resource"].endswith(f"/{DeploymentsConfig().prefix}*")
+    assert set(records["Action"]) == {"s3:PutObject", "s3:GetObject"}
     # The IAM service checks the document's grammar.
     iam = boto3.client(
         "iam", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS

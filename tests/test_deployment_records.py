@@ -16,7 +16,7 @@ import pytest
 
 from gateway.server.http import deployment_records
 
-from .helpers import LIMITED_TOKEN, TOKEN, Gateway, StartGateway
+from .helpers import LIMITED_TOKEN, TOKEN, Gateway, ServeGateway, StartGateway
 
 ARCHIVE = gzip.compress(b"app source " * 100)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -341,3 +341,28 @@ async def test_metrics_count_events_followers_and_final_statuses(
     assert 'gateway_deployments_finished_total{status="hook-error"} 1.0' in text
     assert 'gateway_deployment_events_total{type="log"} 1.0' in text
     assert "gateway_deployment_followers 0.0" in text
+
+
+async def test_sigterm_ends_streams_cleanly_and_the_process_exits(
+    serve_gateway: ServeGateway,
+    moto_endpoint: str,
+    queue_url: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A follower does not hold the shutdown for server.shutdown_timeout: its stream ends."""
+    config = overrides(moto_endpoint, queue_url)
+    served = serve_gateway({**config, "server": {"shutdown_timeout": 120}})
+    async with http.post(f"{served.url}/v1/sources", headers=AUTH) as resp:
+        source = await resp.json()
+    async with http.put(source["upload_url"], data=ARCHIVE) as resp:
+        assert resp.status == 200
+    body = {"deployment": {"source_url": source["download_url"]}}
+    async with http.post(f"{served.url}/v1/apps/my-app/deployments", json=body, headers=AUTH) as r:
+        deployment = (await r.json())["deployment"]
+    events = f"{served.url}/v1/apps/my-app/deployments/{deployment['id']}/events"
+    async with http.get(events, headers=AUTH) as resp:
+        assert resp.status == 200
+        served.terminate()
+        text = (await asyncio.wait_for(resp.read(), 30)).decode()
+    assert text.endswith(": server shutting down; reconnect with Last-Event-ID\n\n")
+    assert await asyncio.to_thread(served.wait, 30) == 0

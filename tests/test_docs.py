@@ -289,3 +289,8 @@ async def test_readme_walkthrough_runs_in_an_empty_directory(
     assert proc.returncode == 0, output
     assert "\nidentical\n" in output, output
     assert '"status": "queued"' in output, output
+    # Step 5 follows the deployment to the local stand-in deployer's success.
+    assert '"status":"building"' in output, output
+    assert '"status":"success"' in output, output  # the stream's last event
+    assert '"status": "success"' in output, output  # the deployment read afterwards
+    assert "verified" in output, output

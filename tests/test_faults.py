@@ -98,6 +98,24 @@ async def test_failed_part_is_retried(rig: Rig, action: Any) -> None:
     assert open_uploads(s3, gateway) == []
 
 
+@pytest.mark.parametrize("action", ["503", "drop"])
+async def test_failed_put_of_a_short_chunked_body_is_retried(rig: Rig, action: Any) -> None:
+    # A chunked body shorter than a part goes as one PUT of its buffer, retried like a part.
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=3)
+    proxy.add(Fault(action, method="PUT", query=PRESIGNED_QUERY))
+    data = os.urandom(SMALL_PART // 2)
+    source = await gateway.create_source(http)
+
+    status, body, _ = await upload(http, source["upload_url"], data, chunked=True)
+
+    assert status == 200, body
+    assert body["sha256"] == hashlib.sha256(data).hexdigest()
+    assert stored(s3, gateway, source) == data
+    assert proxy.count("PUT", PRESIGNED_QUERY) == 2
+    assert proxy.count("PUT", "uploadId=") == 0
+
+
 async def test_failed_completion_is_retried(rig: Rig) -> None:
     proxy, http, s3 = rig.proxy, rig.http, rig.s3
     gateway = await rig.gateway(attempts=3)

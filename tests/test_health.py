@@ -7,12 +7,14 @@ import uuid
 from typing import Any
 
 import aiohttp
+import boto3
+import pytest
 from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.server.http.probes import READINESS_CACHE_SECONDS
 
-from .helpers import Gateway, StartGateway
+from .helpers import MOTO_CREDENTIALS, Gateway, StartGateway
 
 
 async def s3_errors(gateway: Gateway, http: aiohttp.ClientSession, operation: str) -> float:
@@ -104,3 +106,29 @@ async def test_readyz_fails_once_shutdown_begins(
         assert await resp.json() == {"status": "unavailable", "error": "shutting down"}
     async with http.get(f"{gateway.url}/healthz") as resp:
         assert resp.status == 200
+
+
+@pytest.mark.parametrize("by_url", [False, True])
+async def test_readyz_checks_the_deployment_queue(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, moto_endpoint: str, by_url: bool
+) -> None:
+    sqs = boto3.client(
+        "sqs", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
+    )
+    name = f"deploy-{uuid.uuid4().hex[:12]}"
+    queue = f"{moto_endpoint}/123456789012/{name}" if by_url else name
+    forward = {"type": "sqs", "queue": queue, "endpoint_url": moto_endpoint, "retries": 0}
+    gateway = await start_gateway({"deployments": {"forward": forward}})
+    async with http.get(f"{gateway.url}/readyz") as resp:
+        assert resp.status == 503
+        body = await resp.json()
+    assert body["error"] == "deployment queue: the deployment queue does not exist"
+    assert name not in body["error"]
+
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    try:
+        gateway.clock.advance(READINESS_CACHE_SECONDS + 0.5)
+        async with http.get(f"{gateway.url}/readyz") as resp:
+            assert resp.status == 200, await resp.text()
+    finally:
+        sqs.delete_queue(QueueUrl=url)

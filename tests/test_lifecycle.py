@@ -220,3 +220,14 @@ async def test_concurrent_writer_does_not_drop_the_rule(
         assert await ensure_lifecycle(racing, config) is True
     rules = by_id(rules_of(s3, bucket))
     assert set(rules) == {"keep-logs-30-days", "their-new-rule", rule_id("sources/")}
+
+
+@pytest.mark.parametrize("action", ["show", "apply"])
+def test_cli_with_the_embedded_store_explains_instead_of_starting_one(
+    tmp_path: Path, action: str
+) -> None:
+    config_file = write_config(tmp_path, bucket="sources", embedded=True)
+    result = run_cli(config_file, action)
+    assert result.returncode == 2
+    assert "lives inside `gateway serve`" in result.stderr
+    assert result.stdout == ""

@@ -80,6 +80,21 @@ async def test_one_line_per_request_with_its_fields(
     assert line["time"].endswith("+00:00")
 
 
+async def test_json_request_bodies_are_counted(
+    gateway: Gateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    body = b'{"note": "counted"}'
+    headers = {**gateway.auth, "Content-Type": "application/json"}
+    async with http.post(f"{gateway.url}/v1/sources", data=body, headers=headers) as resp:
+        assert resp.status == 201
+    async with http.post(f"{gateway.url}/v1/sources", headers=gateway.auth) as resp:
+        assert resp.status == 201
+    with_body, empty = access_records(caplog)[-2:]
+    assert with_body.bytes_in == len(body)  # type: ignore[attr-defined]
+    assert empty.bytes_in == 0  # type: ignore[attr-defined]
+
+
 async def test_unusable_request_id_is_replaced(
     gateway: Gateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:

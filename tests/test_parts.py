@@ -7,11 +7,13 @@ the uploader makes every part but the last exactly ``part_size`` and never sends
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from gateway.server.adapters.store import Buffer
 from gateway.server.domain.uploads import BufferBudget, Uploader
 
 from .memory_store import MemoryStore
@@ -89,3 +91,40 @@ async def test_one_part_sends_while_the_next_fills() -> None:
     assert store.objects["key"].data == data
     assert store.max_concurrent_parts == 1  # never two parts uploading at once
     assert budget.peak == 2 * PART  # one part sending, one filling
+
+
+async def test_a_sent_part_is_not_kept_while_the_upload_waits_for_its_client() -> None:
+    # The budget counts a part until S3 has it; memory must follow: an upload waiting for the
+    # rest of its body keeps no reference to a part already sent.
+    sent: list[Buffer] = []
+
+    class Recording(MemoryStore):
+        async def upload_part(self, key: str, upload_id: str, number: int, data: Buffer) -> str:
+            sent.append(data)
+            return await super().upload_part(key, upload_id, number, data)
+
+    store = Recording()
+    uploader = Uploader(store, part_size=PART, max_size=10 * PART, budget=BufferBudget(2 * PART))
+    data = os.urandom(3 * PART)
+    stalled, resume = asyncio.Event(), asyncio.Event()
+
+    async def pausing() -> AsyncIterator[bytes]:
+        yield data[: PART + PART // 2]
+        stalled.set()
+        await resume.wait()
+        yield data[PART + PART // 2 :]
+
+    upload = asyncio.ensure_future(
+        uploader.upload("key", pausing(), length=None, content_type="application/gzip")
+    )
+    await stalled.wait()
+    for _ in range(100):  # until the first part is through the store
+        if store.parts_uploaded("key"):
+            break
+        await asyncio.sleep(0.001)
+    assert len(sent) == 1
+    gc.collect()
+    assert gc.get_referrers(sent[0]) == [sent]
+    resume.set()
+    await upload
+    assert store.objects["key"].data == data

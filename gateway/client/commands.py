@@ -37,6 +37,7 @@ from gateway.client.errors import EXIT_USAGE, CliError
 from gateway.client.follow import DeploymentsApi, Printer, follow_to_end
 from gateway.client.output import Reporter, format_size
 from gateway.client.packing import PackError, pack_directory
+from gateway.ids import APP_NAME, APP_NAME_RULE
 from gateway.redaction import redact
 
 API_URL_ENV = "GATEWAY_API_URL"
@@ -181,6 +182,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """``gateway deploy --app APP [--git-ref REF] PATH``: pack, create a source, upload, deploy."""
 
     async def deploy() -> None:
+        # The server's rule, checked before anything is packed or uploaded.
+        if not APP_NAME.fullmatch(args.app):
+            raise CliError(f"app name {args.app!r} {APP_NAME_RULE}", exit_code=EXIT_USAGE)
         api_url, token = _api_settings(args)
         reporter = _reporter(args)
         path = Path(args.path)

@@ -30,18 +30,14 @@ from gateway.server.domain.uploads import BufferBudget, Uploader
 from gateway.server.domain.urlguard import Resolver, UrlGuard, UrlPolicy, system_resolver
 from gateway.server.http.body import defer_continue
 from gateway.server.http.cors import Cors
-from gateway.server.http.deployment_records import (
-    DeploymentLinks,
-    DeploymentMetrics,
-    DeploymentRecordHandlers,
-)
+from gateway.server.http.deployment_records import DeploymentLinks, DeploymentRecordHandlers
 from gateway.server.http.deployments import DeploymentHandlers
 from gateway.server.http.middleware import add_request_id, observe, render_errors
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
 from gateway.server.http.probes import Probes, ReadinessCheck
 from gateway.server.http.sources import SourceHandlers
 from gateway.server.observability.access import ClientAddress, count_streamed_bytes
-from gateway.server.observability.metrics import ActiveRequests, Metrics
+from gateway.server.observability.metrics import ActiveRequests, DeploymentMetrics, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +160,10 @@ def create_app(
     sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
     records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
     deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, records, metrics)
-    probes = Probes(ReadinessCheck(store.check, clock), active, metrics, config.metrics.token)
+    readiness = ReadinessCheck(
+        [("storage", store.check), ("deployment queue", forwarder.check)], clock
+    )
+    probes = Probes(readiness, active, metrics, config.metrics.token)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     middlewares: list[Middleware] = [

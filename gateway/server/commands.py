@@ -14,7 +14,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.server.adapters.aws import open_s3_client
 from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle, get_rules
 from gateway.server.observability.logs import configure_logging
-from gateway.server.serve import serve
+from gateway.server.serve import PortInUse, serve
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -37,21 +37,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     configure_logging(config.logging.level, config.logging.json)
     with contextlib.ExitStack() as stack:
-        serve(_with_embedded(stack, config))
+        try:
+            serve(_with_embedded(stack, config))
+        except PortInUse as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    load_config(args.file)
-    print(f"{args.file}: OK")
+    if args.file and args.config and args.file != args.config:
+        raise ConfigError("", f"two configuration files given: {args.file} and {args.config}")
+    path = args.file or _config_path(args)
+    load_config(path)
+    print(f"{path}: OK")
     return 0
+
+
+EMBEDDED_LIFECYCLE = (
+    "gateway: storage.embedded is true: that store lives inside `gateway serve`, in memory, and "
+    "is gone when it stops; serve sets its lifecycle rule itself (storage.ensure_lifecycle). "
+    "`gateway lifecycle` is for a real bucket: point storage at it."
+)
 
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
-    with contextlib.ExitStack() as stack:
-        config = _with_embedded(stack, config)
-        rules = asyncio.run(_lifecycle(config, apply=args.action == "apply"))
+    if config.storage.embedded:
+        # Starting a throwaway store here would show or change rules nobody uses.
+        print(EMBEDDED_LIFECYCLE, file=sys.stderr)
+        return 2
+    rules = asyncio.run(_lifecycle(config, apply=args.action == "apply"))
     print(json.dumps({"bucket": config.storage.bucket, "rules": rules}, indent=2, default=str))
     return 0
 
@@ -75,7 +91,8 @@ def add_server_commands(sub: Any) -> None:
     serve_p.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
-    check.add_argument("file")
+    check.add_argument("file", nargs="?", help="YAML configuration (or --config FILE)")
+    check.add_argument("--config", help="YAML configuration (default: $GATEWAY_CONFIG)")
     check.set_defaults(func=cmd_check_config)
 
     life = sub.add_parser("lifecycle", help="show or apply the bucket's lifecycle rule")

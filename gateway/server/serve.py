@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import logging
 import signal
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.config import Config
+from gateway.config import Config, ServerConfig
 from gateway.server import keys
 from gateway.server.app import create_app
 
@@ -17,6 +20,32 @@ log = logging.getLogger("gateway")
 
 # After shutdown_timeout, what requests still running get to notice their cancellation.
 CANCEL_GRACE_SECONDS = 1.0
+
+
+class PortInUse(Exception):
+    """Another process listens on the configured port."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(f"port {port} is in use")
+
+
+def public_url_mismatch(server: ServerConfig) -> str | None:
+    """A warning when ``public_url`` names this machine on a port other than the listening one:
+    every URL handed out would then miss the gateway (a newcomer who changed only ``port``)."""
+    parts = urlsplit(server.public_url)
+    host = parts.hostname or ""
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if not local or port == server.port:
+        return None
+    return (
+        f"server.public_url {server.public_url} is port {port} of this machine, but the gateway "
+        f"listens on port {server.port}: the upload and download URLs it hands out will not reach "
+        f"it (unless a local proxy forwards {port} to {server.port}). Set public_url to match."
+    )
 
 
 def serve(config: Config) -> None:
@@ -38,8 +67,15 @@ async def _serve(app: web.Application, config: Config) -> None:
     await runner.setup()
     try:
         site = web.TCPSite(runner, server.host, server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(server.port) from None
+            raise
         log.info("serving on %s:%s, public URL %s", server.host, server.port, server.public_url)
+        if (mismatch := public_url_mismatch(server)) is not None:
+            log.warning("%s", mismatch)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

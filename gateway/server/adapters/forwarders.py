@@ -247,6 +247,25 @@ class SqsForwarder:
     def _queue_name(self) -> str:
         return self._queue.rstrip("/").rsplit("/", 1)[-1]
 
+    async def check(self) -> None:
+        """Return when the queue exists and answers; else ``QueueFailed``/``QueueUnavailable``.
+
+        Asks GetQueueUrl (the permission a queue given by name needs anyway), for a queue given
+        by URL with the account the URL names."""
+        params = {"QueueName": self._queue_name}
+        if "://" in self._queue:
+            owner = self._queue.rstrip("/").rsplit("/", 2)
+            if len(owner) == 3 and owner[1].isdigit():
+                params["QueueOwnerAWSAccountId"] = owner[1]
+        try:
+            await self._sqs.get_queue_url(**params)
+        except ClientError as exc:
+            if error_code(exc) in _QUEUE_MISSING:
+                raise QueueFailed("the deployment queue does not exist") from None
+            raise QueueUnavailable("the deployment queue does not answer") from None
+        except (BotoCoreError, aiohttp.ClientError, TimeoutError):
+            raise QueueUnavailable("the deployment queue is unreachable") from None
+
 
 class ConfiguredForwarder:
     """The forwarder ``deployments.forward`` describes, built before the event loop runs;
@@ -279,3 +298,9 @@ class ConfiguredForwarder:
     async def forward(self, job: Job) -> dict[str, Any] | None:
         assert self._forwarder is not None, "ConfiguredForwarder.open() has not run"
         return await self._forwarder.forward(job)
+
+    async def check(self) -> None:
+        """Readiness: the deployment queue answers. A deployer behind ``http`` is not probed:
+        it is reached (with retries) only when a deployment comes."""
+        if isinstance(self._forwarder, SqsForwarder):
+            await self._forwarder.check()

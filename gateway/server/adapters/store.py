@@ -45,6 +45,10 @@ class ObjectInfo:
     sha256: str | None
 
 
+# Bytes held in memory: a part buffer, or a view of the filled front of one.
+Buffer = bytes | bytearray | memoryview
+
+
 class ObjectStore(Protocol):
     """What the gateway asks of a store. Every method raises ``GatewayError`` subclasses only."""
 
@@ -55,16 +59,15 @@ class ObjectStore(Protocol):
 
         If ``body`` raises, nothing is stored and the exception propagates unchanged."""
 
-    async def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
-        """Store ``data`` as one object; return its ETag."""
+    async def put_bytes(self, key: str, data: Buffer, content_type: str) -> str:
+        """Store ``data`` as one object; return its ETag. ``data`` is not copied: the caller
+        leaves it unchanged until this returns."""
 
     async def create_multipart(self, key: str, content_type: str) -> str:
         """Start a multipart upload; return its upload id."""
 
-    async def upload_part(
-        self, key: str, upload_id: str, number: int, data: bytes | bytearray
-    ) -> str:
-        """Upload part ``number`` (from 1); return its ETag."""
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Buffer) -> str:
+        """Upload part ``number`` (from 1); return its ETag. ``data`` as in ``put_bytes``."""
 
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
         """Make the parts (in order) one visible object; return its ETag."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -9,6 +13,8 @@ from enum import Enum
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import int_to_bytes
+from itsdangerous.signer import SigningAlgorithm
 
 from gateway.errors import TokenExpired, TokenInvalid
 
@@ -35,7 +41,65 @@ def _clocked_signer(clock: Clock) -> type[TimestampSigner]:
         def get_timestamp(self) -> int:
             return int(clock())
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._derived: dict[str | bytes | None, bytes] = {}
+
+        def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+            # A hash of salt and key, the same every time: computed once per key.
+            key = self._derived.get(secret_key)
+            if key is None:
+                key = self._derived[secret_key] = super().derive_key(secret_key)
+            return key
+
     return ClockedSigner
+
+
+# itsdangerous' compact JSON (json.dumps with these separators), built once rather than per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def _b64(data: bytes) -> bytes:
+    """itsdangerous' base64: URL-safe alphabet, no padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+class _HmacSha1(SigningAlgorithm):
+    """itsdangerous' default algorithm (HMAC-SHA1) through hashlib's one-shot C function.
+
+    Its own goes through ``hmac``'s pure-Python path, as its digest method is a Python function."""
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, "sha1")
+
+
+class _Serializer(URLSafeTimedSerializer):
+    """``URLSafeTimedSerializer`` with its per-token work done once: one signer, keys derived
+    once, HMAC in C, and ``dumps`` without the generic layers. A payload is never compressed (a
+    source id does not shrink; trying cost a zlib call per token). Tokens keep itsdangerous'
+    format: any of its serializers reads them, and this one reads theirs."""
+
+    def __init__(self, secret_keys: Sequence[str], salt: str, signer: type[TimestampSigner]):
+        algorithm = _HmacSha1()
+        kwargs = {"algorithm": algorithm, "digest_method": hashlib.sha1}
+        super().__init__(list(secret_keys), salt=salt, signer=signer, signer_kwargs=kwargs)
+        self._signer = signer(
+            self.secret_keys, salt=self.salt, digest_method=hashlib.sha1, algorithm=algorithm
+        )
+        self._key = self._signer.derive_key()
+
+    def make_signer(self, salt: str | bytes | None = None) -> TimestampSigner:
+        if salt is not None and salt != self.salt:
+            return super().make_signer(salt)  # type: ignore[return-value]
+        return self._signer
+
+    def dumps(self, obj: Any, salt: str | bytes | None = None) -> str:
+        if salt is not None and salt != self.salt:
+            return super().dumps(obj, salt)
+        # What TimestampSigner.sign makes of the payload: payload.timestamp.signature
+        payload = _b64(_COMPACT_JSON.encode(obj).encode())
+        value = payload + b"." + _b64(int_to_bytes(self._signer.get_timestamp()))
+        return (value + b"." + _b64(hmac.digest(self._key, value, "sha1"))).decode()
 
 
 class UrlSigner:
@@ -50,9 +114,7 @@ class UrlSigner:
         self._clock = clock
         signer = _clocked_signer(clock)
         self._serializers = {
-            purpose: URLSafeTimedSerializer(
-                list(secret_keys), salt=f"sources-gateway.{purpose.value}", signer=signer
-            )
+            purpose: _Serializer(secret_keys, f"sources-gateway.{purpose.value}", signer)
             for purpose in Purpose
         }
 

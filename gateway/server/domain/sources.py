@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 DEFAULT_CONTENT_TYPE = "application/gzip"
@@ -16,7 +17,13 @@ def object_key(prefix: str, source_id: str) -> str:
 
 def rfc3339(timestamp: float) -> str:
     """``timestamp`` (seconds since the epoch) as an RFC 3339 UTC time to the second."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339_second(int(timestamp // 1))
+
+
+@functools.lru_cache(maxsize=16)
+def _rfc3339_second(second: int) -> str:
+    # Every source created within one second has the same expiry: formatted once.
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def build_source_urls(

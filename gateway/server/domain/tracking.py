@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from gateway.server.adapters.records import DeploymentNotFound, Record, RecordStore
@@ -104,7 +104,7 @@ class DeploymentTracker:
         after: int,
         poll_interval: float,
         stopping: asyncio.Event,
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The events of ``record``'s deployment numbered above ``after``, as they are stored,
         one batch per look at the bucket (often empty); ONE listing per ``poll_interval``.
         Ends after a final status, or when ``stopping`` is set."""

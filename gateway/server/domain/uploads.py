@@ -224,7 +224,7 @@ class Uploader:
                     if upload_id is None and len(part) < self._part_size:
                         # The whole body fit in one part: a plain PUT, no multipart bookkeeping.
                         self._check_end(digests, length)
-                        return await self._store.put_bytes(key, bytes(part), content_type)
+                        return await self._store.put_bytes(key, part, content_type)
                     if not part:  # the body ended on a part boundary
                         break
                     if upload_id is None:
@@ -237,10 +237,14 @@ class Uploader:
                     )
                     sending.add_done_callback(functools.partial(self._release_part, held))
                     held = 0  # released by the task, whatever becomes of it
+                    last = len(part) < self._part_size
+                    # The task owns the part now: a reference kept here would outlive its budget
+                    # while this upload waits for room or for its client.
+                    del part
                 finally:
                     if held:
                         self._budget.release(held)
-                if len(part) < self._part_size:
+                if last:
                     break
             if sending is not None:
                 await sending

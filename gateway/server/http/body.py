@@ -30,6 +30,7 @@ async def read_json_object(
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("request body too large")
     raw = await request.content.read(limit + 1)
+    request[BYTES_IN] = len(raw)
     if len(raw) > limit:
         raise PayloadTooLarge("request body too large")
     if not raw.strip():

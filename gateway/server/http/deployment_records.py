@@ -4,13 +4,13 @@ deployer's event reports. Thin: they check who asks, call the tracker and shape 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.ids import SOURCE_ID
@@ -31,6 +31,7 @@ from gateway.server.domain.records import (
 from gateway.server.domain.sources import rfc3339
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
+from gateway.server.observability.metrics import DeploymentMetrics
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +40,6 @@ MAX_EVENT_BODY = 6 * MAX_EVENT_CONTENT + 1024
 # A comment line this often keeps proxies and clients from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
 DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
-
-
-class DeploymentMetrics:
-    """What followers and deployers do, on the gateway's registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.finished = Counter(
-            "gateway_deployments_finished",
-            "Deployments that reached a final status, by status.",
-            ["status"],
-            registry=registry,
-        )
-        self.followers = Gauge(
-            "gateway_deployment_followers",
-            "Event streams (GET .../events) connected to this instance.",
-            registry=registry,
-        )
-        self.events = Counter(
-            "gateway_deployment_events",
-            "Events received from deployers (first delivery only), by type.",
-            ["type"],
-            registry=registry,
-        )
 
 
 class DeploymentLinks:
@@ -184,9 +162,19 @@ class DeploymentRecordHandlers:
         record: Record,
         after: int,
     ) -> None:
+        batches = self.tracker.follow(record, after, self._poll_interval, self._stopping)
+        async with contextlib.aclosing(batches):
+            await self._relay(response, batches)
+        if self._stopping.is_set():
+            # EventSource clients reconnect by themselves; curl users see why the stream ended.
+            await response.write(b": server shutting down; reconnect with Last-Event-ID\n\n")
+
+    async def _relay(
+        self, response: web.StreamResponse, batches: AsyncIterator[list[dict[str, Any]]]
+    ) -> None:
         loop = asyncio.get_running_loop()
         last_write = loop.time()
-        async for batch in self.tracker.follow(record, after, self._poll_interval, self._stopping):
+        async for batch in batches:
             for shown in batch:
                 await response.write(sse_message(shown))
             if batch:
@@ -194,9 +182,6 @@ class DeploymentRecordHandlers:
             elif loop.time() - last_write >= KEEPALIVE_SECONDS:
                 await response.write(b": keep-alive\n\n")
                 last_write = loop.time()
-        if self._stopping.is_set():
-            # EventSource clients reconnect by themselves; curl users see why the stream ended.
-            await response.write(b": server shutting down; reconnect with Last-Event-ID\n\n")
 
     async def post_event(self, request: web.Request) -> web.Response:
         """One event from the deployer: 200 ``{"id"}`` when stored (or already stored)."""

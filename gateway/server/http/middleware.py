@@ -61,8 +61,7 @@ def observe(metrics: Metrics, active: ActiveRequests, client_address: ClientAddr
         finally:
             try:
                 route = route_name(request)
-                metrics.requests.labels(request.method, route, str(status)).inc()
-                metrics.latency.labels(request.method, route).observe(time.monotonic() - started)
+                metrics.observe_request(request.method, route, status, time.monotonic() - started)
                 client = client_address.of(request)
                 log_access(request, status, bytes_sent(request, response), started, client)
             finally:

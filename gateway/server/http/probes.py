@@ -1,7 +1,8 @@
 """Operational endpoints: liveness (``/healthz``), readiness (``/readyz``) and ``/metrics``.
 
 Liveness says only that the process serves; readiness says that it can do its work (the bucket
-answers ``HeadBucket``) and that it is not draining for a shutdown. Load balancers and Kubernetes
+answers ``HeadBucket``, and the deployment queue ``GetQueueUrl`` when deployments go to SQS) and
+that it is not draining for a shutdown. Load balancers and Kubernetes
 probe both every few seconds, from every node: the bucket check is cached and shared, so a probe
 storm costs at most one ``HeadBucket`` per ``READINESS_CACHE_SECONDS`` per instance.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -46,20 +47,24 @@ class Readiness:
         return self.reason is None
 
 
-class ReadinessCheck:
-    """Runs ``probe`` at most once per ``ttl`` seconds (by ``clock``), however many ask at once.
+# A dependency readiness asks after: its name in the reason given, and the check itself.
+Probe = tuple[str, Callable[[], Awaitable[None]]]
 
-    ``probe`` returns when the dependency is usable and raises ``GatewayError`` (whose message is
-    safe to show) when it is not.
+
+class ReadinessCheck:
+    """Runs ``probes`` at most once per ``ttl`` seconds (by ``clock``), however many ask at once.
+
+    Each probe returns when its dependency is usable and raises ``GatewayError`` (whose message
+    is safe to show) when it is not; the first that fails is the reason given.
     """
 
     def __init__(
         self,
-        probe: Callable[[], Awaitable[None]],
+        probes: Sequence[Probe],
         clock: Clock,
         ttl: float = READINESS_CACHE_SECONDS,
     ) -> None:
-        self._probe = probe
+        self._probes = list(probes)
         self._clock = clock
         self._ttl = ttl
         self._last: Readiness | None = None
@@ -80,16 +85,19 @@ class ReadinessCheck:
             cached = self._fresh()
             if cached is not None:
                 return cached
-            try:
-                await self._probe()
-                result = Readiness(None, self._clock())
-            except NotFound:
-                result = Readiness("storage: the bucket does not exist", self._clock())
-            except GatewayError as exc:
-                result = Readiness(f"storage: {exc.message}", self._clock())
-                log.warning("not ready: %s", result.reason)
-            self._last = result
+            self._last = result = Readiness(await self._failure(), self._clock())
             return result
+
+    async def _failure(self) -> str | None:
+        for name, probe in self._probes:
+            try:
+                await probe()
+            except NotFound:
+                return f"{name}: the bucket does not exist"
+            except GatewayError as exc:
+                log.warning("not ready: %s: %s", name, exc.message)
+                return f"{name}: {exc.message}"
+        return None
 
 
 class Probes:
@@ -116,7 +124,8 @@ class Probes:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Readiness: 200 when the bucket answers, else 503 ``{"status", "error"}`` saying why."""
+        """Readiness: 200 when the bucket (and the deployment queue, for SQS) answers, else 503
+        ``{"status", "error"}`` saying why."""
         if self._active.draining:
             readiness = Readiness("shutting down", 0.0)
         else:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -29,7 +29,7 @@ OUTCOME = web.RequestKey("outcome", str)
 
 def request_id_for(request: web.BaseRequest) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+    return given if given and _REQUEST_ID_RE.fullmatch(given) else secrets.token_hex(16)
 
 
 class ClientAddress:
@@ -47,7 +47,7 @@ class ClientAddress:
 
     def of(self, request: web.BaseRequest) -> str | None:
         remote = request.remote
-        if remote is None or not self._is_trusted(remote):
+        if not self._trusted or remote is None or not self._is_trusted(remote):
             return remote
         hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
         # Walk from the nearest hop back; the first address not ours is the client.

@@ -14,7 +14,9 @@ from gateway.redaction import redact
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, and any ``extra`` fields."""
 
-    RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    # Built once: json.dumps with any option builds a new encoder for every line.
+    _ENCODER = json.JSONEncoder(default=str)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -23,14 +25,15 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        reserved = self.RESERVED
         for key, value in record.__dict__.items():
-            if key not in self.RESERVED and not key.startswith("_"):
+            if key not in reserved and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry, default=str)
+        return self._ENCODER.encode(entry)
 
 
 class RedactSecrets(logging.Filter):
@@ -56,6 +59,12 @@ def configure_logging(level: str, as_json: bool) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    # No log line says where in the source it was made or from which thread or process: not
+    # gathering that spares a walk up the stack for every line (logging's documented switches).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Methods, routes and statuses are few (unknown methods and paths fold into "unmatched" routes),
+# yet the cache of their series is bounded all the same.
+_MAX_CACHED_SERIES = 1024
 
 
 class Metrics:
@@ -49,6 +54,44 @@ class Metrics:
         )
         self.buffer_bytes = Gauge(
             "gateway_buffer_bytes", "Bytes of part buffers reserved by uploads.", registry=r
+        )
+        # The labelled series of every request, looked up once: ``labels()`` validates and locks.
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one handled request and its duration."""
+        series = self._request_series.get((method, route, status))
+        if series is None:
+            series = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            if len(self._request_series) < _MAX_CACHED_SERIES:
+                self._request_series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+
+class DeploymentMetrics:
+    """What followers and deployers do, on the gateway's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.finished = Counter(
+            "gateway_deployments_finished",
+            "Deployments that reached a final status, by status.",
+            ["status"],
+            registry=registry,
+        )
+        self.followers = Gauge(
+            "gateway_deployment_followers",
+            "Event streams (GET .../events) connected to this instance.",
+            registry=registry,
+        )
+        self.events = Counter(
+            "gateway_deployment_events",
+            "Events received from deployers (first delivery only), by type.",
+            ["type"],
+            registry=registry,
         )
 
 
