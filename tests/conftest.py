@@ -231,7 +231,7 @@ async def any_store(
     if request.param == "memory":
         memory = MemoryStore()
 
-        async def fetch_memory(url: str) -> bytes | None:
+        async def fetch_memory(url: str) -> tuple[bytes, str | None] | None:
             return memory.fetch(url)
 
         @contextlib.asynccontextmanager
@@ -250,9 +250,11 @@ async def any_store(
         connections = Connections(storage)
         return connections, S3Store(connections, storage)
 
-    async def fetch_s3(url: str) -> bytes | None:
+    async def fetch_s3(url: str) -> tuple[bytes, str | None] | None:
         async with aiohttp.ClientSession(auto_decompress=False) as http, http.get(url) as resp:
-            return await resp.read() if resp.status == 200 else None
+            if resp.status != 200:
+                return None
+            return await resp.read(), resp.headers.get("Content-Disposition")
 
     @contextlib.asynccontextmanager
     async def s3_down() -> AsyncIterator[ObjectStore]:

@@ -284,8 +284,9 @@ class StoreUnderTest:
     store: ObjectStore
     # The JSON objects of the same bucket (S3JsonObjects beside S3Store).
     objects: JsonObjects
-    # What a plain GET of a presign_get URL answers: the body, or None if refused.
-    fetch: Callable[[str], Awaitable[bytes | None]]
+    # What a plain GET of a presign_get URL answers: the body and its Content-Disposition, or
+    # None if refused.
+    fetch: Callable[[str], Awaitable[tuple[bytes, str | None] | None]]
     # The same kind of store with its backend out of reach.
     unreachable: Callable[[], contextlib.AbstractAsyncContextManager[ObjectStore]]
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from gateway.server.adapters import store as errors
 from gateway.server.adapters.json_objects import MAX_KEYS, KeyPage, PreconditionFailed
@@ -167,17 +167,24 @@ class MemoryStore:
 
         yield chunks()
 
-    async def presign_get(self, key: str, expires_in: int) -> str:
+    async def presign_get(
+        self, key: str, expires_in: int, content_disposition: str | None = None
+    ) -> str:
         self._enter("presign")
-        return f"{URL_PREFIX}{key}?expires={time.time() + expires_in}"
+        query = {"expires": str(time.time() + expires_in)}
+        if content_disposition is not None:
+            query["disposition"] = content_disposition
+        return f"{URL_PREFIX}{quote(key)}?{urlencode(query)}"
 
-    def fetch(self, url: str) -> bytes | None:
-        """What a GET of a ``presign_get`` URL answers: the bytes, or None (expired, missing)."""
+    def fetch(self, url: str) -> tuple[bytes, str | None] | None:
+        """What a GET of a ``presign_get`` URL answers: the bytes and the Content-Disposition,
+        or None (expired, missing)."""
         parts = urlsplit(url)
-        key = url[len(URL_PREFIX) :].split("?", 1)[0]
-        expires = float(parse_qs(parts.query)["expires"][0])
-        obj = self.objects.get(key)
-        return obj.data if obj is not None and time.time() < expires else None
+        query = parse_qs(parts.query)
+        obj = self.objects.get(unquote(url[len(URL_PREFIX) :].split("?", 1)[0]))
+        if obj is None or time.time() >= float(query["expires"][0]):
+            return None
+        return obj.data, query.get("disposition", [None])[0]
 
     async def check(self) -> None:
         self._enter("check")

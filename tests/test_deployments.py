@@ -354,6 +354,11 @@ VALIDATION_CASES: list[tuple[str, Any, dict[str, list[str]]]] = [
     ("My-App", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
     ("my_app", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
     ("a" * 49, {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
+    # Would reach a deployer's command line looking like an option.
+    ("-my-app", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
+    ("my-app-", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
+    ("1-app", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
+    ("---", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
     (
         "Bad.App",
         {"deployment": {"git_ref": "-x", "download_url": "http://u:p@archives.example.com/"}},
@@ -390,7 +395,7 @@ async def test_validation_names_every_bad_field(
 async def test_valid_shortest_and_longest_app_names(
     gw: Gateway, http: aiohttp.ClientSession
 ) -> None:
-    for app in ("a-1", "a" * 48):
+    for app in ("a-1", "a" * 48, "a--b", "app" + "0" * 45):
         status, answer, _ = await deploy(
             http, gw, {"deployment": {"download_url": PUBLIC_URL}}, app=app
         )
@@ -552,7 +557,7 @@ def tar_gz(files: dict[str, bytes]) -> bytes:
 
 
 async def test_example_config_deploys_an_upload_to_success(
-    aiohttp_server: Any, http: aiohttp.ClientSession
+    aiohttp_server: Any, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     """What the README's walk-through does against `make run`: upload, deploy, and watch the
     local stand-in deployer take the job from the embedded queue and report success."""
@@ -591,6 +596,10 @@ async def test_example_config_deploys_an_upload_to_success(
         assert "sha256" in output and "verified" in output
         assert "2 entries, 2 files" in output
         assert "root directory: app-1.0/" in output
+    # It said at start that it is a local stand-in, not a deployer.
+    assert any(
+        "local stand-in" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    )
 
 
 SOURCE_ID = "3b694aea-c606-42bd-85b4-34f8dbc82a62"

@@ -267,13 +267,17 @@ async def test_read_of_a_missing_object(any_store: StoreUnderTest) -> None:
         await read_all(any_store.store, new_key(), 0, 10)
 
 
-# --- presign_get: a URL that GETs the object without credentials --------------------------------
+# --- presign_get: a URL that GETs the object without credentials, answered with
+# ``content_disposition`` as its Content-Disposition when given ----------------------------------
 
 
 async def test_presigned_url_gets_the_object(any_store: StoreUnderTest) -> None:
     store, key, data = any_store.store, new_key(), os.urandom(5000)
     await store.put_bytes(key, data, GZIP)
-    assert await any_store.fetch(await store.presign_get(key, 60)) == data
+    assert await any_store.fetch(await store.presign_get(key, 60)) == (data, None)
+    disposition = 'attachment; filename="app.tar.gz"'
+    url = await store.presign_get(key, 60, content_disposition=disposition)
+    assert await any_store.fetch(url) == (data, disposition)
 
 
 async def test_presigned_url_of_a_missing_object(any_store: StoreUnderTest) -> None:
