@@ -19,8 +19,11 @@ from typing import Any
 import aiohttp
 import boto3
 import pytest
+from aiohttp import web
 
 from gateway.__main__ import main
+from gateway.client.follow import DeploymentsApi, Follower, Printer
+from gateway.client.output import Reporter
 
 from .helpers import MOTO_CREDENTIALS, TOKEN, Gateway, Spawn, StartGateway
 
@@ -226,3 +229,35 @@ async def test_ctrl_c_stops_following_and_says_how_to_follow_again(
     assert f"gateway deployments follow --app my-app {deployment_id}" in text
     assert "it goes on" in text
     assert out == b""
+
+
+async def test_a_stream_that_ends_early_is_resumed_with_last_event_id(
+    aiohttp_server: Any,
+) -> None:
+    """An instance shutting down ends the stream before the final status: the follower asks
+    again with Last-Event-ID and gets the rest, once."""
+    seen_ids: list[str | None] = []
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        seen_ids.append(request.headers.get("Last-Event-ID"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if len(seen_ids) == 1:
+            await response.write(b'id: 1\nevent: log\ndata: {"id":1,"content":"first"}\n\n')
+            await response.write(b": server shutting down; reconnect with Last-Event-ID\n\n")
+        else:
+            await response.write(b": keep-alive\n\n")
+            await response.write(b'id: 2\nevent: status\ndata: {"id":2,"status":"success"}\n\n')
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/apps/my-app/deployments/d-1/events", events)
+    server = await aiohttp_server(app)
+    printed = io.StringIO()
+    printer = Printer(printed, quiet=False)
+    async with aiohttp.ClientSession() as session:
+        api = DeploymentsApi(session, str(server.make_url("")), TOKEN, Reporter(quiet=True))
+        assert await Follower(api, "my-app", "d-1", printer).run() == "success"
+    assert seen_ids == [None, "1"]
+    assert printed.getvalue() == "first\n-----> success\n"

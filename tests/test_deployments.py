@@ -576,7 +576,7 @@ def tar_gz(files: dict[str, bytes]) -> bytes:
 
 
 async def test_example_config_deploys_an_upload_to_success(
-    aiohttp_server: Any, http: aiohttp.ClientSession
+    aiohttp_server: Any, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     """What the README's walk-through does against `make run`: upload, deploy, and watch the
     local stand-in deployer take the job from the embedded queue and report success."""
@@ -615,6 +615,10 @@ async def test_example_config_deploys_an_upload_to_success(
         assert "sha256" in output and "verified" in output
         assert "2 entries, 2 files" in output
         assert "root directory: app-1.0/" in output
+    # It said at start that it is a local stand-in, not a deployer.
+    assert any(
+        "local stand-in" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    )
 
 
 SOURCE_ID = "3b694aea-c606-42bd-85b4-34f8dbc82a62"
