@@ -1,18 +1,21 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both create .venv when needed.
+# Another interpreter gets a venv of its own: `make test PYTHON=python3.13` uses .venv-python3.13.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN := $(VENV)/bin
+# PYTHON's path, found through pyenv when it is installed there but not the active version.
+PYTHON_EXE = $(shell bash .ci/find-python $(PYTHON))
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint bench clean test-tools
+.PHONY: run test suite lint bench clean test-tools
 
 $(VENV)/.run-installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON_EXE) -m venv $(VENV)
 	$(PIP) install -e '.[embedded]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON_EXE) -m venv $(VENV)
 	$(PIP) install -e '.[dev,embedded]'
 	touch $@ $(VENV)/.run-installed
 
@@ -32,7 +35,10 @@ lint: $(VENV)/.dev-installed
 test-tools:
 	@bash .ci/ensure-tools
 
-test: lint test-tools
+test: lint suite
+
+# The test suite alone (CI runs it once more on the newest Python pyproject allows).
+suite: $(VENV)/.dev-installed test-tools
 	$(BIN)/pytest -rs
 
 # Runs every bench/bench_*.py (local servers only, about ten minutes on 2 cores) and rewrites
@@ -42,4 +48,4 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache

@@ -47,6 +47,8 @@ class ServerConfig:
     public_url: str = ""
     shutdown_timeout: float = 30.0
     body_timeout: float = 60.0
+    header_timeout: float = 15.0
+    send_timeout: float = 60.0
     trusted_proxies: tuple[str, ...] = ()
 
     def validate(self, path: str) -> None:
@@ -57,8 +59,9 @@ class ServerConfig:
             raise ConfigError(f"{path}.public_url", "must be an absolute http(s) URL")
         if parts.query or parts.fragment:
             raise ConfigError(f"{path}.public_url", "must not have a query or fragment")
-        if self.body_timeout <= 0:
-            raise ConfigError(f"{path}.body_timeout", "must be positive")
+        for name in ("body_timeout", "header_timeout", "send_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{path}.{name}", "must be positive")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"{path}.port", "must be between 0 and 65535")
         for i, cidr in enumerate(self.trusted_proxies):

@@ -13,6 +13,7 @@
      +-- PayloadTooLarge        413     -                       {"error"}
      +-- UnsupportedMediaType   415     unsupported_media_type  {"error", "code"}
      +-- RangeNotSatisfiable    416     -                       {"error"} + Content-Range
+     +-- ExpectationFailed      417     -                       {"error"}  Expect not 100-continue
      +-- ValidationFailed       422     -                       {"errors": {field: [messages]}}
      +-- BadGateway             502     -                       {"error"}  upstream answered badly
      +-- ServiceUnavailable     503     -                       {"error"} + Retry-After
@@ -108,6 +109,10 @@ class RangeNotSatisfiable(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Content-Range": f"bytes */{self.size}"}
+
+
+class ExpectationFailed(GatewayError):
+    status = 417
 
 
 class ValidationFailed(GatewayError):

@@ -8,7 +8,9 @@ them get the fault instead of (or in the middle of) moto's answer:
 - ``500`` / ``503``: an S3-style XML error (``InternalError`` / ``SlowDown``);
 - ``stall``: nothing is answered until the proxy stops (the client's read timeout must fire);
 - ``truncate``: moto's status and headers, then half of its body, then the connection closes;
-- ``stall_body``: moto's status and headers, half of its body, then silence.
+- ``stall_body``: moto's status and headers, half of its body, then silence;
+- ``empty_etag``: moto's answer with every ETag emptied, in the headers and the XML body (what
+  some S3 implementations answer to CompleteMultipartUpload).
 
 ``requests`` records ``(method, path?query, what happened)`` for every request, for assertions.
 """
@@ -27,7 +29,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import unused_port
 
-Action = Literal["drop", "500", "503", "stall", "truncate", "stall_body"]
+Action = Literal["drop", "500", "503", "stall", "truncate", "stall_body", "empty_etag"]
 
 # Headers that belong to one hop, or that aiohttp computes again for the next one.
 _HOP_HEADERS = {
@@ -166,6 +168,11 @@ class FaultProxy:
             await response.prepare(request)
             await response.write_eof()
             return response
+        if action == "empty_etag":
+            payload = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag></ETag>", payload)
+            if "ETag" in response.headers:
+                response.headers["ETag"] = ""
+            action = "forward"
         if action == "forward" or not payload:
             response.content_length = len(payload)
             await response.prepare(request)

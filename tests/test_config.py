@@ -136,6 +136,8 @@ def test_env_value_stays_a_string_where_a_string_is_expected() -> None:
         (minimal(server={"port": "eighty"}), {}, "server.port: must be int, got str"),
         (minimal(server={"port": True}), {}, "server.port: must be int, got bool"),
         (minimal(storage={"read_timeout": "1s"}), {}, "storage.read_timeout: must be float"),
+        (minimal(server={"header_timeout": 0}), {}, "server.header_timeout: must be positive"),
+        (minimal(server={"send_timeout": -1}), {}, "server.send_timeout: must be positive"),
         (minimal(storage="s3"), {}, "storage: must be a mapping"),
         (minimal(auth={"tokens": {"a": 1}}), {}, "auth.tokens: must be a list"),
         (minimal(auth={"tokens": [{"token": "x" * 10}]}), {}, "auth.tokens[0].name: required"),

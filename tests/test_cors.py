@@ -82,6 +82,8 @@ async def test_actual_requests_carry_the_headers(
         assert await resp.read() == b"archive"
         assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
         assert "X-Checksum-Sha256" in resp.headers["Access-Control-Expose-Headers"]
+        # The file name a download is saved under.
+        assert "Content-Disposition" in resp.headers["Access-Control-Expose-Headers"]
     # Errors too, so a page can read why it failed.
     async with http.get(source["upload_url"], headers={"Origin": ORIGIN}) as resp:
         assert resp.status == 403

@@ -378,6 +378,11 @@ VALIDATION_CASES: list[tuple[str, Any, dict[str, list[str]]]] = [
     ("My-App", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
     ("my_app", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
     ("a" * 49, {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
+    # Would reach a deployer's command line looking like an option.
+    ("-my-app", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
+    ("my-app-", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
+    ("1-app", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
+    ("---", {"deployment": {"download_url": PUBLIC_URL}}, {"app": ["must be 3 to 48"]}),
     (
         "Bad.App",
         {"deployment": {"git_ref": "-x", "download_url": "http://u:p@archives.example.com/"}},
@@ -414,7 +419,7 @@ async def test_validation_names_every_bad_field(
 async def test_valid_shortest_and_longest_app_names(
     gw: Gateway, http: aiohttp.ClientSession
 ) -> None:
-    for app in ("a-1", "a" * 48):
+    for app in ("a-1", "a" * 48, "a--b", "app" + "0" * 45):
         status, answer, _ = await deploy(
             http, gw, {"deployment": {"download_url": PUBLIC_URL}}, app=app
         )

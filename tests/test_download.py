@@ -37,6 +37,10 @@ DATA = os.urandom(10_000)
         ("bytes=abc", None),
         ("bytes=-", None),
         ("bytes= 1-2", (1, 2)),  # stray spaces are forgiven
+        ("bytes=²-3", None),  # digits of other scripts are not numbers here
+        ("bytes=0-" + "9" * 5000, (0, 9999)),  # more digits than int() takes: past the end
+        ("bytes=-" + "9" * 5000, (0, 9999)),
+        ("bytes=" + "0" * 5000 + "5-6", (5, 6)),
     ],
 )
 def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> None:
@@ -45,7 +49,13 @@ def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> No
 
 @pytest.mark.parametrize(
     ("header", "size"),
-    [("bytes=10000-", 10_000), ("bytes=-0", 10_000), ("bytes=0-", 0), ("bytes=-5", 0)],
+    [
+        ("bytes=10000-", 10_000),
+        ("bytes=-0", 10_000),
+        ("bytes=0-", 0),
+        ("bytes=-5", 0),
+        ("bytes=" + "9" * 5000 + "-", 10_000),
+    ],
 )
 def test_parse_range_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable):
@@ -152,6 +162,53 @@ async def test_redirect_mode(start_gateway: StartGateway, http: aiohttp.ClientSe
     gateway.clock.advance(101)
     async with http.get(source["download_url"], allow_redirects=False) as resp:
         assert resp.status == 403
+
+
+def assert_never_rendered(headers: Any, source_id: str) -> None:
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Disposition"] == f'attachment; filename="{source_id}.tar.gz"'
+
+
+async def test_every_download_is_an_attachment_never_sniffed(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    source = await gateway.create_source(http)
+    page = b"<html><script>alert(document.cookie)</script></html>"
+    headers = {"Content-Type": "text/html"}
+    async with http.put(source["upload_url"], data=page, headers=headers) as resp:
+        assert resp.status == 200
+    url, sid = source["download_url"], source["id"]
+    async with http.get(url) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/html"  # as uploaded, but not rendered:
+        assert_never_rendered(resp.headers, sid)
+        etag = resp.headers["ETag"]
+    async with http.head(url) as resp:
+        assert_never_rendered(resp.headers, sid)
+    async with http.get(url, headers={"Range": "bytes=0-5"}) as resp:
+        assert resp.status == 206
+        assert_never_rendered(resp.headers, sid)
+    async with http.get(url, headers={"If-None-Match": etag}) as resp:
+        assert resp.status == 304
+        assert_never_rendered(resp.headers, sid)
+
+
+async def test_redirect_mode_downloads_are_attachments_too(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway({"sources": {"download_mode": "redirect"}})
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=DATA) as resp:
+        assert resp.status == 200
+    async with http.get(source["download_url"], allow_redirects=False) as resp:
+        assert resp.status == 307
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        location = resp.headers["Location"]
+    disposition = f'attachment; filename="{source["id"]}.tar.gz"'
+    assert parse_qs(urlsplit(location).query)["response-content-disposition"] == [disposition]
+    async with http.get(location) as resp:  # the object store applies the signed override
+        assert resp.status == 200
+        assert resp.headers["Content-Disposition"] == disposition
 
 
 # --- a failing object store ----------------------------------------------------------------------

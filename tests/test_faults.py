@@ -312,3 +312,28 @@ async def test_upload_stored_even_if_tagging_fails(
     async with http.get(source["download_url"]) as resp:
         assert await resp.read() == b"archive bytes"
         assert "X-Checksum-Sha256" not in resp.headers
+
+
+# --- an S3 that completes a multipart upload without an ETag --------------------------------------
+
+
+async def test_empty_etag_from_complete_multipart_is_looked_up(
+    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession, s3: Any
+) -> None:
+    gateway = await through(start_gateway, proxy)
+    source = await gateway.create_source(http)
+    proxy.add(Fault("empty_etag", method="POST", query="uploadId="))
+    data = os.urandom(3 * SMALL_PART + 100)
+    status, body, headers = await upload(http, source["upload_url"], data, chunked=True)
+    assert status == 200, body
+    assert [what for m, _, what in proxy.requests if m == "POST"][-1] == "empty_etag"
+    key = f"{gateway.config.storage.prefix}{source['id']}"
+    real = s3.head_object(Bucket=gateway.config.storage.bucket, Key=key)["ETag"]
+    assert headers["ETag"] == real  # the answer names the object's real ETag
+    tags = s3.get_object_tagging(Bucket=gateway.config.storage.bucket, Key=key)["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags}["sha256-etag"] == real.strip('"')
+    async with http.get(source["download_url"]) as resp:
+        assert await resp.read() == data
+        assert resp.headers["X-Checksum-Sha256"] == hashlib.sha256(data).hexdigest()
+        assert resp.headers["Repr-Digest"].startswith("sha-256=:")
+        assert resp.headers["ETag"] == real

@@ -14,6 +14,7 @@ import aiohttp
 import boto3
 import pytest
 
+from gateway.redaction import redact
 from gateway.server.observability.access import loggable_path
 from gateway.server.observability.logs import JsonFormatter
 
@@ -217,3 +218,58 @@ async def test_no_secret_in_any_log_line_of_a_full_flow(
     for needle in [*secrets_seen, SECRET, TOKEN, "wrong-token-xyz"]:
         assert needle not in text, needle
     assert "token=[redacted]" in text  # the malformed request's line was logged, masked
+
+
+async def test_unparsable_request_is_one_warning_without_its_token(
+    serve_gateway: ServeGateway,
+) -> None:
+    """A malformed request line whose token parameter is percent-encoded (``tok%65n`` is
+    ``token`` to the server): logged once, as a warning without a traceback, token masked."""
+    served = serve_gateway({"logging": {"level": "info", "json": True}})
+    secret = "eyJpZCI6InNlY3JldC1zb3VyY2UifQ.aGVsbG8.c2VjcmV0LXNpZ25hdHVyZQ"
+    host, port = served.url.removeprefix("http://").split(":")
+    lines = [
+        f"GET /v1/sources/x?tok%65n={secret}\x01x HTTP/1.1\r\nHost: x\r\n\r\n",
+        f"GET /v1/sources/x?%74oken={secret}&a=1 HTTP/1.1\r\nBad Header\r\n\r\n",
+    ]
+    for line in lines:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(line.encode())
+        try:
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert status_line.split()[1] == b"400", status_line
+    served.stop()
+    text = served.log_text()
+    assert secret not in text
+    assert secret[:20] not in text  # not even a part of it
+    parse_errors = [r for r in served.log_records() if r["logger"] == "aiohttp.server"]
+    assert len(parse_errors) == len(lines), parse_errors
+    for record in parse_errors:
+        assert record["level"] == "warning"
+        assert "exception" not in record  # no traceback of aiohttp's parser
+        assert record["message"].startswith("unparsable request from 127.0.0.1: 400 ")
+    # The first one quotes the request line, its token masked.
+    assert "tok%65n=[redacted]" in parse_errors[0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("GET /x?token=abc HTTP/1.1", "GET /x?token=[redacted] HTTP/1.1"),
+        ("GET /x?tok%65n=abc HTTP/1.1", "GET /x?tok%65n=[redacted] HTTP/1.1"),
+        ("/x?%74%6F%6B%65%6E=abc&a=1", "/x?%74%6F%6B%65%6E=[redacted]&a=1"),
+        ("a=1;TOKEN=abc", "a=1;TOKEN=[redacted]"),
+        ("next=/p?token=abc", "next=/p?token=[redacted]"),
+        ("X-Amz-Signature=abc&X-Amz-Credential=AK/1&X-Amz-Date=2", None),
+        ("X-Amz-Security-T%6Fken=abc", "X-Amz-Security-T%6Fken=[redacted]"),
+        ("Authorization: Bearer abc", "Authorization: Bearer [redacted]"),
+        ("id=12&size=3", "id=12&size=3"),
+    ],
+)
+def test_redaction_judges_names_as_the_server_reads_them(text: str, redacted: str | None) -> None:
+    if redacted is None:
+        redacted = "X-Amz-Signature=[redacted]&X-Amz-Credential=[redacted]&X-Amz-Date=2"
+    assert redact(text) == redacted

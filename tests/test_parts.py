@@ -73,7 +73,9 @@ class MemoryStore:
     def read(self, key: str, start: int, end: int) -> AbstractAsyncContextManager[Any]:
         raise NotImplementedError
 
-    async def presign_get(self, key: str, expires_in: int) -> str:
+    async def presign_get(
+        self, key: str, expires_in: int, content_disposition: str | None = None
+    ) -> str:
         raise NotImplementedError
 
     async def check(self) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
+from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from gateway.errors import TokenExpired, TokenInvalid
-from gateway.server.domain.signing import Purpose, UrlSigner
+from gateway.server.domain.signing import CLOCK_SKEW_TOLERANCE, Purpose, UrlSigner
 
 from .helpers import Gateway, StartGateway
 
@@ -171,4 +175,76 @@ async def test_http_rotation_across_instances(
     async with http.put(f"{rotated.url}/v1/sources/{sid}?token={token}", data=b"x") as resp:
         assert resp.status == 200
     async with http.put(f"{retired.url}/v1/sources/{sid}?token={token}", data=b"x") as resp:
+        await expect_403(resp, "token_invalid")
+
+
+# --- the expiry travels in the token ------------------------------------------------------------
+
+
+def test_token_carries_its_expiry_to_an_instance_with_a_longer_ttl() -> None:
+    clock = Clock()
+    sid = source_id()
+    short = UrlSigner([OLD_KEY], 5, clock=clock)
+    long = UrlSigner([OLD_KEY], 600, clock=clock)
+    token = short.sign(Purpose.DOWNLOAD, sid)
+    clock.now += 5
+    assert long.verify(Purpose.DOWNLOAD, sid, token).expires_at == clock.now
+    clock.now += 1
+    with pytest.raises(TokenExpired):
+        long.verify(Purpose.DOWNLOAD, sid, token)
+
+
+def test_a_lifetime_longer_than_the_receivers_ttl_is_invalid() -> None:
+    clock = Clock()
+    sid = source_id()
+    token = UrlSigner([OLD_KEY], 600, clock=clock).sign(Purpose.UPLOAD, sid)
+    lowered = UrlSigner([OLD_KEY], 300, clock=clock)
+    with pytest.raises(TokenInvalid):
+        lowered.verify(Purpose.UPLOAD, sid, token)
+    # Within the clock tolerance a longer lifetime is still believed.
+    slightly = UrlSigner([OLD_KEY], 600 - int(CLOCK_SKEW_TOLERANCE), clock=clock)
+    assert slightly.verify(Purpose.UPLOAD, sid, token).expires_at == clock.now + 600
+
+
+def test_expiry_is_signed() -> None:
+    sid = source_id()
+    signer = UrlSigner([OLD_KEY], 600)
+    payload, _, rest = signer.sign(Purpose.UPLOAD, sid).partition(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert set(claims) == {"id", "exp"}
+    forged = base64.urlsafe_b64encode(
+        json.dumps({**claims, "exp": claims["exp"] + 60}, separators=(",", ":")).encode()
+    )
+    with pytest.raises(TokenInvalid):
+        signer.verify(Purpose.UPLOAD, sid, forged.decode().rstrip("=") + "." + rest)
+
+
+@pytest.mark.parametrize("exp", ["1700000600", 1700000600.5, None, True])
+def test_an_expiry_that_is_not_whole_seconds_is_invalid(exp: object) -> None:
+    sid = source_id()
+    # Signed with the right key and salt, on the real clock like the signer below.
+    serializer = URLSafeTimedSerializer([OLD_KEY], salt="sources-gateway.upload")
+    token = serializer.dumps({"id": sid, "exp": exp})
+    with pytest.raises(TokenInvalid):
+        UrlSigner([OLD_KEY], 600).verify(Purpose.UPLOAD, sid, token)
+
+
+async def test_http_expiry_is_the_one_handed_out_on_every_instance(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    short = await start_gateway({"sources": {"ttl_seconds": 5}})
+    long = await start_gateway({"sources": {"ttl_seconds": 600}})
+    source = await short.create_source(http)
+    expires_at = datetime.fromisoformat(source["expires_at"]).timestamp()
+    on_long = f"{long.url}/v1/sources/{source['id']}?token={token_of(source['upload_url'])}"
+    async with http.put(on_long, data=b"x") as resp:
+        assert resp.status == 200  # within its 5 seconds
+    for gateway in (short, long):
+        gateway.clock.advance(expires_at - gateway.clock() + 1)
+    async with http.put(on_long, data=b"x") as resp:
+        await expect_403(resp, "token_expired")  # the long instance does not stretch it
+    # And a URL from the long instance is more than the short one would ever hand out.
+    source = await long.create_source(http)
+    on_short = f"{short.url}/v1/sources/{source['id']}?token={token_of(source['download_url'])}"
+    async with http.get(on_short) as resp:
         await expect_403(resp, "token_invalid")

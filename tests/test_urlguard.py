@@ -105,8 +105,8 @@ CASES: list[tuple[str, str | None]] = [
     ("https://255.255.255.255/", "host is a reserved address"),
     ("https://100.64.0.1/", "host is a carrier-grade NAT address"),
     ("https://100.127.255.254/", "host is a carrier-grade NAT address"),
-    ("https://192.0.2.1/", "host is a private address"),  # documentation range
-    ("https://198.18.0.1/", "host is a private address"),  # benchmarking range
+    ("https://192.0.2.1/", "host is a documentation address"),
+    ("https://198.18.0.1/", "host is a benchmarking address"),
     # -- IPv6 literals
     ("https://[::1]/", "host is a loopback address"),
     ("https://[::]/", "host is an unspecified address"),
@@ -122,7 +122,7 @@ CASES: list[tuple[str, str | None]] = [
     ("https://[64:ff9b::a00:1]/", "host is an IPv6 address embedding a private address"),
     ("https://[2002:7f00:1::]/", "host is an IPv6 address embedding a loopback address"),
     ("https://[::127.0.0.1]/", "host is a reserved address"),  # IPv4-compatible (deprecated)
-    ("https://[2001:db8::1]/", "host is a private address"),  # documentation range
+    ("https://[2001:db8::1]/", "host is a documentation address"),
     # -- odd spellings of addresses, and names that mean loopback
     ("https://2130706433/", ODD),
     ("https://0x7f.1/", ODD),
@@ -194,14 +194,89 @@ async def test_slow_resolution_counts_as_not_resolving(monkeypatch: pytest.Monke
         ("1.1.1.1", False),
         ("2606:4700:4700::1111", False),
         ("2002:5db8:d822::1", False),  # 6to4 of a public address
+        ("2002:c0a8:101::1", True),  # 6to4 of 192.168.1.1
         ("64:ff9b::808:808", False),  # NAT64 of 8.8.8.8
+        ("64:ff9b::a9fe:a9fe", True),  # NAT64 of 169.254.169.254
         ("64:ff9b:1::1", True),  # local-use NAT64
-        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True),  # Teredo (2001::/32 is not global)
+        # Teredo: server 65.54.227.120, client (inverted) 192.0.2.45, a documentation address
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True),
+        # Teredo: server 65.54.227.120, client 93.184.216.34 (both public)
+        ("2001:0:4136:e378:8000:63bf:a247:27dd", False),
+        # Teredo: server 10.0.0.1, client 93.184.216.34
+        ("2001:0:a00:1:8000:63bf:a247:27dd", True),
         ("::ffff:0:0", True),
+        ("2001:20::1", True),  # ORCHIDv2, in the IETF protocol block
+        ("fec0::1", True),  # site-local, deprecated but not public
+        ("3fff::1", True),  # documentation (RFC 9637)
+        ("4000::1", True),  # outside 2000::/3: not allocated
+        ("192.0.0.9", True),  # IETF protocol assignments
+        ("192.88.99.1", True),  # the retired 6to4 relay anycast
     ],
 )
 def test_forbidden_address(address: str, forbidden: bool) -> None:
     assert (forbidden_address(ipaddress.ip_address(address)) is not None) is forbidden
+
+
+# The first and last address of every range the guard refuses, with the reason it gives: the
+# same table on every Python version (ipaddress' is_private changed in 3.12.4 and 3.13).
+RANGES = [
+    ("0.0.0.0/8", "a private address"),
+    ("10.0.0.0/8", "a private address"),
+    ("100.64.0.0/10", "a carrier-grade NAT address"),
+    ("127.0.0.0/8", "a loopback address"),
+    ("169.254.0.0/16", "a link-local address"),
+    ("172.16.0.0/12", "a private address"),
+    ("192.0.0.0/24", "a private address"),
+    ("192.0.2.0/24", "a documentation address"),
+    ("192.168.0.0/16", "a private address"),
+    ("198.18.0.0/15", "a benchmarking address"),
+    ("198.51.100.0/24", "a documentation address"),
+    ("203.0.113.0/24", "a documentation address"),
+    ("224.0.0.0/4", "a multicast address"),
+    ("240.0.0.0/4", "a reserved address"),
+    ("2001:2::/48", "a benchmarking address"),
+    ("2001:db8::/32", "a documentation address"),
+    ("fc00::/7", "a private address"),
+    ("fe80::/10", "a link-local address"),
+    ("ff00::/8", "a multicast address"),
+    ("100::/64", "a reserved address"),
+    ("64:ff9b:1::/48", "a private address"),
+]
+
+
+@pytest.mark.parametrize(("cidr", "reason"), RANGES)
+def test_every_range_from_first_to_last_address(cidr: str, reason: str) -> None:
+    network = ipaddress.ip_network(cidr)
+    for ip in (network[1] if cidr == "0.0.0.0/8" else network[0], network[-1]):
+        assert forbidden_address(ip) == reason, ip
+    # Just outside the range, a public address.
+    if cidr == "100.64.0.0/10":
+        assert forbidden_address(ipaddress.ip_address("100.128.0.0")) is None
+
+
+def test_verdicts_do_not_ask_the_interpreters_ipaddress_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guard's own tables decide: ipaddress' notion of private or global is never read."""
+
+    def refuse(self: object) -> bool:
+        raise AssertionError("the URL guard read ipaddress' own classification")
+
+    for cls in (ipaddress.IPv4Address, ipaddress.IPv6Address):
+        for name in (
+            "is_private",
+            "is_global",
+            "is_reserved",
+            "is_loopback",
+            "is_link_local",
+            "is_multicast",
+            "is_unspecified",
+            "is_site_local",
+        ):
+            if hasattr(cls, name):
+                monkeypatch.setattr(cls, name, property(refuse))
+    for address in ("8.8.8.8", "10.0.0.1", "2002:5db8:d822::1", "2606:4700:4700::1111", "::1"):
+        forbidden_address(ipaddress.ip_address(address))
 
 
 async def test_system_resolver_answers_literals_without_dns() -> None:

@@ -191,7 +191,7 @@ async def _json_object(resp: aiohttp.ClientResponse, action: str) -> dict[str, A
     raw = await resp.content.read(MAX_ERROR_BODY)
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict):
         raise CliError(f"{action} failed: the answer ({resp.status}) is not a JSON object")

@@ -95,7 +95,7 @@ async def error_from(resp: aiohttp.ClientResponse, action: str, *, what: str) ->
     body: Any
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None  # a proxy's HTML page, say: the status alone says more in one line
     request_id = resp.headers.get("X-Request-ID")
     suffix = f" [request id {request_id}]" if request_id else ""

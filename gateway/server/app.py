@@ -28,10 +28,10 @@ from gateway.server.domain.signing import Clock, UrlSigner
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.domain.uploads import BufferBudget, Uploader
 from gateway.server.domain.urlguard import Resolver, UrlGuard, UrlPolicy, system_resolver
-from gateway.server.http.body import defer_continue
 from gateway.server.http.cors import Cors
 from gateway.server.http.deployment_records import DeploymentLinks, DeploymentRecordHandlers
 from gateway.server.http.deployments import DeploymentHandlers
+from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
 from gateway.server.http.middleware import add_request_id, observe, render_errors
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
 from gateway.server.http.probes import Probes, ReadinessCheck
@@ -200,12 +200,15 @@ def add_routes(
     deploys: DeploymentHandlers,
     probes: Probes,
 ) -> None:
-    app.router.add_post("/v1/sources", sources.create)
-    app.router.add_put(SOURCE_PATH, sources.upload, expect_handler=defer_continue)
-    app.router.add_get(SOURCE_PATH, sources.download)
-    app.router.add_post(DEPLOYMENTS_PATH, deploys.create)
-    app.router.add_get("/healthz", probes.healthz)
-    app.router.add_get("/readyz", probes.readyz)
+    # Every route answers an unknown Expect through the middlewares (gateway.server.http.expect).
+    router = app.router
+    router.add_post("/v1/sources", sources.create, expect_handler=continue_at_once)
+    router.add_put(SOURCE_PATH, sources.upload, expect_handler=defer_continue)
+    router.add_get(SOURCE_PATH, sources.download, expect_handler=continue_at_once)
+    router.add_post(DEPLOYMENTS_PATH, deploys.create, expect_handler=continue_at_once)
+    router.add_get("/healthz", probes.healthz, expect_handler=continue_at_once)
+    router.add_get("/readyz", probes.readyz, expect_handler=continue_at_once)
     if config.metrics.enabled:
-        app.router.add_get("/metrics", probes.metrics)
-    app.router.add_get(OPENAPI_PATH, openapi_handler(config))
+        router.add_get("/metrics", probes.metrics, expect_handler=continue_at_once)
+    router.add_get(OPENAPI_PATH, openapi_handler(config), expect_handler=continue_at_once)
+    router.register_resource(UnmetExpectations())  # last: only what no route matched

@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.config import Config, ServerConfig
 from gateway.server import keys
 from gateway.server.app import create_app
+from gateway.server.connections import GatewayRunner
 
 log = logging.getLogger("gateway")
 
@@ -61,8 +62,12 @@ async def _serve(app: web.Application, config: Config) -> None:
     timeout and is lost. Here the listening socket closes first, and the connections stay open
     until their requests are done or ``shutdown_timeout`` has passed."""
     server = config.server
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=CANCEL_GRACE_SECONDS
+    runner = GatewayRunner(
+        app,
+        header_timeout=server.header_timeout,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=CANCEL_GRACE_SECONDS,
     )
     await runner.setup()
     try:

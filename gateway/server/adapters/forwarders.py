@@ -102,7 +102,7 @@ def _json_object(raw: bytes | None) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

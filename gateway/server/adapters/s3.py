@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.config import StorageConfig
-from gateway.errors import GatewayError
+from gateway.errors import BadGateway, GatewayError
 from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.retry import RetryPolicy
@@ -198,7 +198,7 @@ class S3Store:
                 return resp.headers.get("ETag", "")
 
         try:
-            return await watch.run(send())
+            etag = await watch.run(send())
         except StorageUnavailable:
             self._on_error("PutObject")
             raise
@@ -206,6 +206,7 @@ class S3Store:
             if failure:
                 raise failure[0] from None
             raise translate(exc, "PutObject") from None
+        return await self._known_etag(key, etag)
 
     async def put_bytes(self, key: str, data: Buffer, content_type: str) -> str:
         # Sent like a part (below): no copy of the body for botocore, the same retries.
@@ -215,7 +216,8 @@ class S3Store:
             ExpiresIn=3600,
         )
         headers = {"Content-Type": content_type, "Content-Length": str(len(data))}
-        return await self._put_presigned("PutObject", url, data, headers)
+        etag = await self._put_presigned("PutObject", url, data, headers)
+        return await self._known_etag(key, etag)
 
     async def create_multipart(self, key: str, content_type: str) -> str:
         resp = await self._call(
@@ -285,7 +287,18 @@ class S3Store:
                 MultipartUpload={"Parts": parts},
             ),
         )
-        return str(resp["ETag"])
+        return await self._known_etag(key, str(resp.get("ETag") or ""))
+
+    async def _known_etag(self, key: str, etag: str) -> str:
+        """``etag``, or when the store answered none (some S3 implementations complete a multipart
+        upload with an empty ETag), the one HeadObject reports for the object just written."""
+        if _bare_etag(etag):
+            return etag
+        head = await self._call("HeadObject", self._s3.head_object(Bucket=self._bucket, Key=key))
+        etag = str(head.get("ETag") or "")
+        if not _bare_etag(etag):
+            raise BadGateway("the object store reports no ETag for the stored archive")
+        return etag
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._call(
@@ -343,9 +356,15 @@ class S3Store:
         async with resp["Body"] as body:
             yield chunks()
 
-    async def presign_get(self, key: str, expires_in: int) -> str:
+    async def presign_get(
+        self, key: str, expires_in: int, content_disposition: str | None = None
+    ) -> str:
+        params = {"Bucket": self._bucket, "Key": key}
+        if content_disposition is not None:
+            # S3's response-content-disposition override, signed into the URL.
+            params["ResponseContentDisposition"] = content_disposition
         url = await self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_in
+            "get_object", Params=params, ExpiresIn=expires_in
         )
         return str(url)
 

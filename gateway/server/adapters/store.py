@@ -87,8 +87,11 @@ class ObjectStore(Protocol):
         """Open bytes ``start`` to ``end`` (inclusive) of the object as a stream of chunks; with
         ``etag``, of that version only (``ObjectChanged`` if it was replaced meanwhile)."""
 
-    async def presign_get(self, key: str, expires_in: int) -> str:
-        """A URL that GETs the object without credentials for ``expires_in`` seconds."""
+    async def presign_get(
+        self, key: str, expires_in: int, content_disposition: str | None = None
+    ) -> str:
+        """A URL that GETs the object without credentials for ``expires_in`` seconds; the store
+        answers it with ``content_disposition`` as the ``Content-Disposition`` when given."""
 
     async def check(self) -> None:
         """Return when the bucket answers; raise ``StorageUnavailable`` otherwise."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -39,7 +38,8 @@ def presented_token(authorization: str | None) -> str | None:
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):
+            # Not base64 (binascii.Error), non-ASCII characters (ValueError), not UTF-8.
             return None
         # curl -u :$TOKEN sends an empty user; any user name is accepted, the password is the token.
         _, sep, password = decoded.partition(":")
@@ -48,7 +48,9 @@ def presented_token(authorization: str | None) -> str | None:
 
 
 def secret_digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    # Header values reach us decoded as UTF-8 with surrogate escapes for bytes that are not:
+    # encoded the same way, any bytes a client sends give a digest (that matches no token).
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
 
 def same_secret(presented: str, expected_digest: bytes) -> bool:

@@ -9,14 +9,13 @@ gzip magic), or any other URL, checked by the SSRF rules of ``urlguard``.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from gateway.errors import TokenExpired, TokenInvalid
-from gateway.ids import SOURCE_ID
+from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID
 from gateway.server.adapters.store import ObjectNotFound, ObjectStore
 from gateway.server.domain.records import hook_errors
 from gateway.server.domain.signing import Purpose, UrlSigner
@@ -25,8 +24,6 @@ from gateway.server.domain.urlguard import UrlGuard, check_form
 
 log = logging.getLogger(__name__)
 
-# The platform's app names: lowercase letters, digits and dashes, 3 to 48 characters.
-APP_NAME = re.compile(r"[a-z0-9-]{3,48}")
 # git_ref becomes an image tag on the platform; longer refs are not real ones.
 MAX_GIT_REF_LENGTH = 255
 GZIP_MAGIC = b"\x1f\x8b"
@@ -77,7 +74,7 @@ class SourceFacts:
 def app_name_errors(app: str) -> list[str]:
     if APP_NAME.fullmatch(app):
         return []
-    return ["must be 3 to 48 lowercase letters, digits or dashes"]
+    return [APP_NAME_RULE]
 
 
 def git_ref_errors(git_ref: str) -> list[str]:

@@ -20,22 +20,39 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not dash or not _is_number(first, empty=True) or not _is_number(last, empty=True):
         return None
     if first == "":
         if last == "":
             return None
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable(size)
         return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    if last and _position(last) < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable(size)
-    end = min(int(last), size - 1) if last else size - 1
+    end = min(_position(last), size - 1) if last else size - 1
     return start, end
+
+
+# Past any object's size (S3's limit is 5 TiB, 13 digits). Longer numbers are not converted:
+# Python refuses int() of more than 4300 digits, and nothing that long means anything here.
+_MAX_DIGITS = 20
+_BEYOND_ANY_SIZE = 10**_MAX_DIGITS
+
+
+def _is_number(text: str, *, empty: bool) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes "²" and other scripts' digits)."""
+    return (empty and text == "") or (text.isascii() and text.isdigit())
+
+
+def _position(digits: str) -> int:
+    """A byte position or length from its digits; a huge one stands for "past the end"."""
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= _MAX_DIGITS else _BEYOND_ANY_SIZE
 
 
 def etag_matches(header: str, etag: str) -> bool:
@@ -46,8 +63,18 @@ def etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or strip_weak(etag) in tags
 
 
-def download_headers(info: ObjectInfo) -> dict[str, str]:
+def attachment(source_id: str) -> str:
+    """The ``Content-Disposition`` of a download: saved as a file, never shown by a browser."""
+    return f'attachment; filename="{source_id}.tar.gz"'
+
+
+def download_headers(info: ObjectInfo, source_id: str) -> dict[str, str]:
+    """The headers of every download answer (200, 206, 304, HEAD) of ``source_id``."""
     headers = {
+        # Whatever type the uploader declared (text/html, say), a browser saves the archive
+        # instead of rendering it with the gateway's origin.
+        "Content-Disposition": attachment(source_id),
+        "X-Content-Type-Options": "nosniff",
         "ETag": info.etag,
         "Last-Modified": info.last_modified.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"),
         "Accept-Ranges": "bytes",

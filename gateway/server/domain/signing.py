@@ -121,9 +121,15 @@ class UrlSigner:
     def now(self) -> float:
         return self._clock()
 
-    def sign(self, purpose: Purpose, source_id: str) -> str:
-        """Return a token that ``verify(purpose, source_id, token)`` accepts for ``ttl_seconds``."""
-        return self._serializers[purpose].dumps({"id": source_id})
+    def expiry(self) -> int:
+        """When a token signed now stops working (whole seconds, as itsdangerous stamps them)."""
+        return int(self._clock()) + self.ttl_seconds
+
+    def sign(self, purpose: Purpose, source_id: str, expires_at: int | None = None) -> str:
+        """Return a token for ``source_id`` that every instance accepts until ``expires_at``
+        (default: ``ttl_seconds`` from now). The expiry is signed into the payload."""
+        exp = self.expiry() if expires_at is None else expires_at
+        return self._serializers[purpose].dumps({"id": source_id, "exp": exp})
 
     def verify(self, purpose: Purpose, source_id: str, token: str | None) -> VerifiedToken:
         """Return the token's facts, or raise ``TokenExpired`` / ``TokenInvalid``."""
@@ -142,13 +148,31 @@ class UrlSigner:
         if not _binds(payload, source_id):
             raise TokenInvalid(f"invalid {purpose.value} token")
         issued_at = issued.timestamp()
-        age = self._clock() - issued_at
-        if age < -CLOCK_SKEW_TOLERANCE:
+        now = self._clock()
+        if issued_at - now > CLOCK_SKEW_TOLERANCE:
             raise TokenInvalid(f"invalid {purpose.value} token")
-        if age > self.ttl_seconds:
+        expires_at = _signed_expiry(payload, issued_at, self.ttl_seconds)
+        # The issuer's lifetime is honoured, within what this instance would ever hand out: a
+        # longer claim comes from a misconfigured or foreign issuer and is not believed.
+        if expires_at is None or expires_at - issued_at > self.ttl_seconds + CLOCK_SKEW_TOLERANCE:
+            raise TokenInvalid(f"invalid {purpose.value} token")
+        if now > expires_at:
             raise TokenExpired(f"{purpose.value} URL has expired; create a new source")
-        return VerifiedToken(source_id, issued_at, issued_at + self.ttl_seconds)
+        return VerifiedToken(source_id, issued_at, expires_at)
 
 
 def _binds(payload: Any, source_id: str) -> bool:
     return isinstance(payload, dict) and payload.get("id") == source_id
+
+
+def _signed_expiry(payload: dict[str, Any], issued_at: float, ttl_seconds: int) -> float | None:
+    """The expiry the token carries; None if it is not a whole number of seconds.
+
+    A token without one was signed by an instance older than the expiry field: it is judged
+    by this instance's ``ttl_seconds``, as such instances judged every token."""
+    if "exp" not in payload:
+        return issued_at + ttl_seconds
+    exp = payload["exp"]
+    if type(exp) is not int:
+        return None
+    return float(exp)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import functools
+import re
 from datetime import UTC, datetime
+
+from gateway.errors import BadRequest
 
 DEFAULT_CONTENT_TYPE = "application/gzip"
 # The platform's deployer refuses archives served as octet-stream: store those as gzip.
 _GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
+# RFC 9110 media type: token "/" token, then parameters; printable ASCII, tabs and spaces only.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ -~\t]*)?")
+# Far longer than any real media type; keeps what is stored and echoed small.
+MAX_CONTENT_TYPE_LENGTH = 255
 
 
 def object_key(prefix: str, source_id: str) -> str:
@@ -38,8 +46,16 @@ def build_source_urls(
 
 
 def stored_content_type(header: str | None) -> str:
-    """The type an upload is stored and served as: the client's, or gzip for a generic one."""
+    """The type an upload is stored and served as: the client's, or gzip for a generic one.
+
+    ``BadRequest`` for a value that is not a media type in printable ASCII: it is stored as
+    S3 metadata and sent back in a response header, where other bytes do not travel."""
     value = (header or "").strip()
+    if value and (len(value) > MAX_CONTENT_TYPE_LENGTH or not _MEDIA_TYPE.fullmatch(value)):
+        raise BadRequest(
+            "Content-Type must be a media type (type/subtype; parameters) in printable ASCII",
+            code="invalid_content_type",
+        )
     if value.split(";")[0].strip().lower() in _GENERIC_TYPES:
         return DEFAULT_CONTENT_TYPE
     return value

@@ -6,8 +6,10 @@ platform's network, so it must not name anything that only that network can reac
 - an absolute ``https`` URL (``http`` only for hosts in ``allowed_http_hosts``), printable ASCII,
   no user:password part, at most ``MAX_URL_LENGTH`` characters;
 - its host, written as an address or resolved from a name, is never loopback, private, link-local
-  (cloud metadata), unspecified, multicast, reserved, carrier-grade NAT, or an IPv6 form that
-  embeds an IPv4 address (mapped, NAT64, 6to4, Teredo) whose IPv4 part is any of those;
+  (cloud metadata), unspecified, multicast, reserved, carrier-grade NAT, documentation or
+  benchmarking, nor IPv4-mapped; NAT64, 6to4 and Teredo addresses are judged by the IPv4
+  address they embed. The ranges are the explicit tables below, so the verdicts do not change
+  with the Python version (``ipaddress``' own notion of "private" does);
 - spellings that parsers disagree on are refused outright: numeric hosts that are not a plain
   dotted quad (``2130706433``, ``0x7f.1``, ``127.1``, ``0177.0.0.1``), trailing-dot hosts,
   percent-encoded hosts and IPv6 zone ids, backslashes;
@@ -36,9 +38,60 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host name -> the addresses it resolves to (as strings); raises OSError when it does not.
 Resolver = Callable[[str], Awaitable[Sequence[str]]]
 
-_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+_Table = tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...]
+
+_PRIVATE = "a private address"
+_RESERVED = "a reserved address"
+_DOCUMENTATION = "a documentation address"
+# The IPv4 ranges a deployer must not be sent to (IANA's special-purpose registry, RFC 6890 and
+# its updates), first match wins: the more specific range comes first.
+_IPV4_RANGES: _Table = tuple(
+    (ipaddress.IPv4Network(cidr), reason)
+    for cidr, reason in (
+        ("0.0.0.0/32", "an unspecified address"),
+        ("0.0.0.0/8", _PRIVATE),  # "this network"
+        ("10.0.0.0/8", _PRIVATE),
+        ("100.64.0.0/10", "a carrier-grade NAT address"),
+        ("127.0.0.0/8", "a loopback address"),
+        ("169.254.0.0/16", "a link-local address"),  # cloud metadata lives here
+        ("172.16.0.0/12", _PRIVATE),
+        ("192.0.0.0/24", _PRIVATE),  # IETF protocol assignments
+        ("192.0.2.0/24", _DOCUMENTATION),
+        ("192.88.99.0/24", _RESERVED),  # the retired 6to4 relay anycast
+        ("192.168.0.0/16", _PRIVATE),
+        ("198.18.0.0/15", "a benchmarking address"),
+        ("198.51.100.0/24", _DOCUMENTATION),
+        ("203.0.113.0/24", _DOCUMENTATION),
+        ("224.0.0.0/4", "a multicast address"),
+        ("240.0.0.0/4", _RESERVED),  # 255.255.255.255, the broadcast address, included
+    )
+)
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+# Only 2000::/3 is allocated for global unicast; any other IPv6 address not named below is
+# reserved. The forms that embed IPv4 are judged by that address before this table is read.
+_IPV6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_IPV6_RANGES: _Table = tuple(
+    (ipaddress.IPv6Network(cidr), reason)
+    for cidr, reason in (
+        ("::/128", "an unspecified address"),
+        ("::1/128", "a loopback address"),
+        ("64:ff9b:1::/48", _PRIVATE),  # local-use NAT64: whatever the network behind it is
+        ("::/8", _RESERVED),  # IPv4-compatible (deprecated) and unassigned; holds the line above
+        ("100::/64", _RESERVED),  # discard-only
+        ("2001:2::/48", "a benchmarking address"),
+        ("2001::/23", _RESERVED),  # IETF protocol assignments (ORCHID and the like)
+        ("2001:db8::/32", _DOCUMENTATION),
+        ("3fff::/20", _DOCUMENTATION),
+        ("5f00::/16", _RESERVED),  # segment routing identifiers
+        ("fc00::/7", _PRIVATE),  # unique local
+        ("fe80::/10", "a link-local address"),
+        ("fec0::/10", _PRIVATE),  # site-local (deprecated)
+        ("ff00::/8", "a multicast address"),
+    )
+)
 # Printable ASCII without space and backslash (WHATWG parsers read "\" as "/", others do not).
 _URL_CHARS = re.compile(r"[!-\[\]-~]*")
 # A last label that is all digits or 0x-hex makes WHATWG parsers read the whole host as IPv4.
@@ -73,52 +126,50 @@ class CheckedUrl:
 
 
 def forbidden_address(ip: IPAddress) -> str | None:
-    """Why the deployer must not be sent to ``ip`` (a phrase like "a loopback address"), or None."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
-            return "an IPv6 address with a zone"
-        if ip.ipv4_mapped is not None:
-            return "an IPv4-mapped IPv6 address"
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None:
-            reason = forbidden_address(embedded)
+    """Why the deployer must not be sent to ``ip`` (a phrase like "a loopback address"), or None.
+
+    Judged by the tables above only, never by ``ipaddress``' ``is_private``/``is_global``, whose
+    answers change between Python versions."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _lookup(ip, _IPV4_RANGES)
+    if ip.scope_id:
+        return "an IPv6 address with a zone"
+    if ip in _IPV4_MAPPED:
+        return "an IPv4-mapped IPv6 address"
+    embedded = _embedded_ipv4(ip)
+    if embedded:
+        # NAT64, 6to4 and Teredo lead to the IPv4 address inside, which decides.
+        for address in embedded:
+            reason = _lookup(address, _IPV4_RANGES)
             if reason is not None:
                 return f"an IPv6 address embedding {reason}"
-            if ip in _NAT64:
-                # What DNS64 answers for a public IPv4-only name on an IPv6-only network; the
-                # IPv4 address inside is the one reached, and it is fine.
-                return None
-        if ip in _NAT64_LOCAL:
-            return "a private address"
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return "a carrier-grade NAT address"
-    # Reserved before private: Python counts 240.0.0.0/4 as both, and "reserved" is the truth.
-    if ip.is_reserved:
+        return None
+    reason = _lookup(ip, _IPV6_RANGES)
+    if reason is None and ip not in _IPV6_GLOBAL_UNICAST:
         return "a reserved address"
-    if ip.is_private:
-        return "a private address"
-    if not ip.is_global:
-        return "an address that is not publicly routable"
+    return reason
+
+
+def _lookup(ip: IPAddress, table: _Table) -> str | None:
+    for network, reason in table:
+        if ip in network:
+            return reason
     return None
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address inside a NAT64, 6to4 or Teredo address (the one actually reached)."""
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses inside a NAT64, 6to4 or Teredo address (empty for other forms).
+
+    Teredo carries its server's address and its client's (inverted); both must pass."""
+    value = int(ip)
     if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    return None
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
+    if ip in _SIXTOFOUR:
+        return [ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF)]
+    if ip in _TEREDO:
+        server = (value >> 64) & 0xFFFFFFFF
+        return [ipaddress.IPv4Address(server), ipaddress.IPv4Address(~value & 0xFFFFFFFF)]
+    return []
 
 
 def check_form(url: str) -> SplitResult | list[str]:

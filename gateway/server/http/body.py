@@ -43,19 +43,12 @@ async def read_json_object(
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("request body is not valid JSON", code="invalid_json") from None
+    except RecursionError:
+        # json's decoder recurses once per level: a body of a few thousand "[" exhausts the stack.
+        raise BadRequest("request body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
     return data
-
-
-async def defer_continue(request: web.Request) -> None:
-    """Expect handler for PUT: send nothing yet; the handler sends 100 Continue once it accepts.
-
-    aiohttp's default handler answers 100 before the handler runs, which would make a client with
-    a bad token or an oversized file send its whole body for nothing."""
-    expect = request.headers.get("Expect", "").lower()
-    if expect != "100-continue":
-        raise web.HTTPExpectationFailed(text=f"unknown Expect: {expect}")
 
 
 async def send_continue(request: web.Request) -> None:

@@ -37,6 +37,7 @@ EXPOSED_HEADERS = (
     "Accept-Ranges",
     "X-Checksum-Sha256",
     "Repr-Digest",
+    "Content-Disposition",
     "Retry-After",
     "WWW-Authenticate",
 )

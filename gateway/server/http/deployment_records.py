@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +32,7 @@ from gateway.server.domain.records import (
 from gateway.server.domain.sources import rfc3339
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
+from gateway.server.http.expect import continue_at_once
 from gateway.server.observability.metrics import DeploymentMetrics
 
 log = logging.getLogger(__name__)
@@ -203,8 +205,12 @@ class DeploymentRecordHandlers:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         # No HEAD: an event stream has no length to describe, and the rest are cheap to GET.
-        router.add_get("/v1/apps/{app}/deployments", self.index, allow_head=False)
-        router.add_get(DEPLOYMENT_PATH, self.show, allow_head=False)
-        router.add_get(DEPLOYMENT_PATH + "/output", self.output, allow_head=False)
-        router.add_get(DEPLOYMENT_PATH + "/events", self.events, allow_head=False)
-        router.add_post(DEPLOYMENT_PATH + "/events", self.post_event)
+        # An unknown Expect goes through the middlewares (gateway.server.http.expect).
+        get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
+        get("/v1/apps/{app}/deployments", self.index)
+        get(DEPLOYMENT_PATH, self.show)
+        get(DEPLOYMENT_PATH + "/output", self.output)
+        get(DEPLOYMENT_PATH + "/events", self.events)
+        router.add_post(
+            DEPLOYMENT_PATH + "/events", self.post_event, expect_handler=continue_at_once
+        )

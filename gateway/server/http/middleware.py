@@ -13,6 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from gateway.errors import GatewayError
 from gateway.server.http.body import CLIENT_GONE
+from gateway.server.http.expect import unmet_expectation
 from gateway.server.http.render import json_response, render, render_http_exception
 from gateway.server.observability.access import (
     OUTCOME,
@@ -74,6 +75,8 @@ def observe(metrics: Metrics, active: ActiveRequests, client_address: ClientAddr
 async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into the platform's JSON error shapes; no trace ever reaches a client."""
     try:
+        if (unmet := unmet_expectation(request)) is not None:
+            raise unmet
         response: web.StreamResponse = await handler(request)
     except GatewayError as exc:
         response = render(exc)

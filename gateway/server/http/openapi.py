@@ -66,6 +66,7 @@ def _common_errors() -> Schema:
     return {
         "404": _json(_ref("NotFound"), "Not found (`resource` says what: `source` or `route`)."),
         "405": _error("Method not allowed."),
+        "417": _error("An `Expect` header other than `100-continue`."),
         "502": _error("The object store (or deployer) answered with an error."),
         "503": _error("The object store is unreachable or failing.", _RETRY_AFTER),
     }
@@ -405,6 +406,10 @@ def _download_headers() -> Schema:
         "Accept-Ranges": header("Always `bytes`."),
         "X-Checksum-Sha256": header("SHA-256 of the whole object, hex."),
         "Repr-Digest": header("RFC 9530: `sha-256=:<base64>:`."),
+        "Content-Disposition": header('Always `attachment; filename="<id>.tar.gz"`.'),
+        "X-Content-Type-Options": header(
+            "Always `nosniff`: a browser never renders an archive from the gateway's origin."
+        ),
         **_REQUEST_ID_HEADER,
     }
 
@@ -530,7 +535,10 @@ def document(config: Config) -> Schema:
                         "Stored. `ETag` is the object's.",
                         {"ETag": {"schema": {"type": "string"}}, **_REQUEST_ID_HEADER},
                     ),
-                    "400": _error("Bad `Content-MD5`, mismatch, or a body cut short."),
+                    "400": _error(
+                        "Bad `Content-MD5`, mismatch, a body cut short, or a `Content-Type` that"
+                        " is not a media type in printable ASCII (`code: invalid_content_type`)."
+                    ),
                     "403": _json(_ref("TokenError"), "Bad, tampered, wrong-purpose or expired."),
                     "413": _error(f"Larger than {max_size} bytes; nothing is stored."),
                     "417": _error("An `Expect` other than `100-continue`."),
@@ -550,7 +558,8 @@ def document(config: Config) -> Schema:
                         "name": "app",
                         "in": "path",
                         "required": True,
-                        "description": "Lowercase letters, digits and dashes, 3 to 48 characters.",
+                        "description": "Lowercase letters, digits and dashes, 3 to 48"
+                        " characters, starting with a letter and not ending with a dash.",
                         "schema": {"type": "string"},
                     }
                 ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -13,7 +14,12 @@ from gateway.config import Config
 from gateway.errors import PayloadTooLarge
 from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.auth import Authenticator
-from gateway.server.domain.ranges import download_headers, etag_matches, parse_range
+from gateway.server.domain.ranges import (
+    attachment,
+    download_headers,
+    etag_matches,
+    parse_range,
+)
 from gateway.server.domain.signing import Purpose, UrlSigner, VerifiedToken
 from gateway.server.domain.sources import (
     build_source_urls,
@@ -45,6 +51,7 @@ class SourceHandlers:
         self._prefix = config.storage.prefix
         self._max_size = config.sources.max_size_bytes
         self._body_timeout = config.server.body_timeout
+        self._send_timeout = config.server.send_timeout
         self._redirect = config.sources.download_mode == "redirect"
         self._auth = auth
         self._signer = signer
@@ -57,15 +64,16 @@ class SourceHandlers:
         await read_json_object(request, allow_empty=True)
         signer = self._signer
         source_id = str(uuid.uuid4())
-        # itsdangerous stamps whole seconds; the expiry is computed the way verify() will judge it.
-        issued = int(signer.now())
+        # One expiry for both tokens and the answer: it is signed into each token, and it is
+        # when every instance stops accepting them.
+        expires_at = signer.expiry()
         urls = build_source_urls(
             self._base_url,
             source_id,
-            signer.sign(Purpose.UPLOAD, source_id),
-            signer.sign(Purpose.DOWNLOAD, source_id),
+            signer.sign(Purpose.UPLOAD, source_id, expires_at),
+            signer.sign(Purpose.DOWNLOAD, source_id, expires_at),
         )
-        source = {**urls, "id": source_id, "expires_at": rfc3339(issued + signer.ttl_seconds)}
+        source = {**urls, "id": source_id, "expires_at": rfc3339(expires_at)}
         return web.json_response({**source, "source": source}, status=201)
 
     def _verify(self, request: web.Request, purpose: Purpose) -> tuple[str, VerifiedToken]:
@@ -117,12 +125,13 @@ class SourceHandlers:
         if self._redirect:
             # The presigned URL dies no later than the token that let the client ask for it.
             remaining = int(token.expires_at - self._signer.now())
-            location = await store.presign_get(key, max(1, remaining))
+            location = await store.presign_get(key, max(1, remaining), attachment(source_id))
             raise web.HTTPTemporaryRedirect(
-                location, headers={"Cache-Control": "private, no-store"}
+                location,
+                headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
             )
 
-        headers = download_headers(info)
+        headers = download_headers(info, source_id)
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and etag_matches(if_none_match, info.etag):
             return web.Response(status=304, headers=headers)
@@ -164,18 +173,46 @@ class SourceHandlers:
         metrics.transfers.labels("download").inc()
         try:
             async for chunk in chunks:
-                await response.write(chunk)
+                await self._send(response, chunk)
                 metrics.bytes_downloaded.inc(len(chunk))
             await response.write_eof()
         except CLIENT_GONE:
             request[OUTCOME] = "client_disconnected"
+        except _ClientStalled:
+            request[OUTCOME] = "send_timeout"
+            metrics.send_timeouts.inc()
+            log.warning(
+                "download of %s given up: the client took nothing for %gs", key, self._send_timeout
+            )
+            # What is buffered will not be read: drop it rather than wait to flush it.
+            _cut_short(request, response, flush=False)
         except Exception as exc:
-            # Headers are gone already: closing the connection short of Content-Length is the
-            # only way left to tell the client the body is incomplete.
             request[OUTCOME] = "upstream_failed"
             log.warning("download of %s failed mid-stream: %s", key, type(exc).__name__)
-            response.force_close()
-            if request.transport is not None:
-                request.transport.close()
+            _cut_short(request, response, flush=True)
         finally:
             metrics.transfers.labels("download").dec()
+
+    async def _send(self, response: web.StreamResponse, chunk: bytes) -> None:
+        # A write waits while the client's socket buffer is full: a client that stops reading
+        # would hold the connection and the S3 stream for ever.
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await response.write(chunk)
+        except TimeoutError:
+            raise _ClientStalled from None
+
+
+class _ClientStalled(Exception):
+    """The client took no bytes of a download for ``server.send_timeout`` seconds."""
+
+
+def _cut_short(request: web.Request, response: web.StreamResponse, *, flush: bool) -> None:
+    # Headers are gone already: closing the connection short of Content-Length is the only way
+    # left to tell the client the body is incomplete.
+    response.force_close()
+    if request.transport is not None:
+        if flush:
+            request.transport.close()
+        else:
+            request.transport.abort()

@@ -83,13 +83,19 @@ def bytes_sent(request: web.BaseRequest, response: web.StreamResponse | None) ->
     return response.content_length or 0
 
 
+# The route label of requests no route matched.
+UNMATCHED = "unmatched"
+
+
 def route_name(request: web.BaseRequest) -> str:
     """The matched route's template (``/v1/sources/{id}``), never the concrete path or query."""
     match_info = getattr(request, "match_info", None)
     route = getattr(match_info, "route", None)
     resource = getattr(route, "resource", None)
     if resource is None or getattr(match_info, "http_exception", None) is not None:
-        return "unmatched"
+        return UNMATCHED
+    if resource.name == UNMATCHED:  # what no route matched, refused for its Expect header
+        return UNMATCHED
     canonical: str = resource.canonical
     return canonical
 

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from gateway.redaction import redact
 
 
@@ -52,6 +54,26 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class UnparsableRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a malformed request line or header) at error
+    level with its parser's traceback. That is the client's mistake, not the server's: it is
+    logged once, as a warning of one line saying what was wrong, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        what = " ".join(str(error.message).split())  # the parser's message spans lines
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.msg = "unparsable request from %s: %s %s"
+        record.args = (remote, error.code, what)
+        record.exc_info = None
+        record.exc_text = None
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactSecrets())
@@ -70,5 +92,8 @@ def configure_logging(level: str, as_json: bool) -> None:
     root.setLevel(level.upper())
     # aiohttp's own access log prints the query string (the token): ours replaces it.
     logging.getLogger("aiohttp.access").disabled = True
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, UnparsableRequests) for f in server_log.filters):
+        server_log.addFilter(UnparsableRequests())
     for noisy in ("botocore", "aiobotocore", "werkzeug", "moto"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -40,6 +40,11 @@ class Metrics:
         self.s3_errors = Counter(
             "gateway_s3_errors", "Failed object-store calls.", ["operation"], registry=r
         )
+        self.send_timeouts = Counter(
+            "gateway_send_timeouts",
+            "Downloads given up because their client stopped reading (server.send_timeout).",
+            registry=r,
+        )
         self.deployments = Counter(
             "gateway_deployments",
             "Deployments by outcome (forwarded, rejected, failed).",

@@ -1,0 +1,165 @@
+"""Slow clients cannot hold the server: headers have a deadline, a stalled download is given up."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import unused_port
+
+from gateway.server import keys
+from gateway.server.connections import GatewayRunner
+
+from .helpers import ServeGateway, StartGateway
+
+HEADER_TIMEOUT = 0.5
+# Comfortably past HEADER_TIMEOUT on a loaded machine, and far below aiohttp's own limits.
+WAIT = 10.0
+
+
+async def echo_length(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response({"length": len(body)})
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[str, int]]:
+    """A small app behind ``GatewayRunner`` with a short header deadline."""
+    app = web.Application()
+    app.router.add_route("*", "/echo", echo_length)
+    runner = GatewayRunner(app, header_timeout=HEADER_TIMEOUT, access_log=None)
+    await runner.setup()
+    port = unused_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield "127.0.0.1", port
+    finally:
+        await runner.cleanup()
+
+
+async def read_all(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(), WAIT)
+
+
+async def test_half_sent_headers_get_408_and_the_connection_closes(
+    served: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.server")
+    reader, writer = await asyncio.open_connection(*served)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    answer = await read_all(reader)  # returns once the server closes
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"Content-Type: application/json" in head
+    assert "request headers not received" in json.loads(body)["error"]
+    assert any("request headers not received" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_silent_connection_is_closed_without_an_answer(served: tuple[str, int]) -> None:
+    reader, writer = await asyncio.open_connection(*served)
+    assert await read_all(reader) == b""
+    writer.close()
+
+
+async def test_headers_sent_slowly_within_the_deadline_are_served(
+    served: tuple[str, int],
+) -> None:
+    reader, writer = await asyncio.open_connection(*served)
+    for piece in (b"GET /echo HTTP/1.1\r\n", b"Host: x\r\n", b"Connection: close\r\n", b"\r\n"):
+        writer.write(piece)
+        await asyncio.sleep(HEADER_TIMEOUT / 10)
+    answer = await read_all(reader)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_slow_body_is_not_cut_by_the_header_deadline(served: tuple[str, int]) -> None:
+    reader, writer = await asyncio.open_connection(*served)
+    writer.write(b"PUT /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\r\n")
+    for byte in (b"a", b"b", b"c", b"d"):
+        await asyncio.sleep(HEADER_TIMEOUT)
+        writer.write(byte)
+    answer = await read_all(reader)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b'{"length": 4}')
+
+
+async def test_kept_alive_connection_each_request_has_the_deadline(
+    served: tuple[str, int],
+) -> None:
+    reader, writer = await asyncio.open_connection(*served)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = await asyncio.wait_for(reader.readuntil(b'{"length": 0}'), WAIT)
+    assert first.startswith(b"HTTP/1.1 200 ")
+    # Idle between requests is the keep-alive timeout's business, not the header deadline's.
+    await asyncio.sleep(HEADER_TIMEOUT * 3)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    second = await asyncio.wait_for(reader.readuntil(b'{"length": 0}'), WAIT)
+    assert second.startswith(b"HTTP/1.1 200 ")
+    # A third request that starts and stops: the deadline applies again.
+    writer.write(b"GET /echo HTTP/1.1\r\nHo")
+    third = await read_all(reader)
+    writer.close()
+    assert third.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_gateway_serve_applies_header_timeout(serve_gateway: ServeGateway) -> None:
+    served = serve_gateway({"server": {"header_timeout": 1}})
+    host, port = served.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    answer = await read_all(reader)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    served.stop()
+    warnings = [r for r in served.log_records() if r["level"] == "warning"]
+    assert [r["message"] for r in warnings] == [
+        "request headers not received within 1s from 127.0.0.1; connection closed"
+    ]
+
+
+# Larger than what the kernel buffers between a client that reads nothing and the server.
+STALLED_DOWNLOAD_SIZE = 7 * 1024 * 1024
+
+
+async def test_download_whose_client_stops_reading_is_given_up(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    gateway = await start_gateway({"server": {"send_timeout": 1}})
+    source = await gateway.create_source(http)
+    body = io.BytesIO(os.urandom(STALLED_DOWNLOAD_SIZE))
+    async with http.put(source["upload_url"], data=body) as resp:
+        assert resp.status == 200
+    path = "/" + source["download_url"].split("/", 3)[3]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gateway.server.port or 0))
+    try:
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        await asyncio.get_running_loop().sock_sendall(sock, request)
+        metrics = gateway.app[keys.METRICS]
+        for _ in range(int(WAIT * 10)):
+            if metrics.send_timeouts._value.get():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        sock.close()
+    assert metrics.send_timeouts._value.get() == 1
+    access = [r for r in caplog.records if r.name == "gateway.access" and r.method == "GET"]  # type: ignore[attr-defined]
+    assert [(r.status, r.outcome) for r in access] == [(200, "send_timeout")]  # type: ignore[attr-defined]
+    assert any("given up: the client took nothing for 1s" in r.getMessage() for r in caplog.records)
+    # The gateway goes on serving.
+    async with http.get(source["download_url"], headers={"Range": "bytes=0-9"}) as resp:
+        assert resp.status == 206
