@@ -77,17 +77,8 @@ def make_file(path: Path, size: int) -> None:
             left -= len(chunk)
 
 
-# Runs the gateway command, then reports the peak RSS the kernel counted for it: VmHWM, which
-# exec resets (ru_maxrss would also hold the forking parent's own peak).
-PEAK_RSS_WRAPPER = """
-import sys
-from gateway.__main__ import main
-code = main(sys.argv[1:])
-with open("/proc/self/status") as status:
-    hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-print("peak-rss-kib", hwm, file=sys.stderr)
-sys.exit(code)
-"""
+# Runs the gateway command, then reports its peak RSS (see peak_rss.py).
+PEAK_RSS = Path(__file__).with_name("peak_rss.py")
 
 
 def measure(args: list[str], env: dict[str, str]) -> tuple[int, float, str]:
@@ -95,7 +86,7 @@ def measure(args: list[str], env: dict[str, str]) -> tuple[int, float, str]:
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", PEAK_RSS_WRAPPER, *args],
+            [sys.executable, str(PEAK_RSS), *args],
             env=env,
             capture_output=True,
             timeout=STEP_TIMEOUT,

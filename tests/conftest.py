@@ -5,6 +5,7 @@ Helpers that are not fixtures (constants, ``Gateway``, ``serve``) live in ``help
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -12,29 +13,37 @@ from typing import Any
 
 import aiohttp
 import aiohttp.web_app
-import boto3
 import moto.s3.models
 import pytest
 from aiohttp.test_utils import unused_port
 from moto.server import ThreadedMotoServer
 
 from gateway.config import config_from_dict
+from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.s3 import S3Store
+from gateway.server.adapters.store import ObjectStore
 from gateway.server.app import create_app
 
 from .helpers import (
     DEPLOYMENTS_QUEUE,
-    MOTO_CREDENTIALS,
     SMALL_PART,
+    TOKEN,
+    CliGateway,
     FakeClock,
     Gateway,
     ServedGateway,
     ServeGateway,
     Spawn,
     StartGateway,
+    StoreUnderTest,
     config_dict,
     deep_merge,
+    make_queue,
+    moto_client,
     serve,
 )
+from .memory_store import MemoryStore
 
 
 @pytest.fixture(autouse=True)
@@ -70,9 +79,7 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     # The queue of the default configuration (deployments.forward), which readiness checks.
-    boto3.client(
-        "sqs", endpoint_url=endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
-    ).create_queue(QueueName=DEPLOYMENTS_QUEUE)
+    moto_client("sqs", endpoint).create_queue(QueueName=DEPLOYMENTS_QUEUE)
     try:
         yield endpoint
     finally:
@@ -82,9 +89,23 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3(moto_endpoint: str) -> Any:
     """A plain boto3 client on the moto server, for setting up and checking the bucket."""
-    return boto3.client(
-        "s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
-    )
+    return moto_client("s3", moto_endpoint)
+
+
+@pytest.fixture
+def sqs(moto_endpoint: str) -> Any:
+    """A plain boto3 SQS client on the moto server."""
+    return moto_client("sqs", moto_endpoint)
+
+
+@pytest.fixture
+def queue_url(sqs: Any) -> Iterator[str]:
+    """A fresh SQS queue on the moto server, deleted after the test: its URL."""
+    url = make_queue(sqs)
+    try:
+        yield url
+    finally:
+        sqs.delete_queue(QueueUrl=url)
 
 
 @pytest.fixture
@@ -113,6 +134,30 @@ def start_gateway(aiohttp_server: Any, moto_endpoint: str, bucket: str) -> Start
         app = create_app(config, clock=clock, **kwargs)
         server = await aiohttp_server(app, port=port)
         return Gateway(f"http://127.0.0.1:{port}", config, app, clock, server)
+
+    return start
+
+
+@pytest.fixture
+def cli_gateway(
+    start_gateway: StartGateway,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sqs: Any,
+    queue_url: str,
+) -> CliGateway:
+    """Start a gateway forwarding deployments to a fresh SQS queue on moto (given by name, so
+    the forwarder looks its URL up), with the CLI's environment (``GATEWAY_API_URL``,
+    ``GATEWAY_TOKEN``) pointing at it; keywords are more of the deployments section. Returns the
+    gateway, the SQS client and the queue's URL."""
+
+    async def start(**deployments: Any) -> tuple[Gateway, Any, str]:
+        name = queue_url.rsplit("/", 1)[1]
+        forward = {"type": "sqs", "queue": name, "endpoint_url": moto_endpoint, "retries": 0}
+        gateway = await start_gateway({"deployments": {"forward": forward, **deployments}})
+        monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
+        monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+        return gateway, sqs, queue_url
 
     return start
 
@@ -174,3 +219,50 @@ async def spawn() -> AsyncIterator[Spawn]:
             if proc.returncode is None:
                 proc.kill()
             await proc.communicate()
+
+
+@pytest.fixture(params=["memory", "s3"])
+async def any_store(
+    request: pytest.FixtureRequest, moto_endpoint: str, bucket: str
+) -> AsyncIterator[StoreUnderTest]:
+    """Each store implementation in turn (the conformance suite runs on all of them): the
+    in-memory one of the unit tests, and ``S3Store`` with ``S3JsonObjects`` on a fresh bucket of
+    the moto server."""
+    if request.param == "memory":
+        memory = MemoryStore()
+
+        async def fetch_memory(url: str) -> tuple[bytes, str | None] | None:
+            return memory.fetch(url)
+
+        @contextlib.asynccontextmanager
+        async def memory_down() -> AsyncIterator[ObjectStore]:
+            down = MemoryStore()
+            down.available = False
+            yield down
+
+        yield StoreUnderTest(memory, memory, fetch_memory, memory_down)
+        return
+
+    def s3_store(endpoint: str) -> tuple[Connections, S3Store]:
+        data = config_dict(endpoint, bucket, unused_port())
+        data["storage"].update(connect_timeout=1, read_timeout=5)
+        storage = config_from_dict(data, env={}).storage
+        connections = Connections(storage)
+        return connections, S3Store(connections, storage)
+
+    async def fetch_s3(url: str) -> tuple[bytes, str | None] | None:
+        async with aiohttp.ClientSession(auto_decompress=False) as http, http.get(url) as resp:
+            if resp.status != 200:
+                return None
+            return await resp.read(), resp.headers.get("Content-Disposition")
+
+    @contextlib.asynccontextmanager
+    async def s3_down() -> AsyncIterator[ObjectStore]:
+        connections, down = s3_store(f"http://127.0.0.1:{unused_port()}")  # nothing listens
+        async with connections.open():
+            yield down
+
+    connections, store = s3_store(moto_endpoint)
+    objects = S3JsonObjects(connections, bucket)
+    async with connections.open():
+        yield StoreUnderTest(store, objects, fetch_s3, s3_down)

@@ -6,7 +6,9 @@ tests/ (no test module imports another)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import io
 import json
 import signal
 import subprocess
@@ -14,17 +16,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import boto3
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
+from gateway.server.adapters.json_objects import JsonObjects
+from gateway.server.adapters.store import ObjectStore
 
 SECRET = "test-secret-key-0123456789"
 TOKEN = "test-api-token-1234"
@@ -93,6 +99,26 @@ def config_dict(moto_endpoint: str, bucket: str, port: int) -> dict[str, Any]:
     }
 
 
+async def create_source(http: aiohttp.ClientSession, base_url: str) -> dict[str, Any]:
+    """``POST /v1/sources`` on the gateway at ``base_url`` with ``TOKEN``: the new source."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.post(f"{base_url}/v1/sources", headers=headers) as resp:
+        assert resp.status == 201, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def uploaded_source(
+    http: aiohttp.ClientSession, base_url: str, data: bytes
+) -> dict[str, Any]:
+    """A new source with ``data`` uploaded to it in one PUT (with a Content-Length)."""
+    source = await create_source(http, base_url)
+    # aiohttp warns of a large bytes body (it would be written at once); a file is streamed.
+    async with http.put(source["upload_url"], data=io.BytesIO(data)) as resp:
+        assert resp.status == 200, await resp.text()
+    return source
+
+
 @dataclass
 class Gateway:
     url: str
@@ -106,13 +132,15 @@ class Gateway:
         return {"Authorization": f"Bearer {TOKEN}"}
 
     async def create_source(self, http: aiohttp.ClientSession) -> dict[str, Any]:
-        async with http.post(f"{self.url}/v1/sources", headers=self.auth) as resp:
-            assert resp.status == 201, await resp.text()
-            body: dict[str, Any] = await resp.json()
-            return body
+        return await create_source(http, self.url)
+
+    async def uploaded_source(self, http: aiohttp.ClientSession, data: bytes) -> dict[str, Any]:
+        return await uploaded_source(http, self.url, data)
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
+# The ``cli_gateway`` fixture: (gateway, SQS client, queue URL) from deployments keywords.
+CliGateway = Callable[..., Awaitable[tuple[Gateway, Any, str]]]
 
 
 def stored(s3: Any, gateway: Gateway, source: dict[str, Any]) -> bytes | None:
@@ -137,6 +165,21 @@ async def chunks_of(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
     """``data`` as an async body in pieces of ``size`` bytes (a chunked upload)."""
     for i in range(0, len(data), size):
         yield data[i : i + size]
+
+
+def moto_client(service: str, moto_endpoint: str) -> Any:
+    """A plain boto3 client of ``service`` (s3, sqs...) on the moto server."""
+    return boto3.client(
+        service, endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
+    )
+
+
+def make_queue(sqs: Any, fifo: bool = False) -> str:
+    """A new SQS queue (FIFO if ``fifo``) with a unique name; its URL."""
+    name = f"deploy-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
+    attributes = {"FifoQueue": "true"} if fifo else {}
+    url: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    return url
 
 
 def sqs_forward(queue: str, endpoint: str) -> dict[str, Any]:
@@ -178,13 +221,20 @@ class ServedGateway:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15
+) -> None:
+    """Send ``sig`` to ``proc`` and wait ``timeout`` seconds for it to end; else kill it."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def serve(
@@ -225,5 +275,21 @@ def serve(
 
 
 ServeGateway = Callable[..., ServedGateway]
+
+
+@dataclass
+class StoreUnderTest:
+    """One ``ObjectStore`` implementation as the conformance suite sees it (``any_store``)."""
+
+    store: ObjectStore
+    # The JSON objects of the same bucket (S3JsonObjects beside S3Store).
+    objects: JsonObjects
+    # What a plain GET of a presign_get URL answers: the body and its Content-Disposition, or
+    # None if refused.
+    fetch: Callable[[str], Awaitable[tuple[bytes, str | None] | None]]
+    # The same kind of store with its backend out of reach.
+    unreachable: Callable[[], contextlib.AbstractAsyncContextManager[ObjectStore]]
+
+
 # The ``spawn`` fixture: ``asyncio.create_subprocess_exec`` with the child reaped after the test.
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]

@@ -22,14 +22,13 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
@@ -39,7 +38,7 @@ import gateway.client.errors
 from gateway.__main__ import main
 from gateway.redaction import redact
 
-from .helpers import LIMITED_TOKEN, TOKEN, Gateway, Spawn, StartGateway
+from .helpers import LIMITED_TOKEN, TOKEN, CliGateway, Gateway, Spawn, StartGateway
 
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
 WRONG_TOKEN = "wrong-token-abcdef-123"
@@ -381,27 +380,9 @@ async def test_deploy_empty_directory(api: FakeApi, run_cli: RunCli, tmp_path: P
 
 
 @pytest.fixture
-async def real(
-    start_gateway: StartGateway, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Gateway, Any, str]]:
+async def real(cli_gateway: CliGateway) -> tuple[Gateway, Any, str]:
     """A gateway with the real deployments endpoint forwarding to a fresh SQS queue on moto."""
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    name = f"deploy-{uuid.uuid4().hex[:12]}"
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    forward = {"type": "sqs", "queue": name, "endpoint_url": moto_endpoint, "retries": 0}
-    gateway = await start_gateway({"deployments": {"forward": forward}})
-    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
-    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
-    try:
-        yield gateway, sqs, queue_url
-    finally:
-        sqs.delete_queue(QueueUrl=queue_url)
+    return await cli_gateway()
 
 
 async def test_deploy_directory_real_endpoint(
@@ -689,26 +670,13 @@ async def test_download_without_checksum_warns(
     assert out.read_bytes() == b"data"
 
 
-# Runs the gateway command and reports its peak RSS as the kernel counts it for this program
-# (VmHWM: reset by exec, unlike ru_maxrss, which keeps the forking pytest's own peak).
-PEAK_RSS_WRAPPER = """
-import sys
-import gateway.client.api
-import gateway.client.errors
-from gateway.__main__ import main
-code = main(sys.argv[1:])
-with open("/proc/self/status") as status:
-    hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-print("peak-rss-kib", hwm, file=sys.stderr)
-sys.exit(code)
-"""
+# Runs the gateway command and reports its peak RSS as the kernel counts it for that program.
+PEAK_RSS = Path(__file__).parents[1] / "bench" / "peak_rss.py"
 
 
 def peak_rss_of(argv: list[str]) -> int:
     """Run ``gateway ARGV`` in a fresh python to its end; its peak resident set size in bytes."""
-    proc = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS_WRAPPER, *argv], capture_output=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, str(PEAK_RSS), *argv], capture_output=True, timeout=120)
     err = proc.stderr.decode()
     assert proc.returncode == 0, err
     label, kib = err.splitlines()[-1].split()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 from aiohttp import web
 
@@ -25,7 +24,7 @@ from gateway.__main__ import main
 from gateway.client.follow import DeploymentsApi, Follower, Printer
 from gateway.client.output import Reporter
 
-from .helpers import MOTO_CREDENTIALS, TOKEN, Gateway, Spawn, StartGateway
+from .helpers import TOKEN, CliGateway, Gateway, Spawn
 
 
 @dataclass
@@ -60,22 +59,8 @@ class ScriptedDeployer:
 
 
 @pytest.fixture
-async def env(
-    start_gateway: StartGateway, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Gateway, Any, str]]:
-    sqs = boto3.client(
-        "sqs", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
-    )
-    name = f"deploy-{uuid.uuid4().hex[:12]}"
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    forward = {"type": "sqs", "queue": name, "endpoint_url": moto_endpoint, "retries": 0}
-    gateway = await start_gateway({"deployments": {"forward": forward, "poll_interval": 0.1}})
-    monkeypatch.setenv("GATEWAY_API_URL", gateway.url)
-    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
-    try:
-        yield gateway, sqs, queue_url
-    finally:
-        sqs.delete_queue(QueueUrl=queue_url)
+async def env(cli_gateway: CliGateway) -> tuple[Gateway, Any, str]:
+    return await cli_gateway(poll_interval=0.1)
 
 
 @pytest.fixture

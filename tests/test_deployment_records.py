@@ -8,35 +8,18 @@ import gzip
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 
 from gateway.server.http import deployment_records
 
-from .helpers import LIMITED_TOKEN, MOTO_CREDENTIALS, TOKEN, Gateway, ServeGateway, StartGateway
+from .helpers import LIMITED_TOKEN, TOKEN, Gateway, ServeGateway, StartGateway
 
 ARCHIVE = gzip.compress(b"app source " * 100)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def sqs(moto_endpoint: str) -> Any:
-    return boto3.client(
-        "sqs", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
-    )
-
-
-@pytest.fixture
-def queue_url(sqs: Any) -> Iterator[str]:
-    url: str = sqs.create_queue(QueueName=f"deploy-{uuid.uuid4().hex[:12]}")["QueueUrl"]
-    try:
-        yield url
-    finally:
-        sqs.delete_queue(QueueUrl=url)
 
 
 def overrides(moto_endpoint: str, queue: str, **deployments: Any) -> dict[str, Any]:

@@ -14,13 +14,12 @@ import re
 import socket
 import tarfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
-import boto3
 import pytest
 from aiohttp.test_utils import unused_port
 
@@ -29,7 +28,7 @@ from gateway.server.adapters.embedded import embedded_services
 from gateway.server.app import create_app
 from gateway.server.domain.deployments import OwnUrl, match_own_url
 
-from .helpers import LIMITED_TOKEN, MOTO_CREDENTIALS, TOKEN, Gateway, StartGateway
+from .helpers import LIMITED_TOKEN, TOKEN, Gateway, StartGateway, make_queue
 
 ARCHIVE = gzip.compress(b"app source " * 1000)
 PUBLIC_URL = "https://archives.example.com/app-v2.tar.gz"
@@ -57,29 +56,6 @@ async def fake_dns(host: str) -> Sequence[str]:
     if host not in DNS:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     return DNS[host]
-
-
-@pytest.fixture
-def sqs(moto_endpoint: str) -> Any:
-    return boto3.client(
-        "sqs", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS
-    )
-
-
-def make_queue(sqs: Any, fifo: bool = False) -> str:
-    name = f"deploy-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
-    attributes = {"FifoQueue": "true"} if fifo else {}
-    url: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    return url
-
-
-@pytest.fixture
-def queue_url(sqs: Any) -> Iterator[str]:
-    url = make_queue(sqs)
-    try:
-        yield url
-    finally:
-        sqs.delete_queue(QueueUrl=url)
 
 
 def receive(sqs: Any, queue_url: str) -> list[dict[str, Any]]:

@@ -64,9 +64,7 @@ def test_parse_range_unsatisfiable(header: str, size: int) -> None:
 
 @pytest.fixture
 async def uploaded(gateway: Gateway, http: aiohttp.ClientSession) -> dict[str, Any]:
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=DATA) as resp:
-        assert resp.status == 200
+    source = await gateway.uploaded_source(http, DATA)
     return source
 
 
@@ -146,9 +144,7 @@ async def test_if_range_with_stale_etag_sends_everything(
 
 async def test_redirect_mode(start_gateway: StartGateway, http: aiohttp.ClientSession) -> None:
     gateway = await start_gateway({"sources": {"download_mode": "redirect"}})
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=DATA) as resp:
-        assert resp.status == 200
+    source = await gateway.uploaded_source(http, DATA)
     gateway.clock.advance(500)  # 100 s of the token's life left
     async with http.get(source["download_url"], allow_redirects=False) as resp:
         assert resp.status == 307
@@ -277,9 +273,7 @@ async def test_sha256_of_another_version_is_not_served(
     gateway: Gateway, http: aiohttp.ClientSession, s3: Any
 ) -> None:
     """Two uploads racing: the tag written for the older one must not describe the newer."""
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=b"first") as resp:
-        assert resp.status == 200
+    source = await gateway.uploaded_source(http, b"first")
     key = f"sources/{source['id']}"
     bucket = gateway.config.storage.bucket
     stale_tags = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
@@ -299,9 +293,7 @@ async def test_read_is_pinned_to_the_described_version(
     from gateway.server import keys
     from gateway.server.adapters.store import ObjectChanged
 
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=b"first version") as resp:
-        assert resp.status == 200
+    source = await gateway.uploaded_source(http, b"first version")
     store = gateway.app[keys.STORE]
     key = f"sources/{source['id']}"
     info = await store.stat(key)

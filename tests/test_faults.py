@@ -15,13 +15,15 @@ import hashlib
 import io
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDictProxy
 
 from .faultproxy import Fault, FaultProxy, fault_proxy
-from .helpers import SMALL_PART, Gateway, StartGateway, open_uploads, stored
+from .helpers import SMALL_PART, Gateway, StartGateway, chunks_of, open_uploads, stored
 
 # Generous bound on any one request in these tests: a hang fails the test instead of the run.
 HANG_GUARD_SECONDS = 60
@@ -37,44 +39,51 @@ async def proxy(moto_endpoint: str) -> AsyncIterator[FaultProxy]:
         yield p
 
 
-async def through(start_gateway: StartGateway, proxy: FaultProxy, *, attempts: int = 1) -> Gateway:
-    return await start_gateway(
-        {
-            "storage": {
-                "endpoint_url": proxy.url,
-                "max_attempts": attempts,
-                "read_timeout": READ_TIMEOUT,
-            }
-        }
-    )
+@dataclass
+class Rig:
+    """Gateways whose S3 traffic goes through the fault proxy, and the test's clients."""
+
+    start_gateway: StartGateway
+    proxy: FaultProxy
+    http: aiohttp.ClientSession
+    s3: Any
+
+    async def gateway(self, *, attempts: int = 1) -> Gateway:
+        storage = {"endpoint_url": self.proxy.url, "max_attempts": attempts}
+        return await self.start_gateway({"storage": {**storage, "read_timeout": READ_TIMEOUT}})
 
 
-async def chunks_of(data: bytes, size: int = 16 * 1024) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
+@pytest.fixture
+def rig(
+    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession, s3: Any
+) -> Rig:
+    return Rig(start_gateway, proxy, http, s3)
 
 
 async def upload(
     http: aiohttp.ClientSession, url: str, data: bytes, *, chunked: bool
 ) -> tuple[int, dict[str, Any], Any]:
-    body: Any = chunks_of(data) if chunked else io.BytesIO(data)
+    body: Any = chunks_of(data, 16 * 1024) if chunked else io.BytesIO(data)
     async with asyncio.timeout(HANG_GUARD_SECONDS):
         async with http.put(url, data=body) as resp:
             return resp.status, await resp.json(), resp.headers
+
+
+async def refused_download(http: aiohttp.ClientSession, url: str) -> CIMultiDictProxy[str]:
+    """GET ``url``, which must answer a JSON 503 (not hang, not break off); its headers."""
+    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(url) as resp:
+        assert resp.status == 503
+        assert set(await resp.json()) == {"error"}
+        return resp.headers
 
 
 # --- retried where safe ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
-async def test_failed_part_is_retried(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    s3: Any,
-    action: Any,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=3)
+async def test_failed_part_is_retried(rig: Rig, action: Any) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=3)
     proxy.add(Fault(action, method="PUT", query=PART_QUERY, nth=2))
     data = os.urandom(SMALL_PART * 3 + 100)
     source = await gateway.create_source(http)
@@ -90,15 +99,10 @@ async def test_failed_part_is_retried(
 
 
 @pytest.mark.parametrize("action", ["503", "drop"])
-async def test_failed_put_of_a_short_chunked_body_is_retried(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    s3: Any,
-    action: Any,
-) -> None:
+async def test_failed_put_of_a_short_chunked_body_is_retried(rig: Rig, action: Any) -> None:
     # A chunked body shorter than a part goes as one PUT of its buffer, retried like a part.
-    gateway = await through(start_gateway, proxy, attempts=3)
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=3)
     proxy.add(Fault(action, method="PUT", query=PRESIGNED_QUERY))
     data = os.urandom(SMALL_PART // 2)
     source = await gateway.create_source(http)
@@ -112,10 +116,9 @@ async def test_failed_put_of_a_short_chunked_body_is_retried(
     assert proxy.count("PUT", "uploadId=") == 0
 
 
-async def test_failed_completion_is_retried(
-    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession, s3: Any
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=3)
+async def test_failed_completion_is_retried(rig: Rig) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=3)
     proxy.add(Fault("503", method="POST", query="uploadId="))
     data = os.urandom(SMALL_PART * 2 + 1)
     source = await gateway.create_source(http)
@@ -133,15 +136,9 @@ async def test_failed_completion_is_retried(
 @pytest.mark.parametrize(
     ("action", "status"), [("500", 503), ("503", 503), ("drop", 503), ("stall", 503)]
 )
-async def test_part_failing_for_good_aborts(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    s3: Any,
-    action: Any,
-    status: int,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=2)
+async def test_part_failing_for_good_aborts(rig: Rig, action: Any, status: int) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=2)
     source = await gateway.create_source(http)
     earlier = os.urandom(SMALL_PART * 2 + 7)
     assert (await upload(http, source["upload_url"], earlier, chunked=True))[0] == 200
@@ -171,18 +168,11 @@ async def test_part_failing_for_good_aborts(
     ],
     ids=["create", "complete-drop", "complete-stall"],
 )
-async def test_multipart_bookkeeping_failure_aborts(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    s3: Any,
-    fault: Fault,
-    status: int,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=2)
-    source = await gateway.create_source(http)
+async def test_multipart_bookkeeping_failure_aborts(rig: Rig, fault: Fault, status: int) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway(attempts=2)
     earlier = b"an earlier complete upload"
-    assert (await upload(http, source["upload_url"], earlier, chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, earlier)
     proxy.add(fault)
 
     got, body, _ = await upload(
@@ -196,18 +186,12 @@ async def test_multipart_bookkeeping_failure_aborts(
 
 
 @pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
-async def test_streamed_put_failure_stores_nothing(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    s3: Any,
-    action: Any,
-) -> None:
+async def test_streamed_put_failure_stores_nothing(rig: Rig, action: Any) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
     # The single streamed PUT cannot be replayed (its body is the client's): it is not retried.
-    gateway = await through(start_gateway, proxy, attempts=3)
-    source = await gateway.create_source(http)
+    gateway = await rig.gateway(attempts=3)
     earlier = b"an earlier complete upload"
-    assert (await upload(http, source["upload_url"], earlier, chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, earlier)
     proxy.add(Fault(action, method="PUT", query=PRESIGNED_QUERY, times=1000))
 
     got, body, _ = await upload(http, source["upload_url"], os.urandom(300_000), chunked=False)
@@ -223,16 +207,11 @@ async def test_streamed_put_failure_stores_nothing(
 
 # A dropped GetObject fails before the headers go out: see test_download_when_get_object_fails.
 @pytest.mark.parametrize("action", ["truncate", "stall_body"])
-async def test_download_broken_mid_body_closes_short(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    action: Any,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=1)
+async def test_download_broken_mid_body_closes_short(rig: Rig, action: Any) -> None:
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=1)
     data = os.urandom(2 * 1024 * 1024)
-    source = await gateway.create_source(http)
-    assert (await upload(http, source["upload_url"], data, chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, data)
     proxy.add(Fault(action, method="GET", path=source["id"], exclude_query="tagging", times=1000))
 
     received = b""
@@ -248,30 +227,20 @@ async def test_download_broken_mid_body_closes_short(
 
 
 @pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
-async def test_download_when_s3_fails_before_headers(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    action: Any,
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=1)
-    source = await gateway.create_source(http)
-    assert (await upload(http, source["upload_url"], b"archive", chunked=False))[0] == 200
+async def test_download_when_s3_fails_before_headers(rig: Rig, action: Any) -> None:
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=1)
+    source = await gateway.uploaded_source(http, b"archive")
     proxy.add(Fault(action, method="HEAD", times=1000))
 
-    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(source["download_url"]) as resp:
-        assert resp.status == 503
-        assert set(await resp.json()) == {"error"}
-        assert "Retry-After" in resp.headers
+    assert "Retry-After" in await refused_download(http, source["download_url"])
 
 
-async def test_download_retried_when_s3_recovers(
-    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=3)
+async def test_download_retried_when_s3_recovers(rig: Rig) -> None:
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=3)
     data = os.urandom(100_000)
-    source = await gateway.create_source(http)
-    assert (await upload(http, source["upload_url"], data, chunked=False))[0] == 200
+    source = await gateway.uploaded_source(http, data)
     proxy.add(Fault("503", method="GET", path=source["id"], exclude_query="tagging"))
 
     async with http.get(source["download_url"]) as resp:
@@ -281,29 +250,21 @@ async def test_download_retried_when_s3_recovers(
 
 
 @pytest.mark.parametrize("action", ["500", "drop"])
-async def test_download_when_get_object_fails_is_still_json(
-    start_gateway: StartGateway,
-    proxy: FaultProxy,
-    http: aiohttp.ClientSession,
-    action: Any,
-) -> None:
+async def test_download_when_get_object_fails_is_still_json(rig: Rig, action: Any) -> None:
     """HEAD works, GetObject does not: the body is asked for before the headers go out."""
-    gateway = await through(start_gateway, proxy, attempts=1)
-    source = await gateway.create_source(http)
-    assert (await upload(http, source["upload_url"], b"archive", chunked=False))[0] == 200
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=1)
+    source = await gateway.uploaded_source(http, b"archive")
     proxy.add(Fault(action, method="GET", path=source["id"], exclude_query="tagging", times=9))
 
-    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(source["download_url"]) as resp:
-        assert resp.status == 503
-        assert set(await resp.json()) == {"error"}
+    await refused_download(http, source["download_url"])
     async with http.head(source["download_url"]) as resp:
         assert resp.status == 200  # HEAD needs no body from S3
 
 
-async def test_upload_stored_even_if_tagging_fails(
-    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession
-) -> None:
-    gateway = await through(start_gateway, proxy, attempts=1)
+async def test_upload_stored_even_if_tagging_fails(rig: Rig) -> None:
+    proxy, http = rig.proxy, rig.http
+    gateway = await rig.gateway(attempts=1)
     source = await gateway.create_source(http)
     proxy.add(Fault("503", method="PUT", query="tagging", times=9))
     status, body, _ = await upload(http, source["upload_url"], b"archive bytes", chunked=False)
@@ -317,10 +278,9 @@ async def test_upload_stored_even_if_tagging_fails(
 # --- an S3 that completes a multipart upload without an ETag --------------------------------------
 
 
-async def test_empty_etag_from_complete_multipart_is_looked_up(
-    start_gateway: StartGateway, proxy: FaultProxy, http: aiohttp.ClientSession, s3: Any
-) -> None:
-    gateway = await through(start_gateway, proxy)
+async def test_empty_etag_from_complete_multipart_is_looked_up(rig: Rig) -> None:
+    proxy, http, s3 = rig.proxy, rig.http, rig.s3
+    gateway = await rig.gateway()
     source = await gateway.create_source(http)
     proxy.add(Fault("empty_etag", method="POST", query="uploadId="))
     data = os.urandom(3 * SMALL_PART + 100)

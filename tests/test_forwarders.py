@@ -90,6 +90,16 @@ async def post(http: aiohttp.ClientSession, gateway: Gateway) -> tuple[int, Any]
         return resp.status, await resp.json()
 
 
+async def deployed(
+    start_gateway: StartGateway, deployer: Deployer, http: aiohttp.ClientSession, **extra: Any
+) -> tuple[Gateway, Any]:
+    """A gateway forwarding to ``deployer`` takes one deployment (201): it, and its answer."""
+    gateway = await start(start_gateway, deployer.url, **extra)
+    status, body = await post(http, gateway)
+    assert status == 201, body
+    return gateway, body
+
+
 def assert_signed(seen: Seen) -> dict[str, Any]:
     """The request is signed with the shared secret over its exact bytes; return the job."""
     expected = "sha256=" + hmac.new(DEPLOYER_SECRET.encode(), seen.body, hashlib.sha256).hexdigest()
@@ -105,9 +115,7 @@ async def test_job_is_signed_and_the_gateways_record_is_the_answer(
 ) -> None:
     answer = {"deployment": {"id": "dep-42", "app_id": "my-app", "status": "queued"}}
     deployer.status, deployer.answer = 202, json.dumps(answer).encode()
-    gateway = await start(start_gateway, deployer.url)
-    status, body = await post(http, gateway)
-    assert status == 201
+    _, body = await deployed(start_gateway, deployer, http)
     (seen,) = deployer.seen
     job = assert_signed(seen)
     # The deployer's own body is not passed through: the answer is the gateway's record.
@@ -133,9 +141,7 @@ async def test_empty_2xx_answer_gives_our_deployment_object(
     start_gateway: StartGateway, deployer: Deployer, http: aiohttp.ClientSession
 ) -> None:
     deployer.status = 204
-    gateway = await start(start_gateway, deployer.url)
-    status, body = await post(http, gateway)
-    assert status == 201
+    gateway, body = await deployed(start_gateway, deployer, http)
     job = assert_signed(deployer.seen[0])
     assert body == {
         "deployment": {
@@ -160,9 +166,7 @@ async def test_5xx_is_retried_with_the_same_key_and_body(
     start_gateway: StartGateway, deployer: Deployer, http: aiohttp.ClientSession
 ) -> None:
     deployer.fail_times = 2
-    gateway = await start(start_gateway, deployer.url)
-    status, _ = await post(http, gateway)
-    assert status == 201
+    await deployed(start_gateway, deployer, http)
     assert len(deployer.seen) == 3
     assert len({s.headers["Idempotency-Key"] for s in deployer.seen}) == 1
     assert len({s.body for s in deployer.seen}) == 1

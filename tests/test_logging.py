@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 import os
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -25,6 +24,7 @@ from .helpers import (
     Gateway,
     ServeGateway,
     StartGateway,
+    create_source,
     sqs_forward,
 )
 
@@ -165,9 +165,7 @@ async def test_no_secret_in_any_log_line_of_a_full_flow(
     secrets_seen: list[str] = []
     data = b"\x1f\x8b" + os.urandom(20_000)
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{served.url}/v1/sources", headers=auth) as resp:
-            assert resp.status == 201
-            source: dict[str, Any] = await resp.json()
+        source = await create_source(http, served.url)
         # HTTP Basic with the token as password, as `curl -u :$TOKEN` sends it.
         basic = {"Authorization": "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode()}
         async with http.post(f"{served.url}/v1/sources", headers=basic, json={}) as resp:

@@ -41,9 +41,7 @@ async def test_counters_move_with_an_upload_and_a_download(
 ) -> None:
     before = await scrape(gateway, http)
     data = os.urandom(SMALL_PART * 2 + 100)
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=data) as resp:
-        assert resp.status == 200
+    source = await gateway.uploaded_source(http, data)
     async with http.get(source["download_url"]) as resp:
         assert await resp.read() == data
     async with http.get(source["download_url"], headers={"Range": "bytes=0-9"}) as resp:

@@ -27,7 +27,7 @@ from aiohttp.test_utils import unused_port
 
 from gateway.server import keys
 
-from .helpers import TOKEN, Gateway, Spawn, StartGateway
+from .helpers import TOKEN, Gateway, Spawn, StartGateway, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "nginx" / "sources-gateway.conf"
@@ -127,12 +127,7 @@ def nginx_runner(tmp_path: Path) -> Iterator[Any]:
         yield start
     finally:
         for proc in procs:
-            proc.send_signal(signal.SIGQUIT)  # graceful: finish requests, then exit
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, signal.SIGQUIT, 10)  # graceful: finish requests, then exit
 
 
 @pytest.fixture

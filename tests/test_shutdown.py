@@ -14,17 +14,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .helpers import TOKEN, ServedGateway, ServeGateway
+from .helpers import ServedGateway, ServeGateway, create_source
 
 CHUNK = 64 * 1024
-
-
-async def create_source(http: aiohttp.ClientSession, served: ServedGateway) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with http.post(f"{served.url}/v1/sources", headers=headers) as resp:
-        assert resp.status == 201
-        body: dict[str, Any] = await resp.json()
-        return body
 
 
 async def uploads_in_flight(http: aiohttp.ClientSession, served: ServedGateway) -> float:
@@ -50,7 +42,7 @@ async def begin_slow_upload(
     http: aiohttp.ClientSession, served: ServedGateway, data: bytes, delay: float
 ) -> tuple[dict[str, Any], asyncio.Task[tuple[int, str]]]:
     """Start uploading ``data`` a chunk every ``delay`` s; return once the gateway is streaming."""
-    source = await create_source(http, served)
+    source = await create_source(http, served.url)
     started = asyncio.Event()
 
     async def upload() -> tuple[int, str]:

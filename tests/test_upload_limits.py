@@ -105,9 +105,7 @@ async def test_content_length_over_limit_is_413_before_reading(
 async def test_chunked_body_over_limit_is_cut(
     gateway: Gateway, http: aiohttp.ClientSession, s3: Any
 ) -> None:
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=b"earlier complete upload") as resp:
-        assert resp.status == 200
+    source = await gateway.uploaded_source(http, b"earlier complete upload")
     limit = gateway.config.sources.max_size_bytes
     data = os.urandom(limit + SMALL_PART)
 
@@ -126,9 +124,7 @@ async def test_chunked_body_over_limit_is_cut(
 async def test_client_disconnect_mid_body_stores_nothing(
     gateway: Gateway, http: aiohttp.ClientSession, s3: Any, chunked: bool
 ) -> None:
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=b"earlier complete upload") as resp:
-        assert resp.status == 200
+    source = await gateway.uploaded_source(http, b"earlier complete upload")
     sent = os.urandom(SMALL_PART * 3)
     head = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {len(sent) * 2}\r\n"
     _reader, writer = await raw_request(source["upload_url"], head)
@@ -167,9 +163,7 @@ def _aborted(gateway: Gateway) -> float:
 async def test_wrong_content_md5_stores_nothing(
     gateway: Gateway, http: aiohttp.ClientSession, s3: Any, size: int, chunked: bool
 ) -> None:
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=b"earlier complete upload") as resp:
-        assert resp.status == 200
+    source = await gateway.uploaded_source(http, b"earlier complete upload")
     data = os.urandom(size)
     wrong = base64.b64encode(hashlib.md5(data + b"x").digest()).decode()
     body: Any = chunks_of(data) if chunked else data
@@ -214,9 +208,7 @@ async def test_stalled_body_is_given_up(
     start_gateway: StartGateway, http: aiohttp.ClientSession, s3: Any, chunked: bool
 ) -> None:
     gateway = await start_gateway({"server": {"body_timeout": 1}})
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=b"earlier complete upload") as resp:
-        assert resp.status == 200
+    source = await gateway.uploaded_source(http, b"earlier complete upload")
     sent = os.urandom(SMALL_PART * 2)
     head = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {len(sent) * 2}\r\n"
     reader, writer = await raw_request(source["upload_url"], head)
