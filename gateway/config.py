@@ -129,12 +129,16 @@ class SourcesConfig:
     part_size_bytes: int = 8 * 1024 * 1024
     max_buffer_bytes: int = 256 * 1024 * 1024
     download_mode: Literal["proxy", "redirect"] = "proxy"
+    archive_check: Literal["enforce", "report", "off"] = "enforce"
+    max_inflated_bytes: int = 4 * 1024**3
+    max_entries: int = 200_000
     # Below S3's minimum part size only for tests against moto (it checks sizes at completion only).
     allow_small_parts: bool = False
 
     def validate(self, path: str) -> None:
-        if self.ttl_seconds <= 0:
-            raise ConfigError(f"{path}.ttl_seconds", "must be positive")
+        for key in ("ttl_seconds", "max_inflated_bytes", "max_entries"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{path}.{key}", "must be positive")
         if self.max_size_bytes < 0:
             raise ConfigError(f"{path}.max_size_bytes", "must not be negative")
         if not self.allow_small_parts and self.part_size_bytes < S3_MIN_PART_SIZE:

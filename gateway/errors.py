@@ -15,6 +15,7 @@
      +-- RangeNotSatisfiable    416     -                       {"error"} + Content-Range
      +-- ExpectationFailed      417     -                       {"error"}  Expect not 100-continue
      +-- ValidationFailed       422     -                       {"errors": {field: [messages]}}
+     +-- ArchiveInvalid         422     archive_invalid         {"error", "code"}  upload refused
      +-- BadGateway             502     -                       {"error"}  upstream answered badly
      +-- ServiceUnavailable     503     -                       {"error"} + Retry-After
 
@@ -125,6 +126,18 @@ class ValidationFailed(GatewayError):
 
     def body(self) -> dict[str, Any]:
         return {"errors": self.errors}
+
+
+class ArchiveInvalid(GatewayError):
+    """The upload is not a gzip-compressed tar archive that is safe to unpack; ``reason`` says
+    why, naming the entry when there is one."""
+
+    status = 422
+    code = "archive_invalid"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"archive refused: {reason}")
+        self.reason = reason
 
 
 class BadGateway(GatewayError):

@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,7 @@ class StoredObject:
     last_modified: datetime = field(default_factory=lambda: datetime.now(UTC))
     # The SHA-256 recorded by set_sha256 and the ETag of the version it describes.
     sha256: tuple[str, str] | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # set with the sha256
 
 
 @dataclass
@@ -141,15 +142,23 @@ class MemoryStore:
         self._upload(key, upload_id)
         del self.uploads[upload_id]
 
-    async def set_sha256(self, key: str, sha256: str, etag: str) -> None:
+    async def set_sha256(
+        self, key: str, sha256: str, etag: str, extra: Mapping[str, str] | None = None
+    ) -> None:
         self._enter("sha256")
-        self._object(key).sha256 = (sha256, etag)
+        obj = self._object(key)
+        obj.sha256 = (sha256, etag)
+        obj.tags = dict(extra or {})
 
     async def stat(self, key: str) -> ObjectInfo:
         self._enter("stat")
         obj = self._object(key)
-        sha256 = obj.sha256[0] if obj.sha256 and obj.sha256[1] == obj.etag else None
-        return ObjectInfo(len(obj.data), obj.etag, obj.last_modified, obj.content_type, sha256)
+        this_version = obj.sha256 is not None and obj.sha256[1] == obj.etag
+        sha256 = obj.sha256[0] if obj.sha256 and this_version else None
+        tags = obj.tags if this_version else {}
+        return ObjectInfo(
+            len(obj.data), obj.etag, obj.last_modified, obj.content_type, sha256, tags
+        )
 
     @contextlib.asynccontextmanager
     async def read(

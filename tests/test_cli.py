@@ -38,6 +38,7 @@ import gateway.client.errors
 from gateway.__main__ import main
 from gateway.redaction import redact
 
+from .archives import build_tree
 from .helpers import LIMITED_TOKEN, TOKEN, CliGateway, Gateway, Spawn, StartGateway
 
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
@@ -947,3 +948,61 @@ async def test_no_progress_bar_when_not_a_terminal(
     assert result.code == 0
     assert "upload:" not in result.err
     assert "%" not in result.err
+
+
+# --- the archive check, seen from the client ------------------------------------------------------
+
+ENFORCE = {"sources": {"archive_check": "enforce"}}
+
+
+@pytest.fixture
+async def checking_api(
+    start_gateway: StartGateway, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> FakeApi:
+    fake = FakeApi(await start_gateway(ENFORCE))
+    server: TestServer = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("")).rstrip("/")
+    monkeypatch.setenv("GATEWAY_API_URL", fake.url)
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    return fake
+
+
+async def test_deploy_of_a_packed_tree_passes_the_check_and_prints_its_facts(
+    checking_api: FakeApi, run_cli: RunCli, tmp_path: Path
+) -> None:
+    root = tmp_path / "tree"
+    build_tree(root)  # nested dirs, long names, symbolic and hard links
+    result = await run_cli("deploy", "--no-follow", "--app", "my-app", str(root))
+    assert result.code == 0, result.err
+    assert re.search(
+        r"archive: \d+ entries \(\d+ files\), .* unpacked, at the top level", result.err
+    )
+
+
+async def test_sources_upload_prints_the_archive_facts(
+    start_gateway: StartGateway, run_cli: RunCli, tmp_path: Path
+) -> None:
+    gateway = await start_gateway(ENFORCE)
+    async with aiohttp.ClientSession() as http:
+        source = await gateway.create_source(http)
+    archive = make_archive(tmp_path / "a.tar.gz", {"app/a.py": b"x = 1\n", "app/b.py": b""})
+    result = await run_cli("sources", "upload", source["upload_url"], str(archive))
+    assert result.code == 0, result.err
+    facts = {"entries": 2, "files": 2, "inflated_size": 10240, "root": "app/"}
+    assert result.json()["archive"] == facts
+    assert "archive: 2 entries (2 files), 10.0 KiB unpacked, all under app/" in result.err
+
+
+@pytest.mark.parametrize("size", [100, 3 * 1024 * 1024])
+async def test_sources_upload_of_a_refused_archive_says_why(
+    start_gateway: StartGateway, run_cli: RunCli, tmp_path: Path, size: int
+) -> None:
+    gateway = await start_gateway(ENFORCE)
+    async with aiohttp.ClientSession() as http:
+        source = await gateway.create_source(http)
+    archive = make_archive(tmp_path / "a.tar.gz", {"/etc/x": b"", "app/noise": os.urandom(size)})
+    result = await run_cli("sources", "upload", source["upload_url"], str(archive))
+    assert result.code != 0
+    assert "the gateway refused the archive (422 archive_invalid: archive refused: entry" in (
+        result.err
+    )

@@ -366,3 +366,27 @@ async def test_sigterm_ends_streams_cleanly_and_the_process_exits(
         text = (await asyncio.wait_for(resp.read(), 30)).decode()
     assert text.endswith(": server shutting down; reconnect with Last-Event-ID\n\n")
     assert await asyncio.to_thread(served.wait, 30) == 0
+
+
+async def test_odd_query_and_last_event_id_values_are_client_errors(
+    gw: Gateway, http: aiohttp.ClientSession, sqs: Any, queue_url: str
+) -> None:
+    """Digits that str.isdigit() accepts but int() cannot read, and more digits than int()
+    reads at all, are a 400 or read as past the end; never a 500."""
+    deployment, job = await deploy(http, gw, sqs, queue_url)
+    url = f"{gw.url}/v1/apps/my-app/deployments"
+    for query in ("page=%C2%B2", "per_page=%C2%B2", "page=%EF%BC%91", "per_page=0", "page=-1"):
+        status, body = await get_json(http, f"{url}?{query}")
+        assert (status, body["code"]) == (400, "bad_request"), query
+    many = "9" * 4400  # int() reads at most 4300 digits
+    status, body = await get_json(http, f"{url}?page={many}")
+    assert status == 200
+    assert body["deployments"] == [] and body["meta"]["pagination"]["current_page"] == 10**9
+    status, body = await get_json(http, f"{url}?per_page={many}")
+    assert (status, len(body["deployments"])) == (200, 1)
+    await post_event(http, job["events_url"], {"id": 1, "type": "status", "status": "success"})
+    # A Last-Event-ID that is not a number starts over: the whole stream, then its end.
+    headers = {**AUTH, "Last-Event-ID": "\u00b2"}
+    async with http.get(url_of(gw, deployment, "/events"), headers=headers) as resp:
+        assert resp.status == 200
+        assert "event: status" in (await resp.read()).decode()

@@ -182,6 +182,29 @@ async def test_follow_resumes_after_last_event_id_and_ends_at_once_when_done(
     assert [b async for b in one.follow(record, 3, 0.05, asyncio.Event())] == []
 
 
+async def test_follow_resumed_past_every_event_ends_with_the_deployment(
+    trackers: list[DeploymentTracker],
+) -> None:
+    """A Last-Event-ID above every number stored: the final status is behind the follower, so
+    no listing shows it; the stream still ends when the deployment does."""
+    one, two = trackers
+    await deployment(one)
+    await one.add_event(APP, "d-1", status(1, "building"), NOW)
+    record = await two.get(APP, "d-1")
+    batches: list[list[dict[str, Any]]] = []
+
+    async def follow() -> None:
+        async for batch in two.follow(record, 500, 0.05, asyncio.Event()):
+            batches.append(batch)
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.2)
+    assert not follower.done()
+    await one.add_event(APP, "d-1", status(2, "success"), NOW)
+    await asyncio.wait_for(follower, 5)
+    assert [e for b in batches for e in b] == []
+
+
 async def test_a_follower_costs_one_listing_per_poll_and_stops_on_request(
     clients: list[Connections], bucket: str
 ) -> None:

@@ -199,7 +199,17 @@ def test_multi_line_log_stays_one_data_line() -> None:
 
 @pytest.mark.parametrize(
     ("header", "after"),
-    [(None, 0), ("", 0), ("5", 5), (" 12 ", 12), ("abc", 0), ("-1", 0), ("9" * 30, 0)],
+    [
+        (None, 0),
+        ("", 0),
+        ("5", 5),
+        (" 12 ", 12),
+        ("abc", 0),
+        ("-1", 0),
+        ("9" * 30, 0),
+        ("\u00b2", 0),  # a superscript two: isdigit() says yes, int() cannot read it
+        ("\uff11", 0),  # a fullwidth one
+    ],
 )
 def test_last_event_id(header: str | None, after: int) -> None:
     assert parse_last_event_id(header) == after
@@ -220,13 +230,29 @@ def test_view_adds_the_output_link() -> None:
         ({"page": "2", "per_page": "10"}, Page(2, 10)),
         ({"per_page": "1000"}, Page(1, 100)),
         ({"page": ""}, Page(1, 30)),
+        ({"page": "007"}, Page(7, 30)),
+        # More digits than int() reads by default: past the end all the same.
+        ({"page": "9" * 5000, "per_page": "9" * 5000}, Page(10**9, 100)),
     ],
 )
 def test_parse_page(query: dict[str, str], page: Page) -> None:
     assert parse_page(query) == page
 
 
-@pytest.mark.parametrize("query", [{"page": "0"}, {"page": "x"}, {"per_page": "-3"}])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"page": "0"},
+        {"page": "000"},
+        {"page": "x"},
+        {"per_page": "-3"},
+        {"per_page": "0"},
+        {"page": "1.5"},
+        {"page": "\u00b2"},
+        {"per_page": "\u00b2"},
+        {"page": "\uff11"},
+    ],
+)
 def test_parse_page_refuses(query: dict[str, str]) -> None:
     with pytest.raises(BadRequest):
         parse_page(query)

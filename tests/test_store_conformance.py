@@ -207,6 +207,18 @@ async def test_sha256_is_dropped_when_the_object_is_replaced(any_store: StoreUnd
     assert (await store.stat(key)).sha256 is None
 
 
+async def test_tags_set_with_the_sha256_are_reported_for_its_version(
+    any_store: StoreUnderTest,
+) -> None:
+    store, key = any_store.store, new_key()
+    tags = {"archive-entries": "3", "archive-root": "YXBwLw=="}
+    etag = await store.put_bytes(key, b"old", GZIP)
+    await store.set_sha256(key, hashlib.sha256(b"old").hexdigest(), etag, tags)
+    assert dict((await store.stat(key)).tags) == tags
+    await store.put_bytes(key, b"new", GZIP)
+    assert dict((await store.stat(key)).tags) == {}
+
+
 async def test_sha256_of_a_missing_object(any_store: StoreUnderTest) -> None:
     with pytest.raises(ObjectNotFound):
         await any_store.store.set_sha256(new_key(), "0" * 64, '"etag"')

@@ -64,11 +64,13 @@ def open_session() -> aiohttp.ClientSession:
 
 @dataclass(frozen=True)
 class UploadAnswer:
-    """The gateway's answer to a PUT: the source id, the stored size and its sha256."""
+    """The gateway's answer to a PUT: the source id, the stored size and its sha256, and what
+    the gateway's archive check found (None when the check is off)."""
 
     id: str
     size: int
     sha256: str
+    archive: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,16 +177,26 @@ async def _put(
                     await request
                 raise _NoContinue
         body = await request
-    try:
-        result = UploadAnswer(str(body["id"]), int(body["size"]), str(body["sha256"]))
-    except (KeyError, TypeError, ValueError):
-        raise CliError(f"{action} failed: the gateway's answer lacks id, size or sha256") from None
+    result = _upload_answer(body, action)
     if result.size != size or result.sha256 != digest.hexdigest():
         raise CliError(
             f"{action} failed: the gateway stored {result.size} bytes with sha256 {result.sha256},"
             f" but {size} bytes with sha256 {digest.hexdigest()} were sent"
         )
     return result
+
+
+def _upload_answer(body: dict[str, Any], action: str) -> UploadAnswer:
+    archive = body.get("archive")
+    try:
+        return UploadAnswer(
+            str(body["id"]),
+            int(body["size"]),
+            str(body["sha256"]),
+            archive if isinstance(archive, dict) else None,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise CliError(f"{action} failed: the gateway's answer lacks id, size or sha256") from None
 
 
 async def _json_object(resp: aiohttp.ClientResponse, action: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from gateway.client.api import (
 )
 from gateway.client.errors import EXIT_USAGE, CliError
 from gateway.client.follow import DeploymentsApi, Printer, follow_to_end
-from gateway.client.output import Reporter, format_size
+from gateway.client.output import Reporter, describe_archive, format_size
 from gateway.client.packing import PackError, pack_directory
 from gateway.ids import APP_NAME, APP_NAME_RULE
 from gateway.redaction import redact
@@ -124,6 +124,12 @@ def _run(args: argparse.Namespace, command: Callable[[], Coroutine[Any, Any, Non
     return 0
 
 
+def _report_archive(reporter: Reporter, archive: dict[str, Any] | None) -> None:
+    line = describe_archive(archive)
+    if line is not None:
+        reporter.info(line)
+
+
 def _open_archive(
     path: Path, stack: contextlib.ExitStack, reporter: Reporter
 ) -> tuple[BinaryIO, int]:
@@ -200,6 +206,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                     session, upload_url, archive, size, reporter, label=str(path)
                 )
                 reporter.info(f"uploaded {format_size(uploaded.size)}, sha256 {uploaded.sha256}")
+                _report_archive(reporter, uploaded.archive)
                 answer = await api.create_deployment(args.app, download_url, args.git_ref)
                 deployment_id = str(answer.get("deployment", {}).get("id", ""))
                 reporter.info(f"deployment {deployment_id} of {args.app}: queued")
@@ -267,7 +274,11 @@ def cmd_sources_upload(args: argparse.Namespace) -> int:
             async with open_session() as session:
                 result = await upload(session, args.url, source, size, reporter, label=str(path))
         reporter.info(f"uploaded {format_size(result.size)}, sha256 verified ({result.sha256})")
-        _print_json({"id": result.id, "size": result.size, "sha256": result.sha256})
+        _report_archive(reporter, result.archive)
+        answer: dict[str, Any] = {"id": result.id, "size": result.size, "sha256": result.sha256}
+        if result.archive is not None:
+            answer["archive"] = result.archive
+        _print_json(answer)
 
     return _run(args, upload_file)
 

@@ -76,6 +76,8 @@ def describe_error(status: int, body: Any, *, what: str) -> str:
         return f"{resource} not found (404)" if resource else f"not found (404{detail})"
     if status == 413:
         return f"the archive is too large (413{detail})"
+    if status == 422 and code == "archive_invalid":
+        return f"the gateway refused the archive (422 archive_invalid{detail})"
     if status == 422:
         errors = body.get("errors") if isinstance(body, dict) else None
         if isinstance(errors, dict) and errors:

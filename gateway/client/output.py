@@ -54,3 +54,22 @@ def format_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def describe_archive(archive: dict[str, Any] | None) -> str | None:
+    """One line of what the gateway's archive check found, or None when it did not check."""
+    if archive is None:
+        return None
+    try:
+        line = (
+            f"archive: {int(archive['entries'])} entries ({int(archive['files'])} files),"
+            f" {format_size(int(archive['inflated_size']))} unpacked"
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    root = archive.get("root")
+    line += f", all under {root}" if isinstance(root, str) else ", at the top level"
+    problem = archive.get("problem")
+    if isinstance(problem, str):
+        line += f"; the gateway would refuse it: {problem}"
+    return line

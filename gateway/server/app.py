@@ -21,6 +21,7 @@ from gateway.server.adapters.json_objects import S3JsonObjects
 from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle
 from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
+from gateway.server.domain.archive_check import ArchivePolicy
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.events_token import EventsTokens
@@ -154,6 +155,7 @@ def create_app(
         part_size=config.sources.part_size_bytes,
         max_size=config.sources.max_size_bytes,
         budget=budget,
+        archive=ArchivePolicy.of(config.sources),
     )
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)

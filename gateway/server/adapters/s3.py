@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -306,12 +306,15 @@ class S3Store:
             self._s3.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id),
         )
 
-    async def set_sha256(self, key: str, sha256: str, etag: str) -> None:
+    async def set_sha256(
+        self, key: str, sha256: str, etag: str, extra: Mapping[str, str] | None = None
+    ) -> None:
         # The tag names the version it describes: two uploads of one source racing each other
         # may tag in the other order, and a tag of another version must then be ignored.
         tags = [
             {"Key": SHA256_TAG, "Value": sha256},
             {"Key": SHA256_ETAG_TAG, "Value": _bare_etag(etag)},
+            *({"Key": k, "Value": v} for k, v in (extra or {}).items()),
         ]
         await self._call(
             "PutObjectTagging",
@@ -327,13 +330,16 @@ class S3Store:
         )
         tag = {t["Key"]: t["Value"] for t in tags["TagSet"]}
         etag = str(head["ETag"])
-        sha256 = tag.get(SHA256_TAG) if tag.get(SHA256_ETAG_TAG) == _bare_etag(etag) else None
+        this_version = tag.get(SHA256_ETAG_TAG) == _bare_etag(etag)
+        sha256 = tag.get(SHA256_TAG) if this_version else None
+        extra = {k: v for k, v in tag.items() if k not in (SHA256_TAG, SHA256_ETAG_TAG)}
         return ObjectInfo(
             size=int(head["ContentLength"]),
             etag=etag,
             last_modified=head["LastModified"],
             content_type=str(head.get("ContentType") or "application/gzip"),
             sha256=sha256,
+            tags=extra if this_version else {},
         )
 
     @contextlib.asynccontextmanager

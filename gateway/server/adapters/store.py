@@ -7,8 +7,8 @@ missing key. ``gateway.server.adapters.s3.S3Store`` is the implementation.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -43,6 +43,8 @@ class ObjectInfo:
     last_modified: datetime
     content_type: str
     sha256: str | None
+    # The tags set with the sha256 (``set_sha256``'s ``extra``), of this version only.
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 # Bytes held in memory: a part buffer, or a view of the filled front of one.
@@ -75,8 +77,11 @@ class ObjectStore(Protocol):
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Discard an unfinished multipart upload and its parts."""
 
-    async def set_sha256(self, key: str, sha256: str, etag: str) -> None:
-        """Record the SHA-256 (hex) of the object version whose ETag is ``etag``."""
+    async def set_sha256(
+        self, key: str, sha256: str, etag: str, extra: Mapping[str, str] | None = None
+    ) -> None:
+        """Record the SHA-256 (hex) of the object version whose ETag is ``etag``, and ``extra``
+        (what else is known of that version: at most 8 tags, values S3 accepts in tags)."""
 
     async def stat(self, key: str) -> ObjectInfo:
         """Describe the object, or raise ``ObjectNotFound``."""

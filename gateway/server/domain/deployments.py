@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID
 from gateway.server.adapters.store import ObjectNotFound, ObjectStore
+from gateway.server.domain.archive_facts import ArchiveFacts
 from gateway.server.domain.records import hook_errors
 from gateway.server.domain.signing import Purpose, UrlSigner
 from gateway.server.domain.sources import object_key
@@ -61,14 +62,18 @@ class SourceFacts:
     size: int
     sha256: str | None
     fetch_url: str
+    archive: ArchiveFacts | None = None  # None: stored without the archive check
 
     def job_fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             "source_id": self.source_id,
             "size": self.size,
             "sha256": self.sha256,
             "fetch_url": self.fetch_url,
         }
+        if self.archive is not None:
+            fields["archive"] = self.archive.as_json()
+        return fields
 
 
 def app_name_errors(app: str) -> list[str]:
@@ -172,7 +177,8 @@ async def inspect_own_source(
     if head[: len(GZIP_MAGIC)] != GZIP_MAGIC:
         return ["archive is not gzip"]
     fetch_url = await store.presign_get(key, fetch_ttl)
-    return SourceFacts(own.source_id, info.size, info.sha256, fetch_url)
+    archive = ArchiveFacts.from_tags(info.tags)
+    return SourceFacts(own.source_id, info.size, info.sha256, fetch_url, archive)
 
 
 class ArchiveUrlChecker:

@@ -2,7 +2,8 @@
 
 A purpose of its own (its own salt), so no source token is ever an events token or the reverse.
 The payload binds the app and the deployment id and carries the expiry, so every instance
-enforces the lifetime the issuing one gave, whatever its own ``events_ttl_seconds``.
+enforces the expiry the issuing one gave; a token whose remaining life is longer than the
+receiving instance's ``events_ttl_seconds`` (plus clock tolerance) is refused as invalid.
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ MAX_HOOK_LENGTH = 1024
 # The platform's pagination: 30 a page unless asked, never more than 100.
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
+# A page number past any real list; larger ones are read as this one.
+MAX_PAGE = 10**9
 
 
 class EventConflict(GatewayError):
@@ -288,9 +290,14 @@ def parse_last_event_id(value: str | None) -> int:
     if value is None:
         return 0
     value = value.strip()
-    if not value.isdigit() or len(value) > len(str(MAX_EVENT_ID)):
+    if not _ascii_digits(value) or len(value) > len(str(MAX_EVENT_ID)):
         return 0
     return int(value)
+
+
+def _ascii_digits(text: str) -> bool:
+    """0-9 only: ``str.isdigit`` also accepts digits ``int`` cannot read (superscripts)."""
+    return text.isascii() and text.isdigit()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,20 +318,24 @@ class Page:
         return self.start + self.per_page
 
 
-def _positive_int(query: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(query: Mapping[str, str], name: str, default: int, ceiling: int) -> int:
+    """``name``'s value, read as ``ceiling`` above it (however many digits it has)."""
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    digits = raw.lstrip("0")
+    if not _ascii_digits(raw) or not digits:
         raise BadRequest(f"{name} must be a positive integer", code="bad_request")
-    return int(raw)
+    if len(digits) > len(str(ceiling)):
+        return ceiling
+    return min(int(digits), ceiling)
 
 
 def parse_page(query: Mapping[str, str]) -> Page:
     """``page`` (from 1) and ``per_page`` (above 100 is read as 100, like the platform)."""
-    number = _positive_int(query, "page", 1)
-    per_page = min(_positive_int(query, "per_page", DEFAULT_PER_PAGE), MAX_PER_PAGE)
-    return Page(min(number, 10**9), per_page)
+    number = _positive_int(query, "page", 1, MAX_PAGE)
+    per_page = _positive_int(query, "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)
+    return Page(number, per_page)
 
 
 def pagination(page: Page, total_count: int) -> dict[str, Any]:

@@ -113,11 +113,26 @@ class DeploymentTracker:
         if is_finished(record) and after >= int(record["status_event"]):
             return  # the final status is behind the follower: nothing more will come
         after_key = self.store.event_key(app, deployment_id, after) if after else None
+        # Resumed past every event the record knows of (a Last-Event-ID from elsewhere): the
+        # final status may lie behind the follower, where no listing shows it.
+        beyond = after > int(record["last_event"])
         while not stopping.is_set():
             events, after_key = await self.store.events_after(app, deployment_id, after_key)
             shown = [public_event(event, self.max_output_bytes) for event in events]
             yield [event for event in shown if event is not None]
             if any(e["type"] == "status" and is_terminal(str(e["status"])) for e in events):
                 return
+            beyond = beyond and not events
+            if beyond and await self._finished_before(app, deployment_id, after):
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=poll_interval)
+
+    async def _finished_before(self, app: str, deployment_id: str, after: int) -> bool:
+        """True if the deployment has finished with a status numbered ``after`` or lower (or
+        its record is gone): a follower resumed after ``after`` will see nothing more."""
+        try:
+            record = await self.get(app, deployment_id)
+        except DeploymentNotFound:
+            return True
+        return is_finished(record) and after >= int(record["status_event"])

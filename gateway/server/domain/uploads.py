@@ -5,6 +5,10 @@ Two ways, chosen by what the client declared:
   the length and Content-MD5 are checked, so a short or corrupt body never completes the object;
 - otherwise (chunked transfer encoding, or larger): a multipart upload in part-sized buffers,
   aborted on any failure. A chunked body shorter than one part is stored with one plain PUT.
+
+Every chunk also goes through the archive check (``ArchivePolicy``) as it streams; its verdict on
+the end of the stream is awaited before the last bytes go out or the multipart upload completes,
+so a refused archive is never stored.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.server.adapters.store import ObjectStore
+from gateway.server.domain.archive_check import ArchiveCheck, ArchivePolicy
+from gateway.server.domain.archive_facts import ArchiveFacts
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,7 @@ class StoredUpload:
     size: int
     sha256: str
     etag: str
+    archive: ArchiveFacts | None = None  # None: the check is off
 
 
 class ContentMD5Mismatch(BadRequest):
@@ -149,12 +156,18 @@ class Uploader:
     """Moves one request body into the store under ``key``; see the module docstring."""
 
     def __init__(
-        self, store: ObjectStore, part_size: int, max_size: int, budget: BufferBudget
+        self,
+        store: ObjectStore,
+        part_size: int,
+        max_size: int,
+        budget: BufferBudget,
+        archive: ArchivePolicy | None = None,
     ) -> None:
         self._store = store
         self._part_size = part_size
         self._max_size = max_size
         self._budget = budget
+        self._archive = archive or ArchivePolicy(mode="off")
 
     async def upload(
         self,
@@ -166,26 +179,32 @@ class Uploader:
         content_md5: bytes | None = None,
     ) -> StoredUpload:
         digests = _Digests(content_md5)
-        if length is not None and length <= SINGLE_PUT_LIMIT:
-            if length == 0:
-                digests.check_md5()  # before the PUT: a refused body must not replace anything
-                etag = await self._store.put_bytes(key, b"", content_type)
-            else:
-                streamed = self._held_back(body, digests, length)
-                etag = await self._store.put_stream(key, streamed, length, content_type)
-        else:
-            etag = await self._multipart(key, body, digests, length, content_type)
-        sha256 = digests.sha256.hexdigest()
+        checked = _CheckedBody(body, self._archive.start())
         try:
-            await self._store.set_sha256(key, sha256, etag)
+            if length is not None and length <= SINGLE_PUT_LIMIT:
+                if length == 0:
+                    # Before the PUT: a refused body must not replace anything.
+                    await self._check_end(digests, length, checked)
+                    etag = await self._store.put_bytes(key, b"", content_type)
+                else:
+                    streamed = self._held_back(checked, digests, length)
+                    etag = await self._store.put_stream(key, streamed, length, content_type)
+            else:
+                etag = await self._multipart(key, checked, digests, length, content_type)
+        finally:
+            checked.close()
+        sha256 = digests.sha256.hexdigest()
+        facts = checked.facts
+        try:
+            await self._store.set_sha256(key, sha256, etag, facts.tags() if facts else None)
         except GatewayError:
             # The archive is stored whole: failing the upload now would tell the client the
             # opposite. Downloads of it go without checksum headers, and the log says why.
             log.warning("archive %s stored, but its sha256 tag could not be set", key)
-        return StoredUpload(digests.size, sha256, etag)
+        return StoredUpload(digests.size, sha256, etag, facts)
 
     async def _held_back(
-        self, body: AsyncIterable[bytes], digests: _Digests, length: int
+        self, body: _CheckedBody, digests: _Digests, length: int
     ) -> AsyncIterator[bytes]:
         # The last chunk waits until the whole body is counted and checked: if anything is wrong,
         # the store sees a body shorter than its Content-Length and keeps nothing.
@@ -197,15 +216,13 @@ class Uploader:
             if held:
                 yield held
             held = chunk
-        if digests.size != length:
-            raise IncompleteBody()
-        digests.check_md5()
+        await self._check_end(digests, length, body)
         yield held
 
     async def _multipart(
         self,
         key: str,
-        body: AsyncIterable[bytes],
+        body: _CheckedBody,
         digests: _Digests,
         length: int | None,
         content_type: str,
@@ -223,7 +240,7 @@ class Uploader:
                     part = await reader.read_part()
                     if upload_id is None and len(part) < self._part_size:
                         # The whole body fit in one part: a plain PUT, no multipart bookkeeping.
-                        self._check_end(digests, length)
+                        await self._check_end(digests, length, body)
                         return await self._store.put_bytes(key, part, content_type)
                     if not part:  # the body ended on a part boundary
                         break
@@ -249,7 +266,7 @@ class Uploader:
             if sending is not None:
                 await sending
             assert upload_id is not None
-            self._check_end(digests, length)
+            await self._check_end(digests, length, body)
             return await self._store.complete_multipart(key, upload_id, etags)
         except BaseException:
             if sending is not None:
@@ -270,10 +287,11 @@ class Uploader:
     ) -> None:
         etags[number - 1] = await self._store.upload_part(key, upload_id, number, part)
 
-    def _check_end(self, digests: _Digests, length: int | None) -> None:
+    async def _check_end(self, digests: _Digests, length: int | None, body: _CheckedBody) -> None:
         if length is not None and digests.size != length:
             raise IncompleteBody()
         digests.check_md5()
+        await body.finish()
 
     async def _abort(self, key: str, upload_id: str) -> None:
         try:
@@ -281,6 +299,31 @@ class Uploader:
         except Exception:
             # The lifecycle rule aborts incomplete uploads after a day; none of it is visible.
             log.exception("could not abort multipart upload for %s", key)
+
+
+class _CheckedBody:
+    """The request body, every chunk fed to the archive check (when on) before it goes on."""
+
+    def __init__(self, body: AsyncIterable[bytes], check: ArchiveCheck | None) -> None:
+        self._body = body
+        self._check = check
+        self.facts: ArchiveFacts | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        check = self._check
+        async for chunk in self._body:
+            if check is not None:
+                await check.feed(chunk)
+            yield chunk
+
+    async def finish(self) -> None:
+        """Judge the end of the stream (``ArchiveInvalid`` in enforce mode); keep the facts."""
+        if self._check is not None:
+            self.facts = await self._check.finish()
+
+    def close(self) -> None:
+        if self._check is not None:
+            self._check.close()
 
 
 class _PartReader:

@@ -14,6 +14,8 @@ from gateway.server.observability.access import BYTES_IN
 
 # How much of a JSON request body is read: the API's bodies are a few small fields.
 MAX_JSON_BODY = 64 * 1024
+# The API's bodies nest three levels at most; far deeper is an attack on the parser's stack.
+MAX_JSON_DEPTH = 32
 # Exceptions that mean the client went away mid-transfer: an outcome, not a server error.
 CLIENT_GONE = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
@@ -29,7 +31,7 @@ async def read_json_object(
     type, 400 for malformed JSON."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("request body too large")
-    raw = await request.content.read(limit + 1)
+    raw = await _read_at_most(request, limit + 1)
     request[BYTES_IN] = len(raw)
     if len(raw) > limit:
         raise PayloadTooLarge("request body too large")
@@ -45,10 +47,45 @@ async def read_json_object(
         raise BadRequest("request body is not valid JSON", code="invalid_json") from None
     except RecursionError:
         # json's decoder recurses once per level: a body of a few thousand "[" exhausts the stack.
-        raise BadRequest("request body is nested too deeply", code="invalid_json") from None
+        data = None
+        too_deep = True
+    else:
+        too_deep = _deeper_than(data, MAX_JSON_DEPTH)
+    if too_deep:
+        # Refused the same way whatever the interpreter's recursion limit lets json parse.
+        raise BadRequest("request body is nested too deeply", code="invalid_json")
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
     return data
+
+
+async def _read_at_most(request: web.Request, size: int) -> bytes:
+    """The body up to ``size`` bytes: ``read(n)`` returns what has arrived so far, which for a
+    body in several TCP segments is only its first part."""
+    raw = bytearray()
+    while len(raw) < size:
+        chunk = await request.content.read(size - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in ``value`` (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 async def send_continue(request: web.Request) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from gateway.errors import Forbidden
+from gateway.server.domain.archive_facts import HEADERS as ARCHIVE_HEADERS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,6 +38,7 @@ EXPOSED_HEADERS = (
     "Accept-Ranges",
     "X-Checksum-Sha256",
     "Repr-Digest",
+    *ARCHIVE_HEADERS,
     "Content-Disposition",
     "Retry-After",
     "WWW-Authenticate",

@@ -159,6 +159,39 @@ def _schemas() -> Schema:
                 "id": {"type": "string", "pattern": SOURCE_ID_PATTERN},
                 "size": {"type": "integer", "minimum": 0},
                 "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "archive": _ref("ArchiveFacts"),
+            },
+        },
+        "ArchiveFacts": {
+            "type": "object",
+            "description": "What the archive check found (absent with `archive_check: off`).",
+            "required": ["entries", "files", "inflated_size", "root"],
+            "properties": {
+                "entries": {"type": "integer", "minimum": 0},
+                "files": {"type": "integer", "minimum": 0, "description": "Regular files."},
+                "inflated_size": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Bytes of the tar stream once gunzipped.",
+                },
+                "root": {
+                    "type": ["string", "null"],
+                    "description": "The one top-level directory every entry sits in, with a "
+                    "trailing `/` (`app-1.2/`); null when entries sit at the top level.",
+                },
+                "problem": {
+                    "type": "string",
+                    "description": "`archive_check: report` only: why `enforce` would have "
+                    "refused the archive (the counts stop there).",
+                },
+            },
+        },
+        "ArchiveInvalid": {
+            "type": "object",
+            "required": ["error", "code"],
+            "properties": {
+                "error": {"type": "string", "description": "The reason, naming the entry."},
+                "code": {"const": "archive_invalid"},
             },
         },
         "DeploymentRequest": {
@@ -410,6 +443,11 @@ def _download_headers() -> Schema:
         "X-Content-Type-Options": header(
             "Always `nosniff`: a browser never renders an archive from the gateway's origin."
         ),
+        "X-Archive-Entries": header("Entries in the archive (when it was checked)."),
+        "X-Archive-Files": header("Regular files in the archive (when it was checked)."),
+        "X-Archive-Inflated-Size": header("Bytes of the tar stream once gunzipped."),
+        "X-Archive-Root": header("The archive's single top-level directory, percent-encoded."),
+        "X-Archive-Problem": header("`report` mode: why `enforce` would have refused it."),
         **_REQUEST_ID_HEADER,
     }
 
@@ -542,6 +580,13 @@ def document(config: Config) -> Schema:
                     "403": _json(_ref("TokenError"), "Bad, tampered, wrong-purpose or expired."),
                     "413": _error(f"Larger than {max_size} bytes; nothing is stored."),
                     "417": _error("An `Expect` other than `100-continue`."),
+                    "422": _json(
+                        _ref("ArchiveInvalid"),
+                        "The archive check (`archive_check: enforce`) refused the body: not "
+                        "gzip, corrupt or cut short, not tar, too large inflated, too many "
+                        "entries, or an unsafe entry. Nothing is stored; an earlier upload "
+                        "stays. Sent as soon as found, the connection then closed.",
+                    ),
                     **_common_errors(),
                 },
             },

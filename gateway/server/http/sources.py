@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.errors import PayloadTooLarge
 from gateway.server.adapters.store import ObjectStore
+from gateway.server.domain.archive_facts import ArchiveFacts
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.ranges import (
     attachment,
@@ -110,8 +111,11 @@ class SourceHandlers:
         metrics.uploads.labels("completed").inc()
         request[OUTCOME] = "stored"
         assert length is None or length <= SINGLE_PUT_LIMIT or result.size == length
+        answer: dict[str, object] = {"id": source_id, "size": result.size, "sha256": result.sha256}
+        if result.archive is not None:  # absent when sources.archive_check is off
+            answer["archive"] = result.archive.as_json()
         return web.json_response(
-            {"id": source_id, "size": result.size, "sha256": result.sha256},
+            answer,
             status=200,
             headers={"ETag": result.etag},
         )
@@ -132,6 +136,9 @@ class SourceHandlers:
             )
 
         headers = download_headers(info, source_id)
+        facts = ArchiveFacts.from_tags(info.tags)
+        if facts is not None:
+            headers.update(facts.headers())
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and etag_matches(if_none_match, info.etag):
             return web.Response(status=304, headers=headers)
