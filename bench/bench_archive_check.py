@@ -25,14 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import harness
 from harness import (
-    QUICK,
-    RUNS,
     TOKEN,
     GiB,
     MiB,
-    PeakRss,
-    Server,
     create_bucket,
     gateway,
     header,
@@ -48,7 +45,7 @@ from gateway.server.domain.tarformat import OUT_CHUNK
 PART_SIZE = 8 * MiB  # the default sources.part_size_bytes
 CLIENT_CHUNK = 1 * MiB
 FEED_CHUNK = 64 * 1024  # about what aiohttp hands the gateway per read
-NOISE_BYTES = (16 if QUICK else 128) * MiB
+NOISE_BYTES = (16 if harness.QUICK else 128) * MiB
 
 
 def inflaters() -> dict[str, Any]:
@@ -62,7 +59,7 @@ def inflaters() -> dict[str, Any]:
 
 def build_archives(tmp: Path) -> dict[str, bytes]:
     packages = Path(site.getsitepackages()[0])
-    tree = packages / "botocore" if QUICK else packages
+    tree = packages / "botocore" if harness.QUICK else packages
     source = tmp / "source.tar.gz"
     subprocess.run(
         ["tar", "-czf", str(source), "-C", str(tree.parent), tree.name],
@@ -102,7 +99,7 @@ def in_process(archives: dict[str, bytes]) -> str:
     for name, data in archives.items():
         gib = len(data) / GiB
         runs: dict[str, list[float]] = defaultdict(list)
-        for _ in range(RUNS):  # interleaved, so load spikes hit every figure alike
+        for _ in range(harness.RUNS):  # interleaved, so load spikes hit every figure alike
             for lib, module in inflaters().items():
                 inflate = functools.partial(inflate_only, module, data)
                 runs[f"inflate, {lib}"].append(cpu_of(inflate))
@@ -120,7 +117,9 @@ async def chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data[start : start + CLIENT_CHUNK]
 
 
-async def upload(http: aiohttp.ClientSession, gw: Server, data: bytes, chunked: bool) -> None:
+async def upload(
+    http: aiohttp.ClientSession, gw: harness.Server, data: bytes, chunked: bool
+) -> None:
     async with http.post(
         f"{gw.url}/v1/sources", headers={"Authorization": f"Bearer {TOKEN}"}
     ) as resp:
@@ -146,14 +145,14 @@ async def through_gateways(kind: str, archives: dict[str, bytes], results: Resul
         }
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            for _ in range(RUNS):
+            for _ in range(harness.RUNS):
                 for name, data in archives.items():
                     for chunked in (False, True):
                         for mode, gw in gateways.items():
                             log(f"archive check: {kind} {name} chunked={chunked} {mode}")
                             idle = gw.rss()
                             cpu = gw.cpu()
-                            with PeakRss(gw) as rss:
+                            with harness.PeakRss(gw) as rss:
                                 started = time.perf_counter()
                                 await upload(http, gw, data, chunked)
                                 seconds = time.perf_counter() - started

@@ -164,6 +164,17 @@ def open_uploads(s3: Any, gateway: Gateway) -> list[Any]:
     return uploads
 
 
+async def raw_status_line(host: str, port: int, request: str) -> bytes:
+    """Send ``request`` as it is on a new connection: the first line of the answer."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request.encode())
+    try:
+        return await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def chunks_of(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
     """``data`` as an async body in pieces of ``size`` bytes (a chunked upload)."""
     for i in range(0, len(data), size):

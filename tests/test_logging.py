@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -25,6 +24,7 @@ from .helpers import (
     ServeGateway,
     StartGateway,
     create_source,
+    raw_status_line,
     sqs_forward,
 )
 
@@ -188,13 +188,9 @@ async def test_no_secret_in_any_log_line_of_a_full_flow(
             assert resp.status == 401
         # A request aiohttp refuses before any handler runs: it logs the raw request line.
         parts = urlsplit(source["download_url"])
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        writer.write(f"GET {parts.path}?{parts.query}\x01x HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        try:
-            status_line = await asyncio.wait_for(reader.readline(), 10)
-        finally:
-            writer.close()
-            await writer.wait_closed()
+        assert parts.hostname and parts.port
+        request = f"GET {parts.path}?{parts.query}\x01x HTTP/1.1\r\nHost: x\r\n\r\n"
+        status_line = await raw_status_line(parts.hostname, parts.port, request)
         assert status_line.split()[1] == b"400", status_line
         deployment = {"deployment": {"git_ref": "v1", "download_url": source["download_url"]}}
         async with http.post(
@@ -231,13 +227,7 @@ async def test_unparsable_request_is_one_warning_without_its_token(
         f"GET /v1/sources/x?%74oken={secret}&a=1 HTTP/1.1\r\nBad Header\r\n\r\n",
     ]
     for line in lines:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(line.encode())
-        try:
-            status_line = await asyncio.wait_for(reader.readline(), 10)
-        finally:
-            writer.close()
-            await writer.wait_closed()
+        status_line = await raw_status_line(host, int(port), line)
         assert status_line.split()[1] == b"400", status_line
     served.stop()
     text = served.log_text()
