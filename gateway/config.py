@@ -301,6 +301,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         (inner,) = [o for o in options if o is not type(None)]
         return _convert(inner, value, path)
     if origin is Literal:
+        # YAML 1.1 reads an unquoted `off` (or `on`) as a boolean: the word written is meant.
+        if isinstance(value, bool) and ("on" if value else "off") in get_args(tp):
+            value = "on" if value else "off"
         if value not in get_args(tp):
             allowed = ", ".join(repr(a) for a in get_args(tp))
             raise ConfigError(path, f"must be one of {allowed}, got {value!r}")

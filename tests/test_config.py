@@ -102,6 +102,20 @@ def test_example_file_documents_every_key() -> None:
     assert missing == []
 
 
+def test_an_unquoted_off_is_the_word_off(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"signing: {{secret_keys: [{SECRET}]}}\n"
+        "server: {public_url: https://sources.example.com}\n"
+        "storage: {bucket: sources}\n"
+        "sources: {archive_check: off}\n"
+    )
+    assert load_config(path).sources.archive_check == "off"
+    # A boolean is no word for a setting that has no "on".
+    with pytest.raises(ConfigError, match=r"sources\.download_mode"):
+        config_from_dict(minimal(sources={"download_mode": False}))
+
+
 def test_config_is_frozen() -> None:
     config = config_from_dict(minimal())
     with pytest.raises(dataclasses.FrozenInstanceError):
