@@ -9,16 +9,14 @@ receiving instance's ``events_ttl_seconds`` (plus clock tolerance) is refused as
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from gateway.errors import TokenExpired, TokenInvalid
+from gateway.server.domain.signing import CLOCK_SKEW_TOLERANCE, Clock
 
-Clock = Callable[[], float]
 SALT = "sources-gateway.deployment-events"
-# Instances behind one load balancer verify each other's tokens; their clocks differ a little.
-CLOCK_SKEW_TOLERANCE = 30.0
 
 
 class EventsTokens:

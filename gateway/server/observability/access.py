@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from gateway.redaction import MASK
+
 access_log = logging.getLogger("gateway.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -108,7 +110,7 @@ MAX_LOGGED_PATH = 256
 
 def loggable_path(path: str) -> str:
     """``path`` as it may appear in a log line: nothing from a ``?``, ``;`` or ``token=`` on."""
-    safe = _TOKEN_IN_PATH_RE.sub("[redacted]", path)
+    safe = _TOKEN_IN_PATH_RE.sub(MASK, path)
     return safe if len(safe) <= MAX_LOGGED_PATH else safe[:MAX_LOGGED_PATH] + "[...]"
 
 
