@@ -262,6 +262,11 @@ class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     json: bool = True
 
+    @property
+    def access_enabled(self) -> bool:
+        """Access lines are written at ``info``."""
+        return self.level in ("debug", "info")
+
 
 @dataclass(frozen=True)
 class Config:

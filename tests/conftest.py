@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -131,9 +132,10 @@ def start_gateway(aiohttp_server: Any, moto_endpoint: str, bucket: str) -> Start
         data = deep_merge(config_dict(moto_endpoint, bucket, port), overrides or {})
         config = config_from_dict(data, env={})
         clock = FakeClock()
-        app = create_app(config, clock=clock, **kwargs)
+        access = io.StringIO()
+        app = create_app(config, clock=clock, access_stream=lambda: access, **kwargs)
         server = await aiohttp_server(app, port=port)
-        return Gateway(f"http://127.0.0.1:{port}", config, app, clock, server)
+        return Gateway(f"http://127.0.0.1:{port}", config, app, clock, server, access)
 
     return start
 

@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
+from gateway.server import keys
 from gateway.server.adapters.json_objects import JsonObjects
 from gateway.server.adapters.store import ObjectStore
 
@@ -129,6 +130,7 @@ class Gateway:
     app: web.Application
     clock: FakeClock
     server: TestServer
+    access: io.StringIO  # where the access log writes
 
     @property
     def auth(self) -> dict[str, str]:
@@ -139,6 +141,11 @@ class Gateway:
 
     async def uploaded_source(self, http: aiohttp.ClientSession, data: bytes) -> dict[str, Any]:
         return await uploaded_source(http, self.url, data)
+
+    def access_lines(self) -> list[dict[str, Any]]:
+        """Every access line written so far (buffered ones included), parsed."""
+        self.app[keys.ACCESS_LOG].flush()
+        return [json.loads(line) for line in self.access.getvalue().splitlines()]
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
-import json
-import logging
 import os
+import time
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -14,7 +14,6 @@ import pytest
 
 from gateway.redaction import redact
 from gateway.server.observability.access import loggable_path
-from gateway.server.observability.logs import JsonFormatter
 
 from .helpers import (
     MOTO_CREDENTIALS,
@@ -41,16 +40,11 @@ ACCESS_FIELDS = {
 }
 
 
-def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "gateway.access"]
-
-
 async def test_one_line_per_request_with_its_fields(
-    gateway: Gateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.access")
     source = await gateway.create_source(http)
-    caplog.clear()
+    (create,) = gateway.access_lines()
     data = os.urandom(3000)
     headers = {"X-Request-ID": "client-chosen.id-42"}
     async with http.put(source["upload_url"], data=data, headers=headers) as resp:
@@ -60,51 +54,55 @@ async def test_one_line_per_request_with_its_fields(
         await resp.read()
         download_id = resp.headers["X-Request-ID"]
 
-    put, get = access_records(caplog)
-    assert set(put.__dict__) >= ACCESS_FIELDS
-    assert (put.method, put.status, put.bytes_in, put.request_id) == (  # type: ignore[attr-defined]
+    assert (create["method"], create["route"], create["status"]) == ("POST", "/v1/sources", 201)
+    put, get = gateway.access_lines()[1:]
+    assert set(put) >= ACCESS_FIELDS | {"time", "level", "logger", "message", "outcome"}
+    assert (put["method"], put["status"], put["bytes_in"], put["request_id"]) == (
         "PUT",
         200,
         3000,
         "client-chosen.id-42",
     )
-    assert put.path == f"/v1/sources/{source['id']}"  # type: ignore[attr-defined]
-    assert put.route == "/v1/sources/{id}"  # type: ignore[attr-defined]
-    assert put.remote == "127.0.0.1"  # type: ignore[attr-defined]
-    assert put.outcome == "stored"  # type: ignore[attr-defined]
-    assert put.duration_ms >= 0  # type: ignore[attr-defined]
-    assert (get.method, get.status, get.bytes_out) == ("GET", 200, 3000)  # type: ignore[attr-defined]
-    assert get.request_id == download_id  # type: ignore[attr-defined]
-
-    line = json.loads(JsonFormatter().format(put))
-    assert ACCESS_FIELDS | {"time", "level", "message"} <= set(line)
-    assert line["time"].endswith("+00:00")
+    assert put["path"] == f"/v1/sources/{source['id']}"
+    assert put["route"] == "/v1/sources/{id}"
+    assert put["remote"] == "127.0.0.1"
+    assert put["outcome"] == "stored"
+    assert put["duration_ms"] >= 0
+    assert (put["level"], put["logger"]) == ("info", "gateway.access")
+    assert put["message"] == f"PUT /v1/sources/{source['id']} 200"
+    assert (get["method"], get["status"], get["bytes_out"]) == ("GET", 200, 3000)
+    assert get["request_id"] == download_id
+    assert get["outcome"] is None
+    # The time as every other line has it (JsonFormatter): UTC, to the millisecond.
+    stamp = datetime.fromisoformat(put["time"])
+    assert put["time"].endswith("+00:00") and len(put["time"]) == len(
+        "2026-11-23T06:21:13.963+00:00"
+    )
+    assert abs(stamp.timestamp() - time.time()) < 60
 
 
 async def test_json_request_bodies_are_counted(
-    gateway: Gateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.access")
     body = b'{"note": "counted"}'
     headers = {**gateway.auth, "Content-Type": "application/json"}
     async with http.post(f"{gateway.url}/v1/sources", data=body, headers=headers) as resp:
         assert resp.status == 201
     async with http.post(f"{gateway.url}/v1/sources", headers=gateway.auth) as resp:
         assert resp.status == 201
-    with_body, empty = access_records(caplog)[-2:]
-    assert with_body.bytes_in == len(body)  # type: ignore[attr-defined]
-    assert empty.bytes_in == 0  # type: ignore[attr-defined]
+    with_body, empty = gateway.access_lines()[-2:]
+    assert with_body["bytes_in"] == len(body)
+    assert empty["bytes_in"] == 0
 
 
 async def test_unusable_request_id_is_replaced(
-    gateway: Gateway, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.access")
     forged = 'x" injected="1'
     async with http.get(f"{gateway.url}/healthz", headers={"X-Request-ID": forged}) as resp:
         given = resp.headers["X-Request-ID"]
     assert given != forged and len(given) == 32
-    assert access_records(caplog)[-1].request_id == given  # type: ignore[attr-defined]
+    assert gateway.access_lines()[-1]["request_id"] == given
 
 
 @pytest.mark.parametrize(
@@ -121,16 +119,14 @@ async def test_unusable_request_id_is_replaced(
 async def test_remote_address_from_trusted_proxies_only(
     start_gateway: StartGateway,
     http: aiohttp.ClientSession,
-    caplog: pytest.LogCaptureFixture,
     trusted: list[str],
     forwarded: str,
     logged: str,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.access")
     gateway = await start_gateway({"server": {"trusted_proxies": trusted}})
     async with http.get(f"{gateway.url}/healthz", headers={"X-Forwarded-For": forwarded}):
         pass
-    assert access_records(caplog)[-1].remote == logged  # type: ignore[attr-defined]
+    assert gateway.access_lines()[-1]["remote"] == logged
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import re
 import socket
 import tarfile
@@ -215,20 +214,19 @@ async def test_non_ascii_content_type_on_upload_is_400_and_stores_nothing(
 )
 async def test_unknown_expectation_is_a_json_417_with_an_access_line(
     gateway: Gateway,
-    caplog: pytest.LogCaptureFixture,
     method: str,
     path: str,
     route: str,
     value: bytes,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.access")
     answer = await send_raw(gateway, request_bytes(method, path, [(b"Expect", value)]))
     assert answer.status == 417
     assert answer.headers["content-type"].startswith("application/json")
     assert "Expect" in answer.json()["error"]
     assert "x-request-id" in answer.headers
-    lines = [r for r in caplog.records if r.name == "gateway.access"]
-    assert [(r.method, r.status, r.route) for r in lines] == [(method, 417, route)]  # type: ignore[attr-defined]
+    lines = gateway.access_lines()
+    assert [(r["method"], r["status"], r["route"]) for r in lines] == [(method, 417, route)]
+    assert lines[0]["request_id"] == answer.headers["x-request-id"]
 
 
 async def test_every_route_answers_an_unknown_expectation_with_json(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TextIO
 
 from aiobotocore.session import AioSession
 from aiohttp import web
@@ -33,11 +35,11 @@ from gateway.server.http.cors import Cors
 from gateway.server.http.deployment_records import DeploymentLinks, DeploymentRecordHandlers
 from gateway.server.http.deployments import DeploymentHandlers
 from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
-from gateway.server.http.middleware import add_request_id, observe, render_errors
+from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
 from gateway.server.http.probes import Probes, ReadinessCheck
 from gateway.server.http.sources import SourceHandlers
-from gateway.server.observability.access import ClientAddress, count_streamed_bytes
+from gateway.server.observability.access import AccessLog, ClientAddress
 from gateway.server.observability.metrics import ActiveRequests, DeploymentMetrics, Metrics
 
 log = logging.getLogger(__name__)
@@ -136,10 +138,14 @@ def demo_deployer_context(
 
 
 def create_app(
-    config: Config, *, clock: Clock = time.time, resolver: Resolver = system_resolver
+    config: Config,
+    *,
+    clock: Clock = time.time,
+    resolver: Resolver = system_resolver,
+    access_stream: Callable[[], TextIO] = lambda: sys.stderr,
 ) -> web.Application:
-    """Build the gateway for ``config``. Reads no files and no globals; ``clock`` and
-    ``resolver`` (DNS for deployment URLs) are for tests."""
+    """Build the gateway for ``config``. Reads no files and no globals; ``clock``, ``resolver``
+    (DNS for deployment URLs) and ``access_stream`` (where access lines go) are for tests."""
     metrics = Metrics()
     active = ActiveRequests()
     budget = BufferBudget(config.sources.max_buffer_bytes)
@@ -168,10 +174,11 @@ def create_app(
     probes = Probes(readiness, active, metrics, config.metrics.token)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
-    middlewares: list[Middleware] = [
-        observe(metrics, active, ClientAddress(config.server.trusted_proxies)),
-        render_errors,
-    ]
+    access = AccessLog(
+        enabled=config.logging.access_enabled, as_json=config.logging.json, stream=access_stream
+    )
+    client_address = ClientAddress(config.server.trusted_proxies)
+    middlewares: list[Middleware] = [observe(metrics, active, client_address, access)]
     if cors.enabled:
         # Innermost: a preflight is answered (and a refusal rendered) like any other request.
         middlewares.append(cors.middleware)
@@ -181,18 +188,22 @@ def create_app(
     app[keys.ACTIVE_REQUESTS] = active
     app[keys.BUDGET] = budget
     app[keys.STORE] = store
+    app[keys.ACCESS_LOG] = access
     app.cleanup_ctx.append(connections_context(connections, forwarder, config))
-    app.on_response_prepare.append(add_request_id)
-    app.on_response_prepare.append(count_streamed_bytes)
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(probes.on_shutdown)
+    app.on_cleanup.append(flush_access_log)
 
     add_routes(app, config, sources, deploys, probes)
     records.add_routes(app.router)
     if config.deployments.demo_deployer:
         app.cleanup_ctx.append(demo_deployer_context(config, connections))
     return app
+
+
+async def flush_access_log(app: web.Application) -> None:
+    app[keys.ACCESS_LOG].flush()
 
 
 def add_routes(

@@ -7,9 +7,11 @@ from aiohttp import web
 
 from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.uploads import BufferBudget
+from gateway.server.observability.access import AccessLog
 from gateway.server.observability.metrics import ActiveRequests, Metrics
 
 METRICS = web.AppKey("metrics", Metrics)
 ACTIVE_REQUESTS = web.AppKey("active_requests", ActiveRequests)
 BUDGET = web.AppKey("budget", BufferBudget)
 STORE = web.AppKey("store", ObjectStore)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from gateway.server.observability.access import BYTES_IN
+from gateway.server.observability.access import facts_of
 
 # How much of a JSON request body is read: the API's bodies are a few small fields.
 MAX_JSON_BODY = 64 * 1024
@@ -32,7 +32,7 @@ async def read_json_object(
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("request body too large")
     raw = await _read_at_most(request, limit + 1)
-    request[BYTES_IN] = len(raw)
+    facts_of(request).bytes_in = len(raw)
     if len(raw) > limit:
         raise PayloadTooLarge("request body too large")
     if not raw.strip():
@@ -100,7 +100,8 @@ async def counted_body(
 ) -> AsyncIterator[bytes]:
     """The request body as it arrives, counted; ``RequestTimeout`` if no byte comes for
     ``idle_timeout`` seconds (aiohttp's server has no idle timeout while a handler reads)."""
-    request[BYTES_IN] = 0
+    facts = facts_of(request)
+    facts.bytes_in = 0
     while True:
         try:
             async with asyncio.timeout(idle_timeout):
@@ -111,6 +112,6 @@ async def counted_body(
             ) from None
         if not chunk:
             return
-        request[BYTES_IN] += len(chunk)
+        facts.bytes_in += len(chunk)
         on_bytes(len(chunk))
         yield chunk

@@ -33,6 +33,7 @@ from gateway.server.domain.sources import rfc3339
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
 from gateway.server.http.expect import continue_at_once
+from gateway.server.http.streams import start_stream
 from gateway.server.observability.metrics import DeploymentMetrics
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class DeploymentRecordHandlers:
                 "X-Accel-Buffering": "no",  # nginx: pass events on as they come
             }
         )
-        await response.prepare(request)
+        await start_stream(request, response)
         self.metrics.followers.inc()
         try:
             await self._stream(response, record, after)

@@ -1,5 +1,11 @@
-"""The middlewares every request passes: observation (request id, access line, metrics) and
-error rendering."""
+"""The one middleware every request passes: request id, error rendering, the access line and
+the request metrics.
+
+One middleware rather than a chain, and no ``on_response_prepare`` signal for the request id:
+each layer costs every request a coroutine, and ``POST /v1/sources`` is measured against a bare
+handler (BENCHMARKS.md, 1c). Streamed responses get their id where they are prepared
+(``gateway.server.http.streams``).
+"""
 
 from __future__ import annotations
 
@@ -16,12 +22,12 @@ from gateway.server.http.body import CLIENT_GONE
 from gateway.server.http.expect import unmet_expectation
 from gateway.server.http.render import json_response, render, render_http_exception
 from gateway.server.observability.access import (
-    OUTCOME,
-    REQUEST_ID,
+    FACTS,
     REQUEST_ID_HEADER,
+    AccessLog,
     ClientAddress,
+    RequestFacts,
     bytes_sent,
-    log_access,
     request_id_for,
     route_name,
 )
@@ -32,48 +38,56 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def observe(metrics: Metrics, active: ActiveRequests, client_address: ClientAddress) -> Middleware:
-    """Outermost: request id, one access log line and the request metrics, whatever happens."""
+def observe(
+    metrics: Metrics, active: ActiveRequests, client_address: ClientAddress, access: AccessLog
+) -> Middleware:
+    """Outermost: request id, JSON errors, one access line and the request metrics, whatever
+    happens."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.monotonic()
-        request[REQUEST_ID] = request_id_for(request)
+        facts = RequestFacts(request_id_for(request), time.monotonic())
+        request[FACTS] = facts
         active.begin()
         status = 500
         response: web.StreamResponse | None = None
         try:
-            response = await handler(request)
+            response = await _answer(request, handler)
             status = response.status
-            if active.draining and not response.prepared:
-                # Shutting down: no further requests on this connection ("Connection: close").
-                response.force_close()
+            if not response.prepared:
+                response.headers[REQUEST_ID_HEADER] = facts.request_id
+                if active.draining:
+                    # Shutting down: no further requests on this connection ("Connection: close").
+                    response.force_close()
             return response
         except CLIENT_GONE:
             status = 499  # nginx's "client closed request": not a server error
-            request[OUTCOME] = request.get(OUTCOME) or "client_disconnected"
+            facts.outcome = facts.outcome or "client_disconnected"
             raise
         except asyncio.CancelledError:
             # The server gave up on the request (shutdown_timeout ran out): not a bug, not the
             # client.
             status = 503
-            request[OUTCOME] = request.get(OUTCOME) or "cancelled"
+            facts.outcome = facts.outcome or "cancelled"
             raise
         finally:
             try:
                 route = route_name(request)
-                metrics.observe_request(request.method, route, status, time.monotonic() - started)
-                client = client_address.of(request)
-                log_access(request, status, bytes_sent(request, response), started, client)
+                metrics.observe_request(
+                    request.method, route, status, time.monotonic() - facts.started
+                )
+                if access.enabled:
+                    sent = bytes_sent(request, response, facts)
+                    access.record(request, facts, route, status, sent, client_address.of(request))
             finally:
                 active.end()
 
     return middleware
 
 
-@web.middleware
-async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the platform's JSON error shapes; no trace ever reaches a client."""
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response, or every failure in the platform's JSON error shapes; no trace
+    ever reaches a client."""
     try:
         if (unmet := unmet_expectation(request)) is not None:
             raise unmet
@@ -85,15 +99,9 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except (asyncio.CancelledError, *CLIENT_GONE):
         raise
     except Exception:
-        log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID)})
+        log.exception("unhandled error", extra={"request_id": request[FACTS].request_id})
         response = json_response(500, {"error": "internal server error"})
     if request.body_exists and not request.content.is_eof() and not response.prepared:
         # The body was refused unread: close rather than read (or wait for) what is left.
         response.force_close()
     return response
-
-
-async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every response carries the request's id."""
-    request_id = request.get(REQUEST_ID) or request_id_for(request)
-    response.headers[REQUEST_ID_HEADER] = request_id

@@ -30,7 +30,8 @@ from gateway.server.domain.sources import (
 )
 from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_content_md5
 from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object, send_continue
-from gateway.server.observability.access import OUTCOME
+from gateway.server.http.streams import start_stream
+from gateway.server.observability.access import facts_of
 from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class SourceHandlers:
         finally:
             metrics.transfers.labels("upload").dec()
         metrics.uploads.labels("completed").inc()
-        request[OUTCOME] = "stored"
+        facts_of(request).outcome = "stored"
         assert length is None or length <= SINGLE_PUT_LIMIT or result.size == length
         answer: dict[str, object] = {"id": source_id, "size": result.size, "sha256": result.sha256}
         if result.archive is not None:  # absent when sources.archive_check is off
@@ -158,14 +159,14 @@ class SourceHandlers:
         response.content_type = info.content_type
         response.content_length = end - start + 1
         if request.method == "HEAD" or end < start:
-            await response.prepare(request)
+            await start_stream(request, response)
             await response.write_eof()
             return response
         async with contextlib.AsyncExitStack() as stack:
             # S3 is asked for the body before the headers go out, so a failure is still a JSON
             # error. Pinned to the version the headers describe: a re-upload meanwhile is a 503.
             chunks = await stack.enter_async_context(store.read(key, start, end, info.etag))
-            await response.prepare(request)
+            await start_stream(request, response)
             await self._stream_object(request, response, key, chunks)
         return response
 
@@ -184,9 +185,9 @@ class SourceHandlers:
                 metrics.bytes_downloaded.inc(len(chunk))
             await response.write_eof()
         except CLIENT_GONE:
-            request[OUTCOME] = "client_disconnected"
+            facts_of(request).outcome = "client_disconnected"
         except _ClientStalled:
-            request[OUTCOME] = "send_timeout"
+            facts_of(request).outcome = "send_timeout"
             metrics.send_timeouts.inc()
             log.warning(
                 "download of %s given up: the client took nothing for %gs", key, self._send_timeout
@@ -194,7 +195,7 @@ class SourceHandlers:
             # What is buffered will not be read: drop it rather than wait to flush it.
             _cut_short(request, response, flush=False)
         except Exception as exc:
-            request[OUTCOME] = "upstream_failed"
+            facts_of(request).outcome = "upstream_failed"
             log.warning("download of %s failed mid-stream: %s", key, type(exc).__name__)
             _cut_short(request, response, flush=True)
         finally:

@@ -1,37 +1,67 @@
-"""Request ids, the client's address, byte counts and the one access log line per request.
+"""Request ids, the client's address, what each request did, and the access log: one line per
+request.
 
 Nothing here ever logs a query string: source URLs carry their token there.
+
+The access log does not go through Python's ``logging``: a record, the filters and the formatter
+cost more than the rest of a ``POST /v1/sources`` (BENCHMARKS.md, 1c). Its lines are formatted
+here, in the shape and with the level and format the ``logging`` section configures for every
+other line, and written to standard error in batches, at most ``FLUSH_INTERVAL`` apart (nginx's
+``access_log ... buffer= flush=``, with a short interval).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-import logging
+import json
+import random
 import re
-import secrets
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TextIO
 
 from aiohttp import web
 
-from gateway.redaction import MASK
-
-access_log = logging.getLogger("gateway.access")
+from gateway.redaction import MASK, redact
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client-supplied id is kept only if it is short and plain, so it cannot forge log content.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-REQUEST_ID = web.RequestKey("request_id", str)
-BYTES_IN = web.RequestKey("bytes_in", int)
-# Body bytes written by a streamed response (headers and chunk framing not counted).
-BYTES_OUT = web.RequestKey("bytes_out", int)
-# How a transfer ended when the status alone does not say it (stored, client_disconnected...).
-OUTCOME = web.RequestKey("outcome", str)
+
+
+class RequestFacts:
+    """What the access line and the metrics say of one request, filled in as it is handled."""
+
+    __slots__ = ("bytes_in", "bytes_out", "outcome", "request_id", "started")
+
+    def __init__(self, request_id: str, started: float) -> None:
+        self.request_id = request_id
+        self.started = started
+        self.bytes_in = 0
+        # Body bytes a streamed response wrote (headers and chunk framing not counted); None for
+        # a response whose body was given whole (its Content-Length says it).
+        self.bytes_out: int | None = None
+        # How a transfer ended when the status alone does not say it (stored, cancelled...).
+        self.outcome: str | None = None
+
+
+FACTS = web.RequestKey("facts", RequestFacts)
+
+
+def facts_of(request: web.BaseRequest) -> RequestFacts:
+    """The request's facts: set by the middleware before any handler runs."""
+    return request[FACTS]
 
 
 def request_id_for(request: web.BaseRequest) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if given and _REQUEST_ID_RE.fullmatch(given) else secrets.token_hex(16)
+    given = request.headers.get(REQUEST_ID_HEADER)
+    if given and _REQUEST_ID_RE.fullmatch(given):
+        return given
+    # An identifier, not a secret: nothing is granted to whoever knows or guesses one.
+    return f"{random.getrandbits(128):032x}"
 
 
 class ClientAddress:
@@ -59,27 +89,12 @@ class ClientAddress:
         return remote
 
 
-async def count_streamed_bytes(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook: count the body bytes a streamed response writes.
-
-    aiohttp's own ``body_length`` counts the header block too, and only once ``write_eof`` ran,
-    so a download cut short by its client would log 0 bytes sent."""
-    if isinstance(response, web.Response):
-        return  # the body is known: content_length
-    request[BYTES_OUT] = 0
-    write = response.write
-
-    async def counting_write(data: bytes | bytearray | memoryview) -> None:
-        await write(data)
-        request[BYTES_OUT] += len(data)
-
-    response.write = counting_write  # type: ignore[method-assign]
-
-
-def bytes_sent(request: web.BaseRequest, response: web.StreamResponse | None) -> int:
+def bytes_sent(
+    request: web.BaseRequest, response: web.StreamResponse | None, facts: RequestFacts
+) -> int:
     """Body bytes sent for ``request``: counted when streamed, else the response's length."""
-    if BYTES_OUT in request:
-        return request[BYTES_OUT]
+    if facts.bytes_out is not None:
+        return facts.bytes_out
     if response is None or request.method == "HEAD":
         return 0
     return response.content_length or 0
@@ -109,36 +124,128 @@ MAX_LOGGED_PATH = 256
 
 
 def loggable_path(path: str) -> str:
-    """``path`` as it may appear in a log line: nothing from a ``?``, ``;`` or ``token=`` on."""
-    safe = _TOKEN_IN_PATH_RE.sub(MASK, path)
+    """``path`` as it may appear in a log line: nothing from a ``?``, ``;`` or ``token=`` on,
+    and no other credential parameter (``redact``)."""
+    safe = redact(_TOKEN_IN_PATH_RE.sub(MASK, path))
     return safe if len(safe) <= MAX_LOGGED_PATH else safe[:MAX_LOGGED_PATH] + "[...]"
 
 
-def log_access(
-    request: web.BaseRequest,
-    status: int,
-    bytes_out: int,
-    started: float,
-    client: str | None,
-) -> None:
-    """Emit the request's one access log line (JSON fields as ``extra``; never a query string)."""
-    duration = time.monotonic() - started
-    path = loggable_path(request.path)
-    access_log.info(
-        "%s %s %s",
-        request.method,
-        path,
-        status,
-        extra={
-            "method": request.method,
+# Buffered lines are written at most this many seconds after the first of them...
+FLUSH_INTERVAL = 0.1
+# ...or as soon as this many characters are waiting.
+FLUSH_SIZE = 64 * 1024
+
+
+class _Stamp:
+    """The line's time as the ``logging`` formatter writes it, the second's part made once."""
+
+    def __init__(self, as_json: bool) -> None:
+        self._as_json = as_json
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            if self._as_json:  # 2026-11-23T06:21:13.963+00:00
+                self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            else:  # logging's asctime: 2026-11-23 07:21:13,963, local time
+                self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        millis = int((now - second) * 1000)
+        if self._as_json:
+            return f"{self._prefix}.{millis:03d}+00:00"
+        return f"{self._prefix},{millis:03d}"
+
+
+class AccessLog:
+    """The access log: one line per request, JSON or text, written in batches to ``stream``
+    (standard error as it is when the batch is written, by default)."""
+
+    LOGGER = "gateway.access"
+    _ENCODER = json.JSONEncoder()
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        as_json: bool,
+        stream: Callable[[], TextIO] = lambda: sys.stderr,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.enabled = enabled
+        self._as_json = as_json
+        self._stream = stream
+        self._clock = clock
+        self._stamp = _Stamp(as_json)
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def record(
+        self,
+        request: web.BaseRequest,
+        facts: RequestFacts,
+        route: str,
+        status: int,
+        bytes_out: int,
+        client: str | None,
+    ) -> None:
+        """Add the request's line (never with a query string)."""
+        if not self.enabled:
+            return
+        now = self._clock()
+        method = request.method
+        path = loggable_path(request.path)
+        message = f"{method} {path} {status}"
+        if not self._as_json:
+            self._add(f"{self._stamp(now)} INFO {self.LOGGER} {message}\n")
+            return
+        entry = {
+            "time": self._stamp(now),
+            "level": "info",
+            "logger": self.LOGGER,
+            "message": message,
+            "method": method,
             "path": path,
-            "route": route_name(request),
+            "route": route,
             "status": status,
-            "bytes_in": request.get(BYTES_IN, 0),
+            "bytes_in": facts.bytes_in,
             "bytes_out": bytes_out,
-            "duration_ms": round(duration * 1000, 2),
-            "request_id": request.get(REQUEST_ID),
+            "duration_ms": round((time.monotonic() - facts.started) * 1000, 2),
+            "request_id": facts.request_id,
             "remote": client,
-            "outcome": request.get(OUTCOME),
-        },
-    )
+            "outcome": facts.outcome,
+        }
+        self._add(self._ENCODER.encode(entry) + "\n")
+
+    def _add(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= FLUSH_SIZE:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+            else:
+                self._timer = loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        """Write every buffered line now (the server calls it when it stops)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        self._lines.clear()
+        self._size = 0
+        try:
+            stream = self._stream()
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):
+            # Standard error is gone (a closed pipe): as ``logging`` does, serving goes on.
+            pass
