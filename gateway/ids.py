@@ -3,10 +3,20 @@ the OpenAPI document; and of an app name, for the server's checks and the client
 
 from __future__ import annotations
 
+import os
 import re
 
 SOURCE_ID_REGEX = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 SOURCE_ID = re.compile(SOURCE_ID_REGEX)
+
+
+def new_source_id() -> str:
+    """A random UUID4 as ``str(uuid.uuid4())`` writes it, from 16 random bytes of the OS as
+    ``uuid4`` takes them, without building a ``UUID`` (a third of the cost of a create)."""
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]  # RFC 4122: the variant's two bits are 10
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
+
 
 # The platform's app names: lowercase letters, digits and dashes, 3 to 48 characters, starting
 # with a letter and not ending with a dash (a leading dash would read as an option on a command

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -55,10 +55,6 @@ def _clocked_signer(clock: Clock) -> type[TimestampSigner]:
     return ClockedSigner
 
 
-# itsdangerous' compact JSON (json.dumps with these separators), built once rather than per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-
-
 def _b64(data: bytes) -> bytes:
     """itsdangerous' base64: URL-safe alphabet, no padding."""
     return base64.urlsafe_b64encode(data).rstrip(b"=")
@@ -74,10 +70,9 @@ class _HmacSha1(SigningAlgorithm):
 
 
 class _Serializer(URLSafeTimedSerializer):
-    """``URLSafeTimedSerializer`` with its per-token work done once: one signer, keys derived
-    once, HMAC in C, and ``dumps`` without the generic layers. A payload is never compressed (a
-    source id does not shrink; trying cost a zlib call per token). Tokens keep itsdangerous'
-    format: any of its serializers reads them, and this one reads theirs."""
+    """``URLSafeTimedSerializer`` that verifies with one signer whose keys are derived once, and
+    signs without the generic layers (``UrlSigner.sign_all``). Tokens keep itsdangerous' format:
+    any of its serializers reads them, and this one reads theirs."""
 
     def __init__(self, secret_keys: Sequence[str], salt: str, signer: type[TimestampSigner]):
         algorithm = _HmacSha1()
@@ -86,20 +81,19 @@ class _Serializer(URLSafeTimedSerializer):
         self._signer = signer(
             self.secret_keys, salt=self.salt, digest_method=hashlib.sha1, algorithm=algorithm
         )
-        self._key = self._signer.derive_key()
+        # The signing key's HMAC state after the key: each signature copies it.
+        self._mac = hmac.new(self._signer.derive_key(), digestmod=hashlib.sha1)
 
     def make_signer(self, salt: str | bytes | None = None) -> TimestampSigner:
         if salt is not None and salt != self.salt:
             return super().make_signer(salt)  # type: ignore[return-value]
         return self._signer
 
-    def dumps(self, obj: Any, salt: str | bytes | None = None) -> str:
-        if salt is not None and salt != self.salt:
-            return super().dumps(obj, salt)
-        # What TimestampSigner.sign makes of the payload: payload.timestamp.signature
-        payload = _b64(_COMPACT_JSON.encode(obj).encode())
-        value = payload + b"." + _b64(int_to_bytes(self._signer.get_timestamp()))
-        return (value + b"." + _b64(hmac.digest(self._key, value, "sha1"))).decode()
+    def signed(self, value: bytes) -> str:
+        """``value`` (``payload.timestamp``) with this salt's signature: the token."""
+        mac = self._mac.copy()
+        mac.update(value)
+        return (value + b"." + _b64(mac.digest())).decode()
 
 
 class UrlSigner:
@@ -129,7 +123,22 @@ class UrlSigner:
         """Return a token for ``source_id`` that every instance accepts until ``expires_at``
         (default: ``ttl_seconds`` from now). The expiry is signed into the payload."""
         exp = self.expiry() if expires_at is None else expires_at
-        return self._serializers[purpose].dumps({"id": source_id, "exp": exp})
+        return self._serializers[purpose].signed(self._value(source_id, exp))
+
+    def sign_all(self, source_id: str, expires_at: int) -> tuple[str, str]:
+        """The upload and the download token of a new source: one payload and timestamp, and a
+        signature for each purpose (every ``POST /v1/sources`` makes both)."""
+        value = self._value(source_id, expires_at)
+        upload, download = self._serializers[Purpose.UPLOAD], self._serializers[Purpose.DOWNLOAD]
+        return upload.signed(value), download.signed(value)
+
+    def _value(self, source_id: str, expires_at: int) -> bytes:
+        """What ``TimestampSigner.sign`` signs: the payload, a dot, the timestamp. The payload
+        is itsdangerous' compact JSON of ``{"id": source_id, "exp": expires_at}``, never
+        compressed (a source id does not shrink)."""
+        payload = f'{{"id":{encode_basestring_ascii(source_id)},"exp":{int(expires_at)}}}'
+        timestamp = int_to_bytes(int(self._clock()))
+        return _b64(payload.encode()) + b"." + _b64(timestamp)
 
     def verify(self, purpose: Purpose, source_id: str, token: str | None) -> VerifiedToken:
         """Return the token's facts, or raise ``TokenExpired`` / ``TokenInvalid``."""

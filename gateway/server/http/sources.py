@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from gateway.config import Config
 from gateway.errors import PayloadTooLarge
+from gateway.ids import new_source_id
 from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.archive_facts import ArchiveFacts
 from gateway.server.domain.auth import Authenticator
@@ -35,6 +36,8 @@ from gateway.server.observability.access import facts_of
 from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+_JSON = json.JSONEncoder()
 
 
 class SourceHandlers:
@@ -65,18 +68,16 @@ class SourceHandlers:
         self._auth.authenticate(request.headers.get("Authorization"))
         await read_json_object(request, allow_empty=True)
         signer = self._signer
-        source_id = str(uuid.uuid4())
+        source_id = new_source_id()
         # One expiry for both tokens and the answer: it is signed into each token, and it is
         # when every instance stops accepting them.
         expires_at = signer.expiry()
-        urls = build_source_urls(
-            self._base_url,
-            source_id,
-            signer.sign(Purpose.UPLOAD, source_id, expires_at),
-            signer.sign(Purpose.DOWNLOAD, source_id, expires_at),
-        )
-        source = {**urls, "id": source_id, "expires_at": rfc3339(expires_at)}
-        return web.json_response({**source, "source": source}, status=201)
+        urls = build_source_urls(self._base_url, source_id, *signer.sign_all(source_id, expires_at))
+        source = _JSON.encode({**urls, "id": source_id, "expires_at": rfc3339(expires_at)})
+        # The source at the top level and again as "source" (both shapes clients read), encoded
+        # once.
+        answer = f'{source[:-1]},"source":{source}}}'
+        return web.Response(text=answer, status=201, content_type="application/json")
 
     def _verify(self, request: web.Request, purpose: Purpose) -> tuple[str, VerifiedToken]:
         source_id = request.match_info["id"]
