@@ -138,8 +138,13 @@ def loggable_path(path: str) -> str:
 
 # Buffered lines are written at most this many seconds after the first of them...
 FLUSH_INTERVAL = 0.1
-# ...or as soon as this many characters are waiting.
-FLUSH_SIZE = 64 * 1024
+# ...or as soon as this many are waiting.
+FLUSH_LINES = 256
+
+
+# A request's fields, as ``AccessLog.record`` keeps them until its line is written: time,
+# duration (s), method, path, route, status, bytes in, bytes out, request id, remote, outcome.
+_Entry = tuple[float, float, str, str, str, int, int, int, str, str | None, str | None]
 
 
 class _Stamp:
@@ -164,13 +169,61 @@ class _Stamp:
         return f"{self._prefix},{millis:03d}"
 
 
+class _JsonLine:
+    """An entry as the JSON line ``logging``'s JsonFormatter would write for it: the same keys
+    in the same order, with json's spacing and string escaping, without a dict or an encoder."""
+
+    def __init__(self) -> None:
+        self._stamp = _Stamp(as_json=True)
+
+    def __call__(self, entry: _Entry) -> str:
+        (
+            now,
+            duration,
+            method,
+            raw_path,
+            route,
+            status,
+            bytes_in,
+            bytes_out,
+            rid,
+            remote,
+            outcome,
+        ) = entry
+        path = loggable_path(raw_path)
+        message = f"{method} {path} {status}"
+        return (
+            f'{{"time": "{self._stamp(now)}", "level": "info", "logger": "{AccessLog.LOGGER}", '
+            f'"message": {_json(message)}, "method": {_json(method)}, "path": {_json(path)}, '
+            f'"route": {_json(route)}, "status": {status}, "bytes_in": {bytes_in}, '
+            f'"bytes_out": {bytes_out}, "duration_ms": {round(duration * 1000, 2)!r}, '
+            f'"request_id": {_json(rid)}, "remote": {_json(remote)}, '
+            f'"outcome": {_json(outcome)}}}\n'
+        )
+
+
+class _TextLine:
+    """An entry as ``logging``'s plain format writes a line: time, level, logger, message."""
+
+    def __init__(self) -> None:
+        self._stamp = _Stamp(as_json=False)
+
+    def __call__(self, entry: _Entry) -> str:
+        now, _, method, raw_path, _, status = entry[:6]
+        message = f"{method} {loggable_path(raw_path)} {status}"
+        return f"{self._stamp(now)} INFO {AccessLog.LOGGER} {message}\n"
+
+
 def _json(text: str | None) -> str:
     return "null" if text is None else encode_basestring_ascii(text)
 
 
 class AccessLog:
     """The access log: one line per request, JSON or text, written in batches to ``stream``
-    (standard error as it is when the batch is written, by default)."""
+    (standard error as it is when the batch is written, by default).
+
+    A request leaves its fields; they become lines when the batch is written, all at once (the
+    formatting code stays hot in the CPU's caches instead of running between two requests)."""
 
     LOGGER = "gateway.access"
 
@@ -183,12 +236,10 @@ class AccessLog:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.enabled = enabled
-        self._as_json = as_json
         self._stream = stream
         self._clock = clock
-        self._stamp = _Stamp(as_json)
-        self._lines: list[str] = []
-        self._size = 0
+        self._format = _JsonLine() if as_json else _TextLine()
+        self._entries: list[_Entry] = []
         self._timer: asyncio.TimerHandle | None = None
 
     def record(
@@ -203,29 +254,23 @@ class AccessLog:
         """Add the request's line (never with a query string)."""
         if not self.enabled:
             return
-        now = self._clock()
-        method = request.method
-        path = loggable_path(request.path)
-        message = f"{method} {path} {status}"
-        if not self._as_json:
-            self._add(f"{self._stamp(now)} INFO {self.LOGGER} {message}\n")
-            return
-        # What json.dumps writes for these fields (the logging formatter's spacing), without a
-        # dict and the encoder's generic walk.
-        duration = round((time.monotonic() - facts.started) * 1000, 2)
-        self._add(
-            f'{{"time": "{self._stamp(now)}", "level": "info", "logger": "{self.LOGGER}", '
-            f'"message": {_json(message)}, "method": {_json(method)}, "path": {_json(path)}, '
-            f'"route": {_json(route)}, "status": {status}, "bytes_in": {facts.bytes_in}, '
-            f'"bytes_out": {bytes_out}, "duration_ms": {duration!r}, '
-            f'"request_id": {_json(facts.request_id)}, "remote": {_json(client)}, '
-            f'"outcome": {_json(facts.outcome)}}}\n'
+        duration = time.monotonic() - facts.started
+        entry = (
+            self._clock(),
+            duration,
+            request.method,
+            request.path,
+            route,
+            status,
+            facts.bytes_in,
+            bytes_out,
+            facts.request_id,
+            client,
+            facts.outcome,
         )
-
-    def _add(self, line: str) -> None:
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size >= FLUSH_SIZE:
+        entries = self._entries
+        entries.append(entry)
+        if len(entries) >= FLUSH_LINES:
             self.flush()
         elif self._timer is None:
             try:
@@ -240,11 +285,10 @@ class AccessLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._lines:
+        if not self._entries:
             return
-        text = "".join(self._lines)
-        self._lines.clear()
-        self._size = 0
+        text = "".join(map(self._format, self._entries))
+        self._entries.clear()
         try:
             stream = self._stream()
             stream.write(text)
