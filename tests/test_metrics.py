@@ -13,7 +13,10 @@ import aiohttp
 import boto3
 import pytest
 from aiohttp.test_utils import unused_port
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.server.observability.metrics import LATENCY_BUCKETS, RequestMetrics
 
 from .helpers import MOTO_CREDENTIALS, SMALL_PART, Gateway, StartGateway, sqs_forward
 
@@ -222,3 +225,41 @@ async def test_failed_deployments_are_counted(
     samples = await scrape(gateway, http)
     assert value(samples, "gateway_deployments_total", outcome="failed") == 1
     assert value(samples, "gateway_deployments_total", outcome="forwarded") == 0
+
+
+def test_request_metrics_read_as_prometheus_clients_own_would() -> None:
+    """The request counter and histogram, kept in plain integers, scrape exactly as
+    prometheus_client's ``Counter`` and ``Histogram`` with the same observations would."""
+    ours = CollectorRegistry()
+    theirs = CollectorRegistry()
+    metrics = RequestMetrics(ours)
+    counter = Counter("gateway_requests", "", ["method", "route", "status"], registry=theirs)
+    histogram = Histogram(
+        "gateway_request_duration_seconds",
+        "",
+        ["method", "route"],
+        buckets=LATENCY_BUCKETS,
+        registry=theirs,
+    )
+    observations = [
+        ("POST", "/v1/sources", 201, 0.0004),
+        ("POST", "/v1/sources", 201, 0.005),  # on a bound: counted in that bucket ("le")
+        ("POST", "/v1/sources", 401, 0.02),
+        ("GET", "/v1/sources/{id}", 206, 7.5),
+        ("GET", "/v1/sources/{id}", 200, 1000.0),  # above every bound: +Inf only
+    ]
+    for method, route, status, seconds in observations:
+        metrics.observe(method, route, status, seconds)
+        counter.labels(method, route, str(status)).inc()
+        histogram.labels(method, route).observe(seconds)
+
+    def samples(registry: CollectorRegistry) -> set[tuple[str, frozenset[tuple[str, str]], float]]:
+        return {
+            (s.name, frozenset(s.labels.items()), s.value)
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")  # when a series began: not kept here
+        }
+
+    assert samples(ours) == samples(theirs)
+    assert len(samples(ours)) == 4 + 2 * (len(LATENCY_BUCKETS) + 3)  # +Inf, _count, _sum

@@ -3,13 +3,74 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import bisect
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
-# Methods, routes and statuses are few (unknown methods and paths fold into "unmatched" routes),
-# yet the cache of their series is bounded all the same.
-_MAX_CACHED_SERIES = 1024
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# The buckets' "le" labels as prometheus_client writes them (0.005, 1.0, ..., +Inf).
+_LE = (*(repr(float(bound)) for bound in LATENCY_BUCKETS), "+Inf")
+
+
+class RequestMetrics(Collector):
+    """``gateway_requests_total`` and ``gateway_request_duration_seconds``, counted in plain
+    integers and turned into Prometheus families when scraped.
+
+    Every request updates both; prometheus_client's own counter and histogram take a lock and
+    look up their labelled series on each update, which costs a ``POST /v1/sources`` more than
+    its signatures do (BENCHMARKS.md, 1c). The event loop is the only writer."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._counts: dict[tuple[str, str, int], int] = {}
+        # Per (method, route): how many durations fell in each bucket (not cumulative; the last
+        # slot is above every bound), then their sum.
+        self._durations: dict[tuple[str, str], list[float]] = {}
+        registry.register(self)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        counts = self._counts
+        key = (method, route, status)
+        counts[key] = counts.get(key, 0) + 1
+        durations = self._durations.get((method, route))
+        if durations is None:
+            durations = self._durations[(method, route)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        durations[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        durations[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "gateway_requests", "HTTP requests handled.", labels=["method", "route", "status"]
+        )
+        for (method, route, status), count in list(self._counts.items()):
+            requests.add_metric([method, route, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "gateway_request_duration_seconds",
+            "Time to answer a request, body transfer included.",
+            labels=["method", "route"],
+        )
+        for (method, route), durations in list(self._durations.items()):
+            buckets: list[tuple[str, float]] = []
+            seen = 0.0
+            for le, in_bucket in zip(_LE, durations, strict=False):  # the sum is left out
+                seen += in_bucket
+                buckets.append((le, seen))
+            latency.add_metric([method, route], buckets, sum_value=durations[-1])
+        yield latency
+
+    def describe(self) -> Iterator[Metric]:
+        # Families without samples: the registry learns the names without a scrape.
+        yield CounterMetricFamily("gateway_requests", "HTTP requests handled.")
+        yield HistogramMetricFamily(
+            "gateway_request_duration_seconds", "Time to answer a request, body transfer included."
+        )
 
 
 class Metrics:
@@ -18,16 +79,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "gateway_requests", "HTTP requests handled.", ["method", "route", "status"], registry=r
-        )
-        self.latency = Histogram(
-            "gateway_request_duration_seconds",
-            "Time to answer a request, body transfer included.",
-            ["method", "route"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-            registry=r,
-        )
+        self.requests = RequestMetrics(r)
         self.bytes_uploaded = Counter(
             "gateway_upload_bytes", "Bytes received in upload bodies.", registry=r
         )
@@ -60,21 +112,10 @@ class Metrics:
         self.buffer_bytes = Gauge(
             "gateway_buffer_bytes", "Bytes of part buffers reserved by uploads.", registry=r
         )
-        # The labelled series of every request, looked up once: ``labels()`` validates and locks.
-        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one handled request and its duration."""
-        series = self._request_series.get((method, route, status))
-        if series is None:
-            series = (
-                self.requests.labels(method, route, str(status)),
-                self.latency.labels(method, route),
-            )
-            if len(self._request_series) < _MAX_CACHED_SERIES:
-                self._request_series[(method, route, status)] = series
-        series[0].inc()
-        series[1].observe(seconds)
+        self.requests.observe(method, route, status, seconds)
 
 
 class DeploymentMetrics:
