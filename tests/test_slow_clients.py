@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -55,7 +56,9 @@ async def test_half_sent_headers_get_408_and_the_connection_closes(
     caplog.set_level(logging.WARNING, logger="gateway.server")
     reader, writer = await asyncio.open_connection(*served)
     writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    sent = time.monotonic()
     answer = await read_all(reader)  # returns once the server closes
+    assert time.monotonic() - sent >= HEADER_TIMEOUT * 0.9  # not before the deadline
     writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 ")
