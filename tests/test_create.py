@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 
 import aiohttp
 import pytest
+
+from gateway.ids import SOURCE_ID, new_source_id
+from gateway.server.domain.signing import UrlSigner
+from gateway.server.domain.sources import CreatedSource
 
 from .helpers import LIMITED_TOKEN, TOKEN, Gateway, StartGateway
 
@@ -168,3 +173,36 @@ async def test_auth_is_checked_before_the_body(
 ) -> None:
     async with http.post(f"{gateway.url}/v1/sources", data=b"{not json") as resp:
         assert resp.status == 401
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:8080", "https://sources.example.com/gw", 'https://ex\u00e4mple.com/a"b\\c'],
+)
+def test_the_answer_template_is_the_json_of_the_source(base_url: str) -> None:
+    sid = new_source_id()
+    signer = UrlSigner(["k" * 32], 600)
+    upload, download = signer.sign_all(sid, signer.expiry())
+    body = CreatedSource(base_url).render(sid, upload, download, "2026-11-24T10:00:00Z")
+    url = f"{base_url}/v1/sources/{sid}?token="
+    source = {
+        "upload_url": url + upload,
+        "download_url": url + download,
+        "id": sid,
+        "expires_at": "2026-11-24T10:00:00Z",
+    }
+    assert json.loads(body) == {**source, "source": source}
+    assert body == json.dumps({**source, "source": source})
+
+
+def test_source_ids_are_random_uuid4s_in_their_usual_spelling() -> None:
+    ids = {new_source_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for sid in ids:
+        parsed = uuid.UUID(sid)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == sid
+        assert SOURCE_ID.fullmatch(sid)
+    # Every value of the variant's free bit and of the random digits turns up.
+    assert {sid[19] for sid in ids} == set("89ab")
+    assert {sid[0] for sid in ids} == set("0123456789abcdef")

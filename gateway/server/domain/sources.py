@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from datetime import UTC, datetime
 
@@ -34,15 +35,22 @@ def _rfc3339_second(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_source_urls(
-    base_url: str, source_id: str, upload_token: str, download_token: str
-) -> dict[str, str]:
-    """The ``upload_url`` and ``download_url`` handed out for a new source."""
-    path = f"{base_url}/v1/sources/{source_id}"
-    return {
-        "upload_url": f"{path}?token={upload_token}",
-        "download_url": f"{path}?token={download_token}",
-    }
+class CreatedSource:
+    """The body of ``201 Created``: the source at the top level and again as ``source`` (both
+    shapes the platform's clients read), written from a template. Every value but the base URL
+    is made of characters JSON writes as they are (a UUID, base64url tokens, an RFC 3339 time);
+    the base URL is escaped once."""
+
+    def __init__(self, base_url: str) -> None:
+        self._base = json.dumps(base_url)[1:-1]
+
+    def render(self, source_id: str, upload_token: str, download_token: str, expires: str) -> str:
+        url = f"{self._base}/v1/sources/{source_id}?token="
+        source = (
+            f'"upload_url": "{url}{upload_token}", "download_url": "{url}{download_token}", '
+            f'"id": "{source_id}", "expires_at": "{expires}"'
+        )
+        return f'{{{source}, "source": {{{source}}}}}'
 
 
 def stored_content_type(header: str | None) -> str:

@@ -52,24 +52,32 @@ def observe(
         status = 500
         response: web.StreamResponse | None = None
         try:
-            response = await _answer(request, handler)
+            try:
+                if (unmet := unmet_expectation(request)) is not None:
+                    raise unmet
+                response = await handler(request)
+            # Every failure in the platform's JSON error shapes; no trace ever reaches a client.
+            except GatewayError as exc:
+                response = render(exc)
+            except web.HTTPException as exc:
+                response = render_http_exception(exc)
+            except CLIENT_GONE:
+                status = 499  # nginx's "client closed request": not a server error
+                facts.outcome = facts.outcome or "client_disconnected"
+                raise
+            except asyncio.CancelledError:
+                # The server gave up on the request (shutdown_timeout ran out): neither a bug nor
+                # the client.
+                status = 503
+                facts.outcome = facts.outcome or "cancelled"
+                raise
+            except Exception:
+                log.exception("unhandled error", extra={"request_id": facts.request_id})
+                response = json_response(500, {"error": "internal server error"})
             status = response.status
             if not response.prepared:
-                response.headers[REQUEST_ID_HEADER] = facts.request_id
-                if active.draining:
-                    # Shutting down: no further requests on this connection ("Connection: close").
-                    response.force_close()
+                _finish_headers(request, response, facts, active.draining)
             return response
-        except CLIENT_GONE:
-            status = 499  # nginx's "client closed request": not a server error
-            facts.outcome = facts.outcome or "client_disconnected"
-            raise
-        except asyncio.CancelledError:
-            # The server gave up on the request (shutdown_timeout ran out): not a bug, not the
-            # client.
-            status = 503
-            facts.outcome = facts.outcome or "cancelled"
-            raise
         finally:
             try:
                 route = route_name(request)
@@ -85,23 +93,12 @@ def observe(
     return middleware
 
 
-async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The handler's response, or every failure in the platform's JSON error shapes; no trace
-    ever reaches a client."""
-    try:
-        if (unmet := unmet_expectation(request)) is not None:
-            raise unmet
-        response: web.StreamResponse = await handler(request)
-    except GatewayError as exc:
-        response = render(exc)
-    except web.HTTPException as exc:
-        response = render_http_exception(exc)
-    except (asyncio.CancelledError, *CLIENT_GONE):
-        raise
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": request[FACTS].request_id})
-        response = json_response(500, {"error": "internal server error"})
-    if request.body_exists and not request.content.is_eof() and not response.prepared:
-        # The body was refused unread: close rather than read (or wait for) what is left.
+def _finish_headers(
+    request: web.Request, response: web.StreamResponse, facts: RequestFacts, draining: bool
+) -> None:
+    """The last word on a response its handler did not send itself."""
+    response.headers[REQUEST_ID_HEADER] = facts.request_id
+    if draining or (request.body_exists and not request.content.is_eof()):
+        # Shutting down, or the body was refused unread: close rather than read (or wait for)
+        # what is left; no further requests on this connection ("Connection: close").
         response.force_close()
-    return response

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -24,7 +23,7 @@ from gateway.server.domain.ranges import (
 )
 from gateway.server.domain.signing import Purpose, UrlSigner, VerifiedToken
 from gateway.server.domain.sources import (
-    build_source_urls,
+    CreatedSource,
     object_key,
     rfc3339,
     stored_content_type,
@@ -36,8 +35,6 @@ from gateway.server.observability.access import facts_of
 from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-_JSON = json.JSONEncoder()
 
 
 class SourceHandlers:
@@ -53,6 +50,7 @@ class SourceHandlers:
         metrics: Metrics,
     ) -> None:
         self._base_url = config.server.base_url
+        self._answer = CreatedSource(self._base_url)
         self._prefix = config.storage.prefix
         self._max_size = config.sources.max_size_bytes
         self._body_timeout = config.server.body_timeout
@@ -66,18 +64,19 @@ class SourceHandlers:
 
     async def create(self, request: web.Request) -> web.Response:
         self._auth.authenticate(request.headers.get("Authorization"))
-        await read_json_object(request, allow_empty=True)
+        if request.body_exists:  # the CLI and most clients send none
+            await read_json_object(request, allow_empty=True)
         signer = self._signer
         source_id = new_source_id()
         # One expiry for both tokens and the answer: it is signed into each token, and it is
         # when every instance stops accepting them.
         expires_at = signer.expiry()
-        urls = build_source_urls(self._base_url, source_id, *signer.sign_all(source_id, expires_at))
-        source = _JSON.encode({**urls, "id": source_id, "expires_at": rfc3339(expires_at)})
-        # The source at the top level and again as "source" (both shapes clients read), encoded
-        # once.
-        answer = f'{source[:-1]},"source":{source}}}'
-        return web.Response(text=answer, status=201, content_type="application/json")
+        upload, download = signer.sign_all(source_id, expires_at)
+        return web.Response(
+            text=self._answer.render(source_id, upload, download, rfc3339(expires_at)),
+            status=201,
+            content_type="application/json",
+        )
 
     def _verify(self, request: web.Request, purpose: Purpose) -> tuple[str, VerifiedToken]:
         source_id = request.match_info["id"]
