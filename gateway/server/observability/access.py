@@ -104,14 +104,13 @@ def bytes_sent(
 UNMATCHED = "unmatched"
 
 
-def route_name(request: web.BaseRequest) -> str:
+def route_name(request: web.Request) -> str:
     """The matched route's template (``/v1/sources/{id}``), never the concrete path or query."""
-    match_info = getattr(request, "match_info", None)
-    route = getattr(match_info, "route", None)
-    resource = getattr(route, "resource", None)
-    if resource is None or getattr(match_info, "http_exception", None) is not None:
+    match_info = request.match_info
+    if match_info.http_exception is not None:  # no route matched: 404 or 405
         return UNMATCHED
-    if resource.name == UNMATCHED:  # what no route matched, refused for its Expect header
+    resource = match_info.route.resource
+    if resource is None or resource.name == UNMATCHED:  # refused for its Expect header
         return UNMATCHED
     canonical: str = resource.canonical
     return canonical
