@@ -177,12 +177,7 @@ def create_app(
     access = AccessLog(
         enabled=config.logging.access_enabled, as_json=config.logging.json, stream=access_stream
     )
-    client_address = ClientAddress(config.server.trusted_proxies)
-    middlewares: list[Middleware] = [observe(metrics, active, client_address, access)]
-    if cors.enabled:
-        # Innermost: a preflight is answered (and a refusal rendered) like any other request.
-        middlewares.append(cors.middleware)
-    app = web.Application(middlewares=middlewares)
+    app = web.Application(middlewares=middlewares(config, metrics, active, access, cors))
     # Shared state aiohttp's runner and the tests reach; handlers get their collaborators above.
     app[keys.METRICS] = metrics
     app[keys.ACTIVE_REQUESTS] = active
@@ -200,6 +195,17 @@ def create_app(
     if config.deployments.demo_deployer:
         app.cleanup_ctx.append(demo_deployer_context(config, connections))
     return app
+
+
+def middlewares(
+    config: Config, metrics: Metrics, active: ActiveRequests, access: AccessLog, cors: Cors
+) -> list[Middleware]:
+    """Observation and error rendering outermost; CORS innermost, so a preflight is answered
+    (and a refusal rendered) like any other request."""
+    chain = [observe(metrics, active, ClientAddress(config.server.trusted_proxies), access)]
+    if cors.enabled:
+        chain.append(cors.middleware)
+    return chain
 
 
 async def flush_access_log(app: web.Application) -> None:
