@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import io
+import json
 import os
 import time
 from datetime import datetime
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
 import boto3
 import pytest
+from aiohttp import web
 
 from gateway.redaction import redact
-from gateway.server.observability.access import loggable_path
+from gateway.server.observability.access import (
+    FLUSH_INTERVAL,
+    FLUSH_LINES,
+    AccessLog,
+    RequestFacts,
+    loggable_path,
+)
 
 from .helpers import (
     MOTO_CREDENTIALS,
@@ -257,3 +268,92 @@ def test_redaction_judges_names_as_the_server_reads_them(text: str, redacted: st
     if redacted is None:
         redacted = "X-Amz-Signature=[redacted]&X-Amz-Credential=[redacted]&X-Amz-Date=2"
     assert redact(text) == redacted
+
+
+class _Request:
+    """What the access log reads of a request."""
+
+    def __init__(self, method: str, path: str) -> None:
+        self.method = method
+        self.path = path
+
+
+def _record(access: AccessLog, path: str = "/v1/sources", **facts: Any) -> None:
+    details = RequestFacts("req-1", time.monotonic())
+    for name, value in facts.items():
+        setattr(details, name, value)
+    request = cast(web.BaseRequest, _Request("POST", path))
+    access.record(request, details, "/v1/sources", 201, 512, "198.51.100.7")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/sources", '/x/"quoted"\\back', "/caf\u00e9/\u2603", "/tab\there/\x01", "/a?token=abc"],
+)
+def test_an_access_line_is_what_json_dumps_writes_for_its_fields(path: str) -> None:
+    """Formatted without json's encoder, the line is nevertheless json.dumps of its fields in
+    the logging formatter's key order and spacing, whatever the path holds."""
+    out = io.StringIO()
+    access = AccessLog(enabled=True, as_json=True, stream=lambda: out, clock=lambda: 1764000000.25)
+    _record(access, path, bytes_in=7, outcome="stored")
+    access.flush()
+    line = out.getvalue()
+    assert line.endswith("\n") and line.count("\n") == 1
+    fields = json.loads(line)
+    assert line == json.dumps(fields) + "\n"
+    assert list(fields) == [
+        "time", "level", "logger", "message", "method", "path", "route", "status",
+        "bytes_in", "bytes_out", "duration_ms", "request_id", "remote", "outcome",
+    ]  # fmt: skip
+    assert fields["time"] == "2025-11-24T16:00:00.250+00:00"
+    assert fields["path"] == loggable_path(path)
+    assert fields["message"] == f"POST {loggable_path(path)} 201"
+    assert "token=abc" not in line
+    assert (fields["bytes_in"], fields["bytes_out"], fields["outcome"]) == (7, 512, "stored")
+
+
+def test_plain_text_access_lines_read_like_the_other_plain_lines() -> None:
+    out = io.StringIO()
+    access = AccessLog(enabled=True, as_json=False, stream=lambda: out, clock=lambda: 1764000000.25)
+    _record(access)
+    access.flush()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1764000000))
+    assert out.getvalue() == f"{stamp},250 INFO gateway.access POST /v1/sources 201\n"
+
+
+def test_access_lines_wait_for_a_batch_but_not_long() -> None:
+    out = io.StringIO()
+    access = AccessLog(enabled=True, as_json=True, stream=lambda: out)
+
+    async def requests() -> None:
+        _record(access)
+        assert out.getvalue() == ""  # buffered...
+        await asyncio.sleep(FLUSH_INTERVAL * 3)
+        assert out.getvalue().count("\n") == 1  # ...and written by the timer
+        for _ in range(FLUSH_LINES - 1):
+            _record(access)
+        assert out.getvalue().count("\n") == 1
+        _record(access)  # a full batch is written at once
+        assert out.getvalue().count("\n") == 1 + FLUSH_LINES
+
+    asyncio.run(requests())
+
+
+def test_a_broken_log_stream_does_not_stop_the_access_log() -> None:
+    closed, out = io.StringIO(), io.StringIO()
+    closed.close()  # writing to it raises ValueError, as a closed pipe raises OSError
+    streams = [closed, out]
+    access = AccessLog(enabled=True, as_json=True, stream=lambda: streams[0])
+    _record(access)
+    access.flush()  # no exception: the batch is dropped
+    streams.pop(0)
+    _record(access)
+    access.flush()
+    assert out.getvalue().count("\n") == 1
+
+
+async def test_no_access_lines_at_level_warning(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway({"logging": {"level": "warning"}})
+    async with aiohttp.ClientSession() as http:
+        await gateway.create_source(http)
+    assert gateway.access_lines() == []

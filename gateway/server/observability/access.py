@@ -6,8 +6,9 @@ Nothing here ever logs a query string: source URLs carry their token there.
 The access log does not go through Python's ``logging``: a record, the filters and the formatter
 cost more than the rest of a ``POST /v1/sources`` (BENCHMARKS.md, 1c). Its lines are formatted
 here, in the shape and with the level and format the ``logging`` section configures for every
-other line, and written to standard error in batches, at most ``FLUSH_INTERVAL`` apart (nginx's
-``access_log ... buffer= flush=``, with a short interval).
+other line, and written to standard error in batches: at most ``FLUSH_INTERVAL`` seconds after
+a request ended, or once ``FLUSH_LINES`` are waiting (nginx's ``access_log ... buffer= flush=``,
+with a short interval).
 """
 
 from __future__ import annotations
@@ -284,10 +285,10 @@ class AccessLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._entries:
+        entries, self._entries = self._entries, []
+        if not entries:
             return
-        text = "".join(map(self._format, self._entries))
-        self._entries.clear()
+        text = "".join(map(self._format, entries))
         try:
             stream = self._stream()
             stream.write(text)
