@@ -7,6 +7,7 @@ Without it these tests are skipped, with the reason in pytest's summary.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import os
@@ -15,10 +16,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -26,7 +27,15 @@ from aiohttp.test_utils import unused_port
 
 from gateway.server import keys
 
-from .helpers import TOKEN, Gateway, Spawn, StartGateway, stop_process
+from .helpers import (
+    TOKEN,
+    Gateway,
+    Spawn,
+    StartGateway,
+    sqs_forward,
+    stop_process,
+    uploaded_source,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "nginx" / "sources-gateway.conf"
@@ -40,6 +49,12 @@ MiB = 1024 * 1024
 # The client's own loopback address, other than nginx's: the one the access log must show.
 CLIENT_ADDRESS = "127.0.0.2"
 DEV_TOKEN = "dev-token"  # the README walk-through's token
+T = TypeVar("T")
+# How long an event may take to reach a follower through nginx: the gateway looks at the bucket
+# every second (deployments.poll_interval); the rest is slack for a loaded machine. Through a
+# buffering nginx an event would arrive only when the stream ends (and nginx 1.22, buffering,
+# holds even the headers until the first bytes of the body: a keep-alive 15 s later).
+EVENT_TIMEOUT = 10.0
 
 
 @dataclass
@@ -67,6 +82,22 @@ class Balanced:
             for s in f.samples
             if s.name == "gateway_requests_total"
         )
+
+    async def follower_instance(self) -> Gateway:
+        """The gateway that serves the one open event stream (polling: its gauge moves once the
+        stream's headers are out)."""
+        deadline = time.monotonic() + EVENT_TIMEOUT
+        while True:
+            serving = [
+                g
+                for g in self.gateways
+                if g.app[keys.METRICS].registry.get_sample_value("gateway_deployment_followers")
+            ]
+            if serving:
+                (gateway,) = serving
+                return gateway
+            assert time.monotonic() < deadline, "no gateway counts the event stream"
+            await asyncio.sleep(0.05)
 
 
 def render_example(port: int, upstreams: list[int], access_log: Path) -> str:
@@ -130,7 +161,9 @@ def nginx_runner(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-async def balanced(start_gateway: StartGateway, nginx_runner: Any) -> Balanced:
+async def balanced(
+    start_gateway: StartGateway, nginx_runner: Any, moto_endpoint: str, queue_url: str
+) -> Balanced:
     port = unused_port()
     url = f"http://127.0.0.1:{port}"
     overrides = {
@@ -146,6 +179,8 @@ async def balanced(start_gateway: StartGateway, nginx_runner: Any) -> Balanced:
             "part_size_bytes": 8 * MiB,
             "allow_small_parts": False,
         },
+        # Jobs go to a queue of this test's own (the test reads the deployer's events_url there).
+        "deployments": sqs_forward(queue_url, moto_endpoint),
     }
     gateways = [await start_gateway(overrides), await start_gateway(overrides)]
     ports = [int(g.url.rsplit(":", 1)[1]) for g in gateways]
@@ -333,3 +368,67 @@ async def test_nginx_refuses_oversized_bodies_in_json(balanced: Balanced) -> Non
     assert head.startswith(b"HTTP/1.1 413")
     assert b"application/json" in head
     assert json.loads(body) == {"error": "request body too large"}
+
+
+async def in_time(step: Awaitable[T], what: str) -> T:
+    """``step``'s result within ``EVENT_TIMEOUT``; past it the test fails naming ``what``."""
+    try:
+        return await asyncio.wait_for(step, EVENT_TIMEOUT)
+    except TimeoutError:
+        pytest.fail(f"{what}: nothing through nginx in {EVENT_TIMEOUT} s; is it buffering?")
+
+
+async def next_event(stream: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The data of the next server-sent event on ``stream`` (comments skipped); fails if the
+    stream ends first."""
+    data = None
+    while True:
+        line = (await stream.content.readline()).decode()
+        assert line, "the stream ended before the event"
+        if line.startswith("data: "):
+            data = json.loads(line[len("data: ") :])
+        elif line == "\n" and data is not None:
+            return data
+
+
+async def test_deployment_events_reach_a_follower_through_nginx_as_they_happen(
+    balanced: Balanced, sqs: Any, queue_url: str
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    # A browser's defaults (Accept-Encoding: gzip, decompressed as it comes), not the fixture's.
+    async with aiohttp.ClientSession() as http:
+        source = await uploaded_source(http, balanced.url, gzip.compress(b"app source"))
+        body = {"deployment": {"source_url": source["download_url"]}}
+        deployments = f"{balanced.url}/v1/apps/my-app/deployments"
+        async with http.post(deployments, json=body, headers=auth) as resp:
+            assert resp.status == 201, await resp.text()
+            deployment = (await resp.json())["deployment"]
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+        (job,) = [json.loads(m["Body"]) for m in messages]
+        assert job["id"] == deployment["id"]
+
+        url = f"{deployments}/{deployment['id']}/events"
+        stream = await in_time(http.get(url, headers=auth), "the stream's headers")
+        async with stream:
+            assert stream.status == 200
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            # The deployer reports to the other instance: each event reaches the follower
+            # through the bucket, then through nginx.
+            follower = await balanced.follower_instance()
+            (deployer_side,) = [g for g in balanced.gateways if g is not follower]
+            events_url = job["events_url"].replace(balanced.url, deployer_side.url)
+            events = [
+                {"id": 1, "type": "status", "status": "building"},
+                {"id": 2, "type": "log", "content": "compiling\n"},
+                {"id": 3, "type": "status", "status": "success"},
+            ]
+            for event in events:
+                async with http.post(events_url, json=event) as resp:
+                    assert resp.status == 200, await resp.text()
+                # Received while the stream is open, before the next event is posted.
+                received = await in_time(next_event(stream), f"event {event['id']}")
+                assert {key: received[key] for key in event} == event
+            # After a final status the gateway ends the stream, and nginx passes the end on.
+            rest = await in_time(stream.content.read(), "the end of the stream")
+            assert stream.content.at_eof()
+        assert rest == b"", rest
