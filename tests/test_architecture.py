@@ -122,3 +122,25 @@ def test_the_rules_see_the_layers() -> None:
     # Guards the guards: each layer has modules, so the checks above are not vacuous.
     assert {layer(n) for n in ALL} >= {"http", "domain", "adapters"}
     assert any(n.startswith("gateway.client.") for n in ALL)
+
+
+def prepare_calls(tree: ast.Module) -> list[int]:
+    """Lines where ``something.prepare(...)`` is called."""
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "prepare"
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in ALL if n.startswith("gateway.server")))
+def test_responses_are_prepared_only_by_start_stream(name: str) -> None:
+    """A handler that prepared a response itself would send it without ``X-Request-ID`` and
+    log its Content-Length instead of the bytes it wrote: the middleware stamps only responses
+    that are not sent yet, and ``start_stream`` the ones handlers stream."""
+    if name == "gateway.server.http.streams":
+        assert prepare_calls(ALL[name])  # the one place (guards the rule)
+    else:
+        assert prepare_calls(ALL[name]) == [], f"{name}: use streams.start_stream"

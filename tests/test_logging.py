@@ -6,9 +6,11 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import os
+import random
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -357,3 +359,50 @@ async def test_no_access_lines_at_level_warning(start_gateway: StartGateway) -> 
     async with aiohttp.ClientSession() as http:
         await gateway.create_source(http)
     assert gateway.access_lines() == []
+
+
+def test_access_line_times_are_what_the_other_lines_would_say() -> None:
+    """To the millisecond as JsonFormatter (datetime) and logging's plain format write them."""
+    rng = random.Random(7)
+    stamps = [rng.uniform(1.7e9, 1.8e9) for _ in range(5000)] + [1764000000.9999996]
+    json_out, text_out = io.StringIO(), io.StringIO()
+    now = iter(stamps * 2)
+    as_json = AccessLog(
+        enabled=True, as_json=True, stream=lambda: json_out, clock=lambda: next(now)
+    )
+    as_text = AccessLog(
+        enabled=True, as_json=False, stream=lambda: text_out, clock=lambda: next(now)
+    )
+    for _ in stamps:
+        _record(as_json)
+    for _ in stamps:
+        _record(as_text)
+    as_json.flush()
+    as_text.flush()
+    plain = logging.Formatter("%(asctime)s")
+    for stamp, line, text in zip(
+        stamps, json_out.getvalue().splitlines(), text_out.getvalue().splitlines(), strict=True
+    ):
+        expected = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(line)["time"] == expected
+        record = logging.makeLogRecord({"created": stamp, "msecs": _msecs(stamp)})
+        assert text.startswith(plain.format(record) + " INFO gateway.access ")
+
+
+def _msecs(created: float) -> float:
+    # What LogRecord.__init__ computes from its creation time (makeLogRecord keeps the real one).
+    return int((created - int(created)) * 1000) + 0.0
+
+
+def test_lines_recorded_after_close_are_written_at_once() -> None:
+    out = io.StringIO()
+    access = AccessLog(enabled=True, as_json=True, stream=lambda: out)
+
+    async def stopping() -> None:
+        _record(access)
+        access.close()  # the server stops: what is buffered goes out...
+        assert out.getvalue().count("\n") == 1
+        _record(access)  # ...and a request that ends later (cancelled) needs no timer
+        assert out.getvalue().count("\n") == 2
+
+    asyncio.run(stopping())

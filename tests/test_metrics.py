@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -255,11 +256,17 @@ def test_request_metrics_read_as_prometheus_clients_own_would() -> None:
 
     def samples(registry: CollectorRegistry) -> set[tuple[str, frozenset[tuple[str, str]], float]]:
         return {
-            (s.name, frozenset(s.labels.items()), s.value)
+            # When a series began: the two differ by the moments they were first observed.
+            (s.name, frozenset(s.labels.items()), 0.0 if s.name.endswith("_created") else s.value)
             for family in registry.collect()
             for s in family.samples
-            if not s.name.endswith("_created")  # when a series began: not kept here
         }
 
     assert samples(ours) == samples(theirs)
-    assert len(samples(ours)) == 4 + 2 * (len(LATENCY_BUCKETS) + 3)  # +Inf, _count, _sum
+    # Per series: the count and its creation; per histogram: +Inf, _count, _sum and _created.
+    assert len(samples(ours)) == 2 * 4 + 2 * (len(LATENCY_BUCKETS) + 4)
+    assert {(f.name, f.type) for f in ours.collect()} == {
+        (f.name, f.type) for f in theirs.collect()
+    }
+    created = [s.value for f in ours.collect() for s in f.samples if s.name.endswith("_created")]
+    assert len(created) == 6 and all(abs(c - time.time()) < 60 for c in created)

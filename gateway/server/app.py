@@ -188,7 +188,7 @@ def create_app(
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(probes.on_shutdown)
-    app.on_cleanup.append(flush_access_log)
+    app.on_cleanup.append(close_access_log)
 
     add_routes(app, config, sources, deploys, probes)
     records.add_routes(app.router)
@@ -208,8 +208,8 @@ def middlewares(
     return chain
 
 
-async def flush_access_log(app: web.Application) -> None:
-    app[keys.ACCESS_LOG].flush()
+async def close_access_log(app: web.Application) -> None:
+    app[keys.ACCESS_LOG].close()
 
 
 def add_routes(

@@ -103,5 +103,9 @@ async def _serve(app: web.Application, config: Config) -> None:
                 "shutdown_timeout reached: cancelling %d requests still in flight", active.count
             )
     finally:
-        await runner.cleanup()
+        try:
+            await runner.cleanup()
+        finally:
+            # Also when a cleanup step failed (the app's own close then did not run).
+            app[keys.ACCESS_LOG].close()
     log.info("stopped")

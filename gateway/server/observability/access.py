@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import random
 import re
+import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -61,8 +61,7 @@ def request_id_for(request: web.BaseRequest) -> str:
     given = request.headers.get(REQUEST_ID_HEADER)
     if given and _REQUEST_ID_RE.fullmatch(given):
         return given
-    # An identifier, not a secret: nothing is granted to whoever knows or guesses one.
-    return f"{random.getrandbits(128):032x}"
+    return secrets.token_hex(16)
 
 
 class ClientAddress:
@@ -157,13 +156,20 @@ class _Stamp:
 
     def __call__(self, now: float) -> str:
         second = int(now)
+        if self._as_json:
+            # As datetime.fromtimestamp (JsonFormatter's): rounded to the microsecond first.
+            micros = round((now - second) * 1_000_000)
+            if micros == 1_000_000:
+                second, micros = second + 1, 0
+            millis = micros // 1000
+        else:
+            millis = int((now - second) * 1000)  # as logging's msecs
         if second != self._second:
             self._second = second
             if self._as_json:  # 2026-11-23T06:21:13.963+00:00
                 self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
             else:  # logging's asctime: 2026-11-23 07:21:13,963, local time
                 self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        millis = int((now - second) * 1000)
         if self._as_json:
             return f"{self._prefix}.{millis:03d}+00:00"
         return f"{self._prefix},{millis:03d}"
@@ -241,6 +247,7 @@ class AccessLog:
         self._format = _JsonLine() if as_json else _TextLine()
         self._entries: list[_Entry] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
 
     def record(
         self,
@@ -270,7 +277,7 @@ class AccessLog:
         )
         entries = self._entries
         entries.append(entry)
-        if len(entries) >= FLUSH_LINES:
+        if len(entries) >= FLUSH_LINES or self._closed:
             self.flush()
         elif self._timer is None:
             try:
@@ -280,8 +287,15 @@ class AccessLog:
             else:
                 self._timer = loop.call_later(FLUSH_INTERVAL, self.flush)
 
+    def close(self) -> None:
+        """Write every buffered line now, and any line recorded from now on at once: the server
+        is stopping, and a timer may never fire again (a request cancelled at the end of the
+        shutdown still records its line)."""
+        self._closed = True
+        self.flush()
+
     def flush(self) -> None:
-        """Write every buffered line now (the server calls it when it stops)."""
+        """Write every buffered line now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

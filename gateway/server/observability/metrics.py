@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -13,6 +14,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 # The buckets' "le" labels as prometheus_client writes them (0.005, 1.0, ..., +Inf).
@@ -32,15 +34,22 @@ class RequestMetrics(Collector):
         # Per (method, route): how many durations fell in each bucket (not cumulative; the last
         # slot is above every bound), then their sum.
         self._durations: dict[tuple[str, str], list[float]] = {}
+        # When each series began: prometheus_client's own write it as ``_created``.
+        self._created: dict[tuple[str, ...] | tuple[str, str, int], float] = {}
         registry.register(self)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         counts = self._counts
         key = (method, route, status)
-        counts[key] = counts.get(key, 0) + 1
+        count = counts.get(key)
+        if count is None:
+            count = 0
+            self._created[key] = time.time()
+        counts[key] = count + 1
         durations = self._durations.get((method, route))
         if durations is None:
             durations = self._durations[(method, route)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+            self._created[(method, route)] = time.time()
         durations[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         durations[-1] += seconds
 
@@ -48,8 +57,11 @@ class RequestMetrics(Collector):
         requests = CounterMetricFamily(
             "gateway_requests", "HTTP requests handled.", labels=["method", "route", "status"]
         )
+        created = self._created
         for (method, route, status), count in list(self._counts.items()):
-            requests.add_metric([method, route, str(status)], count)
+            requests.add_metric(
+                [method, route, str(status)], count, created=created[(method, route, status)]
+            )
         yield requests
         latency = HistogramMetricFamily(
             "gateway_request_duration_seconds",
@@ -63,6 +75,11 @@ class RequestMetrics(Collector):
                 seen += in_bucket
                 buckets.append((le, seen))
             latency.add_metric([method, route], buckets, sum_value=durations[-1])
+            # HistogramMetricFamily takes no creation time: its sample is added as Histogram's.
+            labels = {"method": method, "route": route}
+            latency.samples.append(
+                Sample(f"{latency.name}_created", labels, created[(method, route)])
+            )
         yield latency
 
     def describe(self) -> Iterator[Metric]:
