@@ -55,10 +55,8 @@ class _HeaderDeadline(asyncio.Protocol):
         self._watch.add(self)
 
     def data_received(self, data: bytes) -> None:
-        handler = self._handler
-        handler.data_received(data)
-        # A parsed request waiting to be handled, or one being handled: headers have arrived.
-        if handler._messages or handler._request_in_progress:
+        self._handler.data_received(data)
+        if self._has_request():
             self.waiting_since = None
         elif self.waiting_since is None:
             self.waiting_since = time.monotonic()  # the next request on a kept-alive connection
@@ -79,14 +77,15 @@ class _HeaderDeadline(asyncio.Protocol):
 
     # --- the deadline ---
 
+    def _has_request(self) -> bool:
+        # A parsed request waiting to be handled, or one being handled: headers have arrived.
+        return bool(self._handler._messages) or self._handler._request_in_progress
+
     def expire(self, timeout: float) -> None:
         """The headers did not arrive in time: 408 if the client sent anything, then close."""
         self.waiting_since = None
         transport = self.transport
-        handler = self._handler
-        if transport is None or transport.is_closing():
-            return
-        if handler._messages or handler._request_in_progress:
+        if transport is None or transport.is_closing() or self._has_request():
             return
         if self.bytes_seen:
             peer = transport.get_extra_info("peername")

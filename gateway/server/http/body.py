@@ -29,10 +29,6 @@ async def read_json_object(
 ) -> dict[str, Any]:
     """Read a small JSON object body (at most ``limit`` bytes, else 413): 415 for a non-JSON
     type, 400 for malformed JSON."""
-    if not request.body_exists:  # no Content-Length (or 0) and not chunked: nothing to read
-        if allow_empty:
-            return {}
-        raise BadRequest("request body is empty; expected a JSON object", code="invalid_json")
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("request body too large")
     raw = await _read_at_most(request, limit + 1)

@@ -81,7 +81,7 @@ def observe(
         finally:
             try:
                 route = route_name(request)
-                metrics.observe_request(
+                metrics.requests.observe(
                     request.method, route, status, time.monotonic() - facts.started
                 )
                 if access.enabled:

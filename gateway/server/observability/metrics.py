@@ -16,6 +16,12 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+# Name and help of the two families.
+_REQUESTS = ("gateway_requests", "HTTP requests handled.")
+_DURATIONS = (
+    "gateway_request_duration_seconds",
+    "Time to answer a request, body transfer included.",
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 # The buckets' "le" labels as prometheus_client writes them (0.005, 1.0, ..., +Inf).
 _LE = (*(repr(float(bound)) for bound in LATENCY_BUCKETS), "+Inf")
@@ -34,8 +40,9 @@ class RequestMetrics(Collector):
         # Per (method, route): how many durations fell in each bucket (not cumulative; the last
         # slot is above every bound), then their sum.
         self._durations: dict[tuple[str, str], list[float]] = {}
-        # When each series began: prometheus_client's own write it as ``_created``.
-        self._created: dict[tuple[str, ...] | tuple[str, str, int], float] = {}
+        # When each series above began (by its key): prometheus_client's own write it as
+        # ``_created``.
+        self._created: dict[tuple[str, str, int] | tuple[str, str], float] = {}
         registry.register(self)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -54,20 +61,14 @@ class RequestMetrics(Collector):
         durations[-1] += seconds
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "gateway_requests", "HTTP requests handled.", labels=["method", "route", "status"]
-        )
+        requests = CounterMetricFamily(*_REQUESTS, labels=["method", "route", "status"])
         created = self._created
         for (method, route, status), count in list(self._counts.items()):
             requests.add_metric(
                 [method, route, str(status)], count, created=created[(method, route, status)]
             )
         yield requests
-        latency = HistogramMetricFamily(
-            "gateway_request_duration_seconds",
-            "Time to answer a request, body transfer included.",
-            labels=["method", "route"],
-        )
+        latency = HistogramMetricFamily(*_DURATIONS, labels=["method", "route"])
         for (method, route), durations in list(self._durations.items()):
             buckets: list[tuple[str, float]] = []
             seen = 0.0
@@ -84,10 +85,8 @@ class RequestMetrics(Collector):
 
     def describe(self) -> Iterator[Metric]:
         # Families without samples: the registry learns the names without a scrape.
-        yield CounterMetricFamily("gateway_requests", "HTTP requests handled.")
-        yield HistogramMetricFamily(
-            "gateway_request_duration_seconds", "Time to answer a request, body transfer included."
-        )
+        yield CounterMetricFamily(*_REQUESTS)
+        yield HistogramMetricFamily(*_DURATIONS)
 
 
 class Metrics:
@@ -129,10 +128,6 @@ class Metrics:
         self.buffer_bytes = Gauge(
             "gateway_buffer_bytes", "Bytes of part buffers reserved by uploads.", registry=r
         )
-
-    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one handled request and its duration."""
-        self.requests.observe(method, route, status, seconds)
 
 
 class DeploymentMetrics:
