@@ -22,6 +22,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.config_auth import JwtConfig as JwtConfig
+from gateway.config_auth import LimitsConfig as LimitsConfig
+from gateway.config_error import ConfigError as ConfigError  # where callers find it
 from gateway.envsubst import EnvReferenceError, Substituted, substitute
 
 # S3 refuses parts under 5 MiB (except the last) and allows at most 10,000 of them.
@@ -29,14 +32,6 @@ S3_MIN_PART_SIZE = 5 * 1024 * 1024
 S3_MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 # Secrets shorter than this are too easy to guess for HMAC keys that guard every URL.
 MIN_SECRET_KEY_LENGTH = 16
-
-
-class ConfigError(Exception):
-    """The configuration is unusable; the message starts with the key path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
 
 
 @dataclass(frozen=True)
@@ -50,6 +45,8 @@ class ServerConfig:
     header_timeout: float = 15.0
     send_timeout: float = 60.0
     trusted_proxies: tuple[str, ...] = ()
+    readiness_requires: tuple[Literal["storage", "deployer"], ...] = ("storage",)
+    readiness_interval: float = 5.0
 
     def validate(self, path: str) -> None:
         if not self.public_url:
@@ -59,7 +56,7 @@ class ServerConfig:
             raise ConfigError(f"{path}.public_url", "must be an absolute http(s) URL")
         if parts.query or parts.fragment:
             raise ConfigError(f"{path}.public_url", "must not have a query or fragment")
-        for name in ("body_timeout", "header_timeout", "send_timeout"):
+        for name in ("body_timeout", "header_timeout", "send_timeout", "readiness_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{path}.{name}", "must be positive")
         if not 0 <= self.port <= 65535:
@@ -80,6 +77,7 @@ class TokenConfig:
     name: str
     token: str
     apps: tuple[str, ...] = ("*",)
+    email: str | None = None
 
     def validate(self, path: str) -> None:
         if self.token.startswith("sha256:"):
@@ -99,6 +97,8 @@ class TokenConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     tokens: tuple[TokenConfig, ...] = ()
+    jwt: JwtConfig | None = None
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def validate(self, path: str) -> None:
         names = [t.name for t in self.tokens]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -20,13 +21,16 @@ from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.demo_deployer import DemoDeployer, running
 from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.jwks import JwksKeys
 from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle
 from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.domain.archive_check import ArchivePolicy
-from gateway.server.domain.auth import Authenticator
+from gateway.server.domain.auth import Authenticator, ConfiguredTokens, Verifier
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.limits import RateLimiter, UploadSlots
+from gateway.server.domain.oidc import OidcTokens
 from gateway.server.domain.signing import Clock, UrlSigner
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.domain.uploads import BufferBudget, Uploader
@@ -37,9 +41,10 @@ from gateway.server.http.deployments import DeploymentHandlers
 from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
 from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
-from gateway.server.http.probes import Probes, ReadinessCheck
+from gateway.server.http.probes import Probes
 from gateway.server.http.sources import SourceHandlers
 from gateway.server.observability.access import AccessLog, ClientAddress
+from gateway.server.observability.dependencies import DependencyChecks
 from gateway.server.observability.metrics import ActiveRequests, DeploymentMetrics, Metrics
 
 log = logging.getLogger(__name__)
@@ -49,16 +54,19 @@ DEPLOYMENTS_PATH = "/v1/apps/{app}/deployments"
 
 
 def connections_context(
-    connections: Connections, forwarder: ConfiguredForwarder, config: Config
+    connections: Connections,
+    forwarder: ConfiguredForwarder,
+    dependencies: DependencyChecks,
+    config: Config,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Opens the outbound connections and the forwarder while the app runs, and makes sure of
-    the bucket's lifecycle rule once they are open."""
+    """Opens the outbound connections and the forwarder while the app runs, makes sure of the
+    bucket's lifecycle rule once they are open, and checks the dependencies in the background."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with connections.open():
             if config.storage.ensure_lifecycle:
                 await _ensure_lifecycle(connections.s3, config)
-            async with forwarder.open():
+            async with forwarder.open(), dependencies.running():
                 yield
 
     return context
@@ -137,6 +145,57 @@ def demo_deployer_context(
     return context
 
 
+def authenticator(
+    config: Config, metrics: Metrics, clock: Clock
+) -> tuple[Authenticator, JwksKeys | None]:
+    """The API credentials the configuration accepts (YAML tokens, then the identity
+    provider's JWTs), with the per-identity request rate; and the provider's keys, if any."""
+    verifiers: list[Verifier] = [ConfiguredTokens(config.auth.tokens)]
+    keys: JwksKeys | None = None
+    jwt = config.auth.jwt
+    if jwt is not None:
+        fetches = metrics.jwks_fetches
+        keys = JwksKeys(
+            jwt.jwks_url,
+            timeout=jwt.jwks_timeout,
+            refresh_seconds=jwt.refresh_seconds,
+            clock=clock,
+            on_fetch=lambda ok: fetches.labels("ok" if ok else "failed").inc(),
+        )
+        verifiers.append(OidcTokens(jwt, keys))
+    rate = config.auth.limits.rate
+    limiter = RateLimiter(*rate) if rate is not None else None
+    return Authenticator(verifiers, limiter), keys
+
+
+def jwks_context(keys: JwksKeys) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with keys.running():
+            yield
+
+    return context
+
+
+def source_handlers(
+    config: Config,
+    auth: Authenticator,
+    signer: UrlSigner,
+    store: S3Store,
+    budget: BufferBudget,
+    metrics: Metrics,
+) -> SourceHandlers:
+    uploader = Uploader(
+        store,
+        part_size=config.sources.part_size_bytes,
+        max_size=config.sources.max_size_bytes,
+        budget=budget,
+        archive=ArchivePolicy.of(config.sources),
+    )
+    uploads = config.auth.limits.concurrent_uploads
+    slots = UploadSlots(uploads) if uploads else None
+    return SourceHandlers(config, auth, signer, store, uploader, metrics, slots)
+
+
 def create_app(
     config: Config,
     *,
@@ -151,27 +210,27 @@ def create_app(
     budget = BufferBudget(config.sources.max_buffer_bytes)
     metrics.buffer_bytes.set_function(lambda: budget.in_use)
     signer = UrlSigner(config.signing.secret_keys, config.sources.ttl_seconds, clock)
-    auth = Authenticator(config.auth.tokens)
+    auth, jwks = authenticator(config, metrics, clock)
     connections = Connections(config.storage)
     store = S3Store(
         connections, config.storage, on_error=lambda op: metrics.s3_errors.labels(op).inc()
     )
-    uploader = Uploader(
-        store,
-        part_size=config.sources.part_size_bytes,
-        max_size=config.sources.max_size_bytes,
-        budget=budget,
-        archive=ArchivePolicy.of(config.sources),
-    )
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)
-    sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
+    sources = source_handlers(config, auth, signer, store, budget, metrics)
     records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
-    deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, records, metrics)
-    readiness = ReadinessCheck(
-        [("storage", store.check), ("deployment queue", forwarder.check)], clock
+    dependencies = DependencyChecks(
+        [("storage", store.check), ("deployer", forwarder.check)],
+        config.server.readiness_requires,
+        config.server.readiness_interval,
+        clock,
+        metrics.dependency_up,
     )
-    probes = Probes(readiness, active, metrics, config.metrics.token)
+    deployer_failure = functools.partial(dependencies.failure, "deployer")
+    deploys = DeploymentHandlers(
+        auth, signer, archive_urls, forwarder, records, metrics, deployer_failure
+    )
+    probes = Probes(dependencies, active, metrics, config.metrics.token)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     access = AccessLog(
@@ -184,7 +243,9 @@ def create_app(
     app[keys.BUDGET] = budget
     app[keys.STORE] = store
     app[keys.ACCESS_LOG] = access
-    app.cleanup_ctx.append(connections_context(connections, forwarder, config))
+    app.cleanup_ctx.append(connections_context(connections, forwarder, dependencies, config))
+    if jwks is not None:
+        app.cleanup_ctx.append(jwks_context(jwks))
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(probes.on_shutdown)

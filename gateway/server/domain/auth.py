@@ -1,4 +1,11 @@
-"""API tokens: Bearer or HTTP Basic (empty user, token as password), compared in constant time."""
+"""API credentials: who a request's ``Authorization`` header says it is.
+
+A presented token (Bearer, or HTTP Basic with the token as password) is offered to each
+``Verifier`` in turn (the YAML tokens first, then the JWT kinds the configuration enables); the
+first that recognises it answers with an ``Identity``, the same whatever kind of credential it
+was. A verifier that does not recognise a token returns None; one that recognises it and refuses
+it raises ``Unauthorized`` saying why. The per-identity request limits apply after that.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,21 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.config import TokenConfig
 from gateway.errors import Forbidden, Unauthorized
+from gateway.server.domain.limits import RateLimiter
 
 
 @dataclass(frozen=True)
-class Principal:
-    """Who made an authenticated request: the configured token's name and the apps it may use."""
+class Identity:
+    """Who made an authenticated request: a name (a YAML token's name, a JWT's user), the apps
+    it may deploy (``"*"``: all of them) and, when known, an email address."""
 
     name: str
     apps: tuple[str, ...]
+    email: str | None = None
 
     def may_deploy(self, app: str) -> bool:
         return "*" in self.apps or app in self.apps
@@ -25,6 +36,15 @@ class Principal:
     def require_app(self, app: str) -> None:
         if not self.may_deploy(app):
             raise Forbidden(f"token {self.name!r} may not deploy app {app!r}")
+
+
+class Verifier(Protocol):
+    """One kind of API credential."""
+
+    async def verify(self, token: str) -> Identity | None:
+        """The token's identity; None when the token is not of this kind; ``Unauthorized``
+        when it is, and is not valid (expired, bad signature...)."""
+        ...
 
 
 def presented_token(authorization: str | None) -> str | None:
@@ -59,21 +79,44 @@ def same_secret(presented: str, expected_digest: bytes) -> bool:
     return hmac.compare_digest(secret_digest(presented), expected_digest)
 
 
-class Authenticator:
-    """Maps a presented token to its ``Principal``; timing does not tell which token matched."""
+class ConfiguredTokens:
+    """The tokens listed in ``auth.tokens``; timing does not tell which token matched."""
 
     def __init__(self, tokens: Sequence[TokenConfig]) -> None:
-        self._entries = [(t.digest, Principal(t.name, t.apps)) for t in tokens]
+        self._entries = [(t.digest, Identity(t.name, t.apps, t.email)) for t in tokens]
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    async def verify(self, token: str) -> Identity | None:
+        found: Identity | None = None
+        for expected, identity in self._entries:
+            # Every entry is compared, so the time taken does not tell which one matched.
+            if same_secret(token, expected):
+                found = identity
+        return found
+
+
+class Authenticator:
+    """Maps an ``Authorization`` header to its ``Identity`` through ``verifiers`` (in order),
+    then counts the request against the identity's rate limit, if there is one."""
+
+    def __init__(self, verifiers: Sequence[Verifier], limiter: RateLimiter | None = None) -> None:
+        self._verifiers = list(verifiers)
+        self._limiter = limiter
+
+    async def identify(self, authorization: str | None) -> Identity:
+        """The identity of the header's token, not counted against any limit."""
         token = presented_token(authorization)
         if token is None:
             raise Unauthorized("missing API token: use 'Authorization: Bearer <token>'")
-        found: Principal | None = None
-        for expected, principal in self._entries:
-            # Every entry is compared, so the time taken does not tell which one matched.
-            if same_secret(token, expected):
-                found = principal
-        if found is None:
-            raise Unauthorized("invalid API token")
-        return found
+        for verifier in self._verifiers:
+            identity = await verifier.verify(token)
+            if identity is not None:
+                return identity
+        raise Unauthorized("invalid API token")
+
+    async def authenticate(self, authorization: str | None) -> Identity:
+        """The identity of an API request: ``Unauthorized`` without a valid token,
+        ``TooManyRequests`` past its rate limit."""
+        identity = await self.identify(authorization)
+        if self._limiter is not None:
+            self._limiter.take(identity.name)
+        return identity

@@ -1,0 +1,11 @@
+"""``ConfigError``, in a module of its own so that every configuration module can raise it."""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message starts with the key path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
