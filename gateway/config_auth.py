@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from gateway.config_error import ConfigError
+from gateway.config_errors import ConfigError
 
 # Public-key algorithms only: an HMAC algorithm would take the provider's public key (which
 # anyone can fetch) for a shared secret, and "none" is no signature at all.

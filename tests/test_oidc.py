@@ -77,6 +77,7 @@ class Provider:
             "iat": now,
             "exp": now + 300,
             "sub": "f3b1c2d4",
+            "email": "alice@example.com",
             "preferred_username": "alice",
             "apps": ["my-app", "other-app"],
             **claims,
@@ -165,14 +166,15 @@ async def test_the_apps_and_user_come_from_the_claims(
 
     status, body = await deploy("my-app", provider.token("rsa-1"))
     assert status == 201, body
-    assert body["deployment"]["pusher"] == {"name": "alice"}
+    assert body["deployment"]["pusher"]["name"] == "alice"
+    assert body["deployment"]["pusher"]["email"] == "alice@example.com"
     status, body = await deploy("third-app", provider.token("rsa-1"))
     assert status == 403, body
     # A space-separated string, as OAuth scopes are written.
     spaced = provider.token("ec-1", apps="third-app  fourth-app", preferred_username="bob")
     status, body = await deploy("third-app", spaced)
     assert status == 201, body
-    assert body["deployment"]["pusher"] == {"name": "bob"}
+    assert body["deployment"]["pusher"]["name"] == "bob"
     status, _ = await deploy("my-app", spaced)
     assert status == 403
     status, _ = await deploy("my-app", provider.token("ec-1", apps=None))

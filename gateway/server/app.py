@@ -26,9 +26,10 @@ from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle
 from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.domain.archive_check import ArchivePolicy
-from gateway.server.domain.auth import Authenticator, ConfiguredTokens, Verifier
+from gateway.server.domain.auth import Authenticator, CredentialVerifier, principals_of
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.exchange import ExchangedTokens
 from gateway.server.domain.limits import RateLimiter, UploadSlots
 from gateway.server.domain.oidc import OidcTokens
 from gateway.server.domain.signing import Clock, UrlSigner
@@ -41,11 +42,17 @@ from gateway.server.http.deployments import DeploymentHandlers
 from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
 from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
+from gateway.server.http.platform import PlatformHandlers
 from gateway.server.http.probes import Probes
 from gateway.server.http.sources import SourceHandlers
 from gateway.server.observability.access import AccessLog, ClientAddress
 from gateway.server.observability.dependencies import DependencyChecks
-from gateway.server.observability.metrics import ActiveRequests, DeploymentMetrics, Metrics
+from gateway.server.observability.metrics import (
+    ActiveRequests,
+    DeploymentMetrics,
+    Metrics,
+    PlatformMetrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +154,17 @@ def demo_deployer_context(
 
 def authenticator(
     config: Config, metrics: Metrics, clock: Clock
-) -> tuple[Authenticator, JwksKeys | None]:
-    """The API credentials the configuration accepts (YAML tokens, then the identity
-    provider's JWTs), with the per-identity request rate; and the provider's keys, if any."""
-    verifiers: list[Verifier] = [ConfiguredTokens(config.auth.tokens)]
+) -> tuple[Authenticator, ExchangedTokens, JwksKeys | None]:
+    """The API credentials the configuration accepts (YAML tokens, the JWTs
+    ``POST /v1/tokens/exchange`` hands out for them, the identity provider's JWTs), with the
+    per-identity request rate; the exchange, and the provider's keys if any."""
+    exchanged = ExchangedTokens(
+        config.signing.secret_keys,
+        config.auth.exchange_ttl_seconds,
+        principals_of(config.auth.tokens),
+        clock,
+    )
+    verifiers: list[CredentialVerifier] = [exchanged.verify]
     keys: JwksKeys | None = None
     jwt = config.auth.jwt
     if jwt is not None:
@@ -162,10 +176,10 @@ def authenticator(
             clock=clock,
             on_fetch=lambda ok: fetches.labels("ok" if ok else "failed").inc(),
         )
-        verifiers.append(OidcTokens(jwt, keys))
+        verifiers.append(OidcTokens(jwt, keys).verify)
     rate = config.auth.limits.rate
     limiter = RateLimiter(*rate) if rate is not None else None
-    return Authenticator(verifiers, limiter), keys
+    return Authenticator(config.auth.tokens, verifiers, limiter), exchanged, keys
 
 
 def jwks_context(keys: JwksKeys) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -196,6 +210,19 @@ def source_handlers(
     return SourceHandlers(config, auth, signer, store, uploader, metrics, slots)
 
 
+def dependency_checks(
+    config: Config, store: S3Store, forwarder: ConfiguredForwarder, clock: Clock, metrics: Metrics
+) -> DependencyChecks:
+    """The bucket and the deployer, checked in the background (readiness reads the results)."""
+    return DependencyChecks(
+        [("storage", store.check), ("deployer", forwarder.check)],
+        config.server.readiness_requires,
+        config.server.readiness_interval,
+        clock,
+        metrics.dependency_up,
+    )
+
+
 def create_app(
     config: Config,
     *,
@@ -210,7 +237,7 @@ def create_app(
     budget = BufferBudget(config.sources.max_buffer_bytes)
     metrics.buffer_bytes.set_function(lambda: budget.in_use)
     signer = UrlSigner(config.signing.secret_keys, config.sources.ttl_seconds, clock)
-    auth, jwks = authenticator(config, metrics, clock)
+    auth, exchanged, jwks = authenticator(config, metrics, clock)
     connections = Connections(config.storage)
     store = S3Store(
         connections, config.storage, on_error=lambda op: metrics.s3_errors.labels(op).inc()
@@ -219,18 +246,13 @@ def create_app(
     archive_urls = archive_url_checker(config, signer, store, resolver)
     sources = source_handlers(config, auth, signer, store, budget, metrics)
     records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
-    dependencies = DependencyChecks(
-        [("storage", store.check), ("deployer", forwarder.check)],
-        config.server.readiness_requires,
-        config.server.readiness_interval,
-        clock,
-        metrics.dependency_up,
-    )
+    dependencies = dependency_checks(config, store, forwarder, clock, metrics)
     deployer_failure = functools.partial(dependencies.failure, "deployer")
     deploys = DeploymentHandlers(
         auth, signer, archive_urls, forwarder, records, metrics, deployer_failure
     )
     probes = Probes(dependencies, active, metrics, config.metrics.token)
+    platform = PlatformHandlers(config, auth, exchanged, PlatformMetrics(metrics.registry))
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     access = AccessLog(
@@ -252,6 +274,7 @@ def create_app(
     app.on_cleanup.append(close_access_log)
 
     add_routes(app, config, sources, deploys, probes)
+    add_platform_routes(app.router, platform)
     records.add_routes(app.router)
     if config.deployments.demo_deployer:
         app.cleanup_ctx.append(demo_deployer_context(config, connections))
@@ -271,6 +294,15 @@ def middlewares(
 
 async def close_access_log(app: web.Application) -> None:
     app[keys.ACCESS_LOG].close()
+
+
+def add_platform_routes(router: web.UrlDispatcher, platform: PlatformHandlers) -> None:
+    """The platform's auth API and its app object (gateway.server.http.platform)."""
+    router.add_post("/v1/tokens/exchange", platform.exchange, expect_handler=continue_at_once)
+    get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
+    get("/v1/users/self", platform.users_self)
+    get("/v1/regions", platform.regions)
+    get("/v1/apps/{app}", platform.app)
 
 
 def add_routes(

@@ -102,7 +102,7 @@ class OidcTokens:
         return Identity(
             name,
             apps_of(claims.get(self._config.apps_claim)),
-            email if isinstance(email, str) else None,
+            email if isinstance(email, str) else "",
         )
 
 
