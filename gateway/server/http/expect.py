@@ -38,8 +38,9 @@ async def continue_at_once(request: web.Request) -> None:
 
 
 async def defer_continue(request: web.Request) -> None:
-    """Expect handler for uploads: send nothing yet; the handler sends 100 Continue once it has
-    accepted the token and the size, so a refused upload never transfers its body."""
+    """Expect handler for routes with a body: send nothing yet; the handler sends 100 Continue
+    once it has accepted the credentials (and for uploads the size), so a refused request never
+    transfers its body (``gateway.server.http.body.send_continue``)."""
 
 
 async def _refuse(request: web.Request) -> web.StreamResponse:
