@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from gateway.server.http.expect import send_continue
 from gateway.server.observability.access import facts_of
 
 # How much of a JSON request body is read: the API's bodies are a few small fields.
@@ -88,13 +89,6 @@ def _deeper_than(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
-
-
-async def send_continue(request: web.Request) -> None:
-    """Tell a client that waits for it (``Expect: 100-continue``) to send the body now."""
-    if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
 
 
 # Seconds of waiting for a client over which its upload rate is judged (half of body_timeout when

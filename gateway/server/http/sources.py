@@ -29,7 +29,8 @@ from gateway.server.domain.sources import (
     stored_content_type,
 )
 from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_content_md5
-from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object, send_continue
+from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object
+from gateway.server.http.expect import send_continue
 from gateway.server.http.streams import start_stream
 from gateway.server.observability.access import facts_of
 from gateway.server.observability.metrics import Metrics
