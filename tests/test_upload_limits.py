@@ -252,6 +252,7 @@ async def raw_post(gateway: Gateway, target: str, head: str) -> tuple[int, bytes
         "/v1/sources",
         "/v1/apps/my-app/deployments",
         "/v1/apps/my-app/deployments/0b7c6a4e-3c1a-4d8e-9a57-1c2d3e4f5a6b/events?token=bad",
+        "/v1/tokens/exchange",
     ],
 )
 @pytest.mark.parametrize("auth", ["", "Authorization: Bearer wrong-token\r\n"])
