@@ -141,13 +141,22 @@ async def test_pipelined_request_started_in_the_same_segment_has_the_deadline(
     assert b"HTTP/1.1 408 " in answer
 
 
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [b"Content-Length: 4\r\n\r\nab", b"cdGET /echo HTTP/1.1\r\n"],
+        [b"Transfer-Encoding: chunked\r\n\r\n4\r\nab", b"cd\r\n0\r\n\r\nGET /echo HTTP/1.1\r\n"],
+        [b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r", b"\nGET /echo HTTP/1.1\r\n"],
+    ],
+    ids=["content-length", "chunked", "chunked-end-straddling"],
+)
 async def test_body_arriving_with_the_start_of_the_next_request_has_the_deadline(
-    served: tuple[str, int],
+    served: tuple[str, int], segments: list[bytes]
 ) -> None:
     reader, writer = await asyncio.open_connection(*served)
-    writer.write(b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    writer.write(b"PUT /echo HTTP/1.1\r\nHost: x\r\n" + segments[0])
     await asyncio.sleep(HEADER_TIMEOUT / 5)
-    writer.write(b"cdGET /echo HTTP/1.1\r\n")
+    writer.write(segments[1])
     answer = await read_all(reader)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 200 ")

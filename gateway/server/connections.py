@@ -106,6 +106,7 @@ class _HeaderDeadline(asyncio.Protocol):
         self.next_started = False
         self._counted = 0  # requests parsed when _latest was last looked at
         self._latest: StreamReader | None = None  # the body of the latest request, until complete
+        self._latest_length: int | None = None  # its Content-Length; None when chunked
 
     # --- asyncio.Protocol, forwarded ---
 
@@ -116,18 +117,23 @@ class _HeaderDeadline(asyncio.Protocol):
         self._watch.add(self)
 
     def data_received(self, data: bytes) -> None:
-        # The parser keeps a partial request to itself; whether this segment ends with the start
-        # of one after a complete request is told by feeding its last byte apart: the latest
-        # request was complete before that byte, so the byte belongs to a further one.
+        # The parser keeps a partial request to itself; whether a segment that may end a request
+        # also starts the next one is told by feeding its last byte apart: if the latest request
+        # was complete before that byte, the byte belongs to a further one. The middle of a body
+        # (most of an upload's segments) is fed whole.
         handler = self._handler
         if not data:
             return
-        if len(data) > 1:
-            handler.data_received(data[:-1])
-        complete_before = self._latest_complete()
-        count_before = handler._request_count
-        handler.data_received(data[-1:])
-        self.next_started = complete_before and handler._request_count == count_before
+        if not self._may_end_request(data):
+            handler.data_received(data)
+            self.next_started = False
+        else:
+            if len(data) > 1:
+                handler.data_received(data[:-1])
+            complete_before = self._latest_complete()
+            count_before = handler._request_count
+            handler.data_received(data[-1:])
+            self.next_started = complete_before and handler._request_count == count_before
         if self._has_request():
             self.waiting_since = None
         elif self.waiting_since is None:
@@ -159,10 +165,25 @@ class _HeaderDeadline(asyncio.Protocol):
         if handler._request_count != self._counted:
             # Parsed since the last look, so still queued: the handler takes them in a task.
             self._counted = handler._request_count
-            self._latest = handler._messages[-1][1] if handler._messages else None
+            self._latest, self._latest_length = None, None
+            if handler._messages:
+                message, self._latest = handler._messages[-1]
+                length = getattr(message, "headers", {}).get("Content-Length", "")
+                if not getattr(message, "chunked", True) and length.isdigit():
+                    self._latest_length = int(length)
         if self._latest is not None and self._latest.is_eof():
             self._latest = None
         return self._latest is None
+
+    def _may_end_request(self, data: bytes) -> bool:
+        """Whether ``data`` may hold the end of a request (so perhaps the start of another)."""
+        if self._latest_complete():
+            return True  # it starts a request
+        assert self._latest is not None
+        if self._latest_length is not None:
+            return len(data) >= self._latest_length - self._latest.total_bytes
+        # A chunked body ends with an empty line, which may straddle two segments.
+        return b"\r\n\r\n" in data or b"\n" in data[:3]
 
     def idle(self, now: float) -> None:
         """The tick's look at a connection: a request is done and bytes of the next one came
