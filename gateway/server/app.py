@@ -157,6 +157,17 @@ def authenticator(config: Config, clock: Clock) -> tuple[Authenticator, Exchange
     return Authenticator(config.auth.tokens, [exchanged.verify]), exchanged
 
 
+def upload_core(config: Config, store: S3Store, budget: BufferBudget, pool: CheckPool) -> Uploader:
+    sources = config.sources
+    return Uploader(
+        store,
+        part_size=sources.part_size_bytes,
+        max_size=sources.max_size_bytes,
+        budget=budget,
+        archive=ArchivePolicy.of(sources, pool),
+    )
+
+
 def create_app(
     config: Config,
     *,
@@ -177,13 +188,7 @@ def create_app(
         connections, config.storage, on_error=lambda op: metrics.s3_errors.labels(op).inc()
     )
     check_pool = CheckPool(config.sources.archive_check_threads)
-    uploader = Uploader(
-        store,
-        part_size=config.sources.part_size_bytes,
-        max_size=config.sources.max_size_bytes,
-        budget=budget,
-        archive=ArchivePolicy.of(config.sources, check_pool),
-    )
+    uploader = upload_core(config, store, budget, check_pool)
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)
     sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
