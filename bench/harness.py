@@ -113,8 +113,14 @@ class Server:
         self.ps = psutil.Process(self.proc.pid)
 
     def cpu(self) -> float:
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
+        """CPU seconds of the process and of its live children (the workers of
+        ``gateway serve --workers N``)."""
+        total = 0.0
+        for proc in [self.ps, *self.ps.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
 
     def rss(self) -> int:
         return int(self.ps.memory_info().rss)
@@ -158,9 +164,16 @@ def create_bucket(endpoint: str) -> str:
     return name
 
 
-def gateway_config(endpoint: str, bucket: str, port: int, **sources: Any) -> dict[str, Any]:
+def gateway_config(
+    endpoint: str, bucket: str, port: int, workers: int = 1, **sources: Any
+) -> dict[str, Any]:
     return {
-        "server": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
+        "server": {
+            "host": "127.0.0.1",
+            "port": port,
+            "public_url": f"http://127.0.0.1:{port}",
+            "workers": workers,
+        },
         "auth": {"tokens": [{"name": "bench", "token": TOKEN, "apps": ["*"]}]},
         "signing": {"secret_keys": [SECRET]},
         # The transfer figures move arbitrary bytes: the archive check is off unless a bench turns
@@ -180,15 +193,16 @@ def gateway_config(endpoint: str, bucket: str, port: int, **sources: Any) -> dic
 
 @contextlib.contextmanager
 def gateway(
-    endpoint: str, bucket: str, *, loop: str = "asyncio", **sources: Any
+    endpoint: str, bucket: str, *, loop: str = "asyncio", workers: int = 1, **sources: Any
 ) -> Iterator[Server]:
-    """``gateway serve --config FILE`` in a process of its own.
+    """``gateway serve --config FILE`` in a process of its own (with ``workers`` processes).
 
     ``loop="uvloop"`` runs the same command on uvloop's event loop instead of asyncio's."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gateway.yaml"
-        path.write_text(yaml.safe_dump(gateway_config(endpoint, bucket, port, **sources)))
+        config = gateway_config(endpoint, bucket, port, workers, **sources)
+        path.write_text(yaml.safe_dump(config))
         if loop == "uvloop":
             code = (
                 "import asyncio, sys, uvloop;"

@@ -29,6 +29,8 @@ from gateway.envsubst import EnvReferenceError, substitute
 # S3 refuses parts under 5 MiB (except the last) and allows at most 10,000 of them.
 S3_MIN_PART_SIZE = 5 * 1024 * 1024
 S3_MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
+# Worker processes of one `gateway serve`: more than the cores of a large machine is a mistake.
+MAX_WORKERS = 64
 # Secrets shorter than this are too easy to guess for HMAC keys that guard every URL.
 MIN_SECRET_KEY_LENGTH = 16
 
@@ -45,6 +47,7 @@ class ServerConfig:
     send_timeout: float = 60.0
     min_upload_rate: int = 16 * 1024
     trusted_proxies: tuple[str, ...] = ()
+    workers: int = 1
     readiness_requires: tuple[Literal["storage", "deployer"], ...] = ("storage",)
     readiness_interval: float = 5.0
 
@@ -63,6 +66,10 @@ class ServerConfig:
             raise ConfigError(f"{path}.min_upload_rate", "must not be negative")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"{path}.port", "must be between 0 and 65535")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"{path}.workers", f"must be between 1 and {MAX_WORKERS}")
+        if self.workers > 1 and self.port == 0:
+            raise ConfigError(f"{path}.port", "0 (any free port) would give each worker its own")
         for i, cidr in enumerate(self.trusted_proxies):
             try:
                 ipaddress.ip_network(cidr, strict=False)

@@ -54,6 +54,7 @@ from gateway.server.observability.metrics import (
     Metrics,
     PlatformMetrics,
 )
+from gateway.server.observability.shared_metrics import SharedMetrics, Worker
 
 log = logging.getLogger(__name__)
 
@@ -228,15 +229,39 @@ def upload_core(config: Config, store: S3Store, budget: BufferBudget, pool: Chec
     )
 
 
+def observers(
+    config: Config,
+    metrics: Metrics,
+    dependencies: DependencyChecks,
+    active: ActiveRequests,
+    access_stream: Callable[[], TextIO],
+    worker: Worker | None,
+) -> tuple[Probes, AccessLog, SharedMetrics | None]:
+    """The probes, the access log and, in a worker process, the metrics it shares with the
+    other workers (``/metrics`` then reports their sum)."""
+    shared = SharedMetrics(metrics.registry, worker) if worker else None
+    render = shared.render if shared else None
+    probes = Probes(dependencies, active, metrics, config.metrics.token, render)
+    access = AccessLog(
+        enabled=config.logging.access_enabled,
+        as_json=config.logging.json,
+        stream=access_stream,
+        worker=worker.index if worker else None,
+    )
+    return probes, access, shared
+
+
 def create_app(
     config: Config,
     *,
     clock: Clock = time.time,
     resolver: Resolver = system_resolver,
     access_stream: Callable[[], TextIO] = lambda: sys.stderr,
+    worker: Worker | None = None,
 ) -> web.Application:
     """Build the gateway for ``config``. Reads no files and no globals; ``clock``, ``resolver``
-    (DNS for deployment URLs) and ``access_stream`` (where access lines go) are for tests."""
+    (DNS for deployment URLs) and ``access_stream`` (where access lines go) are for tests;
+    ``worker`` is set in a worker process of ``gateway serve --workers N``."""
     metrics = Metrics()
     active = ActiveRequests()
     budget = BufferBudget(config.sources.max_buffer_bytes, config.server.body_timeout)
@@ -258,13 +283,10 @@ def create_app(
     deploys = DeploymentHandlers(
         auth, signer, archive_urls, forwarder, records, metrics, deployer_failure
     )
-    probes = Probes(dependencies, active, metrics, config.metrics.token)
+    probes, access, shared = observers(config, metrics, dependencies, active, access_stream, worker)
     platform = PlatformHandlers(config, auth, exchanged, PlatformMetrics(metrics.registry))
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
-    access = AccessLog(
-        enabled=config.logging.access_enabled, as_json=config.logging.json, stream=access_stream
-    )
     app = web.Application(middlewares=middlewares(config, metrics, active, access, cors))
     # Shared state aiohttp's runner and the tests reach; handlers get their collaborators above.
     app[keys.METRICS] = metrics
@@ -275,6 +297,8 @@ def create_app(
     app.cleanup_ctx.append(connections_context(connections, forwarder, dependencies, config))
     if jwks is not None:
         app.cleanup_ctx.append(jwks_context(jwks))
+    if shared is not None:
+        app.cleanup_ctx.append(shared.context)
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(probes.on_shutdown)

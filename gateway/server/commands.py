@@ -15,6 +15,7 @@ from gateway.server.adapters.aws import open_s3_client
 from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle, get_rules
 from gateway.server.observability.logs import configure_logging
 from gateway.server.serve import PortInUse, serve
+from gateway.server.workers import with_workers
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -34,15 +35,14 @@ def _with_embedded(stack: contextlib.ExitStack, config: Config) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = load_config(_config_path(args))
+    config = with_workers(load_config(_config_path(args)), args.workers)
     configure_logging(config.logging.level, config.logging.json)
     with contextlib.ExitStack() as stack:
         try:
-            serve(_with_embedded(stack, config))
+            return serve(_with_embedded(stack, config))
         except PortInUse as exc:
             print(f"gateway: {exc}", file=sys.stderr)
             return 2
-    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -88,6 +88,11 @@ async def _lifecycle(config: Config, *, apply: bool) -> list[dict[str, Any]]:
 def add_server_commands(sub: Any) -> None:
     serve_p = sub.add_parser("serve", help="serve the gateway")
     serve_p.add_argument("--config", help="YAML configuration (default: $GATEWAY_CONFIG)")
+    serve_p.add_argument(
+        "--workers",
+        type=int,
+        help="processes serving the port, each a full instance (default: server.workers)",
+    )
     serve_p.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")

@@ -15,19 +15,16 @@ from gateway.config import Config, ServerConfig
 from gateway.server import keys
 from gateway.server.app import create_app
 from gateway.server.connections import GatewayRunner
+from gateway.server.observability.logs import configure_logging
+from gateway.server.observability.shared_metrics import Worker
+from gateway.server.workers import PortInUse as PortInUse
+from gateway.server.workers import Supervisor
 
 log = logging.getLogger("gateway")
 
 
 # After shutdown_timeout, what requests still running get to notice their cancellation.
 CANCEL_GRACE_SECONDS = 1.0
-
-
-class PortInUse(Exception):
-    """Another process listens on the configured port."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(f"port {port} is in use")
 
 
 def public_url_mismatch(server: ServerConfig) -> str | None:
@@ -49,12 +46,25 @@ def public_url_mismatch(server: ServerConfig) -> str | None:
     )
 
 
-def serve(config: Config) -> None:
-    """Run the gateway until SIGINT/SIGTERM; in-flight transfers get ``shutdown_timeout``."""
+def serve(config: Config) -> int:
+    """Run the gateway until SIGINT/SIGTERM; in-flight transfers get ``shutdown_timeout``. With
+    ``server.workers`` above 1, that many supervised worker processes. The exit status."""
+    if config.server.workers > 1:
+        return Supervisor(config, run_worker).run()
     asyncio.run(_serve(create_app(config), config))
+    return 0
 
 
-async def _serve(app: web.Application, config: Config) -> None:
+def run_worker(config: Config, worker: Worker) -> None:
+    """A worker process: the gateway as one process serves, on a port the workers share."""
+    configure_logging(config.logging.level, config.logging.json, worker=worker.index)
+    # Ctrl-C in a terminal reaches every process of the group: the supervisor alone decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    app = create_app(config, worker=worker)
+    asyncio.run(_serve(app, config, reuse_port=True))
+
+
+async def _serve(app: web.Application, config: Config, *, reuse_port: bool = False) -> None:
     """Serve ``app``; on SIGTERM stop accepting, drain in-flight requests, then clean up.
 
     aiohttp's ``run_app`` waits for running handlers on shutdown, but (3.14) its first step closes
@@ -71,7 +81,8 @@ async def _serve(app: web.Application, config: Config) -> None:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, server.host, server.port)
+        # Workers each listen with SO_REUSEPORT: the kernel spreads connections over them.
+        site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:

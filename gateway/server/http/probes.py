@@ -10,6 +10,7 @@ Kubernetes' one-second default timeout whatever S3 or SQS do.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import generate_latest
@@ -42,10 +43,13 @@ class Probes:
         active: ActiveRequests,
         metrics: Metrics,
         metrics_token: str | None,
+        render: Callable[[], bytes] | None = None,
     ) -> None:
         self._dependencies = dependencies
         self._active = active
-        self._registry = metrics.registry
+        registry = metrics.registry
+        # One process: its registry. Workers: every worker's figures summed (shared_metrics).
+        self._render = render or (lambda: generate_latest(registry))
         self._token_digest = secret_digest(metrics_token) if metrics_token else None
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -80,7 +84,7 @@ class Probes:
             presented = presented_token(request.headers.get("Authorization")) or ""
             if not same_secret(presented, self._token_digest):
                 raise Unauthorized("metrics need 'Authorization: Bearer <metrics token>'")
-        response = web.Response(body=generate_latest(self._registry))
+        response = web.Response(body=self._render())
         # Set as a header: aiohttp's content_type property refuses a value with parameters.
         response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response

@@ -19,7 +19,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from typing import TextIO
@@ -29,6 +29,9 @@ from aiohttp import web
 from gateway.redaction import MASK, redact
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# What one write to a pipe may carry without another process's write landing inside it (POSIX's
+# PIPE_BUF on Linux): worker processes share one standard error.
+ATOMIC_WRITE = 4096
 # A client-supplied id is kept only if it is short and plain, so it cannot forge log content.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -179,8 +182,9 @@ class _JsonLine:
     """An entry as the JSON line ``logging``'s JsonFormatter would write for it: the same keys
     in the same order, with json's spacing and string escaping, without a dict or an encoder."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: int | None = None) -> None:
         self._stamp = _Stamp(as_json=True)
+        self._end = "}\n" if worker is None else f', "worker": {int(worker)}}}\n'
 
     def __call__(self, entry: _Entry) -> str:
         (
@@ -204,7 +208,7 @@ class _JsonLine:
             f'"route": {_json(route)}, "status": {status}, "bytes_in": {bytes_in}, '
             f'"bytes_out": {bytes_out}, "duration_ms": {round(duration * 1000, 2)!r}, '
             f'"request_id": {_json(rid)}, "remote": {_json(remote)}, '
-            f'"outcome": {_json(outcome)}}}\n'
+            f'"outcome": {_json(outcome)}{self._end}'
         )
 
 
@@ -218,6 +222,21 @@ class _TextLine:
         now, _, method, raw_path, _, status = entry[:6]
         message = f"{method} {loggable_path(raw_path)} {status}"
         return f"{self._stamp(now)} INFO {AccessLog.LOGGER} {message}\n"
+
+
+def _whole_lines(lines: Iterable[str]) -> Iterator[str]:
+    """``lines`` joined in pieces of at most ``ATOMIC_WRITE`` bytes (a longer line alone): each
+    piece is one write, so workers sharing standard error never cut into each other's lines."""
+    piece: list[str] = []
+    size = 0
+    for line in lines:
+        if piece and size + len(line) > ATOMIC_WRITE:
+            yield "".join(piece)
+            piece, size = [], 0
+        piece.append(line)
+        size += len(line)
+    if piece:
+        yield "".join(piece)
 
 
 def _json(text: str | None) -> str:
@@ -240,11 +259,12 @@ class AccessLog:
         as_json: bool,
         stream: Callable[[], TextIO] = lambda: sys.stderr,
         clock: Callable[[], float] = time.time,
+        worker: int | None = None,
     ) -> None:
         self.enabled = enabled
         self._stream = stream
         self._clock = clock
-        self._format = _JsonLine() if as_json else _TextLine()
+        self._format = _JsonLine(worker) if as_json else _TextLine()
         self._entries: list[_Entry] = []
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -302,11 +322,11 @@ class AccessLog:
         entries, self._entries = self._entries, []
         if not entries:
             return
-        text = "".join(map(self._format, entries))
         try:
             stream = self._stream()
-            stream.write(text)
-            stream.flush()
+            for text in _whole_lines(map(self._format, entries)):
+                stream.write(text)
+                stream.flush()
         except (OSError, ValueError):
             # Standard error is gone (a closed pipe): as ``logging`` does, serving goes on.
             pass

@@ -74,13 +74,29 @@ class UnparsableRequests(logging.Filter):
         return True
 
 
-def configure_logging(level: str, as_json: bool) -> None:
+class WorkerField(logging.Filter):
+    """Names the worker process (``server.workers``) in every record: ``worker`` in JSON."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def configure_logging(level: str, as_json: bool, worker: int | None = None) -> None:
+    """Log lines to standard error; ``worker``, in a worker process, is named in each line."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactSecrets())
+    if worker is not None:
+        handler.addFilter(WorkerField(worker))
     if as_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        name = "%(name)s[%(worker)s]" if worker is not None else "%(name)s"
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {name} %(message)s"))
     # No log line says where in the source it was made or from which thread or process: not
     # gathering that spares a walk up the stack for every line (logging's documented switches).
     logging._srcfile = None
