@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import io
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import aiohttp
 import aiohttp.web_app
 import moto.s3.models
+import moto.s3.responses
 import pytest
 from aiohttp.test_utils import unused_port
 from moto.server import ThreadedMotoServer
@@ -85,6 +87,24 @@ def moto_endpoint() -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture
+def atomic_conditional_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make moto's conditional PutObject atomic, as S3's is, for the tests that race writers.
+
+    moto 5.2 honours If-None-Match and If-Match but checks the key and then writes it in two
+    steps, each request on its own server thread: two writers racing for one key can both pass
+    the check and both be told they created it, which S3 never does. One lock around moto's whole
+    PutObject (it runs in this process: ThreadedMotoServer) closes that window."""
+    lock = threading.Lock()
+    original = moto.s3.responses.S3Response.put_object
+
+    def put_object(self: moto.s3.responses.S3Response) -> Any:
+        with lock:
+            return original(self)
+
+    monkeypatch.setattr(moto.s3.responses.S3Response, "put_object", put_object)
 
 
 @pytest.fixture
