@@ -19,6 +19,7 @@ from gateway.server.domain.event_log import (
     render_output,
     snapshot,
 )
+from gateway.server.domain.log_heads import LogHeads
 from gateway.server.domain.records import (
     MAX_EVENT_CONTENT,
     STATUSES,
@@ -299,3 +300,19 @@ def test_pagination_meta(page: Page, total: int, expected: tuple[Any, Any, int])
         (page.number - 1) * page.per_page,
         page.number * page.per_page,
     )
+
+
+def test_log_heads_know_the_numbers_before_the_head_only_without_a_gap() -> None:
+    heads = LogHeads()
+    key = ("my-app", "d-1")
+    entries = chain([log_event(n, "x") for n in (4, 2, 9, 1)])
+    assert heads.numbers_after(key, 0) is None
+    heads.remember(key, entries[:2])
+    assert heads.numbers_after(key, 0) == [4, 2]
+    assert heads.numbers_after(key, 1) == [2]
+    heads.remember(key, [entries[3]])  # slot 4 without slot 3: a gap
+    assert heads.get(key) == entries[3]
+    assert heads.numbers_after(key, 2) is None
+    assert heads.numbers_after(key, 3) == [1]
+    heads.remember(key, entries[:3])  # older entries change nothing
+    assert heads.get(key) == entries[3]

@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from gateway.errors import GatewayError
@@ -35,38 +34,15 @@ from gateway.server.domain.event_log import (
     render_output,
     snapshot,
 )
+from gateway.server.domain.log_heads import KeyedLocks, LogHeads
 from gateway.server.domain.records import Event, EventConflict, Page, is_finished
 
 log = logging.getLogger(__name__)
 
-# Deployments whose last known log entry an instance remembers, so that an event usually takes
-# its slot at the first try without listing the log.
-HEADS_REMEMBERED = 1024
 # Seconds an event may spend losing its slot to other writers before it gives up with 503
 # (nothing stored): each loss is another event stored, one every few milliseconds, so a deployer
 # would need thousands of requests in flight to make an event wait this long.
 APPEND_SECONDS = 20.0
-
-
-class KeyedLocks:
-    """One ``asyncio.Lock`` per key, kept only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Any, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: Any) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 class DeploymentTracker:
@@ -76,7 +52,7 @@ class DeploymentTracker:
         self.store = store
         self.events = events
         self.max_output_bytes = max_output_bytes
-        self._heads: OrderedDict[tuple[str, str], Entry] = OrderedDict()
+        self._heads = LogHeads()
         self._turns = KeyedLocks()
 
     async def create(self, record: Mapping[str, Any], created: float) -> None:
@@ -93,17 +69,6 @@ class DeploymentTracker:
 
     # Taking events ---------------------------------------------------------------------------
 
-    def _remember(self, app: str, deployment_id: str, entry: Entry | None) -> None:
-        if entry is None:
-            return
-        key = (app, deployment_id)
-        known = self._heads.get(key)
-        if known is None or entry_slot(known) < entry_slot(entry):
-            self._heads[key] = entry
-        self._heads.move_to_end(key)
-        while len(self._heads) > HEADS_REMEMBERED:
-            self._heads.popitem(last=False)
-
     async def head(self, app: str, deployment_id: str, record: Mapping[str, Any]) -> Entry | None:
         """The last entry of the log (None: empty), read after what this instance knows of it."""
         known = self._heads.get((app, deployment_id))
@@ -113,7 +78,7 @@ class DeploymentTracker:
         entry = known if entry_slot(known) == last else None
         if entry is None and last:
             entry = await self.events.get_entry(app, deployment_id, last)
-        self._remember(app, deployment_id, entry)
+        self._heads.remember((app, deployment_id), [entry])
         return entry
 
     async def add_event(self, app: str, deployment_id: str, event: Event, received_at: str) -> bool:
@@ -168,9 +133,11 @@ class DeploymentTracker:
         still race, and the conditional write settles it."""
         try:
             async with asyncio.timeout(APPEND_SECONDS), self._turns.hold((app, deployment_id)):
-                known = self._heads.get((app, deployment_id))
-                if entry_slot(known) > entry_slot(previous) and not walk_first:
-                    previous = known  # appended meanwhile by this instance: no slot between
+                key = (app, deployment_id)
+                between = self._heads.numbers_after(key, entry_slot(previous))
+                if not walk_first and between and event.id not in between:
+                    # Written meanwhile, seen by this instance: start after them.
+                    previous = self._heads.get(key)
                 return await self._take_slot(
                     app, deployment_id, event, previous, received_at, walk_first
                 )
@@ -198,11 +165,11 @@ class DeploymentTracker:
                     if int(entry["event"]["id"]) == event.id:
                         return entry, False  # stored by an earlier try (same claim, same event)
                 previous = newer[-1] if newer else previous
-                self._remember(app, deployment_id, previous)
+                self._heads.remember((app, deployment_id), newer)
             walk_first = True
             entry = next_entry(previous, event, received_at, self.max_output_bytes)
             if await self.events.put_entry(app, deployment_id, entry):
-                self._remember(app, deployment_id, entry)
+                self._heads.remember((app, deployment_id), [entry])
                 return entry, True
 
     async def _settle(
