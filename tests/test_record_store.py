@@ -268,3 +268,15 @@ async def test_abort_says_why(trackers: list[DeploymentTracker]) -> None:
     assert record["deployment"]["status"] == "aborted"
     assert record["deployment"]["finished_at"] == NOW
     assert await one.output(APP, "d-1") == "the deployer could not be reached\n"
+
+
+async def test_abort_is_skipped_once_the_deployer_has_reported(
+    trackers: list[DeploymentTracker],
+) -> None:
+    one, two = trackers
+    await deployment(one)
+    await two.add_event(APP, "d-1", status(7, "building"), NOW)
+    await one.abort(APP, "d-1", "the deployer could not be reached", NOW)
+    record = await one.get(APP, "d-1")
+    assert record["deployment"]["status"] == "building"
+    assert await one.output(APP, "d-1") == ""

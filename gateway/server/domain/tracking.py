@@ -196,13 +196,12 @@ class DeploymentTracker:
         """Finish a deployment the deployer never received: a log line with ``reason``, then
         ``aborted``. Skipped when the deployer has reported meanwhile (it did get the job)."""
         record = await self.get(app, deployment_id)
-        number = int(entry_state(await self.head(app, deployment_id, record))["max_id"]) + 1
         try:
+            if await self.head(app, deployment_id, record) is not None:
+                raise EventConflict("the deployer has reported")
+            await self.add_event(app, deployment_id, Event(1, "log", content=reason), received_at)
             await self.add_event(
-                app, deployment_id, Event(number, "log", content=reason), received_at
-            )
-            await self.add_event(
-                app, deployment_id, Event(number + 1, "status", status="aborted"), received_at
+                app, deployment_id, Event(2, "status", status="aborted"), received_at
             )
         except EventConflict:
             log.info("deployment %s: the deployer reported meanwhile, not aborted", deployment_id)
