@@ -20,15 +20,19 @@ from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.demo_deployer import DemoDeployer, running
 from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.json_objects import S3JsonObjects
-from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle
+from gateway.server.adapters.lifecycle import ensure_lifecycle, rules_besides_sources
 from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.domain.archive_check import ArchivePolicy
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.resumable import SessionLimits, UploadSessions
+from gateway.server.domain.resumable_finish import Finisher
+from gateway.server.domain.resume_token import ResumeTokens
 from gateway.server.domain.signing import Clock, UrlSigner
 from gateway.server.domain.tracking import DeploymentTracker
+from gateway.server.domain.upload_state import UploadStates
 from gateway.server.domain.uploads import BufferBudget, Uploader
 from gateway.server.domain.urlguard import Resolver, UrlGuard, UrlPolicy, system_resolver
 from gateway.server.http.cors import Cors
@@ -38,26 +42,35 @@ from gateway.server.http.expect import UnmetExpectations, continue_at_once, defe
 from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
 from gateway.server.http.probes import Probes, ReadinessCheck
+from gateway.server.http.resumable import Availability, ResumableHttp, protocol_dispatch
 from gateway.server.http.sources import SourceHandlers
+from gateway.server.http.tus import TusHandlers
+from gateway.server.http.upload_draft import DraftHandlers
 from gateway.server.observability.access import AccessLog, ClientAddress
 from gateway.server.observability.metrics import ActiveRequests, DeploymentMetrics, Metrics
 
 log = logging.getLogger(__name__)
 
 SOURCE_PATH = f"/v1/sources/{{id:{SOURCE_ID_REGEX}}}"
+UPLOAD_PATH = f"{SOURCE_PATH}/uploads/{{uid:[0-9a-f]{{32}}}}"
 DEPLOYMENTS_PATH = "/v1/apps/{app}/deployments"
 
 
 def connections_context(
-    connections: Connections, forwarder: ConfiguredForwarder, config: Config
+    connections: Connections,
+    forwarder: ConfiguredForwarder,
+    config: Config,
+    resumable: Resumable | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Opens the outbound connections and the forwarder while the app runs, and makes sure of
-    the bucket's lifecycle rule once they are open."""
+    the bucket's lifecycle rule once they are open (and probes conditional writes)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with connections.open():
             if config.storage.ensure_lifecycle:
                 await _ensure_lifecycle(connections.s3, config)
+            if resumable is not None and resumable.http.available.enabled:
+                await resumable.probe()
             async with forwarder.open():
                 yield
 
@@ -67,7 +80,7 @@ def connections_context(
 async def _ensure_lifecycle(s3: object, config: Config) -> None:
     # A missing permission must not keep the gateway from serving: it says so and goes on.
     try:
-        await ensure_lifecycle(s3, config.storage, also=[deployments_rule(config.deployments)])
+        await ensure_lifecycle(s3, config.storage, also=rules_besides_sources(config))
     except Exception as exc:
         log.error(
             "could not ensure the lifecycle rules on bucket %s (%s); uploads and deployment "
@@ -75,6 +88,66 @@ async def _ensure_lifecycle(s3: object, config: Config) -> None:
             config.storage.bucket,
             exc,
         )
+
+
+class Resumable:
+    """The resumable-upload adapters (tus, the IETF draft) over one session core."""
+
+    def __init__(
+        self,
+        config: Config,
+        signer: UrlSigner,
+        connections: Connections,
+        store: S3Store,
+        budget: BufferBudget,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        settings = config.sources.resumable
+        self.states = UploadStates(
+            S3JsonObjects(connections, config.storage.bucket), store, settings.prefix
+        )
+        limits = SessionLimits(
+            config.sources.part_size_bytes,
+            config.sources.max_size_bytes,
+            settings.ttl_seconds,
+            settings.max_open_per_source,
+        )
+        finisher = Finisher(
+            store, self.states, ArchivePolicy.of(config.sources), config.storage.prefix
+        )
+        sessions = UploadSessions(store, self.states, budget, finisher, limits, clock)
+        self.http = ResumableHttp(
+            sessions,
+            signer,
+            ResumeTokens(config.signing.secret_keys, settings.ttl_seconds, clock),
+            config.server.base_url,
+            config.server.body_timeout,
+            metrics,
+            Availability(settings.enabled),
+        )
+        self.tus = TusHandlers(self.http, settings.checksum_algorithms)
+
+    def draft(self, config: Config, plain: SourceHandlers) -> DraftHandlers:
+        settings = config.sources.resumable
+        draft = DraftHandlers(self.http, settings.interop_versions, settings.send_104, plain.upload)
+        self.tus.discovery_extra = draft.discovery  # type: ignore[method-assign]
+        return draft
+
+    async def probe(self) -> None:
+        """Resumable uploads rest on conditional writes: without them they are refused (501)."""
+        try:
+            honoured = await self.states.probe()
+        except Exception as exc:
+            log.error("could not probe the bucket's conditional writes (%s)", exc)
+            return  # unknown: requests try, and a store that ignores If-Match is found then
+        self.http.available.conditional_writes = honoured
+        if not honoured:
+            log.error(
+                "bucket %s ignores conditional writes (If-None-Match/If-Match): resumable "
+                "uploads are refused with 501, plain uploads work",
+                self.states.prefix,
+            )
 
 
 def archive_url_checker(
@@ -166,6 +239,7 @@ def create_app(
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)
     sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
+    resumable = Resumable(config, signer, connections, store, budget, metrics, clock)
     records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
     deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, records, metrics)
     readiness = ReadinessCheck(
@@ -184,13 +258,13 @@ def create_app(
     app[keys.BUDGET] = budget
     app[keys.STORE] = store
     app[keys.ACCESS_LOG] = access
-    app.cleanup_ctx.append(connections_context(connections, forwarder, config))
+    app.cleanup_ctx.append(connections_context(connections, forwarder, config, resumable))
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(probes.on_shutdown)
     app.on_cleanup.append(close_access_log)
 
-    add_routes(app, config, sources, deploys, probes)
+    add_routes(app, config, sources, deploys, probes, resumable)
     records.add_routes(app.router)
     if config.deployments.demo_deployer:
         app.cleanup_ctx.append(demo_deployer_context(config, connections))
@@ -218,12 +292,27 @@ def add_routes(
     sources: SourceHandlers,
     deploys: DeploymentHandlers,
     probes: Probes,
+    resumable: Resumable,
 ) -> None:
     # Every route answers an unknown Expect through the middlewares (gateway.server.http.expect).
     router = app.router
+    tus, draft = resumable.tus, resumable.draft(config, sources)
     router.add_post("/v1/sources", sources.create, expect_handler=continue_at_once)
-    router.add_put(SOURCE_PATH, sources.upload, expect_handler=defer_continue)
+    # A PUT with the draft's headers creates a resumable upload; without, the plain upload.
+    router.add_put(SOURCE_PATH, draft.create, expect_handler=defer_continue)
     router.add_get(SOURCE_PATH, sources.download, expect_handler=continue_at_once)
+    on_source = protocol_dispatch(tus.create, tus.create, draft.create)
+    router.add_post(SOURCE_PATH, on_source, expect_handler=defer_continue)
+    router.add_route("OPTIONS", SOURCE_PATH, tus.options, expect_handler=continue_at_once)
+    on_upload = {
+        "HEAD": protocol_dispatch(tus.head, tus.head, draft.offset),
+        "GET": draft.offset,
+        "PATCH": protocol_dispatch(tus.patch, tus.patch, draft.patch),
+        "DELETE": protocol_dispatch(tus.delete, tus.delete, draft.delete),
+        "OPTIONS": tus.options,
+    }
+    for method, handler in on_upload.items():
+        router.add_route(method, UPLOAD_PATH, handler, expect_handler=defer_continue)
     router.add_post(DEPLOYMENTS_PATH, deploys.create, expect_handler=continue_at_once)
     router.add_get("/healthz", probes.healthz, expect_handler=continue_at_once)
     router.add_get("/readyz", probes.readyz, expect_handler=continue_at_once)

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.server.adapters.aws import open_s3_client
-from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle, get_rules
+from gateway.server.adapters.lifecycle import ensure_lifecycle, get_rules, rules_besides_sources
 from gateway.server.observability.logs import configure_logging
 from gateway.server.serve import PortInUse, serve
 
@@ -75,9 +75,7 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
 async def _lifecycle(config: Config, *, apply: bool) -> list[dict[str, Any]]:
     async with open_s3_client(config.storage) as s3:
         if apply:
-            changed = await ensure_lifecycle(
-                s3, config.storage, also=[deployments_rule(config.deployments)]
-            )
+            changed = await ensure_lifecycle(s3, config.storage, also=rules_besides_sources(config))
             print(
                 "lifecycle rules " + ("applied" if changed else "already in place"),
                 file=sys.stderr,
