@@ -160,13 +160,16 @@ class UploadSessions:
         *,
         complete: bool | None,
         length: int | None = None,
+        body_length: int | None = None,
         check: ChunkCheck | None = None,
         authorize: Authorize,
     ) -> None:
         """Add ``body`` at ``offset``. ``complete``: True ends the upload with this request,
         False never, None when the declared length is reached. ``length`` declares the total
         (once). Bytes up to a failure of the body (client gone) are kept, unless ``check``
-        judges the request's bytes as a whole: then nothing is kept unless it passes."""
+        judges the request's bytes as a whole: then nothing is kept unless it passes.
+        ``body_length`` (the request's Content-Length) lets a body past the limits be refused
+        before it is read; one that passes the size limit as it streams fails the upload."""
         state = claim.state
         if state.status != "open" or offset != state.offset:
             raise OffsetMismatch(state.offset, offset)
@@ -178,6 +181,12 @@ class UploadSessions:
             if length > self.max_size:
                 raise PayloadTooLarge(f"upload is larger than the limit of {self.max_size} bytes")
             state.length = length
+        if body_length is not None:
+            limit = state.length if state.length is not None else self.max_size
+            if offset + body_length > limit:
+                if state.length is None:
+                    raise PayloadTooLarge(f"upload is larger than the limit of {limit} bytes")
+                raise InconsistentLength("the body goes past the upload's declared length")
         held = await self._budget.acquire(state.part_size)
         try:
             writer = _Append(self, claim, check)
@@ -219,7 +228,11 @@ class _Append:
             await self._load_tail()
             try:
                 await self._consume(body, verifier)
-            except (PayloadTooLarge, InconsistentLength, UploadSuperseded):
+            except PayloadTooLarge as exc:
+                # It can never complete: nothing of it is kept, and it answers 413 from now on.
+                await self.s._finisher.fail(self.claim, exc)
+                raise
+            except (InconsistentLength, UploadSuperseded):
                 raise
             except BaseException:
                 if self.check is None and self.received:

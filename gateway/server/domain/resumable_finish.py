@@ -93,7 +93,7 @@ class Finisher:
         try:
             sha256, facts = await verifier.finish()
         except ArchiveInvalid as exc:
-            await self._fail(claim, exc)
+            await self.fail(claim, exc)
             raise
         finally:
             if own:
@@ -102,11 +102,11 @@ class Finisher:
             # Only committed bytes are ever counted: a staging object of another size is the
             # store's fault, and nothing of it may become visible.
             short = BadGateway("the stored upload does not have its length; start over")
-            await self._fail(claim, short)
+            await self.fail(claim, short)
             raise short
         if state.expected_sha256 is not None and state.expected_sha256 != sha256:
             digest = BadRequest("the upload does not match its Repr-Digest", code="digest_mismatch")
-            await self._fail(claim, digest)
+            await self.fail(claim, digest)
             raise digest
         authorize()  # the URL may have lost its key meanwhile: completion is judged again
         await self._publish(claim, sha256, facts)
@@ -151,8 +151,15 @@ class Finisher:
         claim.etag = await self._states.commit(state, claim.etag)
         await self.clean(state)
 
-    async def _fail(self, claim: Claim, error: GatewayError) -> None:
+    async def fail(self, claim: Claim, error: GatewayError) -> None:
+        """End the upload with ``error``, which every later request on it is answered; keep
+        none of its bytes."""
         state = claim.state
+        if state.multipart is not None and state.assembled is None:
+            try:
+                await self._store.abort_multipart(self._states.key(state, "data"), state.multipart)
+            except GatewayError:
+                log.warning("could not abort the parts of upload %s", state.upload_id)
         state.status = "failed"
         state.error = {"status": error.status, "body": error.body()}
         claim.etag = await self._states.commit(state, claim.etag)

@@ -108,6 +108,13 @@ class ResumableHttp:
         return counted_body(request, self.body_timeout, self.metrics.bytes_uploaded.inc)
 
 
+def body_length(request: web.Request) -> int | None:
+    """The body's declared length; None for a chunked body."""
+    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        return None
+    return request.content_length
+
+
 def http_date(timestamp: float) -> str:
     return email.utils.formatdate(timestamp, usegmt=True)
 

@@ -21,6 +21,7 @@ from gateway.server.domain.sources import stored_content_type
 from gateway.server.http.body import send_continue
 from gateway.server.http.resumable import (
     ResumableHttp,
+    body_length,
     failed_answer,
     finished,
     http_date,
@@ -97,7 +98,12 @@ class TusHandlers:
             await send_continue(request)
             authorize = self._c.authorizer(source_id, claim.state.upload_id, token)
             await self._c.sessions.append(
-                claim, 0, self._c.body(request), complete=None, authorize=authorize
+                claim,
+                0,
+                self._c.body(request),
+                complete=None,
+                body_length=body_length(request),
+                authorize=authorize,
             )
             headers[UPLOAD_OFFSET] = str(claim.state.offset)
         return web.Response(status=201, headers=headers)
@@ -143,6 +149,7 @@ class TusHandlers:
             self._c.body(request),
             complete=None,
             length=length,
+            body_length=body_length(request),
             check=check,
             authorize=authorize,
         )

@@ -25,6 +25,7 @@ from gateway.server.http.body import send_continue
 from gateway.server.http.resumable import (
     DRAFT_VERSION_HEADER,
     ResumableHttp,
+    body_length,
     failed_answer,
     finished,
     integer_header,
@@ -197,6 +198,7 @@ class DraftHandlers:
             self._c.body(request),
             complete=complete,
             length=length,
+            body_length=body_length(request),
             check=_Digest(*digest) if digest else None,
             authorize=authorize,
         )
