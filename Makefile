@@ -34,6 +34,7 @@ lint: $(VENV)/.dev-installed
 # tests that need them are skipped and -rs prints why.
 test-tools:
 	@bash .ci/ensure-tools
+	@bash .ci/ensure-peers
 
 test: lint suite
 
