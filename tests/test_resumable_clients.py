@@ -9,6 +9,7 @@ fail under ``CI=true``.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import shutil
@@ -138,7 +139,7 @@ async def test_tuspy_with_checksums(
     def upload() -> str | None:
         client = tus_client.TusClient(source["upload_url"])
         uploader = client.uploader(
-            file_stream=__import__("io").BytesIO(data), chunk_size=40_000, upload_checksum=True
+            file_stream=io.BytesIO(data), chunk_size=40_000, upload_checksum=True
         )
         uploader.upload()
         return uploader.url

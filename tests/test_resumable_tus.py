@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import itertools
 import os
 from typing import Any
 
@@ -62,7 +63,7 @@ async def test_upload_in_three_patches_is_stored_whole(
     assert url.startswith(f"{gateway.url}/v1/sources/{source['id']}/uploads/")
     assert "?token=" in url
     cuts = [0, 1000, SMALL_PART * 2 + 7, len(data)]
-    for start, end in zip(cuts, cuts[1:], strict=False):
+    for start, end in itertools.pairwise(cuts):
         resp = await patch(http, url, start, data[start:end])
         assert resp.status == 204, resp
         assert resp.headers["Upload-Offset"] == str(end)
