@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.config_errors import ConfigError as ConfigError
+from gateway.config_resumable import ResumableConfig as ResumableConfig
 from gateway.envsubst import EnvReferenceError, Substituted, substitute
 
 # S3 refuses parts under 5 MiB (except the last) and allows at most 10,000 of them.
@@ -29,14 +31,6 @@ S3_MIN_PART_SIZE = 5 * 1024 * 1024
 S3_MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 # Secrets shorter than this are too easy to guess for HMAC keys that guard every URL.
 MIN_SECRET_KEY_LENGTH = 16
-
-
-class ConfigError(Exception):
-    """The configuration is unusable; the message starts with the key path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
 
 
 @dataclass(frozen=True)
@@ -120,40 +114,6 @@ class SigningConfig:
                     f"{path}.secret_keys[{i}]",
                     f"must be at least {MIN_SECRET_KEY_LENGTH} characters",
                 )
-
-
-# IETF draft-ietf-httpbis-resumable-upload interop versions the gateway can speak.
-KNOWN_INTEROP_VERSIONS = (3, 5, 6, 7, 8, 9)
-# tus Upload-Checksum algorithms the gateway can check.
-KNOWN_CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5")
-
-
-@dataclass(frozen=True)
-class ResumableConfig:
-    enabled: bool = True
-    ttl_seconds: int = 86400
-    interop_versions: tuple[int, ...] = (5, 6, 7, 8, 9)
-    send_104: bool = False
-    max_open_per_source: int = 4
-    checksum_algorithms: tuple[str, ...] = KNOWN_CHECKSUM_ALGORITHMS
-    # Key prefix of the upload state, tail and staging objects, in storage.bucket.
-    prefix: str = "uploads/"
-
-    def validate(self, path: str) -> None:
-        if self.ttl_seconds <= 0:
-            raise ConfigError(f"{path}.ttl_seconds", "must be positive")
-        if self.max_open_per_source < 1:
-            raise ConfigError(f"{path}.max_open_per_source", "must be at least 1")
-        for i, version in enumerate(self.interop_versions):
-            if version not in KNOWN_INTEROP_VERSIONS:
-                known = ", ".join(map(str, KNOWN_INTEROP_VERSIONS))
-                raise ConfigError(f"{path}.interop_versions[{i}]", f"must be one of {known}")
-        for i, name in enumerate(self.checksum_algorithms):
-            if name not in KNOWN_CHECKSUM_ALGORITHMS:
-                known = ", ".join(KNOWN_CHECKSUM_ALGORITHMS)
-                raise ConfigError(f"{path}.checksum_algorithms[{i}]", f"must be one of {known}")
-        if not self.prefix or not self.prefix.endswith("/"):
-            raise ConfigError(f"{path}.prefix", "must be a non-empty key prefix ending with '/'")
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,8 @@ class OffsetMismatch(Conflict):
         }
 
     def headers(self) -> dict[str, str]:
-        return {"Upload-Offset": str(self.offset)}
+        # The draft's answer: the right offset, and the upload not complete.
+        return {"Upload-Offset": str(self.offset), "Upload-Complete": "?0"}
 
 
 class UploadSuperseded(Conflict):
