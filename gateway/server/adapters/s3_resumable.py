@@ -47,10 +47,10 @@ class S3ResumableCalls:
         )
         try:
             resp = await call
-        except ClientError as exc:
-            if error_code(exc) in _LOST_RACE:
+        except Exception as exc:
+            if isinstance(exc, ClientError) and error_code(exc) in _LOST_RACE:
                 raise PreconditionFailed() from None
-            resp = await self._call("PutObject", _raise(exc))
+            resp = await self._call("PutObject", _raise(exc))  # translated as every call's
         return str(resp["ETag"])
 
     async def complete_parts(
