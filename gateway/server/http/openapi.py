@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.ids import SOURCE_ID_REGEX
 from gateway.server.domain.records import MAX_EVENT_ID, MAX_HOOK_LENGTH, STATUSES
+from gateway.server.http.openapi_resumable import source_operations, upload_path
 
 OPENAPI_PATH = "/v1/openapi.json"
 # The source id in paths: a lowercase UUID4 as the gateway issues them (anything else is 404).
@@ -577,9 +578,15 @@ def document(config: Config) -> Schema:
                         "Bad `Content-MD5`, mismatch, a body cut short, or a `Content-Type` that"
                         " is not a media type in printable ASCII (`code: invalid_content_type`)."
                     ),
+                    "201": {
+                        "description": "The IETF draft with `Upload-Complete: ?0` (or with "
+                        "`send_104`): a resumable upload, its URL in `Location`."
+                    },
                     "403": _json(_ref("TokenError"), "Bad, tampered, wrong-purpose or expired."),
+                    "409": _error("The draft: too many unfinished uploads of this source."),
                     "413": _error(f"Larger than {max_size} bytes; nothing is stored."),
                     "417": _error("An `Expect` other than `100-continue`."),
+                    "501": _error("The draft, when resumable uploads are unavailable."),
                     "422": _json(
                         _ref("ArchiveInvalid"),
                         "The archive check (`archive_check: enforce`) refused the body: not "
@@ -659,6 +666,9 @@ def document(config: Config) -> Schema:
             _probe("This document", "OpenAPI 3.1.", {"type": "object"}), "openapi"
         ),
     }
+    source_params = [_SOURCE_ID_PARAM, _token_param("upload")]
+    paths["/v1/sources/{id}"].update(source_operations(source_params))
+    paths["/v1/sources/{id}/uploads/{uid}"] = upload_path(_SOURCE_ID_PARAM)
     return {
         "openapi": "3.1.0",
         "info": {
