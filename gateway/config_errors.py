@@ -1,4 +1,4 @@
-"""The one error of configuration loading, apart so that every section's module can raise it."""
+"""``ConfigError``, shared by the configuration's sections and its typed construction."""
 
 from __future__ import annotations
 
@@ -9,3 +9,7 @@ class ConfigError(Exception):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
+
+
+def join_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
