@@ -29,12 +29,8 @@ from gateway.server.domain.auth import Authenticator, principals_of
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.exchange import ExchangedTokens
-from gateway.server.domain.resumable import SessionLimits, UploadSessions
-from gateway.server.domain.resumable_finish import Finisher
-from gateway.server.domain.resume_token import ResumeTokens
 from gateway.server.domain.signing import Clock, UrlSigner
 from gateway.server.domain.tracking import DeploymentTracker
-from gateway.server.domain.upload_state import UploadStates
 from gateway.server.domain.uploads import BufferBudget, Uploader
 from gateway.server.domain.urlguard import Resolver, UrlGuard, UrlPolicy, system_resolver
 from gateway.server.http.cors import Cors
@@ -45,10 +41,8 @@ from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
 from gateway.server.http.platform import PlatformHandlers
 from gateway.server.http.probes import Probes, ReadinessCheck
-from gateway.server.http.resumable import Availability, ResumableHttp, protocol_dispatch
+from gateway.server.http.resumable import protocol_dispatch
 from gateway.server.http.sources import SourceHandlers
-from gateway.server.http.tus import TusHandlers
-from gateway.server.http.upload_draft import DraftHandlers
 from gateway.server.observability.access import AccessLog, ClientAddress
 from gateway.server.observability.metrics import (
     ActiveRequests,
@@ -56,6 +50,7 @@ from gateway.server.observability.metrics import (
     Metrics,
     PlatformMetrics,
 )
+from gateway.server.resumable_wiring import Resumable
 
 log = logging.getLogger(__name__)
 
@@ -96,66 +91,6 @@ async def _ensure_lifecycle(s3: object, config: Config) -> None:
             config.storage.bucket,
             exc,
         )
-
-
-class Resumable:
-    """The resumable-upload adapters (tus, the IETF draft) over one session core."""
-
-    def __init__(
-        self,
-        config: Config,
-        signer: UrlSigner,
-        connections: Connections,
-        store: S3Store,
-        budget: BufferBudget,
-        metrics: Metrics,
-        clock: Clock,
-    ) -> None:
-        settings = config.sources.resumable
-        self.states = UploadStates(
-            S3JsonObjects(connections, config.storage.bucket), store, settings.prefix
-        )
-        limits = SessionLimits(
-            config.sources.part_size_bytes,
-            config.sources.max_size_bytes,
-            settings.ttl_seconds,
-            settings.max_open_per_source,
-        )
-        finisher = Finisher(
-            store, self.states, ArchivePolicy.of(config.sources), config.storage.prefix
-        )
-        sessions = UploadSessions(store, self.states, budget, finisher, limits, clock)
-        self.http = ResumableHttp(
-            sessions,
-            signer,
-            ResumeTokens(config.signing.secret_keys, settings.ttl_seconds, clock),
-            config.server.base_url,
-            config.server.body_timeout,
-            metrics,
-            Availability(settings.enabled),
-        )
-        self.tus = TusHandlers(self.http, settings.checksum_algorithms)
-
-    def draft(self, config: Config, plain: SourceHandlers) -> DraftHandlers:
-        settings = config.sources.resumable
-        draft = DraftHandlers(self.http, settings.interop_versions, settings.send_104, plain.upload)
-        self.tus.discovery_extra = draft.discovery  # type: ignore[method-assign]
-        return draft
-
-    async def probe(self) -> None:
-        """Resumable uploads rest on conditional writes: without them they are refused (501)."""
-        try:
-            honoured = await self.states.probe()
-        except Exception as exc:
-            log.error("could not probe the bucket's conditional writes (%s)", exc)
-            return  # unknown: requests try, and a store that ignores If-Match is found then
-        self.http.available.conditional_writes = honoured
-        if not honoured:
-            log.error(
-                "bucket %s ignores conditional writes (If-None-Match/If-Match): resumable "
-                "uploads are refused with 501, plain uploads work",
-                self.states.prefix,
-            )
 
 
 def archive_url_checker(
@@ -261,10 +196,8 @@ def create_app(
     resumable = Resumable(config, signer, connections, store, budget, metrics, clock)
     records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
     deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, records, metrics)
-    readiness = ReadinessCheck(
-        [("storage", store.check), ("deployment queue", forwarder.check)], clock
-    )
-    probes = Probes(readiness, active, metrics, config.metrics.token)
+    checks = [("storage", store.check), ("deployment queue", forwarder.check)]
+    probes = Probes(ReadinessCheck(checks, clock), active, metrics, config.metrics.token)
     platform = PlatformHandlers(config, auth, exchanged, PlatformMetrics(metrics.registry))
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
