@@ -86,7 +86,10 @@ def _discovery(operation_id: str, params: list[Schema]) -> Schema:
         "tags": ["sources"],
         "security": [],
         "parameters": params,
-        "responses": {"204": _response("What the server speaks.", json_body=False)},
+        "responses": {
+            "204": _response("What the server speaks.", json_body=False),
+            **{status: _ERRORS[status] for status in ("403", "404", "405", "417")},
+        },
     }
 
 
