@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
 
 from gateway.config import Config
 from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.json_objects import S3JsonObjects
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.domain.archive_check import ArchivePolicy
+from gateway.server.domain.check_pool import CheckPool
 from gateway.server.domain.resumable import SessionLimits, UploadSessions
 from gateway.server.domain.resumable_finish import Finisher
 from gateway.server.domain.resume_token import ResumeTokens
@@ -37,6 +41,7 @@ class Resumable:
         budget: BufferBudget,
         metrics: Metrics,
         clock: Clock,
+        pool: CheckPool | None = None,
     ) -> None:
         settings = config.sources.resumable
         self.states = UploadStates(
@@ -48,9 +53,8 @@ class Resumable:
             settings.ttl_seconds,
             settings.max_open_per_source,
         )
-        finisher = Finisher(
-            store, self.states, ArchivePolicy.of(config.sources), config.storage.prefix
-        )
+        archive = ArchivePolicy.of(config.sources, pool)
+        finisher = Finisher(store, self.states, archive, config.storage.prefix)
         sessions = UploadSessions(store, self.states, budget, finisher, limits, clock)
         self.http = ResumableHttp(
             sessions,
@@ -68,6 +72,12 @@ class Resumable:
         draft = DraftHandlers(self.http, settings.interop_versions, settings.send_104, plain.upload)
         self.tus.discovery_extra = draft.discovery  # type: ignore[method-assign]
         return draft
+
+    async def probe_context(self, app: web.Application) -> AsyncIterator[None]:
+        """A ``cleanup_ctx`` entry: the probe at start, once the connections are open."""
+        if self.http.available.enabled:
+            await self.probe()
+        yield
 
     async def probe(self) -> None:
         """Resumable uploads rest on conditional writes: without them they are refused (501)."""

@@ -18,7 +18,7 @@ from aiohttp import web
 from gateway.errors import BadRequest, ChecksumMismatch, TusPreconditionFailed, UnsupportedMediaType
 from gateway.server.domain.resumable_finish import Claim
 from gateway.server.domain.sources import stored_content_type
-from gateway.server.http.body import send_continue
+from gateway.server.http.expect import send_continue
 from gateway.server.http.resumable import (
     ResumableHttp,
     body_length,

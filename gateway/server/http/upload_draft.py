@@ -21,7 +21,7 @@ from aiohttp import web
 from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.server.domain.resumable_finish import Authorize, Claim
 from gateway.server.domain.sources import stored_content_type
-from gateway.server.http.body import send_continue
+from gateway.server.http.expect import send_continue
 from gateway.server.http.resumable import (
     DRAFT_VERSION_HEADER,
     ResumableHttp,
