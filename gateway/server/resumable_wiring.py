@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -74,10 +75,15 @@ class Resumable:
         return draft
 
     async def probe_context(self, app: web.Application) -> AsyncIterator[None]:
-        """A ``cleanup_ctx`` entry: the probe at start, once the connections are open."""
-        if self.http.available.enabled:
-            await self.probe()
+        """A ``cleanup_ctx`` entry: the probe, in the background once the connections are open
+        (a store that hangs must not hold the start)."""
+        available = self.http.available
+        if available.enabled:
+            available.probing = asyncio.ensure_future(self.probe())
         yield
+        if available.probing is not None and not available.probing.done():
+            available.probing.cancel()
+            await asyncio.wait([available.probing])
 
     async def probe(self) -> None:
         """Resumable uploads rest on conditional writes: without them they are refused (501)."""

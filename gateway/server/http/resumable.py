@@ -7,6 +7,8 @@ each a thin adapter over ``gateway.server.domain.resumable.UploadSessions``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ from gateway.server.observability.metrics import Metrics
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DRAFT_VERSION_HEADER = "Upload-Draft-Interop-Version"
 TUS_HEADER = "Tus-Resumable"
+# How long a resumable request waits at most for the start's conditional-write probe.
+PROBE_WAIT = 5.0
 # The largest integer a length or offset header may hold (far past any archive; keeps int()
 # of a hostile header cheap).
 MAX_INTEGER_DIGITS = 19
@@ -36,13 +40,19 @@ MAX_INTEGER_DIGITS = 19
 
 class Availability:
     """Whether resumable uploads are served: on in the config, and the store honours
-    conditional writes (probed at start)."""
+    conditional writes (probed in the background at start: the gateway serves meanwhile)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.conditional_writes: bool | None = None  # None: not probed (yet)
+        self.probing: asyncio.Future[None] | None = None
 
-    def require(self) -> None:
+    async def require(self) -> None:
+        if self.enabled and self.conditional_writes is None and self.probing is not None:
+            # A request right after start waits for the verdict, a little: a store that
+            # hangs must not hold every resumable request.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.probing), PROBE_WAIT)
         if not self.enabled:
             raise ResumableUnavailable("resumable uploads are turned off on this gateway")
         if self.conditional_writes is False:
@@ -64,17 +74,17 @@ class ResumableHttp:
     metrics: Metrics
     available: Availability
 
-    def source(self, request: web.Request) -> str:
+    async def source(self, request: web.Request) -> str:
         """The source id of an ``upload_url`` request whose token allows creating uploads."""
-        self.available.require()
+        await self.available.require()
         source_id = request.match_info["id"]
         self.signer.verify(Purpose.UPLOAD, source_id, request.query.get("token"))
         return source_id
 
-    def upload(self, request: web.Request) -> tuple[str, str, Authorize]:
+    async def upload(self, request: web.Request) -> tuple[str, str, Authorize]:
         """The source and upload ids of a request on an upload resource whose resume token is
         good, and the check to run again when the upload completes."""
-        self.available.require()
+        await self.available.require()
         source_id, upload_id = request.match_info["id"], request.match_info["uid"]
         authorize = self.authorizer(source_id, upload_id, request.query.get("token"))
         authorize()

@@ -76,7 +76,7 @@ class TusHandlers:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         _require_version(request)
-        source_id = self._c.source(request)
+        source_id = await self._c.source(request)
         length = integer_header(request, UPLOAD_LENGTH)
         deferred = request.headers.get(DEFER_LENGTH)
         if (length is None) == (deferred is None) or deferred not in (None, "1"):
@@ -110,7 +110,7 @@ class TusHandlers:
 
     async def head(self, request: web.Request) -> web.StreamResponse:
         _require_version(request)
-        source_id, upload_id, authorize = self._c.upload(request)
+        source_id, upload_id, authorize = await self._c.upload(request)
         claim = await self._c.sessions.claim(source_id, upload_id)
         await self._c.sessions.finish_pending(claim, authorize)
         refused = failed_answer(claim)
@@ -136,7 +136,7 @@ class TusHandlers:
             raise BadRequest(f"{UPLOAD_OFFSET} is required", code="invalid_header")
         length = integer_header(request, UPLOAD_LENGTH)
         check = self._checksum(request.headers.get(UPLOAD_CHECKSUM))
-        source_id, upload_id, authorize = self._c.upload(request)
+        source_id, upload_id, authorize = await self._c.upload(request)
         claim = await self._c.sessions.claim(source_id, upload_id)
         refused = failed_answer(claim)
         if refused is not None:
@@ -162,7 +162,7 @@ class TusHandlers:
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         _require_version(request)
-        source_id, upload_id, _ = self._c.upload(request)
+        source_id, upload_id, _ = await self._c.upload(request)
         claim = await self._c.sessions.claim(source_id, upload_id)
         await self._c.sessions.cancel(claim)
         return web.Response(status=204, headers=self._headers())

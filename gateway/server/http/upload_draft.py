@@ -157,7 +157,7 @@ class DraftHandlers:
             response = await self._plain(request)
             response.headers[UPLOAD_COMPLETE] = "?1"
             return response
-        source_id = self._c.source(request)
+        source_id = await self._c.source(request)
         length = integer_header(request, UPLOAD_LENGTH)
         if complete and request.content_length is not None:
             length = request.content_length
@@ -214,7 +214,7 @@ class DraftHandlers:
         version = self._require_version(request)
         if request.method == "GET" and version < GET_OFFSET_FROM:
             raise BadRequest(f"GET reads the offset from interop version {GET_OFFSET_FROM} on")
-        source_id, upload_id, authorize = self._c.upload(request)
+        source_id, upload_id, authorize = await self._c.upload(request)
         claim = await self._c.sessions.claim(source_id, upload_id)
         await self._c.sessions.finish_pending(claim, authorize)
         refused = failed_answer(claim)
@@ -233,7 +233,7 @@ class DraftHandlers:
             raise BadRequest(
                 f"an append needs {UPLOAD_OFFSET} and {UPLOAD_COMPLETE}", code="invalid_header"
             )
-        source_id, upload_id, authorize = self._c.upload(request)
+        source_id, upload_id, authorize = await self._c.upload(request)
         claim = await self._c.sessions.claim(source_id, upload_id)
         refused = failed_answer(claim)
         if refused is not None:
@@ -242,7 +242,7 @@ class DraftHandlers:
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         self._require_version(request)
-        source_id, upload_id, _ = self._c.upload(request)
+        source_id, upload_id, _ = await self._c.upload(request)
         claim = await self._c.sessions.claim(source_id, upload_id)
         await self._c.sessions.cancel(claim)
         return web.Response(status=204)
