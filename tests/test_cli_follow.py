@@ -245,4 +245,7 @@ async def test_a_stream_that_ends_early_is_resumed_with_last_event_id(
         api = DeploymentsApi(session, str(server.make_url("")), TOKEN, Reporter(quiet=True))
         assert await Follower(api, "my-app", "d-1", printer).run() == "success"
     assert seen_ids == [None, "1"]
-    assert printed.getvalue() == "first\n-----> success\n"
+    assert printed.getvalue() == (
+        "first\ngateway: the event stream ended before the final status; reconnecting in 1 s"
+        " (attempt 1 of 5); the deployment keeps running on the server\n-----> success\n"
+    )

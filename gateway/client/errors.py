@@ -19,15 +19,23 @@ MAX_ERROR_BODY = 64 * 1024
 MAX_MESSAGE = 300
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# Following gave up (the stream kept breaking): the deployment may well still be running.
+EXIT_FOLLOW_LOST = 3
 
 
 class CliError(Exception):
-    """A failure to report to the user as one line, and the process's exit code."""
+    """A failure to report to the user as one line, and the process's exit code.
 
-    def __init__(self, message: str, *, exit_code: int = EXIT_FAILURE) -> None:
+    ``hint``: lines printed under it saying what to do next; unlike the message they keep URL
+    tokens (the command that deploys an uploaded archive needs its URL whole)."""
+
+    def __init__(
+        self, message: str, *, exit_code: int = EXIT_FAILURE, hint: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        self.hint = hint
 
 
 def safe_url(url: str) -> str:
