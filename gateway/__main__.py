@@ -8,35 +8,42 @@ at any moment, start-up included, prints one line and exits 130.
 
 from __future__ import annotations
 
-import argparse
+# Nothing but sys at the top: until main's try is entered, Ctrl-C would print a traceback, so the
+# import of this module (by the installed script) must take no time.
 import sys
-from collections.abc import Sequence
-from typing import Any
+
+# typing itself takes milliseconds to import; mypy reads any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from typing import Any
 
 EXIT_INTERRUPTED = 130
 SERVER_COMMANDS = frozenset({"serve", "check-config", "lifecycle"})
 
 
-class _VersionAction(argparse.Action):
-    """``--version``, reading the installed version only when asked (importlib.metadata is slow
-    to load)."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        from importlib import metadata
-
-        print(f"gateway {metadata.version('sources-gateway')}")
-        parser.exit()
-
-
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     from gateway.client.cli import add_client_commands
     from gateway.server.commands import add_server_commands
 
+    class VersionAction(argparse.Action):
+        """``--version``, reading the installed version only when asked (importlib.metadata is
+        slow to load)."""
+
+        def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+            super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+        def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+            from importlib import metadata
+
+            print(f"gateway {metadata.version('sources-gateway')}")
+            parser.exit()
+
     parser = argparse.ArgumentParser(prog="gateway", description="sources-gateway")
-    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     add_server_commands(sub)
     add_client_commands(sub)

@@ -21,6 +21,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 # Following gave up (the stream kept breaking): the deployment may well still be running.
 EXIT_FOLLOW_LOST = 3
+EXIT_INTERRUPTED = 130
 
 
 class CliError(Exception):
@@ -36,6 +37,13 @@ class CliError(Exception):
         self.message = message
         self.exit_code = exit_code
         self.hint = hint
+
+
+class Interrupted(CliError):
+    """Ctrl-C, with the one line to print instead of ``interrupted`` (how to pick up again)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=EXIT_INTERRUPTED)
 
 
 def safe_url(url: str) -> str:

@@ -26,6 +26,7 @@ import aiohttp
 from gateway.client.errors import (
     EXIT_FOLLOW_LOST,
     CliError,
+    Interrupted,
     error_from,
     network_errors,
     safe_url,
@@ -283,8 +284,8 @@ async def follow_to_end(
     try:
         status = await Follower(api, app, deployment_id, printer).run(waiting_for)
     except asyncio.CancelledError:
-        printer.notice(interrupted_hint(app, deployment_id))
-        raise
+        # Ctrl-C: the one line says how to pick up again (the runner prints it).
+        raise Interrupted(interrupted_hint(app, deployment_id)) from None
     answer = await api.get_json(app, f"/{quote(deployment_id, safe='')}", "reading the deployment")
     if status == "success":
         return answer, None

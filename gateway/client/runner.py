@@ -20,12 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.client.cli import API_URL_ENV, APP_ENV, TOKEN_ENV
-from gateway.client.errors import EXIT_USAGE, CliError
+from gateway.client.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, Interrupted
 from gateway.client.output import Reporter
 from gateway.ids import APP_NAME, APP_NAME_RULE
 from gateway.redaction import MASK, redact
-
-EXIT_INTERRUPTED = 130
 
 
 def api_settings(args: argparse.Namespace) -> tuple[str, str]:
@@ -105,6 +103,9 @@ def run(args: argparse.Namespace, command: Callable[[], Coroutine[Any, Any, None
     secrets = tuple(s for s in (getattr(args, "token", None), os.environ.get(TOKEN_ENV)) if s)
     try:
         asyncio.run(_interruptible(command))
+    except Interrupted as exc:
+        _say(f"gateway: {exc.message}")
+        return exc.exit_code
     except CliError as exc:
         _say(f"gateway: error: {redact(exc.message, secrets)}")
         for line in exc.hint:
