@@ -542,26 +542,25 @@ async def test_deploy_refused_real_endpoint(
     monkeypatch: pytest.MonkeyPatch,
     s3: Any,
 ) -> None:
+    """The real gateway refuses the app before anything is packed: through GET /v1/apps/{app}
+    where the gateway has it, else through the deployments list, which checks the same."""
     gateway, _, _ = real
     monkeypatch.setenv("GATEWAY_TOKEN", LIMITED_TOKEN)
-    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
-    result = await run_cli("deploy", "-q", "--app", "other-app", str(archive))
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print('hi')\n")
+    result = await run_cli("deploy", "--app", "other-app", str(tmp_path / "app"))
     assert (result.code, result.out) == (1, "")
-    lines = result.err.splitlines()
-    stored = s3.list_objects_v2(Bucket=gateway.config.storage.bucket).get("KeyCount", 0)
+    assert re.fullmatch(
+        r"gateway: error: checking app other-app failed: forbidden \(403: token 'limited' may not"
+        r" deploy app 'other-app'\) \[request id \w+\]\n",
+        result.err,
+    ), result.err
+    assert s3.list_objects_v2(Bucket=gateway.config.storage.bucket).get("KeyCount", 0) == 0
+    paths = [line["path"] for line in gateway.access_lines()]
     if await has_app_endpoint(gateway):
-        # Refused by GET /v1/apps/other-app: nothing packed, nothing uploaded.
-        assert len(lines) == 1
-        assert lines[0].startswith(
-            "gateway: error: checking app other-app failed: forbidden (403"
-        ), lines
-        assert stored == 0
+        assert paths == ["/v1/apps/other-app"]
     else:
-        # A gateway without that endpoint: the check is skipped, the deployment is refused
-        # after the upload, and the message says how to deploy the uploaded archive.
-        assert lines[0].startswith("gateway: error: deploying other-app failed: forbidden (403")
-        assert lines[-1].startswith("  gateway deploy --app other-app --source-url ")
-        assert stored == 1
+        assert paths == ["/v1/apps/other-app", "/v1/apps/other-app/deployments"]
 
 
 async def test_deploy_skips_the_app_check_on_a_gateway_without_it(

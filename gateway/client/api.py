@@ -96,27 +96,34 @@ class Api:
                     raise await error_from(resp, action, what="URL")
                 return await json_object(resp, action)
 
-    async def get_app(self, app: str) -> dict[str, Any] | None:
-        """``GET /v1/apps/{app}``: whether the token is valid and may deploy ``app``, asked before
-        anything is packed. The app object, or None from a gateway without that endpoint (an
-        older one answers 404 for the route): the deployment itself will tell then."""
+    async def check_app(self, app: str) -> None:
+        """Whether the token is valid and may deploy ``app``, asked before anything is packed:
+        ``GET /v1/apps/{app}``; on a gateway without that endpoint (404 for the route), the first
+        entry of ``GET /v1/apps/{app}/deployments``, which checks the same; on one without
+        either, nothing (the deployment itself will tell)."""
         action = f"checking app {app}"
-        url = f"{self._base}/v1/apps/{quote(app, safe='')}"
+        base = f"/v1/apps/{quote(app, safe='')}"
+        for path in (base, f"{base}/deployments?per_page=1"):
+            if await self._get_checked(path, action):
+                return
+        self._reporter.debug(f"{action}: the gateway has no such endpoint; skipped")
+
+    async def _get_checked(self, path: str, action: str) -> bool:
+        """GET ``path``: True on 200, False when the gateway has no such route, else the error."""
+        url = f"{self._base}{path}"
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         self._reporter.debug(f"GET {safe_url(url)}")
         with network_errors(action, url):
             async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
                 self._reporter.debug(f"GET {safe_url(url)} -> {resp.status}")
+                if resp.status == 200:
+                    return True
                 if resp.status in (404, 405):
                     body = await _json_or_none(resp)
-                    if isinstance(body, dict) and body.get("resource") == "app":
-                        cause = describe_error(resp.status, body, what="URL")
-                        raise CliError(f"{action} failed: {cause}")
-                    self._reporter.debug(f"{action}: the gateway has no such endpoint; skipped")
-                    return None
-                if resp.status != 200:
-                    raise await error_from(resp, action, what="URL")
-                return await json_object(resp, action)
+                    if not (isinstance(body, dict) and body.get("resource") == "app"):
+                        return False
+                    raise CliError(f"{action} failed: {describe_error(404, body, what='URL')}")
+                raise await error_from(resp, action, what="URL")
 
     async def create_source(self) -> dict[str, Any]:
         """``POST /v1/sources``: the new source, with ``upload_url`` and ``download_url``."""

@@ -174,7 +174,7 @@ async def _deploy(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         async with open_session() as session:
             api = Api(session, api_url, token, reporter)
-            await api.get_app(app)  # 401, 403 here: nothing packed or sent yet
+            await api.check_app(app)  # 401, 403 here: nothing packed or sent yet
             source: dict[str, Any] | None = None
             if args.source_url is not None:
                 download_url = args.source_url

@@ -62,7 +62,7 @@ def duration_of(deployment: dict[str, Any]) -> str:
 def _pusher(deployment: dict[str, Any]) -> str:
     pusher = deployment.get("pusher")
     if isinstance(pusher, dict):
-        for key in ("username", "email", "id"):
+        for key in ("username", "name", "email", "id"):
             if isinstance(pusher.get(key), str) and pusher[key]:
                 return str(pusher[key])
     return "-"
