@@ -304,7 +304,7 @@ class Config:
         if DEV_SECRET_KEY in self.signing.secret_keys and not self.storage.embedded:
             index = self.signing.secret_keys.index(DEV_SECRET_KEY)
             raise ConfigError(
-                _join(path, f"signing.secret_keys[{index}]"),
+                join_path(path, f"signing.secret_keys[{index}]"),
                 "the development key of config.example.yaml is public and only accepted with"
                 f" storage.embedded: true; set {SECRET_KEY_ENV} (the same on every instance)"
                 " or list keys of your own",

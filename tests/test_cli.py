@@ -93,12 +93,15 @@ class FakeApi:
     sources_created: int = 0
     apps_read: list[str] = field(default_factory=list)
     app_endpoint: bool = True  # False: a gateway from before GET /v1/apps/{app}
+    list_endpoint: bool = True  # False: one from before GET /v1/apps/{app}/deployments too
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/sources", self.create_source)
         if self.app_endpoint:
             app.router.add_get("/v1/apps/{app}", self.read_app)
+        if self.list_endpoint:
+            app.router.add_get("/v1/apps/{app}/deployments", self.list_deployments)
         app.router.add_post("/v1/apps/{app}/deployments", self.create_deployment)
         return app
 
@@ -122,6 +125,15 @@ class FakeApi:
         if refused is not None:
             return refused
         return web.json_response({"app": {"id": app, "name": app, "created_at": None}})
+
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        """``GET /v1/apps/{app}/deployments``: only what the CLI's fallback check reads."""
+        app = request.match_info["app"]
+        self.apps_read.append(f"{app}/deployments")
+        refused = self.refusal(request, app)
+        if refused is not None:
+            return refused
+        return web.json_response({"deployments": [], "meta": {}})
 
     async def create_source(self, request: web.Request) -> web.Response:
         self.sources_created += 1
@@ -526,15 +538,6 @@ async def test_deploy_directory_real_endpoint(
     assert (await fetch(job["download_url"]))[0] == 200
 
 
-async def has_app_endpoint(gateway: Gateway) -> bool:
-    """Whether this gateway answers ``GET /v1/apps/{app}`` (the platform-clients issue adds it)."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{gateway.url}/v1/apps/my-app", headers=gateway.auth) as resp,
-    ):
-        return resp.status != 404
-
-
 async def test_deploy_refused_real_endpoint(
     real: tuple[Gateway, Any, str],
     run_cli: RunCli,
@@ -542,8 +545,7 @@ async def test_deploy_refused_real_endpoint(
     monkeypatch: pytest.MonkeyPatch,
     s3: Any,
 ) -> None:
-    """The real gateway refuses the app before anything is packed: through GET /v1/apps/{app}
-    where the gateway has it, else through the deployments list, which checks the same."""
+    """The real gateway refuses the app through GET /v1/apps/{app}, before anything is packed."""
     gateway, _, _ = real
     monkeypatch.setenv("GATEWAY_TOKEN", LIMITED_TOKEN)
     (tmp_path / "app").mkdir()
@@ -556,11 +558,31 @@ async def test_deploy_refused_real_endpoint(
         result.err,
     ), result.err
     assert s3.list_objects_v2(Bucket=gateway.config.storage.bucket).get("KeyCount", 0) == 0
-    paths = [line["path"] for line in gateway.access_lines()]
-    if await has_app_endpoint(gateway):
-        assert paths == ["/v1/apps/other-app"]
-    else:
-        assert paths == ["/v1/apps/other-app", "/v1/apps/other-app/deployments"]
+    assert [line["path"] for line in gateway.access_lines()] == ["/v1/apps/other-app"]
+
+
+async def test_deploy_checks_through_the_list_on_a_gateway_without_the_app_endpoint(
+    gateway: Gateway,
+    aiohttp_server: Any,
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway from before GET /v1/apps/{app} answers 404 there: the deployments list, which
+    checks the token and the app as well, refuses before anything is sent."""
+    fake = FakeApi(gateway, app_endpoint=False)
+    server: TestServer = await aiohttp_server(fake.app())
+    monkeypatch.setenv("GATEWAY_API_URL", str(server.make_url("")).rstrip("/"))
+    monkeypatch.setenv("GATEWAY_TOKEN", LIMITED_TOKEN)
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    result = await run_cli("deploy", "--app", "other-app", str(archive))
+    assert (result.code, result.err) == (
+        1,
+        "gateway: error: checking app other-app failed: forbidden (403: token may not deploy app"
+        " 'other-app')\n",
+    )
+    assert fake.apps_read == ["other-app/deployments"]
+    assert fake.sources_created == 0
 
 
 async def test_deploy_skips_the_app_check_on_a_gateway_without_it(
@@ -570,8 +592,8 @@ async def test_deploy_skips_the_app_check_on_a_gateway_without_it(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An older gateway answers 404 to GET /v1/apps/{app}: deploy goes on without the check."""
-    fake = FakeApi(gateway, app_endpoint=False)
+    """A gateway without either endpoint answers 404 to both: deploy goes on without the check."""
+    fake = FakeApi(gateway, app_endpoint=False, list_endpoint=False)
     server: TestServer = await aiohttp_server(fake.app())
     monkeypatch.setenv("GATEWAY_API_URL", str(server.make_url("")).rstrip("/"))
     monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
