@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -220,6 +220,24 @@ def _umask() -> int:
     return mask
 
 
+async def _receive(
+    resp: aiohttp.ClientResponse, handle: IO[bytes], reporter: Reporter
+) -> tuple[int, str, bytes]:
+    """Write the body to ``handle``: its size, its sha256 and its first bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    with reporter.bar(resp.content_length, "download") as bar:
+        async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
+            await asyncio.to_thread(handle.write, chunk)
+            if len(head) < len(GZIP_MAGIC) + 2:
+                head += chunk[:4]
+            digest.update(chunk)
+            size += len(chunk)
+            bar.update(len(chunk))
+    return size, digest.hexdigest(), head
+
+
 async def download(
     session: aiohttp.ClientSession,
     url: str,
@@ -254,19 +272,8 @@ async def download(
                     raise await error_from(resp, action, what="download URL")
                 expected = resp.headers.get("X-Checksum-Sha256", "").strip().lower() or None
                 content_type = resp.headers.get("Content-Type")
-                digest = hashlib.sha256()
-                size = 0
-                head = b""
-                with reporter.bar(resp.content_length, "download") as bar:
-                    async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
-                        await asyncio.to_thread(handle.write, chunk)
-                        if len(head) < len(GZIP_MAGIC) + 2:
-                            head += chunk[:4]
-                        digest.update(chunk)
-                        size += len(chunk)
-                        bar.update(len(chunk))
+                size, actual, head = await _receive(resp, handle, reporter)
         await asyncio.to_thread(handle.close)
-        actual = digest.hexdigest()
         if expected is not None and actual != expected:
             raise CliError(
                 f"{action} failed: sha256 mismatch: the server announced {expected}, the received"
