@@ -250,9 +250,12 @@ class ArchiveInspector:
             if target.startswith(b"/") or b".." in parts(target):
                 raise ArchiveInvalid(f"hard link {show(name)} -> {show(target)} leaves the root")
             return
-        if climbs_out(parts(name), target):
+        name_parts = parts(name)
+        if not name_parts:
+            raise ArchiveInvalid(f"symbolic link {show(name)} would replace the root")
+        if climbs_out(name_parts, target):
             raise ArchiveInvalid(f"symbolic link {show(name)} -> {show(target)} leaves the root")
-        self._links.add(parts(name), target)  # to follow links through links at the end
+        self._links.add(name_parts, target)  # to follow links through links at the end
 
     def _track_root(self, kind: int, name: bytes) -> None:
         if self._rootless:
