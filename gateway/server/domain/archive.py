@@ -169,9 +169,12 @@ class ArchiveInspector:
             return
         if kind == _SOLARIS_EXTENDED:
             raise ArchiveInvalid(f"Solaris extended header after entry {show(self._last_name)}")
-        size = self._records.size(size, self._last_name)
+        records = self._records
+        if records.seen:
+            size = records.size(size, self._last_name)
         self._entry(kind, block, size)
-        self._records.clear()
+        if records.seen:
+            records.clear()
         if kind in _NO_DATA_TYPES:
             return
         if kind == _GNU_SPARSE and block[482]:

@@ -102,6 +102,9 @@ def number(field: bytes) -> int:
         if field[0] == 0x80:
             return int.from_bytes(field[1:], "big")
         raise ValueError("negative number")
+    digits = field.rstrip(b" \0")
+    if digits.isdigit():  # what writers write ("%011o\0"): int() refuses an 8 or a 9
+        return int(digits, 8)
     match = _OCTAL.fullmatch(field)
     if match is None:
         if field.count(0) == len(field):
@@ -173,9 +176,9 @@ def header_names(block: bytes, kind: int) -> list[bytes]:
     (except to GNU long name, long link and sparse headers), Go's ``archive/tar`` reads a 131-byte
     prefix in star headers (``tar\\0`` at the end of the block)."""
     name = block[:100].split(b"\0", 1)[0]
-    prefix = block[345:500].split(b"\0", 1)[0]
-    if not prefix:
+    if not block[345]:
         return [name]
+    prefix = block[345:500].split(b"\0", 1)[0]
     posix = block[257:263] == b"ustar\0"
     names = [prefix + b"/" + name if posix else name]
     if kind not in _GNU_TYPES and not posix:

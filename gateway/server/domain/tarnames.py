@@ -46,13 +46,13 @@ class PendingRecords:
         self._long_name: bytes | None = None
         self._long_link: bytes | None = None
         self._pax: dict[bytes, bytes] = {}
-        self._seen: set[int] = set()  # which of L, K, x came for this entry
+        self.seen: set[int] = set()  # which of L, K, x came for this entry (empty: none)
 
     def add(self, kind: int, data: bytes, after: bytes) -> None:
         """Take the data of a GNU long name (L) or link (K) or of a local PAX header (x)."""
-        if kind in self._seen:  # tarfile takes the first, GNU tar and Go the last
+        if kind in self.seen:  # tarfile takes the first, GNU tar and Go the last
             raise ArchiveInvalid(f"two {_WHAT[kind]} for one entry after {show(after)}")
-        self._seen.add(kind)
+        self.seen.add(kind)
         if kind == _LOCAL_PAX:
             for key, value in pax_records(data, _LOCAL_KEYS):
                 if self._pax.setdefault(key, value) != value:
@@ -67,14 +67,16 @@ class PendingRecords:
             self._long_link = value
 
     def clear(self) -> None:
-        if self._seen:
+        if self.seen:
             self._long_name = self._long_link = None
             self._pax = {}
-            self._seen.clear()
+            self.seen.clear()
 
     def names(self, kind: int, block: bytes) -> list[bytes]:
         """The entry's names, the one most extractors use first; more than one only for a GNU
         sparse file's made-up header name. Refuses names extractors read differently."""
+        if not self.seen and not block[345]:  # most entries: a name and no prefix, no records
+            return [block[:100].split(b"\0", 1)[0]]
         given = [name for name in (self._long_name, self._pax.get(_PATH)) if name is not None]
         if given:
             if given[0] != given[-1]:
@@ -115,7 +117,7 @@ class PendingRecords:
 
     def size(self, header_size: int, after: bytes) -> int:
         """The entry's data size: the PAX ``size`` record (digits only), else the header's."""
-        value = self._pax.get(_SIZE)
+        value = self._pax.get(_SIZE) if self._pax else None
         if value is None:
             return header_size
         try:
