@@ -111,15 +111,18 @@ class LinkTree:
         frames = [_Frame(link)]
         while frames:
             frame = frames[-1]
-            if frame.index == len(frame.parts):
+            target, pos = frame.target, frame.pos
+            if pos > len(target):
                 frames.pop()
                 frame.link.state = (frame.node, frame.below)
                 if frames:  # the link's place is where the walk that met it goes on
                     frames[-1].node, frames[-1].below = frame.node, frame.below
                 continue
-            part = frame.parts[frame.index]
-            frame.index += 1
-            outcome = _step(frames, frame, part)
+            end = target.find(b"/", pos)
+            if end < 0:
+                end = len(target)
+            frame.pos = end + 1
+            outcome = _step(frames, frame, target[pos:end])
             if outcome is not None:
                 for left in frames:
                     left.link.state = outcome
@@ -128,16 +131,17 @@ class LinkTree:
 
 
 class _Frame:
-    """One link's target being walked: the parts left, and where the walk is."""
+    """One link's target being walked: how far, and where the walk is. A chain of links is a
+    stack of these: each holds no more than a few references, whatever the targets' length."""
 
-    __slots__ = ("below", "index", "link", "node", "parts")
+    __slots__ = ("below", "link", "node", "pos", "target")
 
     def __init__(self, link: _Node) -> None:
         assert link.target is not None and link.parent is not None
         link.state = _BUSY
         self.link = link
-        self.parts = link.target.split(b"/")
-        self.index = 0
+        self.target = link.target
+        self.pos = 0  # where the next component starts
         self.node = link.parent  # a target is read from the link's directory
         self.below = 0
 
