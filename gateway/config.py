@@ -7,36 +7,28 @@ the only entry point; it raises ``ConfigError`` naming the key path of the first
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import ipaddress
 import os
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.envsubst import EnvReferenceError, Substituted, substitute
+from gateway.config_errors import ConfigError as ConfigError
+from gateway.config_errors import join_path
+from gateway.config_types import build
+from gateway.envsubst import EnvReferenceError, substitute
 
 # S3 refuses parts under 5 MiB (except the last) and allows at most 10,000 of them.
 S3_MIN_PART_SIZE = 5 * 1024 * 1024
 S3_MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 # Secrets shorter than this are too easy to guess for HMAC keys that guard every URL.
 MIN_SECRET_KEY_LENGTH = 16
-
-
-class ConfigError(Exception):
-    """The configuration is unusable; the message starts with the key path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
 
 
 @dataclass(frozen=True)
@@ -80,6 +72,9 @@ class TokenConfig:
     name: str
     token: str
     apps: tuple[str, ...] = ("*",)
+    # Who the token is, for GET /v1/users/self and a deployment's pusher (optional).
+    email: str | None = None
+    fullname: str | None = None
 
     def validate(self, path: str) -> None:
         if self.token.startswith("sha256:"):
@@ -96,11 +91,23 @@ class TokenConfig:
         return hashlib.sha256(self.token.encode()).digest()
 
 
+# The platform's clients renew a JWT that has less than 5 minutes left before every call, so a
+# shorter life would make them exchange on every request; a day bounds what a leaked JWT is worth.
+MIN_EXCHANGE_TTL = 300
+MAX_EXCHANGE_TTL = 86400
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     tokens: tuple[TokenConfig, ...] = ()
+    exchange_ttl_seconds: int = 3600
 
     def validate(self, path: str) -> None:
+        if not MIN_EXCHANGE_TTL <= self.exchange_ttl_seconds <= MAX_EXCHANGE_TTL:
+            raise ConfigError(
+                f"{path}.exchange_ttl_seconds",
+                f"must be between {MIN_EXCHANGE_TTL} and {MAX_EXCHANGE_TTL}",
+            )
         names = [t.name for t in self.tokens]
         for i, name in enumerate(names):
             if names.index(name) != i:
@@ -224,6 +231,9 @@ class DeploymentsConfig:
     events_ttl_seconds: int = 86400
     max_output_bytes: int = 4194304
     poll_interval: float = 1.0
+    stream_auth_timeout: float = 10.0
+    stream_replay_seconds: int = 3600
+    max_streams: int = 1000
     demo_deployer: bool = False
 
     def validate(self, path: str) -> None:
@@ -241,6 +251,12 @@ class DeploymentsConfig:
         # Each follower lists the bucket once per interval: faster would cost more than it shows.
         if not 0.1 <= self.poll_interval <= 60:
             raise ConfigError(f"{path}.poll_interval", "must be between 0.1 and 60 seconds")
+        if not 0 < self.stream_auth_timeout <= 300:
+            raise ConfigError(f"{path}.stream_auth_timeout", "must be between 0 and 300 seconds")
+        if self.stream_replay_seconds < 0:
+            raise ConfigError(f"{path}.stream_replay_seconds", "must not be negative")
+        if self.max_streams < 1:
+            raise ConfigError(f"{path}.max_streams", "must be at least 1")
         if self.demo_deployer and self.forward.type != "sqs":
             raise ConfigError(f"{path}.demo_deployer", "takes its jobs from an sqs forward queue")
 
@@ -285,83 +301,9 @@ class Config:
         archives, records = self.storage.prefix, self.deployments.prefix
         if archives.startswith(records) or records.startswith(archives):
             raise ConfigError(
-                _join(path, "deployments.prefix"),
+                join_path(path, "deployments.prefix"),
                 f"must not overlap storage.prefix ({archives!r})",
             )
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-# --- typed construction ---------------------------------------------------------------------------
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _convert(inner, value, path)
-    if origin is Literal:
-        # YAML 1.1 reads an unquoted `off` (or `on`) as a boolean: the word written is meant.
-        if isinstance(value, bool) and ("on" if value else "off") in get_args(tp):
-            value = "on" if value else "off"
-        if value not in get_args(tp):
-            allowed = ", ".join(repr(a) for a in get_args(tp))
-            raise ConfigError(path, f"must be one of {allowed}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(path, f"must be a list, got {_type_name(value)}")
-        inner = get_args(tp)[0]
-        return tuple(_convert(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        return _build(typing.cast(type, tp), value, path)
-    if isinstance(value, Substituted) and tp in (int, float, bool):
-        value = yaml.safe_load(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is str and isinstance(value, str):
-        return str(value)
-    if type(value) is not tp:
-        raise ConfigError(path, f"must be {tp.__name__}, got {_type_name(value)}")
-    return value
-
-
-def _type_name(value: Any) -> str:
-    return {type(None): "null", dict: "mapping", list: "list"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, f"must be a mapping, got {_type_name(data)}")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise ConfigError(_join(path, str(key)), "unknown key")
-    kwargs = {}
-    for name, f in fields.items():
-        key_path = _join(path, name)
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], key_path)
-        elif dataclasses.is_dataclass(hints[name]):
-            # An absent section is built from {}: its required keys and checks still apply.
-            kwargs[name] = _convert(hints[name], {}, key_path)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(key_path, "required")
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        validate(path)
-    return obj
 
 
 def config_from_dict(data: Any, env: Mapping[str, str] | None = None) -> Config:
@@ -370,7 +312,7 @@ def config_from_dict(data: Any, env: Mapping[str, str] | None = None) -> Config:
         substituted = substitute(data, os.environ if env is None else env)
     except EnvReferenceError as exc:
         raise ConfigError(exc.path, exc.problem) from None
-    config: Config = _build(Config, substituted, "")
+    config: Config = build(Config, substituted, "")
     return config
 
 

@@ -73,7 +73,7 @@ async def test_the_record_is_the_answer_and_follows_the_deployer(
     deployment, job = await deploy(http, gw, sqs, queue_url, postdeploy_hook="rake db:migrate")
     assert deployment["status"] == "queued"
     assert deployment["postdeploy_hook"] == job["postdeploy_hook"] == "rake db:migrate"
-    assert deployment["pusher"] == {"name": "ci"}
+    assert deployment["pusher"] == {"id": "ci", "username": "ci", "email": "", "name": "ci"}
     assert deployment["links"] == {"output": url_of(gw, deployment, "/output")}
     assert await get_json(http, url_of(gw, deployment)) == (200, {"deployment": deployment})
 

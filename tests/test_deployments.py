@@ -48,6 +48,7 @@ DEPLOYMENT_KEYS = {
     "source_url",
     "postdeploy_hook",
     "pusher",
+    "duration",
     "links",
 }
 

@@ -120,7 +120,7 @@ async def test_job_is_signed_and_the_gateways_record_is_the_answer(
     job = assert_signed(seen)
     # The deployer's own body is not passed through: the answer is the gateway's record.
     assert body["deployment"]["id"] == job["id"] != "dep-42"
-    assert body["deployment"]["pusher"] == {"name": "ci"}
+    assert body["deployment"]["pusher"] == {"id": "ci", "username": "ci", "email": "", "name": "ci"}
     assert job["app"] == "my-app"
     assert job["git_ref"] == "v1.2.3"
     assert job["download_url"] == PUBLIC_URL
@@ -154,7 +154,8 @@ async def test_empty_2xx_answer_gives_our_deployment_object(
             "type": "archive",
             "source_url": PUBLIC_URL,
             "postdeploy_hook": None,
-            "pusher": {"name": "ci"},
+            "pusher": {"id": "ci", "username": "ci", "email": "", "name": "ci"},
+            "duration": None,
             "links": {
                 "output": f"{gateway.url}/v1/apps/my-app/deployments/{job['id']}/output",
             },

@@ -134,3 +134,69 @@ async def test_the_platforms_client_calls(
     ) as resp:
         assert resp.status == 404
         assert await resp.json() == {"resource": "deployment", "error": "not found"}
+
+
+async def test_the_deployment_object_as_the_go_client_decodes_it(
+    start_gateway: StartGateway,
+    moto_endpoint: str,
+    queue: tuple[Any, str],
+    http: aiohttp.ClientSession,
+) -> None:
+    """What the CLI dereferences unchecked is there: ``pusher`` with its username, an absolute
+    ``links.output`` that answers text to ``Accept: application/json``, ``duration`` once
+    finished; ``git_ref`` null is accepted and kept null; the CLI's x-gzip upload keeps its type."""
+    sqs, queue_url = queue
+    forward = {"type": "sqs", "queue": queue_url, "endpoint_url": moto_endpoint, "retries": 0}
+    tokens = [{"name": "ci", "token": TOKEN, "email": "ci@example.com"}]
+    gateway = await start_gateway({"deployments": {"forward": forward}, "auth": {"tokens": tokens}})
+    base = f"{gateway.url}/v1/"
+    async with http.post(urljoin(base, "sources"), headers=HEADERS, data="{}") as resp:
+        source = (await resp.json())["source"]
+    archive = gzip.compress(b"y" * 64)
+    put_headers = {"Content-Type": "application/x-gzip", "Content-Length": str(len(archive))}
+    async with http.put(source["upload_url"], data=archive, headers=put_headers) as resp:
+        assert resp.status == 200
+    async with http.get(source["download_url"]) as resp:
+        assert resp.headers["Content-Type"] == "application/x-gzip"
+
+    body = {"deployment": {"git_ref": None, "source_url": source["download_url"]}}
+    async with http.post(
+        urljoin(base, "apps/my-app/deployments"), data=json.dumps(body), headers=HEADERS
+    ) as resp:
+        assert resp.status == 201
+        created = (await resp.json())["deployment"]
+    assert created["git_ref"] is None
+    assert created["pusher"] == {
+        "id": "ci",
+        "username": "ci",
+        "email": "ci@example.com",
+        "name": "ci",
+    }
+    assert created["duration"] is None
+    output = created["links"]["output"]
+    assert output.startswith(gateway.url + "/")
+    async with http.get(output, headers=HEADERS) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
+        assert await resp.text() == ""
+
+    (message,) = sqs.receive_message(QueueUrl=queue_url)["Messages"]
+    events_url = json.loads(message["Body"])["events_url"]
+    gateway.clock.advance(42)  # the deployment takes 42 s on the gateway's clock
+    for event in (
+        {"id": 1, "type": "log", "content": "done"},
+        {"id": 2, "type": "status", "status": "success"},
+    ):
+        async with http.post(events_url, json=event) as resp:
+            assert resp.status == 200
+    async with http.get(urljoin(base, "apps/my-app/deployments"), headers=HEADERS) as resp:
+        (listed,) = (await resp.json())["deployments"]
+    assert listed["status"] == "success"
+    assert listed["duration"] == 42
+    assert listed["pusher"]["username"] == "ci"
+    assert listed["created_at"] < listed["finished_at"]
+
+    missing = output.replace(created["id"], str(uuid.uuid4()))
+    async with http.get(missing, headers=HEADERS) as resp:
+        assert resp.status == 404
+        assert await resp.json() == {"resource": "deployment", "error": "not found"}

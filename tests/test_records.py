@@ -219,7 +219,7 @@ def test_view_adds_the_output_link() -> None:
     view = deployment_view(record(), "https://gw/v1/apps/my-app/deployments/d-1/output")
     assert view["links"] == {"output": "https://gw/v1/apps/my-app/deployments/d-1/output"}
     assert view["status"] == "queued"
-    assert view["pusher"] == {"name": "ci"}
+    assert view["pusher"] == {"id": "ci", "username": "ci", "email": "", "name": "ci"}
     assert "output_bytes" not in view
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -24,9 +25,10 @@ from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle
 from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.domain.archive_check import ArchivePolicy
-from gateway.server.domain.auth import Authenticator
+from gateway.server.domain.auth import Authenticator, principals_of
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.exchange import ExchangedTokens
 from gateway.server.domain.signing import Clock, UrlSigner
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.domain.uploads import BufferBudget, Uploader
@@ -37,10 +39,16 @@ from gateway.server.http.deployments import DeploymentHandlers
 from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
 from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
+from gateway.server.http.platform import PlatformHandlers
 from gateway.server.http.probes import Probes, ReadinessCheck
 from gateway.server.http.sources import SourceHandlers
 from gateway.server.observability.access import AccessLog, ClientAddress
-from gateway.server.observability.metrics import ActiveRequests, DeploymentMetrics, Metrics
+from gateway.server.observability.metrics import (
+    ActiveRequests,
+    DeploymentMetrics,
+    Metrics,
+    PlatformMetrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +145,17 @@ def demo_deployer_context(
     return context
 
 
+def authenticator(config: Config, clock: Clock) -> tuple[Authenticator, ExchangedTokens]:
+    """API tokens, and the JWTs ``POST /v1/tokens/exchange`` hands out for them."""
+    exchanged = ExchangedTokens(
+        config.signing.secret_keys,
+        config.auth.exchange_ttl_seconds,
+        principals_of(config.auth.tokens),
+        clock,
+    )
+    return Authenticator(config.auth.tokens, [exchanged.verify]), exchanged
+
+
 def create_app(
     config: Config,
     *,
@@ -151,7 +170,7 @@ def create_app(
     budget = BufferBudget(config.sources.max_buffer_bytes)
     metrics.buffer_bytes.set_function(lambda: budget.in_use)
     signer = UrlSigner(config.signing.secret_keys, config.sources.ttl_seconds, clock)
-    auth = Authenticator(config.auth.tokens)
+    auth, exchanged = authenticator(config, clock)
     connections = Connections(config.storage)
     store = S3Store(
         connections, config.storage, on_error=lambda op: metrics.s3_errors.labels(op).inc()
@@ -172,6 +191,7 @@ def create_app(
         [("storage", store.check), ("deployment queue", forwarder.check)], clock
     )
     probes = Probes(readiness, active, metrics, config.metrics.token)
+    platform = PlatformHandlers(config, auth, exchanged, PlatformMetrics(metrics.registry))
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     access = AccessLog(
@@ -191,6 +211,7 @@ def create_app(
     app.on_cleanup.append(close_access_log)
 
     add_routes(app, config, sources, deploys, probes)
+    add_platform_routes(app.router, platform)
     records.add_routes(app.router)
     if config.deployments.demo_deployer:
         app.cleanup_ctx.append(demo_deployer_context(config, connections))
@@ -210,6 +231,15 @@ def middlewares(
 
 async def close_access_log(app: web.Application) -> None:
     app[keys.ACCESS_LOG].close()
+
+
+def add_platform_routes(router: web.UrlDispatcher, platform: PlatformHandlers) -> None:
+    """The platform's auth API and its app object (gateway.server.http.platform)."""
+    router.add_post("/v1/tokens/exchange", platform.exchange, expect_handler=continue_at_once)
+    get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
+    get("/v1/users/self", platform.users_self)
+    get("/v1/regions", platform.regions)
+    get("/v1/apps/{app}", platform.app)
 
 
 def add_routes(

@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from gateway.errors import BadRequest, GatewayError, ValidationFailed
@@ -144,6 +145,7 @@ def new_record(
     source_url: str,
     postdeploy_hook: str | None,
     pusher: str,
+    pusher_email: str = "",
 ) -> dict[str, Any]:
     """The record of a freshly accepted deployment: ``queued``, no output yet."""
     return {
@@ -157,7 +159,7 @@ def new_record(
             "type": "archive",
             "source_url": source_url,
             "postdeploy_hook": postdeploy_hook,
-            "pusher": {"name": pusher},
+            "pusher": {"name": pusher, "email": pusher_email},
         },
         "output_bytes": 0,
         "output_cut": False,
@@ -167,10 +169,33 @@ def new_record(
 
 
 def deployment_view(record: Mapping[str, Any], output_url: str) -> dict[str, Any]:
-    """The platform's deployment object for a record, with ``links.output``."""
+    """The platform's deployment object for a record, with ``links.output``, the pusher as the
+    platform's clients read it (``id``, ``username``, ``email``; ``name`` as before) and the
+    ``duration`` in seconds once finished (null until then)."""
     view = dict(record["deployment"])
+    pusher = view.get("pusher") or {}
+    name = str(pusher.get("name", ""))
+    view["pusher"] = {
+        "id": name,
+        "username": name,
+        "email": str(pusher.get("email") or ""),
+        "name": name,
+    }
+    view["duration"] = duration_seconds(view.get("created_at"), view.get("finished_at"))
     view["links"] = {"output": output_url}
     return view
+
+
+def duration_seconds(created_at: Any, finished_at: Any) -> int | None:
+    """Whole seconds from ``created_at`` to ``finished_at`` (RFC 3339), None if unfinished."""
+    if not isinstance(created_at, str) or not isinstance(finished_at, str):
+        return None
+    try:
+        started = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        finished = datetime.fromisoformat(finished_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0, round((finished - started).total_seconds()))
 
 
 def record_status(record: Mapping[str, Any]) -> str:

@@ -74,6 +74,7 @@ class DeploymentHandlers:
             parsed.url,
             parsed.postdeploy_hook,
             principal.name,
+            principal.email,
         )
         # Recorded before the job leaves: a deployer may report back at once.
         await self._tracker.create(record, now)

@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.ids import SOURCE_ID_REGEX
 from gateway.server.domain.records import MAX_EVENT_ID, MAX_HOOK_LENGTH, STATUSES
+from gateway.server.http.openapi_platform import platform_paths, platform_schemas
 
 OPENAPI_PATH = "/v1/openapi.json"
 # The source id in paths: a lowercase UUID4 as the gateway issues them (anything else is 404).
@@ -253,7 +254,21 @@ def _deployment_schemas() -> Schema:
                 "type": {"const": "archive"},
                 "source_url": {"type": "string"},
                 "postdeploy_hook": {"type": ["string", "null"]},
-                "pusher": {"type": "object", "properties": {"name": {"type": "string"}}},
+                "pusher": {
+                    "type": "object",
+                    "description": "The API token that created it: its name as `id`, "
+                    "`username` and `name`, its configured `email`.",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "username": {"type": "string"},
+                        "email": {"type": "string"},
+                        "name": {"type": "string"},
+                    },
+                },
+                "duration": {
+                    "type": ["integer", "null"],
+                    "description": "Seconds from creation to the final status; null until then.",
+                },
                 "links": {
                     "type": "object",
                     "properties": {"output": {"type": "string", "format": "uri"}},
@@ -658,6 +673,11 @@ def document(config: Config) -> Schema:
         OPENAPI_PATH: _with_head(
             _probe("This document", "OpenAPI 3.1.", {"type": "object"}), "openapi"
         ),
+        **platform_paths(
+            _common_errors(),
+            _auth_errors(),
+            _error("The token may not deploy this app (`code: forbidden`)."),
+        ),
     }
     return {
         "openapi": "3.1.0",
@@ -678,10 +698,15 @@ def document(config: Config) -> Schema:
                 "description": "Deploy from an archive URL, and follow what becomes of it.",
             },
             {"name": "operations", "description": "Probes, metrics and this document."},
+            {
+                "name": "platform",
+                "description": "What the platform's own CLI and JavaScript client call: the "
+                "token exchange, the user, the regions, the app and its deployments stream.",
+            },
         ],
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **platform_schemas()},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "basic": {

@@ -153,6 +153,25 @@ class DeploymentMetrics:
         )
 
 
+class PlatformMetrics:
+    """What the platform's own clients do: token exchanges and deployments streams."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.exchanges = Counter(
+            "gateway_token_exchanges",
+            "POST /v1/tokens/exchange by outcome (issued, refused).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.stream_auth_failures = Counter(
+            "gateway_stream_auth_failures",
+            "Deployments streams closed before or at their auth frame, by reason (timeout, "
+            "not_json, too_large, not_auth, bad_token, forbidden).",
+            ["reason"],
+            registry=registry,
+        )
+
+
 class ActiveRequests:
     """The requests being handled, and whether this instance is draining for a shutdown.
 
