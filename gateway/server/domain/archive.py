@@ -26,7 +26,7 @@ from .tarformat import (
     signed_checksum,
 )
 from .tarlinks import LinkTree
-from .tarnames import MAX_LONG_BYTES, MAX_NAME_BYTES, PendingRecords, check_global_pax
+from .tarnames import MAX_LONG_BYTES, MAX_NAME_BYTES, PendingRecords
 
 Mode = Literal["enforce", "report", "off"]
 MODES: tuple[Mode, ...] = ("enforce", "report", "off")
@@ -200,7 +200,7 @@ class ArchiveInspector:
         kind, self._meta_type = self._meta_type, 0
         self._skip = -len(data) % BLOCK
         if kind == _GLOBAL_PAX:  # nothing of it is kept: it may not name, link or size entries
-            check_global_pax(data)
+            self._records.check_global(data)
         else:
             self._records.add(kind, data, self._last_name)
 

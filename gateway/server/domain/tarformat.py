@@ -139,13 +139,19 @@ def mode_type(field: bytes) -> int:
         return 0  # tar and tarfile read a bad mode as 0 too
 
 
-def pax_records(data: bytes, keep: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+def pax_records(
+    data: bytes, keep: frozenset[bytes], most: int
+) -> tuple[list[tuple[bytes, bytes]], int]:
     """The records of a PAX extended header, ``"<length> <key>=<value>\\n"``, whose key is in
-    ``keep``, in order (a key may repeat). Every record is checked, the others dropped as they are
-    read: a header of many small records costs no memory. The length is plain decimal digits."""
+    ``keep``, in order (a key may repeat), and how many records it has: ``ValueError`` past
+    ``most``. Every record is checked, the others dropped as they are read: a header of many
+    small records costs no memory. The length is plain decimal digits."""
     records = []
-    pos = 0
+    pos = count = 0
     while pos < len(data) and data[pos] != 0:
+        count += 1
+        if count > most:
+            raise ValueError("too many records")
         space = data.find(b" ", pos, pos + MAX_PAX_LENGTH_DIGITS + 1)
         digits = data[pos:space] if space > pos else b""
         length = int(digits) if digits.isdigit() else 0
@@ -159,7 +165,7 @@ def pax_records(data: bytes, keep: frozenset[bytes]) -> list[tuple[bytes, bytes]
         if key in keep:
             records.append((key, data[equals + 1 : end - 1]))
         pos = end
-    return records
+    return records, count
 
 
 def pax_number(value: bytes) -> int:
