@@ -4,6 +4,7 @@ check"). Their cost is measured in bench/bench_archive_hostile.py, not timed her
 
 from __future__ import annotations
 
+import gzip
 import sys
 
 import pytest
@@ -13,14 +14,14 @@ from gateway.server.domain.archive import ArchiveFacts, ArchiveInspector
 from gateway.server.domain.tarlinks import MAX_LINK_BYTES, NODE_BYTES
 from gateway.server.domain.tarnames import MAX_PAX_RECORDS
 
-from .archives import gz, pax_data, pax_member, raw_member, raw_tar
+from .archives import pax_data, pax_member, raw_member, raw_tar
 
 BIG = 1 << 40
 
 
 def inspect(tar_bytes: bytes) -> ArchiveFacts:
     inspector = ArchiveInspector(BIG, BIG)
-    data = gz(tar_bytes)
+    data = gzip.compress(tar_bytes, 1, mtime=0)  # these archives are large: compress fast
     for start in range(0, len(data), 1 << 20):
         inspector.feed(data[start : start + 1 << 20])
     return inspector.finish()
@@ -50,29 +51,23 @@ def tiny_global_headers(records: int) -> list[bytes]:
     return members
 
 
-def test_pax_records_past_the_budget_are_refused() -> None:
+def test_pax_records_past_the_budget_are_refused_global_and_local_alike() -> None:
     assert pax_data([(b"a", b"b")]) == b"6 a=b\n"
-    within = tiny_global_headers(MAX_PAX_RECORDS - 1)
-    assert inspect(raw_tar(*within, raw_member(b"a", b"x"))).files == 1  # one record left: a's
-    past = tiny_global_headers(MAX_PAX_RECORDS + 1)
-    assert f"more than {MAX_PAX_RECORDS} PAX records" in refusal(raw_tar(*past))
-
-
-def test_pax_records_are_counted_over_local_headers_too() -> None:
     within = tiny_global_headers(MAX_PAX_RECORDS - 2)
     local = pax_member([(b"path", b"r/a"), (b"mtime", b"1")])
     assert inspect(raw_tar(*within, local, raw_member(b"x", b"x"))).files == 1
     local = pax_member([(b"path", b"r/a"), (b"mtime", b"1"), (b"atime", b"1")])
-    assert "PAX records" in refusal(raw_tar(*within, local, raw_member(b"x", b"x")))
+    reason = refusal(raw_tar(*within, local, raw_member(b"x", b"x")))
+    assert f"more than {MAX_PAX_RECORDS} PAX records" in reason
 
 
 def test_links_past_their_share_are_refused() -> None:
-    target = b"./" * 1999 + b"t"  # 3,999 bytes: within PATH_MAX
+    target = b"t" * 3999  # within PATH_MAX
     each = len(target) + NODE_BYTES + len(b"9999")  # its target, and its name in the tree
     count = MAX_LINK_BYTES // each
     within = [link(b"r/%d" % i, target) for i in range(count - 1)]
     assert inspect(raw_tar(*within)).entries == count - 1
-    past = [link(b"r/%d" % i, target) for i in range(count + 1)]
+    past = [*within, link(b"r/a", target), link(b"r/b", target)]
     reason = refusal(raw_tar(*past))
     assert f"symbolic links' names and targets take more than {MAX_LINK_BYTES} bytes" in reason
 

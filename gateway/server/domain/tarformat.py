@@ -26,8 +26,9 @@ _INFLATE_ERROR = cast(type[Exception], isal_zlib.error)
 _S_IFMT = 0o170000
 # Octal header numbers as GNU tar and tarfile both read them (``number``).
 _OCTAL = re.compile(rb" *([0-7]+)(?:[ \0][ \0]*)?")
-# Digits of a PAX record's length: a record is at most an extended header (1 MiB).
-MAX_PAX_LENGTH_DIGITS = 7
+# A PAX record's start: its length (plain digits; a record is at most an extended header, 1 MiB,
+# 7 digits), a space, its key and "=". One regex match a record: they may be six bytes each.
+_PAX_RECORD = re.compile(rb"([0-9]{1,7}) ([^=\n]*)=")
 # Digits of a PAX size: 10**18 bytes is past any limit, and int() of a long string is slow.
 MAX_PAX_NUMBER_DIGITS = 18
 # Type flags ``tarfile`` joins no prefix to: GNU long name, long link, old sparse.
@@ -148,22 +149,18 @@ def pax_records(
     small records costs no memory. The length is plain decimal digits."""
     records = []
     pos = count = 0
-    while pos < len(data) and data[pos] != 0:
+    size, match = len(data), _PAX_RECORD.match
+    while pos < size and data[pos] != 0:
         count += 1
         if count > most:
             raise ValueError("too many records")
-        space = data.find(b" ", pos, pos + MAX_PAX_LENGTH_DIGITS + 1)
-        digits = data[pos:space] if space > pos else b""
-        length = int(digits) if digits.isdigit() else 0
-        end = pos + length
-        if space < 0 or end <= space + 1 or end > len(data) or data[end - 1] != 0x0A:
+        found = match(data, pos)
+        end = pos + int(found[1]) if found else pos
+        if found is None or end <= found.end() or end > size or data[end - 1] != 0x0A:
             raise ArchiveInvalid("malformed PAX extended header")
-        equals = data.find(b"=", space + 1, end - 1)
-        if equals < 0:
-            raise ArchiveInvalid("malformed PAX extended header")
-        key = data[space + 1 : equals]
+        key = found[2]
         if key in keep:
-            records.append((key, data[equals + 1 : end - 1]))
+            records.append((key, data[found.end() : end - 1]))
         pos = end
     return records, count
 
