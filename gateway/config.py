@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.config_auth import JwtConfig as JwtConfig
+from gateway.config_auth import LimitsConfig as LimitsConfig
 from gateway.config_errors import ConfigError as ConfigError
 from gateway.config_errors import join_path
 from gateway.config_types import build
@@ -41,7 +43,10 @@ class ServerConfig:
     body_timeout: float = 60.0
     header_timeout: float = 15.0
     send_timeout: float = 60.0
+    min_upload_rate: int = 16 * 1024
     trusted_proxies: tuple[str, ...] = ()
+    readiness_requires: tuple[Literal["storage", "deployer"], ...] = ("storage",)
+    readiness_interval: float = 5.0
 
     def validate(self, path: str) -> None:
         if not self.public_url:
@@ -51,9 +56,11 @@ class ServerConfig:
             raise ConfigError(f"{path}.public_url", "must be an absolute http(s) URL")
         if parts.query or parts.fragment:
             raise ConfigError(f"{path}.public_url", "must not have a query or fragment")
-        for name in ("body_timeout", "header_timeout", "send_timeout"):
+        for name in ("body_timeout", "header_timeout", "send_timeout", "readiness_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{path}.{name}", "must be positive")
+        if self.min_upload_rate < 0:
+            raise ConfigError(f"{path}.min_upload_rate", "must not be negative")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"{path}.port", "must be between 0 and 65535")
         for i, cidr in enumerate(self.trusted_proxies):
@@ -101,6 +108,8 @@ MAX_EXCHANGE_TTL = 86400
 class AuthConfig:
     tokens: tuple[TokenConfig, ...] = ()
     exchange_ttl_seconds: int = 3600
+    jwt: JwtConfig | None = None
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def validate(self, path: str) -> None:
         if not MIN_EXCHANGE_TTL <= self.exchange_ttl_seconds <= MAX_EXCHANGE_TTL:
@@ -139,11 +148,14 @@ class SourcesConfig:
     archive_check: Literal["enforce", "report", "off"] = "enforce"
     max_inflated_bytes: int = 4 * 1024**3
     max_entries: int = 200_000
+    archive_check_cpu_seconds: float = 60.0
+    archive_check_threads: int = 2
     # Below S3's minimum part size only for tests against moto (it checks sizes at completion only).
     allow_small_parts: bool = False
 
     def validate(self, path: str) -> None:
-        for key in ("ttl_seconds", "max_inflated_bytes", "max_entries"):
+        positive = ("ttl_seconds", "max_inflated_bytes", "max_entries", "archive_check_cpu_seconds")
+        for key in (*positive, "archive_check_threads"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{path}.{key}", "must be positive")
         if self.max_size_bytes < 0:
