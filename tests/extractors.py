@@ -68,7 +68,7 @@ def build_go_extractor(out: Path) -> Path:
         [GO, "build", "-o", str(binary), str(GO_EXTRACTOR)],
         check=True,
         capture_output=True,
-        env={**os.environ, "GO111MODULE": "off"},
+        env={"GOCACHE": str(out / "gocache"), **os.environ, "GO111MODULE": "off"},
         timeout=300,
     )
     return binary
