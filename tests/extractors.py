@@ -68,10 +68,17 @@ def build_go_extractor(out: Path) -> Path:
         [GO, "build", "-o", str(binary), str(GO_EXTRACTOR)],
         check=True,
         capture_output=True,
-        env={"GOCACHE": str(out / "gocache"), **os.environ, "GO111MODULE": "off"},
+        env={**go_cache(out), **os.environ, "GO111MODULE": "off"},
         timeout=300,
     )
     return binary
+
+
+def go_cache(out: Path) -> dict[str, str]:
+    """A build cache where Go has none (no HOME): the usual one otherwise, warm from earlier runs."""
+    if "HOME" in os.environ or "XDG_CACHE_HOME" in os.environ:
+        return {}
+    return {"GOCACHE": str(out / "gocache")}
 
 
 def extract_with_go(binary: Path, data: bytes, dest: Path) -> None:
