@@ -75,7 +75,7 @@ def build_go_extractor(out: Path) -> Path:
 
 
 def go_cache(out: Path) -> dict[str, str]:
-    """A build cache where Go has none (no HOME): the usual one otherwise, warm from earlier runs."""
+    """A build cache where Go has none (no HOME); else its usual one, warm from earlier runs."""
     if "HOME" in os.environ or "XDG_CACHE_HOME" in os.environ:
         return {}
     return {"GOCACHE": str(out / "gocache")}
