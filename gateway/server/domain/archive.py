@@ -2,9 +2,10 @@
 
 ``ArchiveInspector`` is fed the body chunk by chunk and keeps only a few counters, one partial
 512-byte header, the name records of the next entry (``tarnames``) and the archive's symbolic
-links (``tarlinks``), each bounded: inflated data is looked at once and dropped. Header fields are parsed per 512-byte record and file data is skipped by offset, so the
-Python work grows with the number of entries, not of bytes; inflating (ISA-L, which lets go of the
-GIL) is the cost. ``ArchiveCheck`` runs the inspector off the event loop for one upload.
+links (``tarlinks``), each bounded: inflated data is looked at once and dropped. Header fields are
+parsed per 512-byte record and file data is skipped by offset, so the Python work grows with the
+number of entries, not of bytes; inflating (ISA-L, which lets go of the GIL) is the cost.
+``ArchiveCheck`` runs the inspector off the event loop for one upload.
 """
 
 from __future__ import annotations
