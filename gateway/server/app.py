@@ -39,9 +39,10 @@ from gateway.server.http.deployments import DeploymentHandlers
 from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
 from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
-from gateway.server.http.platform import PlatformHandlers
+from gateway.server.http.platform import STREAM_PATH, PlatformHandlers
 from gateway.server.http.probes import Probes, ReadinessCheck
 from gateway.server.http.sources import SourceHandlers
+from gateway.server.http.stream import DeploymentsStream
 from gateway.server.observability.access import AccessLog, ClientAddress
 from gateway.server.observability.metrics import (
     ActiveRequests,
@@ -125,6 +126,7 @@ def deployment_record_handlers(
         deployments.poll_interval,
         active.drain_started,
         clock,
+        replay_seconds=deployments.stream_replay_seconds,
     )
 
 
@@ -191,7 +193,9 @@ def create_app(
         [("storage", store.check), ("deployment queue", forwarder.check)], clock
     )
     probes = Probes(readiness, active, metrics, config.metrics.token)
-    platform = PlatformHandlers(config, auth, exchanged, PlatformMetrics(metrics.registry))
+    platform_metrics = PlatformMetrics(metrics.registry)
+    platform = PlatformHandlers(config, auth, exchanged, platform_metrics)
+    stream = deployments_stream(config, auth, records, platform_metrics)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     access = AccessLog(
@@ -211,7 +215,7 @@ def create_app(
     app.on_cleanup.append(close_access_log)
 
     add_routes(app, config, sources, deploys, probes)
-    add_platform_routes(app.router, platform)
+    add_platform_routes(app.router, platform, stream)
     records.add_routes(app.router)
     if config.deployments.demo_deployer:
         app.cleanup_ctx.append(demo_deployer_context(config, connections))
@@ -233,10 +237,34 @@ async def close_access_log(app: web.Application) -> None:
     app[keys.ACCESS_LOG].close()
 
 
-def add_platform_routes(router: web.UrlDispatcher, platform: PlatformHandlers) -> None:
-    """The platform's auth API and its app object (gateway.server.http.platform)."""
+def deployments_stream(
+    config: Config,
+    auth: Authenticator,
+    records: DeploymentRecordHandlers,
+    metrics: PlatformMetrics,
+) -> DeploymentsStream:
+    """The WebSocket stream, rendered from the same follow core as the event streams."""
+    deployments = config.deployments
+    return DeploymentsStream(
+        auth,
+        records.hub,
+        records.links.view,
+        metrics,
+        records.metrics.followers.labels("websocket"),
+        auth_timeout=deployments.stream_auth_timeout,
+        send_timeout=config.server.send_timeout,
+        max_streams=deployments.max_streams,
+    )
+
+
+def add_platform_routes(
+    router: web.UrlDispatcher, platform: PlatformHandlers, stream: DeploymentsStream
+) -> None:
+    """The platform's auth API, its app object (gateway.server.http.platform) and the
+    deployments stream, before ``/v1/apps/{app}/deployments/{id}`` would take its path."""
     router.add_post("/v1/tokens/exchange", platform.exchange, expect_handler=continue_at_once)
     get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
+    get(STREAM_PATH, stream.handle)
     get("/v1/users/self", platform.users_self)
     get("/v1/regions", platform.regions)
     get("/v1/apps/{app}", platform.app)

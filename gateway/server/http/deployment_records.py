@@ -19,6 +19,7 @@ from gateway.server.adapters.records import DeploymentNotFound, Record
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import app_name_errors
 from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.follow import FollowHub
 from gateway.server.domain.records import (
     MAX_EVENT_CONTENT,
     deployment_view,
@@ -90,7 +91,10 @@ class DeploymentRecordHandlers:
         poll_interval: float,
         stopping: asyncio.Event,
         clock: Callable[[], float] = time.time,
+        replay_seconds: float = 3600,
     ) -> None:
+        # The instance's one follow core, shared with the WebSocket stream.
+        self.hub = FollowHub(tracker, poll_interval, replay_seconds, stopping, clock)
         self._auth = auth
         self.tracker = tracker
         self._tokens = tokens
@@ -149,14 +153,14 @@ class DeploymentRecordHandlers:
             }
         )
         await start_stream(request, response)
-        self.metrics.followers.inc()
+        self.metrics.followers.labels("sse").inc()
         try:
             await self._stream(response, record, after)
             await response.write_eof()
         except CLIENT_GONE:
             pass  # the follower left: nothing to finish
         finally:
-            self.metrics.followers.dec()
+            self.metrics.followers.labels("sse").dec()
         return response
 
     async def _stream(
@@ -165,7 +169,8 @@ class DeploymentRecordHandlers:
         record: Record,
         after: int,
     ) -> None:
-        batches = self.tracker.follow(record, after, self._poll_interval, self._stopping)
+        # The instance's shared feed of the deployment: one look per interval for all followers.
+        batches = self.hub.follow(record, after)
         async with contextlib.aclosing(batches):
             await self._relay(response, batches)
         if self._stopping.is_set():
