@@ -5,7 +5,10 @@ refusals (1008), connections that never authenticate, ``max_streams`` and the pi
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 from typing import Any
 
 import aiohttp
@@ -252,3 +255,58 @@ async def test_pings_every_15_seconds_on_a_quiet_stream(
         assert isinstance(frame["data"]["ts"], int)
     finally:
         await ws.close()
+
+
+async def test_a_follower_that_reads_nothing_is_dropped_after_send_timeout(
+    start_gateway: StartGateway,
+    moto_endpoint: str,
+    queue_url: str,
+    sqs: Any,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A raw WebSocket client with a tiny receive window that authenticates and then reads
+    nothing, while the replay has megabytes to send: dropped once ``server.send_timeout`` passed
+    with nothing taken, so it holds no stream slot."""
+    config = deployer_config(moto_endpoint, queue_url, max_output_bytes=64 * 1024 * 1024)
+    config["server"] = {"send_timeout": 1}
+    gateway = await start_gateway(config)
+    _, events_url = await deploy(http, gateway, sqs, queue_url)
+    line = "x" * 1000 + "\n"
+    for number in range(1, 121):  # about 7 MiB of output: more than socket buffers hold
+        async with http.post(
+            events_url, json={"id": number, "type": "log", "content": line * 60}
+        ) as resp:
+            assert resp.status == 200
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gateway.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /v1/apps/my-app/deployments/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\nOrigin: http://scalingo-cli.local/1\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    writer.write(masked_text_frame(json.dumps({"type": "auth", "data": {"token": TOKEN}})))
+    stream = stream_handler(gateway)
+    try:
+        for _ in range(150):  # up to 30 s, never reading a byte meanwhile
+            if not stream.open:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        writer.close()
+    assert stream.open == 0
+    assert any(a.get("outcome") == "send_timeout" for a in gateway.access_lines())
+
+
+def masked_text_frame(text: str) -> bytes:
+    """One final text frame as a client sends it (masked; payload under 126 bytes)."""
+    payload = text.encode()
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
