@@ -193,9 +193,7 @@ def create_app(
         [("storage", store.check), ("deployment queue", forwarder.check)], clock
     )
     probes = Probes(readiness, active, metrics, config.metrics.token)
-    platform_metrics = PlatformMetrics(metrics.registry)
-    platform = PlatformHandlers(config, auth, exchanged, platform_metrics)
-    stream = deployments_stream(config, auth, records, platform_metrics)
+    platform, stream = platform_handlers(config, auth, exchanged, records, metrics)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     access = AccessLog(
@@ -237,24 +235,28 @@ async def close_access_log(app: web.Application) -> None:
     app[keys.ACCESS_LOG].close()
 
 
-def deployments_stream(
+def platform_handlers(
     config: Config,
     auth: Authenticator,
+    exchanged: ExchangedTokens,
     records: DeploymentRecordHandlers,
-    metrics: PlatformMetrics,
-) -> DeploymentsStream:
-    """The WebSocket stream, rendered from the same follow core as the event streams."""
+    metrics: Metrics,
+) -> tuple[PlatformHandlers, DeploymentsStream]:
+    """The platform's auth API and app object, and the WebSocket stream, rendered from the
+    same follow core as the event streams."""
     deployments = config.deployments
-    return DeploymentsStream(
+    platform_metrics = PlatformMetrics(metrics.registry)
+    stream = DeploymentsStream(
         auth,
         records.hub,
         records.links.view,
-        metrics,
+        platform_metrics,
         records.metrics.followers.labels("websocket"),
         auth_timeout=deployments.stream_auth_timeout,
         send_timeout=config.server.send_timeout,
         max_streams=deployments.max_streams,
     )
+    return PlatformHandlers(config, auth, exchanged, platform_metrics), stream
 
 
 def add_platform_routes(
