@@ -41,6 +41,7 @@ class ServerConfig:
     body_timeout: float = 60.0
     header_timeout: float = 15.0
     send_timeout: float = 60.0
+    min_upload_rate: int = 16 * 1024
     trusted_proxies: tuple[str, ...] = ()
 
     def validate(self, path: str) -> None:
@@ -54,6 +55,8 @@ class ServerConfig:
         for name in ("body_timeout", "header_timeout", "send_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{path}.{name}", "must be positive")
+        if self.min_upload_rate < 0:
+            raise ConfigError(f"{path}.min_upload_rate", "must not be negative")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"{path}.port", "must be between 0 and 65535")
         for i, cidr in enumerate(self.trusted_proxies):
@@ -139,11 +142,14 @@ class SourcesConfig:
     archive_check: Literal["enforce", "report", "off"] = "enforce"
     max_inflated_bytes: int = 4 * 1024**3
     max_entries: int = 200_000
+    archive_check_cpu_seconds: float = 60.0
+    archive_check_threads: int = 2
     # Below S3's minimum part size only for tests against moto (it checks sizes at completion only).
     allow_small_parts: bool = False
 
     def validate(self, path: str) -> None:
-        for key in ("ttl_seconds", "max_inflated_bytes", "max_entries"):
+        positive = ("ttl_seconds", "max_inflated_bytes", "max_entries", "archive_check_cpu_seconds")
+        for key in (*positive, "archive_check_threads"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{path}.{key}", "must be positive")
         if self.max_size_bytes < 0:

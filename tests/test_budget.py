@@ -120,3 +120,95 @@ async def test_waiting_reservations_are_served_in_order_and_cancellable() -> Non
     budget.release(6)
     budget.release(1)
     assert budget.in_use == 0
+
+
+async def trickle(head: bytes, every: float, piece: bytes = b"x") -> AsyncIterator[bytes]:
+    """``head``, then ``piece`` every ``every`` seconds for ever: a client that is slow, not
+    silent (body_timeout, an idle timeout, never fires)."""
+    yield head
+    while True:
+        await asyncio.sleep(every)
+        yield piece
+
+
+async def put_status(
+    http: aiohttp.ClientSession, url: str, body: AsyncIterator[bytes]
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    try:
+        async with http.put(url, data=body) as resp:
+            return resp.status, dict(resp.headers), await resp.json()
+    except aiohttp.ClientError as exc:  # the gateway answered and closed while we still sent
+        return 0, {}, {"error": repr(exc)}
+
+
+async def test_an_upload_waiting_for_the_budget_times_out_with_503(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    """One slow upload holds the whole budget (min_upload_rate off); the next one is told so
+    after body_timeout, rather than waiting as long as the slow one pleases."""
+    gateway = await start_gateway(
+        {
+            "server": {"body_timeout": 1, "min_upload_rate": 0},
+            "sources": {"max_buffer_bytes": SMALL_PART},
+        }
+    )
+    budget = gateway.app[keys.BUDGET]
+    holder_source, waiter_source = [await gateway.create_source(http) for _ in range(2)]
+    holder = asyncio.ensure_future(
+        put_status(http, holder_source["upload_url"], trickle(os.urandom(CHUNK), 0.2))
+    )
+    try:
+        for _ in range(SETTLE_SECONDS * 50):
+            if budget.in_use == SMALL_PART:
+                break
+            await asyncio.sleep(0.02)
+        assert budget.in_use == SMALL_PART
+        body = gated(os.urandom(SMALL_PART * 2), -1, asyncio.Event())
+        status, headers, answer = await asyncio.wait_for(
+            put_status(http, waiter_source["upload_url"], body), SETTLE_SECONDS
+        )
+    finally:
+        holder.cancel()
+    assert status == 503, answer
+    assert headers["Retry-After"].isdigit()
+    assert "sources.max_buffer_bytes" in answer["error"]
+    assert budget.waiting == 0
+
+
+async def test_clients_below_the_minimum_rate_give_back_their_buffers(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, s3: Any
+) -> None:
+    """The attack: uploads sending a byte now and then hold every part buffer. Below
+    min_upload_rate they are cut (408) and a normal upload goes through."""
+    gateway = await start_gateway(
+        {
+            "server": {"body_timeout": 3, "min_upload_rate": 20_000},
+            "sources": {"max_buffer_bytes": BUDGET_PARTS * SMALL_PART},
+        }
+    )
+    budget = gateway.app[keys.BUDGET]
+    slow_sources = [await gateway.create_source(http) for _ in range(BUDGET_PARTS)]
+    slow = [
+        asyncio.ensure_future(put_status(http, s["upload_url"], trickle(os.urandom(CHUNK), 0.1)))
+        for s in slow_sources
+    ]
+    for _ in range(SETTLE_SECONDS * 50):
+        if budget.in_use == BUDGET_PARTS * SMALL_PART:
+            break
+        await asyncio.sleep(0.02)
+    source = await gateway.create_source(http)
+    data = os.urandom(SMALL_PART * 3 + 5)
+    normal = gated(data, -1, asyncio.Event())
+    status, _, answer = await asyncio.wait_for(
+        put_status(http, source["upload_url"], normal), SETTLE_SECONDS
+    )
+    assert status == 200, answer
+    assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+    cut = await asyncio.wait_for(asyncio.gather(*slow), SETTLE_SECONDS)
+    for slow_status, _, slow_answer in cut:
+        assert slow_status in (408, 0), slow_answer
+        if slow_status:
+            assert "server.min_upload_rate" in slow_answer["error"]
+    assert budget.in_use == 0
+    lines = [r for r in gateway.access_lines() if r["method"] == "PUT"]
+    assert sorted(r["status"] for r in lines) == [200] + [408] * BUDGET_PARTS

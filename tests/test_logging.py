@@ -406,3 +406,34 @@ def test_lines_recorded_after_close_are_written_at_once() -> None:
         assert out.getvalue().count("\n") == 2
 
     asyncio.run(stopping())
+
+
+@pytest.mark.parametrize("archive_check", ["off", "enforce"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+async def test_an_aborted_upload_is_a_499_access_line_and_nothing_else(
+    serve_gateway: ServeGateway, chunked: bool, archive_check: str
+) -> None:
+    """The client vanishes mid-body: its access line says 499, and no error or traceback is
+    logged (a client going away is not a server error)."""
+    served = serve_gateway(
+        {"logging": {"level": "info", "json": True}, "sources": {"archive_check": archive_check}}
+    )
+    async with aiohttp.ClientSession() as http:
+        source = await create_source(http, served.url)
+    parts = urlsplit(source["upload_url"])
+    _reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    sent = os.urandom(256 * 1024)
+    head = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(sent) * 4}"
+    writer.write(f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: x\r\n{head}\r\n\r\n".encode())
+    writer.write(f"{len(sent):x}\r\n".encode() + sent + b"\r\n" if chunked else sent)
+    await writer.drain()
+    await asyncio.sleep(0.5)  # the gateway is reading the body
+    writer.transport.abort()  # the client vanishes mid-body
+    await asyncio.sleep(0.5)  # the gateway notices
+    served.stop()
+    records = served.log_records()
+    puts = [r for r in records if r["logger"] == "gateway.access" and r["method"] == "PUT"]
+    assert [(r["status"], r.get("outcome")) for r in puts] == [(499, "client_disconnected")]
+    loud = [r for r in records if r["level"] not in ("debug", "info")]
+    assert loud == [], json.dumps(loud, indent=1)
+    assert not any("exception" in r or "Traceback" in r["message"] for r in records)

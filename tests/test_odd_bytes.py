@@ -22,7 +22,15 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from .helpers import DEPLOYMENTS_QUEUE, TOKEN, Gateway, StartGateway, moto_client, stored
+from .helpers import (
+    DEPLOYMENTS_QUEUE,
+    TOKEN,
+    Gateway,
+    ServeGateway,
+    StartGateway,
+    moto_client,
+    stored,
+)
 
 RAW_TIMEOUT = 15.0
 
@@ -327,6 +335,41 @@ def small_tar_gz() -> bytes:
 async def checking_gateway(start_gateway: StartGateway) -> Gateway:
     """A gateway that checks archives as they stream, as the default configuration does."""
     return await start_gateway({"sources": {"archive_check": "enforce"}})
+
+
+UNPARSABLE_SECRET = "eyJ0b2tlbiI6InNlY3JldCJ9.c2VjcmV0LWJlYXJlcg"
+
+
+@pytest.mark.parametrize(
+    "bad_line",
+    [
+        f"Authorization : Bearer {UNPARSABLE_SECRET}".encode(),  # space before the colon
+        f"Authorization: Bearer {UNPARSABLE_SECRET}\x01".encode(),  # a control character
+        f"Authorization: Bearer {UNPARSABLE_SECRET}{'a' * 9000}".encode(),  # too long
+        f"Bearer {UNPARSABLE_SECRET}".encode(),  # no colon at all
+    ],
+    ids=["space-before-colon", "control-char", "too-long", "no-colon"],
+)
+async def test_unparsable_header_is_a_json_400_that_echoes_nothing(
+    serve_gateway: ServeGateway, bad_line: bytes
+) -> None:
+    """aiohttp's own 400 quotes the offending line, a bearer token included: ours is JSON."""
+    served = serve_gateway({"logging": {"level": "info", "json": True}})
+    request = (
+        b"POST /v1/sources HTTP/1.1\r\nHost: gateway\r\n"
+        + bad_line
+        + b"\r\nContent-Length: 0\r\n\r\n"
+    )
+    answer = await asyncio.to_thread(exchange, served.url, request)
+    assert answer.status == 400
+    assert answer.headers["content-type"].startswith("application/json")
+    body = answer.json()
+    assert body["code"] == "bad_request"
+    assert body["error"].startswith("malformed request") or "too long" in body["error"]
+    assert UNPARSABLE_SECRET[:12] not in answer.body.decode("latin-1")
+    assert "x-request-id" in answer.headers
+    served.stop()
+    assert UNPARSABLE_SECRET[:12] not in served.log_text()
 
 
 async def deployed(

@@ -116,6 +116,76 @@ async def test_kept_alive_connection_each_request_has_the_deadline(
     assert third.startswith(b"HTTP/1.1 408 ")
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ],
+    ids=["get", "content-length", "chunked"],
+)
+async def test_pipelined_request_started_in_the_same_segment_has_the_deadline(
+    served: tuple[str, int], first: bytes
+) -> None:
+    """A complete request and the start of a second one in one segment, then silence: the first
+    is answered, the second gets 408 once its headers are late (not aiohttp's keep-alive)."""
+    reader, writer = await asyncio.open_connection(*served)
+    writer.write(first + b"GET /echo HTTP/1.1\r\nHo")
+    sent = time.monotonic()
+    answer = await read_all(reader)
+    writer.close()
+    assert time.monotonic() - sent >= HEADER_TIMEOUT * 0.9
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.count(b"HTTP/1.1 200 ") == 1
+    assert b"HTTP/1.1 408 " in answer
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [b"Content-Length: 4\r\n\r\nab", b"cdGET /echo HTTP/1.1\r\n"],
+        [b"Transfer-Encoding: chunked\r\n\r\n4\r\nab", b"cd\r\n0\r\n\r\nGET /echo HTTP/1.1\r\n"],
+        [b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r", b"\nGET /echo HTTP/1.1\r\n"],
+    ],
+    ids=["content-length", "chunked", "chunked-end-straddling"],
+)
+async def test_body_arriving_with_the_start_of_the_next_request_has_the_deadline(
+    served: tuple[str, int], segments: list[bytes]
+) -> None:
+    reader, writer = await asyncio.open_connection(*served)
+    writer.write(b"PUT /echo HTTP/1.1\r\nHost: x\r\n" + segments[0])
+    await asyncio.sleep(HEADER_TIMEOUT / 5)
+    writer.write(segments[1])
+    answer = await read_all(reader)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b'{"length": 4}HTTP/1.1 408 ' in answer
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["content-length", "chunked", "two-pipelined"],
+)
+async def test_complete_requests_leave_the_idle_connection_to_keep_alive(
+    served: tuple[str, int], request_bytes: bytes
+) -> None:
+    """A segment that ends where a request ends starts no deadline: the connection idles."""
+    reader, writer = await asyncio.open_connection(*served)
+    writer.write(request_bytes)
+    await asyncio.sleep(HEADER_TIMEOUT * 3)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await read_all(reader)
+    writer.close()
+    assert b"408" not in answer
+    assert answer.endswith(b'{"length": 0}')
+
+
 async def test_gateway_serve_applies_header_timeout(serve_gateway: ServeGateway) -> None:
     served = serve_gateway({"server": {"header_timeout": 1}})
     host, port = served.url.removeprefix("http://").split(":")

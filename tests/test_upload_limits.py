@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from .helpers import SMALL_PART, Gateway, StartGateway, chunks_of, open_uploads, stored
+from .helpers import SMALL_PART, TOKEN, Gateway, StartGateway, chunks_of, open_uploads, stored
 
 
 def object_key(source: dict[str, Any]) -> str:
@@ -224,3 +224,52 @@ async def test_stalled_body_is_given_up(
     assert headers.get("connection") == "close"
     assert stored(s3, gateway, source) == b"earlier complete upload"
     assert open_uploads(s3, gateway) == []
+
+
+async def raw_post(gateway: Gateway, target: str, head: str) -> tuple[int, bytes]:
+    """POST ``target`` with ``head`` and ``Expect: 100-continue``, sending no body: the first
+    answer's status (a 100 if the server asks for the body), and what came with it."""
+    parts = urlsplit(gateway.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(
+            f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nExpect: 100-continue\r\n"
+            f"Content-Type: application/json\r\nContent-Length: 2\r\n{head}\r\n".encode()
+        )
+        status = int((await read_status_line(reader)).split()[1])
+        if status == 100:
+            assert await reader.readline() == b"\r\n"
+            writer.write(b"{}")
+        rest = await asyncio.wait_for(reader.read(65536), timeout=10)
+        return status, rest
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/sources",
+        "/v1/apps/my-app/deployments",
+        "/v1/apps/my-app/deployments/0b7c6a4e-3c1a-4d8e-9a57-1c2d3e4f5a6b/events?token=bad",
+        "/v1/tokens/exchange",
+    ],
+)
+@pytest.mark.parametrize("auth", ["", "Authorization: Bearer wrong-token\r\n"])
+async def test_expect_continue_only_after_the_credentials(
+    gateway: Gateway, target: str, auth: str
+) -> None:
+    """A refused request is answered at once: the client never sends its body."""
+    status, rest = await raw_post(gateway, target, auth)
+    assert status in (401, 403), rest
+
+
+@pytest.mark.parametrize(
+    ("target", "final"), [("/v1/sources", b" 201 "), ("/v1/apps/my-app/deployments", b" 422 ")]
+)
+async def test_expect_continue_once_the_credentials_are_accepted(
+    gateway: Gateway, target: str, final: bytes
+) -> None:
+    status, rest = await raw_post(gateway, target, f"Authorization: Bearer {TOKEN}\r\n")
+    assert status == 100
+    assert final in rest.split(b"\r\n", 1)[0], rest

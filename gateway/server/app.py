@@ -26,6 +26,7 @@ from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.domain.archive_check import ArchivePolicy
 from gateway.server.domain.auth import Authenticator, principals_of
+from gateway.server.domain.check_pool import CheckPool
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.exchange import ExchangedTokens
@@ -158,6 +159,17 @@ def authenticator(config: Config, clock: Clock) -> tuple[Authenticator, Exchange
     return Authenticator(config.auth.tokens, [exchanged.verify]), exchanged
 
 
+def upload_core(config: Config, store: S3Store, budget: BufferBudget, pool: CheckPool) -> Uploader:
+    sources = config.sources
+    return Uploader(
+        store,
+        part_size=sources.part_size_bytes,
+        max_size=sources.max_size_bytes,
+        budget=budget,
+        archive=ArchivePolicy.of(sources, pool),
+    )
+
+
 def create_app(
     config: Config,
     *,
@@ -169,7 +181,7 @@ def create_app(
     (DNS for deployment URLs) and ``access_stream`` (where access lines go) are for tests."""
     metrics = Metrics()
     active = ActiveRequests()
-    budget = BufferBudget(config.sources.max_buffer_bytes)
+    budget = BufferBudget(config.sources.max_buffer_bytes, config.server.body_timeout)
     metrics.buffer_bytes.set_function(lambda: budget.in_use)
     signer = UrlSigner(config.signing.secret_keys, config.sources.ttl_seconds, clock)
     auth, exchanged = authenticator(config, clock)
@@ -177,13 +189,8 @@ def create_app(
     store = S3Store(
         connections, config.storage, on_error=lambda op: metrics.s3_errors.labels(op).inc()
     )
-    uploader = Uploader(
-        store,
-        part_size=config.sources.part_size_bytes,
-        max_size=config.sources.max_size_bytes,
-        budget=budget,
-        archive=ArchivePolicy.of(config.sources),
-    )
+    check_pool = CheckPool(config.sources.archive_check_threads)
+    uploader = upload_core(config, store, budget, check_pool)
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)
     sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
@@ -211,6 +218,7 @@ def create_app(
         app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(probes.on_shutdown)
     app.on_cleanup.append(close_access_log)
+    app.on_cleanup.append(lambda _: _close_pool(check_pool))
 
     add_routes(app, config, sources, deploys, probes)
     add_platform_routes(app.router, platform, stream)
@@ -233,6 +241,10 @@ def middlewares(
 
 async def close_access_log(app: web.Application) -> None:
     app[keys.ACCESS_LOG].close()
+
+
+async def _close_pool(pool: CheckPool) -> None:
+    pool.close()
 
 
 def platform_handlers(
@@ -264,7 +276,8 @@ def add_platform_routes(
 ) -> None:
     """The platform's auth API, its app object (gateway.server.http.platform) and the
     deployments stream, before ``/v1/apps/{app}/deployments/{id}`` would take its path."""
-    router.add_post("/v1/tokens/exchange", platform.exchange, expect_handler=continue_at_once)
+    # Answered on the credentials alone: no 100 Continue before they are accepted.
+    router.add_post("/v1/tokens/exchange", platform.exchange, expect_handler=defer_continue)
     get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
     get(STREAM_PATH, stream.handle)
     get("/v1/users/self", platform.users_self)
@@ -279,12 +292,13 @@ def add_routes(
     deploys: DeploymentHandlers,
     probes: Probes,
 ) -> None:
-    # Every route answers an unknown Expect through the middlewares (gateway.server.http.expect).
+    # Every route answers an unknown Expect through the middlewares (gateway.server.http.expect);
+    # a route with a body sends 100 Continue only once it has accepted the credentials.
     router = app.router
-    router.add_post("/v1/sources", sources.create, expect_handler=continue_at_once)
+    router.add_post("/v1/sources", sources.create, expect_handler=defer_continue)
     router.add_put(SOURCE_PATH, sources.upload, expect_handler=defer_continue)
     router.add_get(SOURCE_PATH, sources.download, expect_handler=continue_at_once)
-    router.add_post(DEPLOYMENTS_PATH, deploys.create, expect_handler=continue_at_once)
+    router.add_post(DEPLOYMENTS_PATH, deploys.create, expect_handler=defer_continue)
     router.add_get("/healthz", probes.healthz, expect_handler=continue_at_once)
     router.add_get("/readyz", probes.readyz, expect_handler=continue_at_once)
     if config.metrics.enabled:

@@ -4,9 +4,14 @@ aiohttp waits for a request's headers as long as the connection lives, so a clie
 half a header and stops holds a connection (and a file descriptor) for hours. Each connection's
 protocol is wrapped: from the moment a request's first byte arrives (or the connection opens) to
 the moment aiohttp has parsed its headers, at most ``header_timeout`` seconds may pass; then the
-client gets a 408 and the connection closes. One timer per site looks at every connection once a
+client gets a 408 and the connection closes. Bytes of a next request that came with the previous
+one (pipelining: a request and the start of another in one segment) have their deadline from the
+moment the previous request is done. One timer per site looks at every connection once a
 second (more often for a timeout under five seconds), so a deadline is enforced at most that
 late; a timer per request would cost every request a schedule and a cancel.
+
+A request aiohttp cannot parse gets the platform's JSON 400 here too: aiohttp's own answer is
+plain text quoting the offending line, which may hold a bearer token or a URL token.
 """
 
 from __future__ import annotations
@@ -15,12 +20,23 @@ import asyncio
 import json
 import logging
 import time
+from http import HTTPStatus
 from typing import Any, cast
 
-from aiohttp import web
+from aiohttp import StreamReader, http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.errors import BadRequest
+from gateway.server.http.render import json_response, render
+from gateway.server.observability.access import REQUEST_ID_HEADER, request_id_for
+
 log = logging.getLogger("gateway.server")
+
+# How much of a request body aiohttp reads ahead of the handler (it stops reading the socket at
+# twice this). Its default, 64 KiB, cost about 0.75 MiB per connection of an upload waiting for
+# a part buffer (200 chunked uploads under a 32 MiB budget: RSS +186 MiB); at 32 KiB, +62 MiB
+# (BENCHMARKS.md, "Connections").
+READ_BUFFER_BYTES = 32 * 1024
 
 
 def _timeout_response(seconds: float) -> bytes:
@@ -34,6 +50,46 @@ def _timeout_response(seconds: float) -> bytes:
     return (head + body).encode()
 
 
+# What a client is told of a request aiohttp could not parse: the kind of mistake, never the bytes.
+_PARSE_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (http_exceptions.LineTooLong, "request line or header too long"),
+    (http_exceptions.InvalidHeader, "malformed request header"),
+    (http_exceptions.BadStatusLine, "malformed request line"),
+    (http_exceptions.InvalidURLError, "malformed request target"),
+    (http_exceptions.PayloadEncodingError, "malformed request body framing"),
+)
+
+
+def parse_error(exc: BaseException | None) -> BadRequest:
+    """The JSON 400 for a request aiohttp's parser refused."""
+    for kind, what in _PARSE_ERRORS:
+        if isinstance(exc, kind):
+            return BadRequest(what)
+    return BadRequest("malformed request")
+
+
+class _GatewayRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering what its parser refuses with our JSON errors."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own logging and checks first (the line is logged masked, as a warning:
+        # gateway.server.observability.logs); its text answer is replaced.
+        super().handle_error(request, status, exc, "")
+        if status == HTTPStatus.BAD_REQUEST:
+            response = render(parse_error(exc))
+        else:  # an error no middleware saw (none is known): the bare 5xx of SPEC section 2
+            response = json_response(status, {"error": HTTPStatus(status).phrase.lower()})
+        response.headers[REQUEST_ID_HEADER] = request_id_for(request)
+        response.force_close()
+        return response
+
+
 class _HeaderDeadline(asyncio.Protocol):
     """aiohttp's protocol for one connection, with the header deadline added."""
 
@@ -45,6 +101,12 @@ class _HeaderDeadline(asyncio.Protocol):
         # being handled and while a kept-alive connection idles between requests.
         self.waiting_since: float | None = None
         self.bytes_seen = False
+        # Bytes of a further request arrived after the last complete one: when the request being
+        # handled is done, the next one's headers are awaited (see data_received).
+        self.next_started = False
+        self._counted = 0  # requests parsed when _latest was last looked at
+        self._latest: StreamReader | None = None  # the body of the latest request, until complete
+        self._latest_length: int | None = None  # its Content-Length; None when chunked
 
     # --- asyncio.Protocol, forwarded ---
 
@@ -55,7 +117,23 @@ class _HeaderDeadline(asyncio.Protocol):
         self._watch.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self._handler.data_received(data)
+        # The parser keeps a partial request to itself; whether a segment that may end a request
+        # also starts the next one is told by feeding its last byte apart: if the latest request
+        # was complete before that byte, the byte belongs to a further one. The middle of a body
+        # (most of an upload's segments) is fed whole.
+        handler = self._handler
+        if not data:
+            return
+        if not self._may_end_request(data):
+            handler.data_received(data)
+            self.next_started = False
+        else:
+            if len(data) > 1:
+                handler.data_received(data[:-1])
+            complete_before = self._latest_complete()
+            count_before = handler._request_count
+            handler.data_received(data[-1:])
+            self.next_started = complete_before and handler._request_count == count_before
         if self._has_request():
             self.waiting_since = None
         elif self.waiting_since is None:
@@ -80,6 +158,39 @@ class _HeaderDeadline(asyncio.Protocol):
     def _has_request(self) -> bool:
         # A parsed request waiting to be handled, or one being handled: headers have arrived.
         return bool(self._handler._messages) or self._handler._request_in_progress
+
+    def _latest_complete(self) -> bool:
+        """Whether the latest request parsed so far has all its body (or none was parsed yet)."""
+        handler = self._handler
+        if handler._request_count != self._counted:
+            # Parsed since the last look, so still queued: the handler takes them in a task.
+            self._counted = handler._request_count
+            self._latest, self._latest_length = None, None
+            if handler._messages:
+                message, self._latest = handler._messages[-1]
+                length = getattr(message, "headers", {}).get("Content-Length", "")
+                if not getattr(message, "chunked", True) and length.isdigit():
+                    self._latest_length = int(length)
+        if self._latest is not None and self._latest.is_eof():
+            self._latest = None
+        return self._latest is None
+
+    def _may_end_request(self, data: bytes) -> bool:
+        """Whether ``data`` may hold the end of a request (so perhaps the start of another)."""
+        if self._latest_complete():
+            return True  # it starts a request
+        assert self._latest is not None
+        if self._latest_length is not None:
+            return len(data) >= self._latest_length - self._latest.total_bytes
+        # A chunked body ends with an empty line, which may straddle two segments.
+        return b"\r\n\r\n" in data or b"\n" in data[:3]
+
+    def idle(self, now: float) -> None:
+        """The tick's look at a connection: a request is done and bytes of the next one came
+        with it, so that one's headers are awaited from now."""
+        if self.next_started and self.waiting_since is None and not self._has_request():
+            self.next_started = False
+            self.waiting_since = now
 
     def expire(self, timeout: float) -> None:
         """The headers did not arrive in time: 408 if the client sent anything, then close."""
@@ -119,7 +230,10 @@ class _Watch:
 
     def _check(self) -> None:
         self._timer = None
-        late = time.monotonic() - self.timeout
+        now = time.monotonic()
+        for connection in self._connections:
+            connection.idle(now)
+        late = now - self.timeout
         for connection in [
             c for c in self._connections if c.waiting_since is not None and c.waiting_since <= late
         ]:
@@ -136,7 +250,10 @@ class _DeadlineFactory:
         self._watch = watch
 
     def __call__(self) -> asyncio.Protocol:
-        return _HeaderDeadline(self._server(), self._watch)
+        # web.Server makes a RequestHandler with the settings it keeps (aiohttp's own __call__).
+        server = self._server
+        handler = _GatewayRequestHandler(server, loop=server._loop, **server._kwargs)
+        return _HeaderDeadline(handler, self._watch)
 
 
 class GatewayRunner(web.AppRunner):
@@ -146,6 +263,7 @@ class GatewayRunner(web.AppRunner):
     shutdown goes on using aiohttp's server directly."""
 
     def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+        kwargs.setdefault("read_bufsize", READ_BUFFER_BYTES)
         super().__init__(app, **kwargs)
         self._watch = _Watch(header_timeout)
 

@@ -3,17 +3,28 @@
 Chunks are handed to a worker thread in batches of ``BATCH_BYTES``; while one batch inflates, the
 upload goes on reading the next, so the check costs the upload little time, and the event loop
 none. A problem found in one batch surfaces at the next ``feed`` (or at ``finish``).
+
+The threads are the gateway's ``CheckPool``, shared fairly (the upload that used least CPU goes
+first), and one check may use at most ``sources.archive_check_cpu_seconds`` of CPU time: past it,
+the archive is refused like any other problem.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ...config import SourcesConfig
 from ...errors import ArchiveInvalid
 from .archive import BATCH_BYTES, ArchiveInspector, Mode
 from .archive_facts import ArchiveFacts
+from .check_pool import CheckClock, CheckPool
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -23,26 +34,50 @@ class ArchivePolicy:
     mode: Mode = "enforce"
     max_inflated_bytes: int = 4 * 1024**3
     max_entries: int = 200_000
+    cpu_seconds: float | None = None
+    pool: CheckPool | None = None  # None: the loop's default executor
 
     @classmethod
-    def of(cls, sources: SourcesConfig) -> ArchivePolicy:
-        return cls(sources.archive_check, sources.max_inflated_bytes, sources.max_entries)
+    def of(cls, sources: SourcesConfig, pool: CheckPool | None = None) -> ArchivePolicy:
+        return cls(
+            sources.archive_check,
+            sources.max_inflated_bytes,
+            sources.max_entries,
+            sources.archive_check_cpu_seconds,
+            pool,
+        )
 
     def start(self) -> ArchiveCheck | None:
         """A check for a new upload, or None when checks are off."""
         if self.mode == "off":
             return None
-        return ArchiveCheck(self.mode, self.max_inflated_bytes, self.max_entries)
+        return ArchiveCheck(
+            self.mode,
+            self.max_inflated_bytes,
+            self.max_entries,
+            pool=self.pool,
+            cpu_seconds=self.cpu_seconds,
+        )
 
 
 class ArchiveCheck:
     """Feeds one upload's body to an ``ArchiveInspector`` in ``enforce`` or ``report`` mode."""
 
     def __init__(
-        self, mode: Mode, max_inflated_bytes: int, max_entries: int, batch: int = BATCH_BYTES
+        self,
+        mode: Mode,
+        max_inflated_bytes: int,
+        max_entries: int,
+        batch: int = BATCH_BYTES,
+        *,
+        pool: CheckPool | None = None,
+        cpu_seconds: float | None = None,
     ) -> None:
         assert mode != "off", "an upload without a check has no ArchiveCheck"
         self.mode = mode
+        self._pool = pool
+        self._cpu_seconds = cpu_seconds
+        self.clock = CheckClock()
         self._inspector = ArchiveInspector(max_inflated_bytes, max_entries)
         self._batch_size = batch
         self._batch: list[bytes] = []
@@ -70,27 +105,65 @@ class ArchiveCheck:
             await self._wait()
         if self._problem is None:
             try:  # following the archive's links may take a while: off the loop too
-                return await asyncio.get_running_loop().run_in_executor(
-                    None, self._inspector.finish
-                )
+                return await self._submit(self._finish_timed)
             except ArchiveInvalid as exc:
                 self._found(exc)
         return self._inspector.facts(self._problem)
 
     def close(self) -> None:
         """Let go of a batch still inflating (the upload failed): its outcome is not wanted."""
+        self.clock.closed = True
         if self._running is not None:
             self._running.add_done_callback(_ignore)
             self._running = None
 
     def _start(self) -> None:
         batch, self._batch, self._batched = self._batch, [], 0
-        loop = asyncio.get_running_loop()
-        self._running = loop.run_in_executor(None, self._feed_all, batch)
+        self._running = asyncio.ensure_future(self._run_batch(batch))
 
-    def _feed_all(self, batch: list[bytes]) -> None:
-        for chunk in batch:
-            self._inspector.feed(chunk)
+    async def _run_batch(self, batch: list[bytes]) -> None:
+        # A batch the pool interrupts for a lighter upload's job goes back in line for the rest.
+        rest = batch
+        while rest:
+            rest = await self._submit(functools.partial(self._feed_some, rest))
+
+    def _submit(self, work: Callable[[], T]) -> Awaitable[T]:
+        if self._pool is None:
+            return asyncio.get_running_loop().run_in_executor(None, work)
+        return self._pool.run(self.clock, work)
+
+    def _feed_some(self, batch: list[bytes]) -> list[bytes]:
+        """Feed chunks of ``batch`` until it ends or a lighter upload waits; what is left.
+
+        In a pool thread: thread_time is this check's CPU time alone."""
+        started = time.thread_time()
+        try:
+            for done, chunk in enumerate(batch, 1):
+                self._inspector.feed(chunk)
+                self._within_budget(time.thread_time() - started)
+                if self._pool is not None and self._pool.lighter_waiting(
+                    self.clock.used + time.thread_time() - started
+                ):
+                    return batch[done:]
+            return []
+        finally:
+            self.clock.used += time.thread_time() - started
+
+    def _finish_timed(self) -> ArchiveFacts:
+        self._within_budget(0.0)
+        started = time.thread_time()
+        try:
+            return self._inspector.finish()
+        finally:
+            self.clock.used += time.thread_time() - started
+
+    def _within_budget(self, running: float) -> None:
+        limit = self._cpu_seconds
+        if limit is not None and self.clock.used + running > limit:
+            raise ArchiveInvalid(
+                f"the check took more than {limit:g} seconds of CPU time "
+                "(sources.archive_check_cpu_seconds)"
+            )
 
     async def _wait(self) -> None:
         running, self._running = self._running, None

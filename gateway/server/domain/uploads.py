@@ -23,7 +23,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ServiceUnavailable
 from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.archive_check import ArchiveCheck, ArchivePolicy
 from gateway.server.domain.archive_facts import ArchiveFacts
@@ -67,15 +67,26 @@ def parse_content_md5(value: str | None) -> bytes | None:
     return digest
 
 
+class BudgetExhausted(ServiceUnavailable):
+    def __init__(self, waited: float) -> None:
+        super().__init__(
+            f"no upload buffer free for {waited:g} seconds (sources.max_buffer_bytes); "
+            "try again later"
+        )
+
+
 class BufferBudget:
     """Bytes of part buffers all uploads may hold at once; past it, uploads wait their turn.
 
     A waiting upload stops reading its socket, so the client is slowed by TCP, not memory grown.
-    Room is granted first come, first served.
+    Room is granted first come, first served; an upload that waits longer than ``wait_timeout``
+    seconds is given up (``BudgetExhausted``, 503), so uploads cannot queue without end behind
+    ones that hold the budget.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, wait_timeout: float | None = None) -> None:
         self.limit = limit
+        self.wait_timeout = wait_timeout
         self.in_use = 0
         self.peak = 0
         self.waiting = 0  # reservations waiting for room right now
@@ -91,17 +102,24 @@ class BufferBudget:
         self._queue.append((size, granted))
         self.waiting += 1
         try:
-            await granted
+            async with asyncio.timeout(self.wait_timeout):
+                await granted
+        except TimeoutError:
+            self._give_up(size, granted)
+            raise BudgetExhausted(self.wait_timeout or 0) from None
         except BaseException:
-            if granted.done() and not granted.cancelled():
-                self.release(size)  # granted just as the waiter was cancelled
-            else:
-                granted.cancel()
-                self._grant()
+            self._give_up(size, granted)  # the waiter was cancelled
             raise
         finally:
             self.waiting -= 1
         return size
+
+    def _give_up(self, size: int, granted: asyncio.Future[None]) -> None:
+        if granted.done() and not granted.cancelled():
+            self.release(size)  # granted just as the wait ran out
+        else:
+            granted.cancel()
+            self._grant()
 
     def release(self, size: int) -> None:
         """Give back what ``acquire`` returned."""

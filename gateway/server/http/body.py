@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from gateway.server.http.expect import send_continue
 from gateway.server.observability.access import facts_of
 
 # How much of a JSON request body is read: the API's bodies are a few small fields.
@@ -28,9 +29,11 @@ async def read_json_object(
     request: web.Request, *, allow_empty: bool, limit: int = MAX_JSON_BODY
 ) -> dict[str, Any]:
     """Read a small JSON object body (at most ``limit`` bytes, else 413): 415 for a non-JSON
-    type, 400 for malformed JSON."""
+    type, 400 for malformed JSON. Call it once the request's credentials are accepted: a client
+    that waits for ``100 Continue`` is told to send the body here."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("request body too large")
+    await send_continue(request)
     raw = await _read_at_most(request, limit + 1)
     facts_of(request).bytes_in = len(raw)
     if len(raw) > limit:
@@ -88,21 +91,52 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-async def send_continue(request: web.Request) -> None:
-    """Tell a client that waits for it (``Expect: 100-continue``) to send the body now."""
-    if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
+# Seconds of waiting for a client over which its upload rate is judged (half of body_timeout when
+# that is shorter, so a slow upload is cut before the ones waiting for its buffer give up):
+# long enough for TCP to get going and for a brief stall, short enough that a trickle is cut
+# within seconds rather than hours.
+RATE_WINDOW_SECONDS = 10.0
+
+
+class _Rate:
+    """How fast a client sends, judged over each ``window`` seconds spent waiting for it (time
+    the server itself is not reading, waiting for buffer room or for S3, does not count)."""
+
+    def __init__(self, minimum: int, window: float) -> None:
+        self.minimum = minimum
+        self.window = window
+        self.waited = 0.0
+        self.received = 0
+
+    def add(self, waited: float, received: int) -> None:
+        self.waited += waited
+        self.received += received
+        if self.waited < self.window:
+            return
+        rate = self.received / self.waited
+        if rate < self.minimum:
+            raise RequestTimeout(
+                f"upload body arrived at {rate:.0f} bytes/s, below the minimum of "
+                f"{self.minimum} (server.min_upload_rate); upload abandoned"
+            )
+        self.waited, self.received = 0.0, 0
 
 
 async def counted_body(
-    request: web.Request, idle_timeout: float, on_bytes: Callable[[int], None]
+    request: web.Request,
+    idle_timeout: float,
+    on_bytes: Callable[[int], None],
+    min_rate: int = 0,
 ) -> AsyncIterator[bytes]:
     """The request body as it arrives, counted; ``RequestTimeout`` if no byte comes for
-    ``idle_timeout`` seconds (aiohttp's server has no idle timeout while a handler reads)."""
+    ``idle_timeout`` seconds (aiohttp's server has no idle timeout while a handler reads), or if
+    it comes slower than ``min_rate`` bytes a second (0: any rate)."""
     facts = facts_of(request)
     facts.bytes_in = 0
+    rate = _Rate(min_rate, min(RATE_WINDOW_SECONDS, idle_timeout / 2)) if min_rate else None
+    loop = asyncio.get_running_loop()
     while True:
+        started = loop.time()
         try:
             async with asyncio.timeout(idle_timeout):
                 chunk = await request.content.readany()
@@ -112,6 +146,8 @@ async def counted_body(
             ) from None
         if not chunk:
             return
+        if rate is not None:
+            rate.add(loop.time() - started, len(chunk))
         facts.bytes_in += len(chunk)
         on_bytes(len(chunk))
         yield chunk

@@ -33,7 +33,7 @@ from gateway.server.domain.records import (
 from gateway.server.domain.sources import rfc3339
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
-from gateway.server.http.expect import continue_at_once
+from gateway.server.http.expect import continue_at_once, defer_continue
 from gateway.server.http.streams import start_stream
 from gateway.server.observability.metrics import DeploymentMetrics
 
@@ -217,6 +217,4 @@ class DeploymentRecordHandlers:
         get(DEPLOYMENT_PATH, self.show)
         get(DEPLOYMENT_PATH + "/output", self.output)
         get(DEPLOYMENT_PATH + "/events", self.events)
-        router.add_post(
-            DEPLOYMENT_PATH + "/events", self.post_event, expect_handler=continue_at_once
-        )
+        router.add_post(DEPLOYMENT_PATH + "/events", self.post_event, expect_handler=defer_continue)

@@ -18,6 +18,8 @@ from gateway.errors import ExpectationFailed
 from gateway.server.observability.access import UNMATCHED
 
 CONTINUE = "100-continue"
+# Set on a request once its 100 Continue is sent.
+_CONTINUED = web.RequestKey("continued", bool)
 
 _Resolved = tuple[web.UrlMappingMatchInfo | None, set[str]]
 
@@ -30,16 +32,26 @@ def unmet_expectation(request: web.BaseRequest) -> ExpectationFailed | None:
     return ExpectationFailed("only 'Expect: 100-continue' is supported")
 
 
-async def continue_at_once(request: web.Request) -> None:
-    """Expect handler for bodies read as soon as the handler runs: 100 Continue straight away."""
-    if unmet_expectation(request) is None and request.version >= (1, 1):
+async def send_continue(request: web.BaseRequest) -> None:
+    """Tell a client that waits for it (``Expect: 100-continue``) to send the body now; once."""
+    if request.get(_CONTINUED) or request.version < (1, 1):
+        return
+    if request.headers.get("Expect", "").strip().lower() == CONTINUE:
+        request[_CONTINUED] = True
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the interim answer is not part of the response
 
 
+async def continue_at_once(request: web.Request) -> None:
+    """Expect handler for routes without credentials to check: 100 Continue straight away."""
+    if unmet_expectation(request) is None:
+        await send_continue(request)
+
+
 async def defer_continue(request: web.Request) -> None:
-    """Expect handler for uploads: send nothing yet; the handler sends 100 Continue once it has
-    accepted the token and the size, so a refused upload never transfers its body."""
+    """Expect handler for routes with a body: send nothing yet; the handler sends 100 Continue
+    once it has accepted the credentials (and for uploads the size), so a refused request never
+    transfers its body (``gateway.server.http.body.send_continue``)."""
 
 
 async def _refuse(request: web.Request) -> web.StreamResponse:

@@ -61,10 +61,17 @@ def observe(
                 response = render(exc)
             except web.HTTPException as exc:
                 response = render_http_exception(exc)
-            except CLIENT_GONE:
-                status = 499  # nginx's "client closed request": not a server error
-                facts.outcome = facts.outcome or "client_disconnected"
-                raise
+            except CLIENT_GONE as exc:
+                if not _client_gone(request):  # a connection of ours broke: a server error
+                    log.error("unhandled error", exc_info=exc, extra=_id(facts))
+                    response = json_response(500, {"error": "internal server error"})
+                else:
+                    # nginx's "client closed request": not a server error. Answered rather than
+                    # raised: aiohttp logs what a handler raises as an error with its trace; the
+                    # answer goes nowhere (aiohttp drops it quietly on the closed connection).
+                    facts.outcome = facts.outcome or "client_disconnected"
+                    status = 499
+                    return _unsent(status)
             except asyncio.CancelledError:
                 # The server gave up on the request (shutdown_timeout ran out): neither a bug nor
                 # the client.
@@ -72,7 +79,7 @@ def observe(
                 facts.outcome = facts.outcome or "cancelled"
                 raise
             except Exception:
-                log.exception("unhandled error", extra={"request_id": facts.request_id})
+                log.exception("unhandled error", extra=_id(facts))
                 response = json_response(500, {"error": "internal server error"})
             status = response.status
             if not response.prepared:
@@ -91,6 +98,21 @@ def observe(
                 active.end()
 
     return middleware
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _unsent(status: int) -> web.StreamResponse:
+    response = web.Response(status=status)
+    response.force_close()
+    return response
+
+
+def _id(facts: RequestFacts) -> dict[str, str]:
+    return {"request_id": facts.request_id}
 
 
 def _finish_headers(

@@ -29,7 +29,8 @@ from gateway.server.domain.sources import (
     stored_content_type,
 )
 from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_content_md5
-from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object, send_continue
+from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object
+from gateway.server.http.expect import send_continue
 from gateway.server.http.streams import start_stream
 from gateway.server.observability.access import facts_of
 from gateway.server.observability.metrics import Metrics
@@ -54,6 +55,7 @@ class SourceHandlers:
         self._prefix = config.storage.prefix
         self._max_size = config.sources.max_size_bytes
         self._body_timeout = config.server.body_timeout
+        self._min_rate = config.server.min_upload_rate
         self._send_timeout = config.server.send_timeout
         self._redirect = config.sources.download_mode == "redirect"
         self._auth = auth
@@ -99,7 +101,9 @@ class SourceHandlers:
         try:
             result = await self._uploader.upload(
                 object_key(self._prefix, source_id),
-                counted_body(request, self._body_timeout, metrics.bytes_uploaded.inc),
+                counted_body(
+                    request, self._body_timeout, metrics.bytes_uploaded.inc, self._min_rate
+                ),
                 length=length,
                 content_type=content_type,
                 content_md5=content_md5,
