@@ -310,3 +310,31 @@ def masked_text_frame(text: str) -> bytes:
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+async def test_the_exchanged_jwt_authenticates_the_stream_until_it_expires(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    basic = "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode()
+    async with http.post(
+        f"{gateway.url}/v1/tokens/exchange", headers={"Authorization": basic}
+    ) as resp:
+        jwt_token = (await resp.json())["token"]
+    source = await gateway.uploaded_source(http, b"\x1f\x8b archive")
+    body = {"deployment": {"source_url": source["download_url"]}}
+    async with http.post(
+        f"{gateway.url}/v1/apps/my-app/deployments", json=body, headers=gateway.auth
+    ) as resp:
+        deployment_id = (await resp.json())["deployment"]["id"]
+    ws = await authenticated(http, stream_url(gateway), jwt_token)
+    try:
+        (new,) = await frames_until(ws, lambda frame: frame["type"] == "new")
+        assert new["id"] == deployment_id
+    finally:
+        await ws.close()
+    gateway.clock.advance(3600 + 10)
+    async with http.ws_connect(stream_url(gateway), headers=ORIGIN) as ws:
+        await ws.send_str(json.dumps({"type": "auth", "data": {"token": jwt_token}}))
+        message = await asyncio.wait_for(ws.receive(), 10)
+        assert (message.type, ws.close_code) == (aiohttp.WSMsgType.CLOSE, 1008)
+        assert "expired" in message.extra
