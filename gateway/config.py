@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.config_auth import JwtConfig as JwtConfig
+from gateway.config_auth import LimitsConfig as LimitsConfig
 from gateway.config_errors import ConfigError as ConfigError
 from gateway.config_errors import join_path
 from gateway.config_types import build
@@ -43,6 +45,8 @@ class ServerConfig:
     send_timeout: float = 60.0
     min_upload_rate: int = 16 * 1024
     trusted_proxies: tuple[str, ...] = ()
+    readiness_requires: tuple[Literal["storage", "deployer"], ...] = ("storage",)
+    readiness_interval: float = 5.0
 
     def validate(self, path: str) -> None:
         if not self.public_url:
@@ -52,7 +56,7 @@ class ServerConfig:
             raise ConfigError(f"{path}.public_url", "must be an absolute http(s) URL")
         if parts.query or parts.fragment:
             raise ConfigError(f"{path}.public_url", "must not have a query or fragment")
-        for name in ("body_timeout", "header_timeout", "send_timeout"):
+        for name in ("body_timeout", "header_timeout", "send_timeout", "readiness_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{path}.{name}", "must be positive")
         if self.min_upload_rate < 0:
@@ -104,6 +108,8 @@ MAX_EXCHANGE_TTL = 86400
 class AuthConfig:
     tokens: tuple[TokenConfig, ...] = ()
     exchange_ttl_seconds: int = 3600
+    jwt: JwtConfig | None = None
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def validate(self, path: str) -> None:
         if not MIN_EXCHANGE_TTL <= self.exchange_ttl_seconds <= MAX_EXCHANGE_TTL:

@@ -16,6 +16,8 @@
      +-- ExpectationFailed      417     -                       {"error"}  Expect not 100-continue
      +-- ValidationFailed       422     -                       {"errors": {field: [messages]}}
      +-- ArchiveInvalid         422     archive_invalid         {"error", "code"}  upload refused
+     +-- TooManyRequests        429     rate_limited            {"error", "code"} + Retry-After,
+                                                                RateLimit-Policy, RateLimit
      +-- BadGateway             502     -                       {"error"}  upstream answered badly
      +-- ServiceUnavailable     503     -                       {"error"} + Retry-After
 
@@ -138,6 +140,27 @@ class ArchiveInvalid(GatewayError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"archive refused: {reason}")
         self.reason = reason
+
+
+class TooManyRequests(GatewayError):
+    """A limit of ``auth.limits`` is reached: ``policy`` and ``state`` are the IETF draft's
+    ``RateLimit-Policy`` and ``RateLimit`` fields."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, policy: str, state: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.policy = policy
+        self.state = state
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Retry-After": str(self.retry_after),
+            "RateLimit-Policy": self.policy,
+            "RateLimit": self.state,
+        }
 
 
 class BadGateway(GatewayError):

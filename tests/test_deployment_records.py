@@ -16,7 +16,7 @@ import pytest
 
 from gateway.server.http import deployment_records
 
-from .helpers import LIMITED_TOKEN, TOKEN, Gateway, ServeGateway, StartGateway
+from .helpers import LIMITED_TOKEN, TOKEN, Gateway, ServeGateway, StartGateway, make_queue
 
 ARCHIVE = gzip.compress(b"app source " * 100)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -277,9 +277,13 @@ async def test_streams_end_cleanly_when_the_instance_shuts_down(
 
 
 async def test_forwarding_failure_aborts_the_record(
-    start_gateway: StartGateway, moto_endpoint: str, http: aiohttp.ClientSession
+    start_gateway: StartGateway, moto_endpoint: str, http: aiohttp.ClientSession, sqs: Any
 ) -> None:
-    gateway = await start_gateway(overrides(moto_endpoint, "no-such-queue"))
+    # The queue is there when the gateway checks it, and gone when the deployment comes (a
+    # missing queue the background check has seen is a 503 before anything is recorded).
+    queue_url = make_queue(sqs)
+    gateway = await start_gateway(overrides(moto_endpoint, queue_url.rsplit("/", 1)[1]))
+    sqs.delete_queue(QueueUrl=queue_url)
     source = await gateway.create_source(http)
     async with http.put(source["upload_url"], data=ARCHIVE) as resp:
         assert resp.status == 200

@@ -482,9 +482,14 @@ async def test_loopback_that_is_not_the_gateway_is_refused(
 
 
 async def test_missing_queue_is_502(
-    start_gateway: StartGateway, moto_endpoint: str, http: aiohttp.ClientSession
+    start_gateway: StartGateway, moto_endpoint: str, http: aiohttp.ClientSession, sqs: Any
 ) -> None:
-    gateway = await start_gateway(sqs_forward(moto_endpoint, "no-such-queue"), resolver=fake_dns)
+    # Gone after the gateway's background check saw it (once seen missing, it is a 503 before
+    # anything is sent: test_health.py).
+    queue_url = make_queue(sqs)
+    overrides = sqs_forward(moto_endpoint, queue_url.rsplit("/", 1)[1])
+    gateway = await start_gateway(overrides, resolver=fake_dns)
+    sqs.delete_queue(QueueUrl=queue_url)
     status, answer, _ = await deploy(http, gateway, {"deployment": {"download_url": PUBLIC_URL}})
     assert (status, answer) == (502, {"error": "the deployment queue does not exist"})
 
@@ -497,7 +502,11 @@ async def test_unreachable_queue_is_503(
     gateway = await start_gateway(overrides, resolver=fake_dns)
     status, answer, resp = await deploy(http, gateway, {"deployment": {"download_url": PUBLIC_URL}})
     assert status == 503, answer
-    assert answer == {"error": "the deployment queue is unreachable, try again later"}
+    # Known from the background check: answered at once, without the forwarder's retries.
+    assert answer == {
+        "error": "deployments cannot be forwarded now: the deployer is unavailable "
+        "(the deployment queue is unreachable); retry later"
+    }
     assert resp.headers["Retry-After"]
 
 

@@ -239,11 +239,23 @@ def test_paths_and_links_exist(page: Path) -> None:
             continue  # http(s), mailto: not the repository's
         file_part, _, anchor = target.partition("#")
         linked = (page.parent / file_part).resolve() if file_part else page
-        if not linked.exists():
+        if not linked.is_relative_to(ROOT):
+            problems.append(f"({target}): outside the repository")
+        elif not linked.exists():
             problems.append(f"({target}): no such file")
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             problems.append(f"({target}): no heading #{anchor} in {linked.name}")
     assert not problems, "\n".join(problems)
+
+
+# The repository stands on its own: its pages never send readers to files it does not hold.
+OUTSIDE = re.compile(r"SPEC\.md|\.\./shared|shared folder", re.I)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_pages_name_nothing_outside_the_repository(page: Path) -> None:
+    found = OUTSIDE.findall(page.read_text(encoding="utf-8"))
+    assert not found, f"{page.name} points outside the repository: {found}"
 
 
 def test_the_checks_see_what_the_pages_show() -> None:

@@ -12,7 +12,7 @@ import pytest
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from gateway.errors import TokenInvalid
-from gateway.server.domain.signing import Purpose, UrlSigner
+from gateway.server.domain.signing import Purpose, UrlSigner, creator_tag
 
 OLD_KEY, NEW_KEY = "old-signing-key-0123456789", "new-signing-key-9876543210"
 
@@ -74,3 +74,23 @@ def test_both_tokens_of_a_new_source_are_plain_itsdangerous_tokens() -> None:
         with pytest.raises(TokenInvalid):
             signer.verify(other, sid, token)
         assert abs(issued.timestamp() - exp + 600) < 5
+
+
+def test_the_creator_travels_signed_and_older_tokens_still_verify() -> None:
+    """``auth.limits.concurrent_uploads`` counts uploads against the source's creator, which the
+    token carries (as a digest); tokens from before carry none and verify as they did."""
+    sid = str(uuid.uuid4())
+    signer = UrlSigner([NEW_KEY], 600)
+    tag = creator_tag("ci")
+    assert tag != "ci" and tag == creator_tag("ci") and tag != creator_tag("cj")
+    upload, download = signer.sign_all(sid, signer.expiry(), tag)
+    for purpose, token in ((Purpose.UPLOAD, upload), (Purpose.DOWNLOAD, download)):
+        assert plain([NEW_KEY], purpose).loads(token)["by"] == tag
+        assert signer.verify(purpose, sid, token).created_by == tag
+    older = plain([NEW_KEY], Purpose.UPLOAD).dumps({"id": sid})
+    assert signer.verify(Purpose.UPLOAD, sid, older).created_by is None
+    # The creator is signed: another creator in the payload breaks the signature.
+    other = plain(["another-signing-key-01"], Purpose.UPLOAD).dumps({"id": sid, "by": "x"})
+    forged = other.partition(".")[0] + "." + upload.partition(".")[2]
+    with pytest.raises(TokenInvalid):
+        signer.verify(Purpose.UPLOAD, sid, forged)

@@ -52,6 +52,22 @@ GZIP_MAGIC = b"\x1f\x8b"
 # How long an upload waits for 100 Continue before sending its body anyway: curl waits 1 s; a
 # gateway answers at once, so this only matters behind a proxy that swallows the interim answer.
 EXPECT_WAIT = 5.0
+# A 429 (auth.limits) is waited out and tried again this many times; a wait longer than
+# MAX_RETRY_AFTER seconds is not worth sitting through: the error is shown at once.
+MAX_RATE_LIMITED_RETRIES = 3
+MAX_RETRY_AFTER = 60.0
+# What a 429 without a readable Retry-After waits.
+DEFAULT_RETRY_AFTER = 1.0
+
+
+def retry_after(value: str | None) -> float:
+    """The seconds a ``Retry-After`` field asks for (a number of seconds; an HTTP date, or
+    nothing usable, gives ``DEFAULT_RETRY_AFTER``)."""
+    try:
+        seconds = float(value or "")
+    except ValueError:
+        return DEFAULT_RETRY_AFTER
+    return seconds if 0 <= seconds < float("inf") else DEFAULT_RETRY_AFTER
 
 
 def open_session() -> aiohttp.ClientSession:
@@ -268,6 +284,14 @@ async def download(
                 os.unlink(part)
 
 
+@dataclass(frozen=True)
+class _RateLimited:
+    """A 429: the seconds its ``Retry-After`` asks for, and the error to show if not retried."""
+
+    wait: float
+    error: CliError
+
+
 class Api:
     """The authenticated part of the gateway's API, at ``api_url`` with ``token``."""
 
@@ -280,6 +304,22 @@ class Api:
         self._reporter = reporter
 
     async def _post(self, path: str, action: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        """POST to the API; a 429 is waited out (its ``Retry-After``) and tried again, at most
+        ``MAX_RATE_LIMITED_RETRIES`` times and never for longer than ``MAX_RETRY_AFTER``."""
+        attempt = 0
+        while isinstance(answer := await self._post_once(path, action, payload), _RateLimited):
+            attempt += 1
+            if attempt > MAX_RATE_LIMITED_RETRIES or answer.wait > MAX_RETRY_AFTER:
+                raise answer.error
+            wait = answer.wait
+            self._reporter.info(f"{action}: the gateway asks to slow down; retrying in {wait:g} s")
+            await asyncio.sleep(wait)
+        return answer
+
+    async def _post_once(
+        self, path: str, action: str, payload: dict[str, Any] | None
+    ) -> dict[str, Any] | _RateLimited:
+        """The answer's JSON object, or what a 429 said (``CliError`` for any other failure)."""
         url = f"{self._base}{path}"
         headers = {
             "Authorization": f"Bearer {self._token}",
@@ -306,6 +346,9 @@ class Api:
                         f"{action} failed: the API answered a redirect ({resp.status}) to"
                         f" {location}; use that address as --api-url"
                     )
+                if resp.status == 429:
+                    error = await error_from(resp, action, what="URL")
+                    return _RateLimited(retry_after(resp.headers.get("Retry-After")), error)
                 if resp.status not in (200, 201):
                     raise await error_from(resp, action, what="URL")
                 return await _json_object(resp, action)

@@ -21,15 +21,18 @@ from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.demo_deployer import DemoDeployer, running
 from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.jwks import JwksKeys
 from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle
 from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.domain.archive_check import ArchivePolicy
-from gateway.server.domain.auth import Authenticator, principals_of
+from gateway.server.domain.auth import Authenticator, CredentialVerifier, principals_of
 from gateway.server.domain.check_pool import CheckPool
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.exchange import ExchangedTokens
+from gateway.server.domain.limits import RateLimiter, UploadSlots
+from gateway.server.domain.oidc import OidcTokens
 from gateway.server.domain.signing import Clock, UrlSigner
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.domain.uploads import BufferBudget, Uploader
@@ -41,10 +44,11 @@ from gateway.server.http.expect import UnmetExpectations, continue_at_once, defe
 from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
 from gateway.server.http.platform import STREAM_PATH, PlatformHandlers
-from gateway.server.http.probes import Probes, ReadinessCheck
+from gateway.server.http.probes import Probes
 from gateway.server.http.sources import SourceHandlers
 from gateway.server.http.stream import DeploymentsStream
 from gateway.server.observability.access import AccessLog, ClientAddress
+from gateway.server.observability.dependencies import DependencyChecks
 from gateway.server.observability.metrics import (
     ActiveRequests,
     DeploymentMetrics,
@@ -59,16 +63,19 @@ DEPLOYMENTS_PATH = "/v1/apps/{app}/deployments"
 
 
 def connections_context(
-    connections: Connections, forwarder: ConfiguredForwarder, config: Config
+    connections: Connections,
+    forwarder: ConfiguredForwarder,
+    dependencies: DependencyChecks,
+    config: Config,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Opens the outbound connections and the forwarder while the app runs, and makes sure of
-    the bucket's lifecycle rule once they are open."""
+    """Opens the outbound connections and the forwarder while the app runs, makes sure of the
+    bucket's lifecycle rule once they are open, and checks the dependencies in the background."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with connections.open():
             if config.storage.ensure_lifecycle:
                 await _ensure_lifecycle(connections.s3, config)
-            async with forwarder.open():
+            async with forwarder.open(), dependencies.running():
                 yield
 
     return context
@@ -148,15 +155,68 @@ def demo_deployer_context(
     return context
 
 
-def authenticator(config: Config, clock: Clock) -> tuple[Authenticator, ExchangedTokens]:
-    """API tokens, and the JWTs ``POST /v1/tokens/exchange`` hands out for them."""
+def authenticator(
+    config: Config, metrics: Metrics, clock: Clock
+) -> tuple[Authenticator, ExchangedTokens, JwksKeys | None]:
+    """The API credentials the configuration accepts (YAML tokens, the JWTs
+    ``POST /v1/tokens/exchange`` hands out for them, the identity provider's JWTs), with the
+    per-identity request rate; the exchange, and the provider's keys if any."""
     exchanged = ExchangedTokens(
         config.signing.secret_keys,
         config.auth.exchange_ttl_seconds,
         principals_of(config.auth.tokens),
         clock,
     )
-    return Authenticator(config.auth.tokens, [exchanged.verify]), exchanged
+    verifiers: list[CredentialVerifier] = [exchanged.verify]
+    keys: JwksKeys | None = None
+    jwt = config.auth.jwt
+    if jwt is not None:
+        fetches = metrics.jwks_fetches
+        keys = JwksKeys(
+            jwt.jwks_url,
+            timeout=jwt.jwks_timeout,
+            refresh_seconds=jwt.refresh_seconds,
+            clock=clock,
+            on_fetch=lambda ok: fetches.labels("ok" if ok else "failed").inc(),
+        )
+        verifiers.append(OidcTokens(jwt, keys).verify)
+    rate = config.auth.limits.rate
+    limiter = RateLimiter(*rate) if rate is not None else None
+    return Authenticator(config.auth.tokens, verifiers, limiter), exchanged, keys
+
+
+def jwks_context(keys: JwksKeys) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with keys.running():
+            yield
+
+    return context
+
+
+def source_handlers(
+    config: Config,
+    auth: Authenticator,
+    signer: UrlSigner,
+    store: S3Store,
+    uploader: Uploader,
+    metrics: Metrics,
+) -> SourceHandlers:
+    uploads = config.auth.limits.concurrent_uploads
+    slots = UploadSlots(uploads) if uploads else None
+    return SourceHandlers(config, auth, signer, store, uploader, metrics, slots)
+
+
+def dependency_checks(
+    config: Config, store: S3Store, forwarder: ConfiguredForwarder, clock: Clock, metrics: Metrics
+) -> DependencyChecks:
+    """The bucket and the deployer, checked in the background (readiness reads the results)."""
+    return DependencyChecks(
+        [("storage", store.check), ("deployer", forwarder.check)],
+        config.server.readiness_requires,
+        config.server.readiness_interval,
+        clock,
+        metrics.dependency_up,
+    )
 
 
 def upload_core(config: Config, store: S3Store, budget: BufferBudget, pool: CheckPool) -> Uploader:
@@ -184,7 +244,7 @@ def create_app(
     budget = BufferBudget(config.sources.max_buffer_bytes, config.server.body_timeout)
     metrics.buffer_bytes.set_function(lambda: budget.in_use)
     signer = UrlSigner(config.signing.secret_keys, config.sources.ttl_seconds, clock)
-    auth, exchanged = authenticator(config, clock)
+    auth, exchanged, jwks = authenticator(config, metrics, clock)
     connections = Connections(config.storage)
     store = S3Store(
         connections, config.storage, on_error=lambda op: metrics.s3_errors.labels(op).inc()
@@ -193,13 +253,14 @@ def create_app(
     uploader = upload_core(config, store, budget, check_pool)
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)
-    sources = SourceHandlers(config, auth, signer, store, uploader, metrics)
+    sources = source_handlers(config, auth, signer, store, uploader, metrics)
     records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
-    deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, records, metrics)
-    readiness = ReadinessCheck(
-        [("storage", store.check), ("deployment queue", forwarder.check)], clock
+    dependencies = dependency_checks(config, store, forwarder, clock, metrics)
+    deployer_failure = functools.partial(dependencies.failure, "deployer")
+    deploys = DeploymentHandlers(
+        auth, signer, archive_urls, forwarder, records, metrics, deployer_failure
     )
-    probes = Probes(readiness, active, metrics, config.metrics.token)
+    probes = Probes(dependencies, active, metrics, config.metrics.token)
     platform, stream = platform_handlers(config, auth, exchanged, records, metrics)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
@@ -213,7 +274,9 @@ def create_app(
     app[keys.BUDGET] = budget
     app[keys.STORE] = store
     app[keys.ACCESS_LOG] = access
-    app.cleanup_ctx.append(connections_context(connections, forwarder, config))
+    app.cleanup_ctx.append(connections_context(connections, forwarder, dependencies, config))
+    if jwks is not None:
+        app.cleanup_ctx.append(jwks_context(jwks))
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(probes.on_shutdown)

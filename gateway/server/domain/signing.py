@@ -34,6 +34,15 @@ class VerifiedToken:
     source_id: str
     issued_at: float
     expires_at: float
+    # creator_tag() of who created the source; None in tokens from before it was signed in.
+    created_by: str | None = None
+
+
+def creator_tag(name: str) -> str:
+    """What a token says of the identity that created its source: enough to count that
+    identity's uploads (``auth.limits.concurrent_uploads``), and not its name, which would
+    otherwise travel in every URL (and on to deployers and proxy logs)."""
+    return _b64(hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[:12]).decode()
 
 
 def _clocked_signer(clock: Clock) -> type[TimestampSigner]:
@@ -125,18 +134,24 @@ class UrlSigner:
         exp = self.expiry() if expires_at is None else expires_at
         return self._serializers[purpose].signed(self._value(source_id, exp))
 
-    def sign_all(self, source_id: str, expires_at: int) -> tuple[str, str]:
+    def sign_all(
+        self, source_id: str, expires_at: int, created_by: str | None = None
+    ) -> tuple[str, str]:
         """The upload and the download token of a new source: one payload and timestamp, and a
-        signature for each purpose (every ``POST /v1/sources`` makes both)."""
-        value = self._value(source_id, expires_at)
+        signature for each purpose (every ``POST /v1/sources`` makes both). ``created_by`` is a
+        ``creator_tag``."""
+        value = self._value(source_id, expires_at, created_by)
         upload, download = self._serializers[Purpose.UPLOAD], self._serializers[Purpose.DOWNLOAD]
         return upload.signed(value), download.signed(value)
 
-    def _value(self, source_id: str, expires_at: int) -> bytes:
+    def _value(self, source_id: str, expires_at: int, created_by: str | None = None) -> bytes:
         """What ``TimestampSigner.sign`` signs: the payload, a dot, the timestamp. The payload
-        is itsdangerous' compact JSON of ``{"id": source_id, "exp": expires_at}``, never
-        compressed (a source id does not shrink)."""
-        payload = f'{{"id":{encode_basestring_ascii(source_id)},"exp":{int(expires_at)}}}'
+        is itsdangerous' compact JSON of ``{"id": source_id, "exp": expires_at}`` (and
+        ``"by": created_by`` when given), never compressed (a source id does not shrink)."""
+        payload = f'{{"id":{encode_basestring_ascii(source_id)},"exp":{int(expires_at)}'
+        if created_by is not None:
+            payload += f',"by":{encode_basestring_ascii(created_by)}'
+        payload += "}"
         timestamp = int_to_bytes(int(self._clock()))
         return _b64(payload.encode()) + b"." + _b64(timestamp)
 
@@ -167,7 +182,8 @@ class UrlSigner:
             raise TokenInvalid(f"invalid {purpose.value} token")
         if now > expires_at:
             raise TokenExpired(f"{purpose.value} URL has expired; create a new source")
-        return VerifiedToken(source_id, issued_at, expires_at)
+        by = payload.get("by")
+        return VerifiedToken(source_id, issued_at, expires_at, by if isinstance(by, str) else None)
 
 
 def _binds(payload: Any, source_id: str) -> bool:

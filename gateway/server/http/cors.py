@@ -40,8 +40,12 @@ EXPOSED_HEADERS = (
     "Repr-Digest",
     *ARCHIVE_HEADERS,
     "Content-Disposition",
+    "X-Content-Type-Options",
     "Retry-After",
     "WWW-Authenticate",
+    # 429 answers (auth.limits): the IETF draft's fields, so a page can pace itself.
+    "RateLimit-Policy",
+    "RateLimit",
 )
 _ALLOWED_ORIGIN = web.RequestKey("cors_allowed_origin", str)
 

@@ -104,20 +104,20 @@ class DeploymentRecordHandlers:
         self._stopping = stopping
         self._clock = clock
 
-    def _allowed_app(self, request: web.Request) -> str:
-        principal = self._auth.authenticate(request.headers.get("Authorization"))
+    async def _allowed_app(self, request: web.Request) -> str:
+        principal = await self._auth.authenticate(request.headers.get("Authorization"))
         app = request.match_info["app"]
         principal.require_app(app)
         return app
 
     async def show(self, request: web.Request) -> web.Response:
-        self._allowed_app(request)
+        await self._allowed_app(request)
         app, deployment_id = _path_ids(request)
         record = await self.tracker.get(app, deployment_id)
         return web.json_response({"deployment": self.links.view(record)})
 
     async def index(self, request: web.Request) -> web.Response:
-        app = self._allowed_app(request)
+        app = await self._allowed_app(request)
         page = parse_page(request.query)
         if app_name_errors(app):
             records: list[Record] = []
@@ -132,7 +132,7 @@ class DeploymentRecordHandlers:
         )
 
     async def output(self, request: web.Request) -> web.Response:
-        self._allowed_app(request)
+        await self._allowed_app(request)
         app, deployment_id = _path_ids(request)
         await self.tracker.get(app, deployment_id)  # 404 for an unknown one, even without events
         text = await self.tracker.output(app, deployment_id)
@@ -141,7 +141,7 @@ class DeploymentRecordHandlers:
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: everything after Last-Event-ID, then new events as they are
         stored, until a final status (or this instance shuts down)."""
-        self._allowed_app(request)
+        await self._allowed_app(request)
         app, deployment_id = _path_ids(request)
         record = await self.tracker.get(app, deployment_id)
         after = parse_last_event_id(request.headers.get("Last-Event-ID"))

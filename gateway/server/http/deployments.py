@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.errors import GatewayError, ValidationFailed
+from gateway.errors import GatewayError, ServiceUnavailable, ValidationFailed
 from gateway.server.adapters.forwarders import DeployerRejected, Forwarder, Job
-from gateway.server.domain.auth import Authenticator, Principal
+from gateway.server.domain.auth import Authenticator, Identity
 from gateway.server.domain.deployments import (
     ArchiveUrlChecker,
     DeploymentRequest,
@@ -35,6 +36,10 @@ from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# What a deployment refused because the deployer is unavailable is told to wait: about one
+# background check period (server.readiness_interval's default).
+DEPLOYER_RETRY_AFTER = 5
+
 
 class DeploymentHandlers:
     """``POST /v1/apps/{app}/deployments``."""
@@ -47,6 +52,7 @@ class DeploymentHandlers:
         forwarder: Forwarder,
         records: DeploymentRecordHandlers,
         metrics: Metrics,
+        deployer_failure: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._auth = auth
         self._signer = signer
@@ -57,12 +63,22 @@ class DeploymentHandlers:
         self._links = records.links
         self._deployment_metrics = records.metrics
         self._metrics = metrics
+        self._deployer_failure = deployer_failure
 
     async def create(self, request: web.Request) -> web.Response:
-        principal = self._auth.authenticate(request.headers.get("Authorization"))
+        principal = await self._auth.authenticate(request.headers.get("Authorization"))
         app_name = request.match_info["app"]
         parsed, facts = await self._validate(request, principal, app_name)
         assert parsed.url is not None
+        if (why := self._deployer_failure()) is not None:
+            # Known from the background check: fail at once rather than after the forwarder's
+            # retries, and record nothing that could only end as aborted.
+            self._metrics.deployments.labels("failed").inc()
+            raise ServiceUnavailable(
+                f"deployments cannot be forwarded now: the deployer is unavailable ({why}); "
+                "retry later",
+                retry_after=DEPLOYER_RETRY_AFTER,
+            )
         deployment_id = str(uuid.uuid4())
         now = self._signer.now()
         created_at = rfc3339(now)
@@ -102,7 +118,7 @@ class DeploymentHandlers:
         return web.json_response({"deployment": self._links.view(record)}, status=201)
 
     async def _validate(
-        self, request: web.Request, principal: Principal, app_name: str
+        self, request: web.Request, principal: Identity, app_name: str
     ) -> tuple[DeploymentRequest, SourceFacts | None]:
         """The request and its own source's facts, or ``ValidationFailed`` naming every bad
         field; ``Forbidden`` before the body is read when the token may not use the app."""

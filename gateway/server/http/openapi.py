@@ -73,9 +73,31 @@ def _common_errors() -> Schema:
     }
 
 
+_RATE_LIMIT_HEADERS: Schema = {
+    **_RETRY_AFTER,
+    "RateLimit-Policy": {
+        "description": "The limit (IETF draft-ietf-httpapi-ratelimit-headers): "
+        '`"api";q=<burst>;w=<seconds>` or `"uploads";q=<n>;qu="concurrent-requests"`.',
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": 'What is left: `"api";r=0;t=<seconds until the next request>`.',
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _rate_limited(what: str) -> Schema:
+    return {"429": _error(f"{what} (`code: rate_limited`; auth.limits).", _RATE_LIMIT_HEADERS)}
+
+
 def _auth_errors() -> Schema:
     return {
-        "401": _error("Missing or unknown API token.", _WWW_AUTHENTICATE),
+        "401": _error(
+            "Missing or unknown API token, or an identity-provider JWT that is not valid.",
+            _WWW_AUTHENTICATE,
+        ),
+        **_rate_limited("Past the token's request rate"),
     }
 
 
@@ -230,7 +252,24 @@ def _schemas() -> Schema:
         "Status": {
             "type": "object",
             "required": ["status"],
-            "properties": {"status": {"type": "string"}, "error": {"type": "string"}},
+            "properties": {
+                "status": {"type": "string"},
+                "error": {"type": "string"},
+                "checks": {
+                    "type": "object",
+                    "description": "/readyz: each dependency's latest background check.",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["status", "required"],
+                        "properties": {
+                            "status": {"enum": ["ok", "unavailable", "unknown"]},
+                            "required": {"type": "boolean"},
+                            "age_seconds": {"type": "number"},
+                            "error": {"type": "string"},
+                        },
+                    },
+                },
+            },
         },
     }
 
@@ -594,6 +633,7 @@ def document(config: Config) -> Schema:
                     ),
                     "403": _json(_ref("TokenError"), "Bad, tampered, wrong-purpose or expired."),
                     "413": _error(f"Larger than {max_size} bytes; nothing is stored."),
+                    **_rate_limited("Past the uploads in flight the source's creator may have"),
                     "417": _error("An `Expect` other than `100-continue`."),
                     "422": _json(
                         _ref("ArchiveInvalid"),
@@ -647,7 +687,7 @@ def document(config: Config) -> Schema:
         ),
         "/readyz": _with_head(
             _probe(
-                "Readiness: the bucket answers (checked at most every few seconds)",
+                "Readiness: the required dependencies answered their latest background check",
                 "Ready.",
                 _ref("Status"),
                 {"503": _json(_ref("Status"), "Not ready: `error` says why.", _RETRY_AFTER)},

@@ -73,14 +73,14 @@ class PlatformHandlers:
         return web.json_response({"token": self._exchanged.issue(principal)})
 
     async def users_self(self, request: web.Request) -> web.Response:
-        principal = self._auth.authenticate(request.headers.get("Authorization"))
+        principal = await self._auth.authenticate(request.headers.get("Authorization"))
         user = user_object(principal, self._tokens.get(principal.name))
         return web.json_response({"user": user})
 
     async def regions(self, request: web.Request) -> web.Response:
         """The platform's CLI lists regions before every regional command and uses the default
         one's URLs unless its environment names them: one region, this gateway."""
-        self._auth.authenticate(request.headers.get("Authorization"))
+        await self._auth.authenticate(request.headers.get("Authorization"))
         region = {
             "name": REGION_NAME,
             "display_name": "sources-gateway",
@@ -95,7 +95,7 @@ class PlatformHandlers:
     async def app(self, request: web.Request) -> web.Response:
         """The app object: the gateway has no app registry, so an app exists for a token that
         may deploy it; 404 in the platform's shape for a name no app can have."""
-        principal = self._auth.authenticate(request.headers.get("Authorization"))
+        principal = await self._auth.authenticate(request.headers.get("Authorization"))
         name = request.match_info["app"]
         if app_name_errors(name):
             raise NotFound("app")

@@ -15,13 +15,14 @@ from gateway.ids import new_source_id
 from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.archive_facts import ArchiveFacts
 from gateway.server.domain.auth import Authenticator
+from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.ranges import (
     attachment,
     download_headers,
     etag_matches,
     parse_range,
 )
-from gateway.server.domain.signing import Purpose, UrlSigner, VerifiedToken
+from gateway.server.domain.signing import Purpose, UrlSigner, VerifiedToken, creator_tag
 from gateway.server.domain.sources import (
     CreatedSource,
     object_key,
@@ -49,6 +50,7 @@ class SourceHandlers:
         store: ObjectStore,
         uploader: Uploader,
         metrics: Metrics,
+        upload_slots: UploadSlots | None = None,
     ) -> None:
         self._base_url = config.server.base_url
         self._answer = CreatedSource(self._base_url)
@@ -63,9 +65,10 @@ class SourceHandlers:
         self._store = store
         self._uploader = uploader
         self._metrics = metrics
+        self._slots = upload_slots
 
     async def create(self, request: web.Request) -> web.Response:
-        self._auth.authenticate(request.headers.get("Authorization"))
+        identity = await self._auth.authenticate(request.headers.get("Authorization"))
         if request.body_exists:  # the CLI and most clients send none
             await read_json_object(request, allow_empty=True)
         signer = self._signer
@@ -73,7 +76,7 @@ class SourceHandlers:
         # One expiry for both tokens and the answer: it is signed into each token, and it is
         # when every instance stops accepting them.
         expires_at = signer.expiry()
-        upload, download = signer.sign_all(source_id, expires_at)
+        upload, download = signer.sign_all(source_id, expires_at, creator_tag(identity.name))
         return web.Response(
             text=self._answer.render(source_id, upload, download, rfc3339(expires_at)),
             status=201,
@@ -86,7 +89,14 @@ class SourceHandlers:
         return source_id, token
 
     async def upload(self, request: web.Request) -> web.Response:
-        source_id, _ = self._verify(request, Purpose.UPLOAD)
+        source_id, token = self._verify(request, Purpose.UPLOAD)
+        if self._slots is None or token.created_by is None:
+            # Tokens signed before the creator was signed in are not counted.
+            return await self._upload(request, source_id)
+        with self._slots.hold(token.created_by):
+            return await self._upload(request, source_id)
+
+    async def _upload(self, request: web.Request, source_id: str) -> web.Response:
         length = request.content_length
         if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
             length = None

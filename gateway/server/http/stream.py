@@ -157,7 +157,7 @@ class DeploymentsStream:
             raise StreamRefused("not_auth", 'the first frame must be {"type": "auth", ...}')
         if app_name_errors(app):
             raise StreamRefused("forbidden", "not a valid app name")
-        return self._auth.authenticate_token(token)
+        return await self._auth.authenticate_token(token)
 
     async def _relay(self, ws: web.WebSocketResponse, follower: AppFollower) -> bool:
         """Every item for the follower and a ping every 15 s until the instance stops (True) or

@@ -128,6 +128,18 @@ class Metrics:
         self.buffer_bytes = Gauge(
             "gateway_buffer_bytes", "Bytes of part buffers reserved by uploads.", registry=r
         )
+        self.dependency_up = Gauge(
+            "gateway_dependency_up",
+            "1 when the dependency (storage, deployer) answered its latest check, else 0.",
+            ["dependency"],
+            registry=r,
+        )
+        self.jwks_fetches = Counter(
+            "gateway_jwks_fetches",
+            "Fetches of the identity provider's keys (auth.jwt), by outcome (ok, failed).",
+            ["outcome"],
+            registry=r,
+        )
 
 
 class DeploymentMetrics:
