@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import io
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import aiohttp
 import aiohttp.web_app
 import moto.s3.models
+import moto.s3.responses
 import pytest
 from aiohttp.test_utils import unused_port
 from moto.server import ThreadedMotoServer
@@ -88,6 +90,24 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
+def atomic_conditional_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make moto's conditional PutObject atomic, as S3's is, for the tests that race writers.
+
+    moto 5.2 honours If-None-Match and If-Match but checks the key and then writes it in two
+    steps, each request on its own server thread: two writers racing for one key can both pass
+    the check and both be told they created it, which S3 never does. One lock around moto's whole
+    PutObject (it runs in this process: ThreadedMotoServer) closes that window."""
+    lock = threading.Lock()
+    original = moto.s3.responses.S3Response.put_object
+
+    def put_object(self: moto.s3.responses.S3Response) -> Any:
+        with lock:
+            return original(self)
+
+    monkeypatch.setattr(moto.s3.responses.S3Response, "put_object", put_object)
+
+
+@pytest.fixture
 def s3(moto_endpoint: str) -> Any:
     """A plain boto3 client on the moto server, for setting up and checking the bucket."""
     return moto_client("s3", moto_endpoint)
@@ -118,8 +138,10 @@ def bucket(s3: Any) -> Iterator[str]:
     finally:
         for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
             s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
-        for obj in s3.list_objects_v2(Bucket=name).get("Contents", []):
-            s3.delete_object(Bucket=name, Key=obj["Key"])
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
         s3.delete_bucket(Bucket=name)
 
 

@@ -129,6 +129,37 @@ async def test_event_rules(
         assert await resp.text() == "hello\n"
 
 
+async def test_a_final_status_ends_the_deployment_whatever_its_number(
+    start_gateway: StartGateway,
+    moto_endpoint: str,
+    queue_url: str,
+    http: aiohttp.ClientSession,
+    sqs: Any,
+) -> None:
+    one = await start_gateway(overrides(moto_endpoint, queue_url))
+    two = await start_gateway(overrides(moto_endpoint, queue_url))
+    deployment, job = await deploy(http, one, sqs, queue_url)
+    on_two = job["events_url"].replace(one.url, two.url)
+    building = {"id": 10, "type": "status", "status": "building"}
+    assert (await post_event(http, job["events_url"], building))[0] == 200
+    assert await post_event(http, on_two, {"id": 5, "type": "status", "status": "success"}) == (
+        200,
+        {"id": 5},
+    )
+    _, shown = await get_json(http, url_of(one, deployment))
+    assert shown["deployment"]["status"] == "success"
+    assert shown["deployment"]["finished_at"] is not None
+    for late in ({"id": 12, "type": "status", "status": "pushing"}, {"id": 3, "type": "log"}):
+        status, body = await post_event(http, job["events_url"], {"content": "x", **late})
+        assert status == 409 and "finished" in body["error"]
+    assert (await post_event(http, on_two, building))[0] == 200  # a retry of what was stored
+    # The stream shows them as they were taken, and ends with the final status.
+    async with http.get(url_of(two, deployment, "/events"), headers=AUTH) as resp:
+        text = (await asyncio.wait_for(resp.read(), 5)).decode()
+    assert text.startswith('id: 1\nevent: status\ndata: {"id":10,')
+    assert 'id: 2\nevent: status\ndata: {"id":5,' in text and "id: 3" not in text
+
+
 async def test_events_token_is_checked(
     gw: Gateway, http: aiohttp.ClientSession, sqs: Any, queue_url: str
 ) -> None:

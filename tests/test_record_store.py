@@ -10,8 +10,10 @@ import pytest
 
 from gateway.config import StorageConfig
 from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.event_log import EventLogStore
 from gateway.server.adapters.json_objects import KeyPage, PreconditionFailed, S3JsonObjects
 from gateway.server.adapters.records import DeploymentNotFound, RecordStore
+from gateway.server.domain.event_log import CHUNK_EVENTS, LoggedEvent
 from gateway.server.domain.records import Event, EventConflict, Page, new_record
 from gateway.server.domain.tracking import DeploymentTracker
 
@@ -48,8 +50,11 @@ async def clients(moto_endpoint: str, bucket: str) -> AsyncIterator[list[Connect
 
 
 def tracker(client: Connections, bucket: str, max_output: int = 1000) -> DeploymentTracker:
+    objects = CountingObjects(client, bucket)
     return DeploymentTracker(
-        RecordStore(CountingObjects(client, bucket), "deployments/"), max_output
+        RecordStore(objects, "deployments/"),
+        EventLogStore(objects, "deployments/", CHUNK_EVENTS),
+        max_output,
     )
 
 
@@ -95,9 +100,10 @@ async def test_retry_is_stored_once_and_a_different_event_conflicts(
     with pytest.raises(EventConflict):
         await two.add_event(APP, "d-1", log(1, "other"), NOW)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
-    assert keys.count("deployments/my-app/d-1/events/0000000001.json") == 1
+    assert [key for key in keys if "/log/" in key] == ["deployments/my-app/d-1/log/0000000001.json"]
     assert await one.output(APP, "d-1") == "hello\n"
-    assert (await one.get(APP, "d-1"))["output_bytes"] == 5
+    head = await two.head(APP, "d-1", await two.get(APP, "d-1"))
+    assert head is not None and head["state"]["kept_bytes"] == 5
 
 
 async def test_events_alternating_between_instances_all_count(
@@ -107,9 +113,9 @@ async def test_events_alternating_between_instances_all_count(
     await deployment(one)
     for n in range(1, 11):
         await (one if n % 2 else two).add_event(APP, "d-1", log(n, "ab"), NOW)
-    record = await one.get(APP, "d-1")
-    assert record["output_bytes"] == 20
-    assert record["last_event"] == 10
+    head = await one.head(APP, "d-1", await one.get(APP, "d-1"))
+    assert head is not None and head["slot"] == 10
+    assert head["state"]["kept_bytes"] == 20 and head["state"]["max_id"] == 10
 
 
 async def test_a_record_replaced_meanwhile_is_read_again_not_overwritten(
@@ -149,7 +155,7 @@ async def test_a_follower_on_one_instance_sees_events_posted_to_the_other(
     await deployment(one)
     await one.add_event(APP, "d-1", status(1, "building"), NOW)
     record = await two.get(APP, "d-1")
-    seen: list[dict[str, Any]] = []
+    seen: list[LoggedEvent] = []
     stopping = asyncio.Event()
 
     async def follow() -> None:
@@ -161,7 +167,7 @@ async def test_a_follower_on_one_instance_sees_events_posted_to_the_other(
     await one.add_event(APP, "d-1", log(2, "step"), NOW)
     await one.add_event(APP, "d-1", status(3, "success"), NOW)
     await asyncio.wait_for(follower, 5)
-    assert [(e["id"], e.get("status") or e.get("content")) for e in seen] == [
+    assert [(e.shown["id"], e.shown.get("status") or e.shown.get("content")) for e in seen] == [
         (1, "building"),
         (2, "step\n"),
         (3, "success"),
@@ -178,7 +184,7 @@ async def test_follow_resumes_after_last_event_id_and_ends_at_once_when_done(
         await one.add_event(APP, "d-1", event, NOW)
     record = await one.get(APP, "d-1")
     batches = [b async for b in one.follow(record, 1, 0.05, asyncio.Event())]
-    assert [e["id"] for b in batches for e in b] == [2, 3]
+    assert [(e.slot, e.shown["id"]) for b in batches for e in b] == [(2, 2), (3, 3)]
     assert [b async for b in one.follow(record, 3, 0.05, asyncio.Event())] == []
 
 
@@ -191,7 +197,7 @@ async def test_follow_resumed_past_every_event_ends_with_the_deployment(
     await deployment(one)
     await one.add_event(APP, "d-1", status(1, "building"), NOW)
     record = await two.get(APP, "d-1")
-    batches: list[list[dict[str, Any]]] = []
+    batches: list[list[LoggedEvent]] = []
 
     async def follow() -> None:
         async for batch in two.follow(record, 500, 0.05, asyncio.Event()):
@@ -262,3 +268,15 @@ async def test_abort_says_why(trackers: list[DeploymentTracker]) -> None:
     assert record["deployment"]["status"] == "aborted"
     assert record["deployment"]["finished_at"] == NOW
     assert await one.output(APP, "d-1") == "the deployer could not be reached\n"
+
+
+async def test_abort_is_skipped_once_the_deployer_has_reported(
+    trackers: list[DeploymentTracker],
+) -> None:
+    one, two = trackers
+    await deployment(one)
+    await two.add_event(APP, "d-1", status(7, "building"), NOW)
+    await one.abort(APP, "d-1", "the deployer could not be reached", NOW)
+    record = await one.get(APP, "d-1")
+    assert record["deployment"]["status"] == "building"
+    assert await one.output(APP, "d-1") == ""

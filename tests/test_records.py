@@ -1,4 +1,5 @@
-"""The deployment record rules, no I/O: events, statuses, output cap, pagination, SSE framing."""
+"""The deployment record and event-log rules, no I/O: events, statuses, output cap, pagination,
+SSE framing."""
 
 from __future__ import annotations
 
@@ -8,15 +9,25 @@ from typing import Any
 import pytest
 
 from gateway.errors import BadRequest, ValidationFailed
+from gateway.server.domain.event_log import (
+    MAX_EVENTS,
+    TooManyEvents,
+    cut_line,
+    initial_state,
+    next_entry,
+    public_event,
+    render_output,
+    snapshot,
+)
+from gateway.server.domain.log_heads import LogHeads
 from gateway.server.domain.records import (
     MAX_EVENT_CONTENT,
     STATUSES,
     TERMINAL_STATUSES,
     Event,
+    EventConflict,
     Page,
-    apply_event,
     deployment_view,
-    event_output,
     hook_errors,
     is_finished,
     new_record,
@@ -24,10 +35,7 @@ from gateway.server.domain.records import (
     parse_event,
     parse_last_event_id,
     parse_page,
-    public_event,
-    same_event,
     sse_message,
-    stored_event,
 )
 
 NOW = "2026-01-01T00:00:00Z"
@@ -35,6 +43,14 @@ NOW = "2026-01-01T00:00:00Z"
 
 def record() -> dict[str, Any]:
     return new_record("d-1", "my-app", NOW, "v1", "https://x.example/a.tgz", None, "ci")
+
+
+def status(number: int, value: str) -> Event:
+    return Event(number, "status", status=value)
+
+
+def log_event(number: int, content: str) -> Event:
+    return Event(number, "log", content=content)
 
 
 def test_vocabulary_is_the_platforms() -> None:
@@ -89,14 +105,6 @@ def test_content_limit_counts_utf8_bytes() -> None:
         parse_event({"id": 1, "type": "log", "content": fits + "é"})
 
 
-def test_a_retry_is_the_same_event_and_another_is_not() -> None:
-    event = Event(1, "log", content="a")
-    stored = stored_event(event, record(), 100, NOW)
-    assert same_event(stored, Event(1, "log", content="a"))
-    assert not same_event(stored, Event(1, "log", content="b"))
-    assert not same_event(stored, Event(1, "status", status="building"))
-
-
 @pytest.mark.parametrize(
     ("hook", "ok"),
     [
@@ -113,74 +121,88 @@ def test_hook_rules(hook: Any, ok: bool) -> None:
     assert (hook_errors(hook) == []) is ok
 
 
-def test_status_events_move_the_record_and_finish_it() -> None:
-    current = record()
-    building = stored_event(Event(1, "status", status="building"), current, 100, "t1")
-    current = apply_event(current, building, fresh=True) or current
-    assert current["deployment"]["status"] == "building"
-    assert current["deployment"]["finished_at"] is None
-    done = stored_event(Event(2, "status", status="build-error"), current, 100, "t2")
-    current = apply_event(current, done, fresh=True) or current
-    assert current["deployment"]["status"] == "build-error"
-    assert current["deployment"]["finished_at"] == "t2"
-    assert is_finished(current)
+def chain(events: list[Event], max_output: int = 100) -> list[dict[str, Any]]:
+    """The log entries of ``events`` taken in this order."""
+    entries: list[dict[str, Any]] = []
+    for event in events:
+        entries.append(next_entry(entries[-1] if entries else None, event, NOW, max_output))
+    return entries
+
+
+def test_status_events_move_the_state_and_finish_it() -> None:
+    building, done = chain([status(1, "building"), status(2, "build-error")])
+    assert (building["slot"], done["slot"]) == (1, 2)
+    assert building["state"]["status"] == "building"
+    assert building["state"]["finished_at"] is None
+    assert done["state"]["status"] == "build-error"
+    assert done["state"]["finished_at"] == NOW
+    current = snapshot(record(), done)
+    assert current is not None and is_finished(current)
+    assert current["log_slot"] == 2
+    assert snapshot(current, building) is None  # records are only brought forward
 
 
 def test_an_older_status_arriving_late_does_not_win() -> None:
-    current = record()
-    newer = stored_event(Event(3, "status", status="pushing"), current, 100, NOW)
-    older = stored_event(Event(2, "status", status="building"), current, 100, NOW)
-    current = apply_event(current, newer, fresh=True) or current
-    current = apply_event(current, older, fresh=True) or current
-    assert current["deployment"]["status"] == "pushing"
+    *_, last = chain([status(3, "pushing"), status(2, "building")])
+    assert last["state"]["status"] == "pushing"
 
 
-def test_a_retry_already_applied_changes_nothing_but_a_lagging_record_catches_up() -> None:
-    current = record()
-    log_event = stored_event(Event(1, "log", content="abc"), current, 100, NOW)
-    current = apply_event(current, log_event, fresh=True) or current
-    assert current["output_bytes"] == 3
-    assert apply_event(current, log_event, fresh=False) is None
-    lagging = record()
-    caught_up = apply_event(lagging, log_event, fresh=False)
-    assert caught_up is not None and caught_up["output_bytes"] == 3
+def test_a_final_status_ends_the_deployment_whatever_its_number() -> None:
+    _, success = chain([status(10, "building"), status(5, "success")])
+    assert success["state"]["status"] == "success"
+    assert success["state"]["finished_at"] == NOW
+    for late in (status(12, "pushing"), log_event(3, "x"), status(20, "success")):
+        with pytest.raises(EventConflict):
+            next_entry(success, late, NOW, 100)
+
+
+def test_the_last_slot_is_kept_for_a_final_status() -> None:
+    full = {"slot": MAX_EVENTS - 1, "event": {}, "state": initial_state()}
+    with pytest.raises(TooManyEvents) as caught:
+        next_entry(full, log_event(MAX_EVENTS, "more"), NOW, 100)
+    assert caught.value.status == 413 and caught.value.code == "too_many_events"
+    with pytest.raises(TooManyEvents):
+        next_entry(full, status(MAX_EVENTS, "building"), NOW, 100)
+    last = next_entry(full, status(MAX_EVENTS, "timeout-error"), NOW, 100)
+    assert last["slot"] == MAX_EVENTS and last["state"]["status"] == "timeout-error"
 
 
 def test_output_is_cut_at_the_limit_with_one_closing_line() -> None:
-    current = record()
-    outputs = []
-    for number, content in enumerate(["12345", "67890", "abc"], start=1):
-        stored = stored_event(Event(number, "log", content=content), current, 8, NOW)
-        current = apply_event(current, stored, fresh=True) or current
-        outputs.append(event_output(stored, 8))
-    text = "".join(outputs)
-    assert text.startswith("12345\n678\n")
-    assert text.count("output cut") == 1
-    assert text.endswith("the rest was not kept]\n")
-    assert "abc" not in text
-    assert current["output_cut"] is True
+    entries = chain([log_event(n, c) for n, c in enumerate(["12345", "67890", "abc"], 1)], 8)
+    text = render_output(entries, 8)
+    assert text == "12345\n678\n" + cut_line(8)
+    assert entries[-1]["state"]["kept_bytes"] == 8
+    assert entries[-1]["state"]["received_bytes"] == 13
+    assert entries[-1]["state"]["cut"] is True
+
+
+def test_output_is_in_the_deployers_order_whatever_the_arrival() -> None:
+    entries = chain([log_event(3, "c"), log_event(1, "a"), status(4, "success")])
+    assert render_output(entries, 100) == "a\nc\n"
+    # Followers get them in the order they were taken: the slot is the SSE id.
+    shown = [public_event(entry, 100) for entry in entries]
+    assert [(e.slot, e.shown["id"]) for e in shown if e] == [(1, 3), (2, 1), (3, 4)]
 
 
 def test_cut_never_splits_a_character() -> None:
-    stored = stored_event(Event(1, "log", content="aé"), record(), 2, NOW)
-    assert stored["content"] == "a"
-    assert stored["cut"] is True
+    (entry,) = chain([log_event(1, "aé")], 2)
+    assert entry["event"]["content"] == "a"
+    assert entry["event"]["cut"] is True
 
 
 def test_dropped_events_are_not_shown_to_followers() -> None:
-    current = record()
-    current["output_cut"] = True
-    stored = stored_event(Event(9, "log", content="late"), current, 8, NOW)
-    assert public_event(stored, 8) is None
-    assert event_output(stored, 8) == ""
+    *_, dropped = chain([log_event(1, "123456789"), log_event(2, "late")], 8)
+    assert dropped["event"]["dropped"] is True and dropped["event"]["content"] == ""
+    assert public_event(dropped, 8) is None
 
 
 def test_sse_message_framing() -> None:
-    shown = public_event(stored_event(Event(7, "status", status="success"), record(), 8, NOW), 8)
-    assert shown is not None
-    raw = sse_message(shown).decode()
+    (entry,) = chain([status(7, "success")])
+    shown = public_event(entry, 8)
+    assert shown is not None and shown.final
+    raw = sse_message(shown.slot, shown.shown).decode()
     lines = raw.split("\n")
-    assert lines[0] == "id: 7"
+    assert lines[0] == "id: 1"
     assert lines[1] == "event: status"
     assert json.loads(lines[2].removeprefix("data: ")) == {
         "id": 7,
@@ -192,9 +214,10 @@ def test_sse_message_framing() -> None:
 
 
 def test_multi_line_log_stays_one_data_line() -> None:
-    shown = public_event(stored_event(Event(1, "log", content="a\nb"), record(), 99, NOW), 99)
-    assert shown is not None
-    assert sse_message(shown).decode().count("\n") == 4  # id, event, data, blank line
+    (entry,) = chain([log_event(1, "a\nb")])
+    shown = public_event(entry, 99)
+    assert shown is not None and not shown.final
+    assert sse_message(shown.slot, shown.shown).decode().count("\n") == 4  # id, event, data, blank
 
 
 @pytest.mark.parametrize(
@@ -220,7 +243,7 @@ def test_view_adds_the_output_link() -> None:
     assert view["links"] == {"output": "https://gw/v1/apps/my-app/deployments/d-1/output"}
     assert view["status"] == "queued"
     assert view["pusher"] == {"id": "ci", "username": "ci", "email": "", "name": "ci"}
-    assert "output_bytes" not in view
+    assert "log_slot" not in view
 
 
 @pytest.mark.parametrize(
@@ -277,3 +300,19 @@ def test_pagination_meta(page: Page, total: int, expected: tuple[Any, Any, int])
         (page.number - 1) * page.per_page,
         page.number * page.per_page,
     )
+
+
+def test_log_heads_know_the_numbers_before_the_head_only_without_a_gap() -> None:
+    heads = LogHeads()
+    key = ("my-app", "d-1")
+    entries = chain([log_event(n, "x") for n in (4, 2, 9, 1)])
+    assert heads.numbers_after(key, 0) is None
+    heads.remember(key, entries[:2])
+    assert heads.numbers_after(key, 0) == [4, 2]
+    assert heads.numbers_after(key, 1) == [2]
+    heads.remember(key, [entries[3]])  # slot 4 without slot 3: a gap
+    assert heads.get(key) == entries[3]
+    assert heads.numbers_after(key, 2) is None
+    assert heads.numbers_after(key, 3) == [1]
+    heads.remember(key, entries[:3])  # older entries change nothing
+    assert heads.get(key) == entries[3]

@@ -19,6 +19,7 @@ from gateway.server import keys
 from gateway.server.adapters.aws import sqs_client_kwargs
 from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.demo_deployer import DemoDeployer, running
+from gateway.server.adapters.event_log import EventLogStore
 from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.json_objects import S3JsonObjects
 from gateway.server.adapters.jwks import JwksKeys
@@ -29,6 +30,7 @@ from gateway.server.domain.archive_check import ArchivePolicy
 from gateway.server.domain.auth import Authenticator, CredentialVerifier, principals_of
 from gateway.server.domain.check_pool import CheckPool
 from gateway.server.domain.deployments import ArchiveUrlChecker
+from gateway.server.domain.event_log import CHUNK_EVENTS
 from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.exchange import ExchangedTokens
 from gateway.server.domain.limits import RateLimiter, UploadSlots
@@ -120,8 +122,10 @@ def deployment_record_handlers(
     clock: Clock,
 ) -> DeploymentRecordHandlers:
     deployments = config.deployments
+    objects = S3JsonObjects(connections, config.storage.bucket)
     tracker = DeploymentTracker(
-        RecordStore(S3JsonObjects(connections, config.storage.bucket), deployments.prefix),
+        RecordStore(objects, deployments.prefix),
+        EventLogStore(objects, deployments.prefix, CHUNK_EVENTS),
         deployments.max_output_bytes,
     )
     tokens = EventsTokens(config.signing.secret_keys, deployments.events_ttl_seconds, clock)
@@ -132,6 +136,7 @@ def deployment_record_handlers(
         DeploymentLinks(config.server.public_url, tokens),
         DeploymentMetrics(metrics.registry),
         deployments.poll_interval,
+        config.server.send_timeout,
         active.drain_started,
         clock,
         replay_seconds=deployments.stream_replay_seconds,

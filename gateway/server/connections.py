@@ -27,15 +27,16 @@ from aiohttp import StreamReader, http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.errors import BadRequest
+from gateway.server.http.body import IDLE_RECV_BYTES, set_recv_size
 from gateway.server.http.render import json_response, render
 from gateway.server.observability.access import REQUEST_ID_HEADER, request_id_for
 
 log = logging.getLogger("gateway.server")
 
 # How much of a request body aiohttp reads ahead of the handler (it stops reading the socket at
-# twice this). Its default, 64 KiB, cost about 0.75 MiB per connection of an upload waiting for
-# a part buffer (200 chunked uploads under a 32 MiB budget: RSS +186 MiB); at 32 KiB, +62 MiB
-# (BENCHMARKS.md, "Connections").
+# twice this). With its default, 64 KiB, and asyncio's 256 KiB reads, an upload waiting for a part
+# buffer held about 0.75 MiB outside the budget (200 chunked uploads under a 32 MiB budget: RSS
+# +186 MiB; BENCHMARKS.md, "Connections"); see also IDLE_RECV_BYTES.
 READ_BUFFER_BYTES = 32 * 1024
 
 
@@ -112,6 +113,7 @@ class _HeaderDeadline(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        set_recv_size(transport, IDLE_RECV_BYTES)  # until a body is read (counted_body)
         self._handler.connection_made(transport)
         self.waiting_since = time.monotonic()
         self._watch.add(self)

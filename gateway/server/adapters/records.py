@@ -3,18 +3,18 @@
 Keys under ``deployments.prefix`` (P), all covered by the deployments lifecycle rule:
 
     P{app}/{id}/deployment.json          the record; replaced only with If-Match on its ETag
-    P{app}/{id}/events/{n:010d}.json     event n; created once, with If-None-Match: *
+    P{app}/{id}/ids/, log/, chunks/      the event log (gateway.server.adapters.event_log)
     P{app}/index/{inverted:013d}-{id}    a marker whose name sorts newest first
 
-A follower polls ``P{app}/{id}/events/`` with one ListObjectsV2 (StartAfter the last key it saw),
-so it learns of events posted to any instance. What the records mean is the domain's business;
-this module only knows where they are and how to write them safely.
+What the records mean is the domain's business; this module only knows where they are and how
+to write them safely.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -28,8 +28,13 @@ T = TypeVar("T")
 Record = dict[str, Any]
 # Reads of small objects in flight at once for one request (a page, an output).
 READ_CONCURRENCY = 16
-# Rounds of read-change-write before a record update gives up (others kept changing it).
-UPDATE_ATTEMPTS = 8
+# Rounds of read-change-write before a record update gives up (others kept changing it). Each
+# lost round means another writer won, and a change that another made moot ends the loop, so
+# this only runs out when far more writers than a deployer's concurrency race for one record.
+UPDATE_ATTEMPTS = 32
+# Seconds, at most, of a random pause before reading a record again after losing a race, so the
+# losers do not all come back at the same moment.
+UPDATE_BACKOFF = 0.02
 # Milliseconds since the epoch are subtracted from this so that newer names sort first.
 _INVERT_FROM = 10**13
 _INVERTED_DIGITS = 13
@@ -60,12 +65,6 @@ class RecordStore:
 
     def record_key(self, app: str, deployment_id: str) -> str:
         return f"{self._prefix}{app}/{deployment_id}/deployment.json"
-
-    def events_prefix(self, app: str, deployment_id: str) -> str:
-        return f"{self._prefix}{app}/{deployment_id}/events/"
-
-    def event_key(self, app: str, deployment_id: str, number: int) -> str:
-        return f"{self.events_prefix(app, deployment_id)}{number:010d}.json"
 
     def _index_prefix(self, app: str) -> str:
         return f"{self._prefix}{app}/index/"
@@ -117,6 +116,7 @@ class RecordStore:
                 await self._objects.put_json(key, updated, if_match=etag)
                 return
             except PreconditionFailed:
+                await asyncio.sleep(random.uniform(0, UPDATE_BACKOFF))
                 record, etag = await self.read(app, deployment_id)
         log.warning("deployment %s: record kept changing, update given up", deployment_id)
         raise StorageUnavailable("the deployment record is busy, try again later")
@@ -149,39 +149,3 @@ class RecordStore:
             keys.extend(listed.keys)
             if not listed.truncated or not listed.keys:
                 return keys
-
-    async def put_event(
-        self, app: str, deployment_id: str, number: int, stored: Mapping[str, Any]
-    ) -> bool:
-        """Create event ``number``; False (nothing written) if that number is already taken."""
-        key = self.event_key(app, deployment_id, number)
-        try:
-            await self._objects.put_json(key, stored, if_absent=True)
-        except PreconditionFailed:
-            return False
-        return True
-
-    async def get_event(self, app: str, deployment_id: str, number: int) -> Record | None:
-        return await self._event(self.event_key(app, deployment_id, number))
-
-    async def _event(self, key: str) -> Record | None:
-        try:
-            value, _ = await self._objects.get_json(key)
-        except ObjectNotFound:
-            return None
-        return dict(value)
-
-    async def events_after(
-        self, app: str, deployment_id: str, after_key: str | None
-    ) -> tuple[list[Record], str | None]:
-        """Events stored after ``after_key`` (None: from the first), found with ONE listing, and
-        the key to continue after."""
-        listed = await self._objects.list_keys(self.events_prefix(app, deployment_id), after_key)
-        events = await bounded(self._event(key) for key in listed.keys)
-        last = listed.keys[-1] if listed.keys else after_key
-        return [event for event in events if event is not None], last
-
-    async def all_events(self, app: str, deployment_id: str) -> list[Record]:
-        keys = await self._all_keys(self.events_prefix(app, deployment_id))
-        events = await bounded(self._event(key) for key in keys)
-        return [event for event in events if event is not None]

@@ -22,18 +22,20 @@ from typing import Any, Literal
 
 from gateway.errors import GatewayError
 from gateway.server.adapters.records import DeploymentNotFound, Record
+from gateway.server.domain.event_log import LoggedEvent
 from gateway.server.domain.tracking import DeploymentTracker
 
 log = logging.getLogger(__name__)
 
 # A new follower of an app sees at most this many of its deployments again (the newest).
 REPLAY_MAX = 20
-Shown = dict[str, Any]
+# An event as followers are sent it: its slot in the deployment's log and its public JSON.
+Shown = LoggedEvent
 
 
 def event_number(event: Shown) -> int:
     """Where an event stands in its deployment's sequence (what Last-Event-ID resumes after)."""
-    return int(event["id"])
+    return event.slot
 
 
 class Changes:
@@ -93,7 +95,8 @@ class DeploymentFeed:
 
 @dataclass(frozen=True)
 class Item:
-    """One thing an app's follower is told: a ``new`` deployment (its record) or an ``event``."""
+    """One thing an app's follower is told: a ``new`` deployment (its record) or an ``event``
+    (its public JSON)."""
 
     kind: Literal["new", "event"]
     deployment_id: str
@@ -172,7 +175,7 @@ class AppFeed:
                 while events := await feed.read(position):
                     position += len(events)
                     for event in events:
-                        self._add(Item("event", deployment_id, event))
+                        self._add(Item("event", deployment_id, event.shown))
                 if feed.failed is None:
                     return
             with contextlib.suppress(TimeoutError):

@@ -1,9 +1,9 @@
 """Deployment records and the events a deployer reports: the rules, with no I/O.
 
 A record is the JSON object the gateway keeps per deployment: the platform's deployment object
-plus the little bookkeeping the events need (output size so far, the last status event seen).
-Events are numbered by the deployer from 1; each is stored once under its number, so a retry is
-recognised by comparing digests and a different event with a used number is a conflict.
+and the log slot it was brought up to date with. Events are numbered by the deployer from 1; a
+retry is recognised by comparing digests and a different event with a used number is a conflict
+(their order and the output are the event log's business: gateway.server.domain.event_log).
 """
 
 from __future__ import annotations
@@ -161,10 +161,8 @@ def new_record(
             "postdeploy_hook": postdeploy_hook,
             "pusher": {"name": pusher, "email": pusher_email},
         },
-        "output_bytes": 0,
-        "output_cut": False,
-        "last_event": 0,
-        "status_event": 0,
+        # The log slot whose state ``deployment`` shows (gateway.server.domain.event_log).
+        "log_slot": 0,
     }
 
 
@@ -206,108 +204,11 @@ def is_finished(record: Mapping[str, Any]) -> bool:
     return is_terminal(record_status(record))
 
 
-def stored_event(
-    event: Event, record: Mapping[str, Any], max_output_bytes: int, received_at: str
-) -> dict[str, Any]:
-    """The object kept for ``event``. A log event past ``max_output_bytes`` of output keeps only
-    what fits (``cut``: it crossed the limit) or nothing (``dropped``: output was already cut)."""
-    stored = event.payload()
-    stored["received_at"] = received_at
-    stored["digest"] = event.digest()
-    if event.type == "log":
-        assert event.content is not None
-        if record["output_cut"]:
-            stored["content"] = ""
-            stored["dropped"] = True
-        else:
-            room = max(0, max_output_bytes - int(record["output_bytes"]))
-            kept = _utf8_prefix(event.content, room)
-            if len(kept) < len(event.content):
-                stored["content"] = kept
-                stored["cut"] = True
-    return stored
-
-
-def _utf8_prefix(text: str, limit: int) -> str:
-    """The longest prefix of ``text`` whose UTF-8 encoding is at most ``limit`` bytes."""
-    data = text.encode("utf-8")
-    if len(data) <= limit:
-        return text
-    return data[:limit].decode("utf-8", "ignore")
-
-
-def same_event(stored: Mapping[str, Any], event: Event) -> bool:
-    return stored.get("digest") == event.digest()
-
-
-def apply_event(
-    record: Mapping[str, Any], stored: Mapping[str, Any], fresh: bool
-) -> dict[str, Any] | None:
-    """The record once ``stored`` is taken into account, or None when nothing changes.
-
-    ``fresh``: the event was just stored (not a retry of one stored before). A retry is applied
-    only when the record has not seen its number yet (an instance stopped between storing the
-    event and updating the record)."""
-    number = int(stored["id"])
-    if not fresh and number <= int(record["last_event"]):
-        return None
-    updated = dict(record)
-    updated["deployment"] = dict(record["deployment"])
-    updated["last_event"] = max(int(record["last_event"]), number)
-    if stored["type"] == "log":
-        updated["output_bytes"] = int(record["output_bytes"]) + len(
-            str(stored["content"]).encode("utf-8")
-        )
-        if stored.get("cut") or stored.get("dropped"):
-            updated["output_cut"] = True
-    elif number > int(record["status_event"]) and not is_finished(record):
-        updated["status_event"] = number
-        updated["deployment"]["status"] = stored["status"]
-        if is_terminal(str(stored["status"])):
-            updated["deployment"]["finished_at"] = stored["received_at"]
-    return updated
-
-
-# ---------------------------------------------------------------------------------------------
-# Output and the event stream
-
-
-def cut_line(max_output_bytes: int) -> str:
-    return f"[output cut: more than {max_output_bytes} bytes; the rest was not kept]\n"
-
-
-def _as_lines(text: str) -> str:
-    return text if not text or text.endswith("\n") else text + "\n"
-
-
-def event_output(stored: Mapping[str, Any], max_output_bytes: int) -> str:
-    """The text one stored log event adds to the output: its lines, and the cut notice on the
-    event that crossed the limit."""
-    if stored.get("type") != "log" or stored.get("dropped"):
-        return ""
-    text = _as_lines(str(stored.get("content", "")))
-    if stored.get("cut"):
-        text += cut_line(max_output_bytes)
-    return text
-
-
-def public_event(stored: Mapping[str, Any], max_output_bytes: int) -> dict[str, Any] | None:
-    """What a follower is sent for a stored event; None for a log event that was dropped."""
-    if stored.get("dropped"):
-        return None
-    shown: dict[str, Any] = {"id": stored["id"], "type": stored["type"]}
-    if stored["type"] == "status":
-        shown["status"] = stored["status"]
-    else:
-        shown["content"] = event_output(stored, max_output_bytes)
-    shown["created_at"] = stored.get("received_at")
-    return shown
-
-
-def sse_message(shown: Mapping[str, Any]) -> bytes:
-    """One server-sent event: ``id``, ``event`` (status or log) and the JSON on one data line."""
+def sse_message(slot: int, shown: Mapping[str, Any]) -> bytes:
+    """One server-sent event: ``id`` (its place in the log), ``event`` (status or log) and the
+    JSON on one data line."""
     data = json.dumps(shown, separators=(",", ":"))
-    return f"id: {shown['id']}\nevent: {shown['type']}\ndata: {data}\n\n".encode()
+    return f"id: {slot}\nevent: {shown['type']}\ndata: {data}\n\n".encode()
 
 
 def parse_last_event_id(value: str | None) -> int:

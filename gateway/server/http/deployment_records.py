@@ -18,6 +18,7 @@ from gateway.ids import SOURCE_ID
 from gateway.server.adapters.records import DeploymentNotFound, Record
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import app_name_errors
+from gateway.server.domain.event_log import LoggedEvent
 from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.follow import FollowHub
 from gateway.server.domain.records import (
@@ -34,7 +35,8 @@ from gateway.server.domain.sources import rfc3339
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
 from gateway.server.http.expect import continue_at_once, defer_continue
-from gateway.server.http.streams import start_stream
+from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
+from gateway.server.observability.access import facts_of
 from gateway.server.observability.metrics import DeploymentMetrics
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,10 @@ class DeploymentLinks:
         return deployment_view(record, self.output_url(deployment["app_id"], deployment["id"]))
 
 
+class _ClientLeft(Exception):
+    """The follower closed its connection (seen between two looks at the bucket)."""
+
+
 def _path_ids(request: web.Request) -> tuple[str, str]:
     app, deployment_id = request.match_info["app"], request.match_info["id"]
     if app_name_errors(app) or not SOURCE_ID.fullmatch(deployment_id):
@@ -89,6 +95,7 @@ class DeploymentRecordHandlers:
         links: DeploymentLinks,
         metrics: DeploymentMetrics,
         poll_interval: float,
+        send_timeout: float,
         stopping: asyncio.Event,
         clock: Callable[[], float] = time.time,
         replay_seconds: float = 3600,
@@ -101,6 +108,7 @@ class DeploymentRecordHandlers:
         self.links = links
         self.metrics = metrics
         self._poll_interval = poll_interval
+        self._send_timeout = send_timeout
         self._stopping = stopping
         self._clock = clock
 
@@ -140,7 +148,9 @@ class DeploymentRecordHandlers:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: everything after Last-Event-ID, then new events as they are
-        stored, until a final status (or this instance shuts down)."""
+        stored, until a final status (or this instance shuts down). Once the headers are out,
+        a failure closes the connection (the body cannot carry an error any more); the
+        follower reconnects with Last-Event-ID."""
         await self._allowed_app(request)
         app, deployment_id = _path_ids(request)
         record = await self.tracker.get(app, deployment_id)
@@ -154,17 +164,33 @@ class DeploymentRecordHandlers:
         )
         await start_stream(request, response)
         self.metrics.followers.labels("sse").inc()
+        facts = facts_of(request)
         try:
-            await self._stream(response, record, after)
+            await self._stream(request, response, record, after)
             await response.write_eof()
-        except CLIENT_GONE:
-            pass  # the follower left: nothing to finish
+        except (*CLIENT_GONE, _ClientLeft):
+            facts.outcome = "client_disconnected"
+        except ClientStalled:
+            facts.outcome = "send_timeout"
+            log.warning(
+                "follower of deployment %s dropped: it took nothing for %gs",
+                deployment_id,
+                self._send_timeout,
+            )
+            cut_short(request, response, flush=False)
+        except Exception as exc:
+            facts.outcome = "upstream_failed"
+            log.warning(
+                "event stream of deployment %s ended: %s", deployment_id, type(exc).__name__
+            )
+            cut_short(request, response, flush=True)
         finally:
             self.metrics.followers.labels("sse").dec()
         return response
 
     async def _stream(
         self,
+        request: web.Request,
         response: web.StreamResponse,
         record: Record,
         after: int,
@@ -172,23 +198,39 @@ class DeploymentRecordHandlers:
         # The instance's shared feed of the deployment: one look per interval for all followers.
         batches = self.hub.follow(record, after)
         async with contextlib.aclosing(batches):
-            await self._relay(response, batches)
+            await self._relay(request, response, batches)
         if self._stopping.is_set():
             # EventSource clients reconnect by themselves; curl users see why the stream ended.
-            await response.write(b": server shutting down; reconnect with Last-Event-ID\n\n")
+            await send_within(
+                response,
+                b": server shutting down; reconnect with Last-Event-ID\n\n",
+                self._send_timeout,
+            )
 
     async def _relay(
-        self, response: web.StreamResponse, batches: AsyncIterator[list[dict[str, Any]]]
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        batches: AsyncIterator[list[LoggedEvent]],
     ) -> None:
         loop = asyncio.get_running_loop()
         last_write = loop.time()
-        async for batch in batches:
-            for shown in batch:
-                await response.write(sse_message(shown))
+        while True:
+            # Each look at the bucket is for someone: a follower gone (before its first write,
+            # or between two) costs no more requests.
+            if request.transport is None or request.transport.is_closing():
+                raise _ClientLeft
+            batch = await anext(batches, None)
+            if batch is None:
+                return
+            for event in batch:
+                await send_within(
+                    response, sse_message(event.slot, event.shown), self._send_timeout
+                )
             if batch:
                 last_write = loop.time()
             elif loop.time() - last_write >= KEEPALIVE_SECONDS:
-                await response.write(b": keep-alive\n\n")
+                await send_within(response, b": keep-alive\n\n", self._send_timeout)
                 last_write = loop.time()
 
     async def post_event(self, request: web.Request) -> web.Response:

@@ -395,8 +395,10 @@ def _deployment_paths() -> Schema:
         "followDeployment",
         {
             "description": "`text/event-stream`: every event so far, then new ones as they are "
-            "stored, each as `id: N`, `event: status|log`, `data: {json}`; a `:` comment every "
-            "15 s; the stream ends after the final status. `curl -N` follows it.",
+            "stored, each as `id: N` (its place in the order the gateway took the events), "
+            "`event: status|log`, `data: {json}`; a `:` comment every 15 s; the stream ends "
+            "after the final status, and is cut short (the connection closed) on an error. "
+            "`curl -N` follows it.",
             "content": {"text/event-stream": {"schema": text}},
         },
         {
@@ -404,7 +406,7 @@ def _deployment_paths() -> Schema:
                 {
                     "name": "Last-Event-ID",
                     "in": "header",
-                    "description": "Resume after this event number.",
+                    "description": "Resume after this place in the stream (an `id:`).",
                     "schema": {"type": "string", "pattern": "^[0-9]{1,10}$"},
                 }
             ]
@@ -436,7 +438,10 @@ def _deployment_paths() -> Schema:
             "400": _error("Malformed JSON."),
             "403": _json(_ref("TokenError"), "Bad, tampered, another deployment's or expired."),
             "409": _error("A different event with this id, or an event after the final status."),
-            "413": _error("Body too large."),
+            "413": _error(
+                "Body too large, or the deployment holds 9,999 events and this is not a final "
+                "status (`too_many_events`)."
+            ),
             "415": _error("Not `application/json`."),
             "422": _json(_ref("ValidationErrors"), "Unknown type or status, bad id or content."),
             **_common_errors(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -32,7 +31,7 @@ from gateway.server.domain.sources import (
 from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_content_md5
 from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object
 from gateway.server.http.expect import send_continue
-from gateway.server.http.streams import start_stream
+from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
 from gateway.server.observability.access import facts_of
 from gateway.server.observability.metrics import Metrics
 
@@ -195,46 +194,22 @@ class SourceHandlers:
         metrics.transfers.labels("download").inc()
         try:
             async for chunk in chunks:
-                await self._send(response, chunk)
+                await send_within(response, chunk, self._send_timeout)
                 metrics.bytes_downloaded.inc(len(chunk))
             await response.write_eof()
         except CLIENT_GONE:
             facts_of(request).outcome = "client_disconnected"
-        except _ClientStalled:
+        except ClientStalled:
             facts_of(request).outcome = "send_timeout"
             metrics.send_timeouts.inc()
             log.warning(
                 "download of %s given up: the client took nothing for %gs", key, self._send_timeout
             )
             # What is buffered will not be read: drop it rather than wait to flush it.
-            _cut_short(request, response, flush=False)
+            cut_short(request, response, flush=False)
         except Exception as exc:
             facts_of(request).outcome = "upstream_failed"
             log.warning("download of %s failed mid-stream: %s", key, type(exc).__name__)
-            _cut_short(request, response, flush=True)
+            cut_short(request, response, flush=True)
         finally:
             metrics.transfers.labels("download").dec()
-
-    async def _send(self, response: web.StreamResponse, chunk: bytes) -> None:
-        # A write waits while the client's socket buffer is full: a client that stops reading
-        # would hold the connection and the S3 stream for ever.
-        try:
-            async with asyncio.timeout(self._send_timeout):
-                await response.write(chunk)
-        except TimeoutError:
-            raise _ClientStalled from None
-
-
-class _ClientStalled(Exception):
-    """The client took no bytes of a download for ``server.send_timeout`` seconds."""
-
-
-def _cut_short(request: web.Request, response: web.StreamResponse, *, flush: bool) -> None:
-    # Headers are gone already: closing the connection short of Content-Length is the only way
-    # left to tell the client the body is incomplete.
-    response.force_close()
-    if request.transport is not None:
-        if flush:
-            request.transport.close()
-        else:
-            request.transport.abort()
