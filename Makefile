@@ -30,8 +30,8 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 
-# nginx and curl for tests/test_nginx.py: installed when missing and root (as CI is), else the
-# tests that need them are skipped and -rs prints why.
+# nginx, curl and Go for tests/test_nginx.py and tests/test_archive_extractors.py: installed when
+# missing and root (as CI is), else the tests that need them are skipped and -rs prints why.
 test-tools:
 	@bash .ci/ensure-tools
 

@@ -644,10 +644,20 @@ def document(config: Config) -> Schema:
                         _ref("ArchiveInvalid"),
                         "The archive check (`archive_check: enforce`) refused the body: not "
                         "gzip, corrupt or cut short, not tar, too large inflated, too many "
-                        "entries, or an unsafe entry. Nothing is stored; an earlier upload "
+                        "entries, an unsafe entry, or a check over its CPU time "
+                        "(`archive_check_cpu_seconds`). Nothing is stored; an earlier upload "
                         "stays. Sent as soon as found, the connection then closed.",
                     ),
+                    "408": _error(
+                        "The body sent nothing for `server.body_timeout` seconds, or came slower"
+                        " than `server.min_upload_rate`; nothing is stored."
+                    ),
                     **_common_errors(),
+                    "503": _error(
+                        "The object store is unreachable or failing, or no part buffer was free"
+                        " within `server.body_timeout` seconds (`sources.max_buffer_bytes`).",
+                        _RETRY_AFTER,
+                    ),
                 },
             },
             "get": _download_operation("get"),
