@@ -31,6 +31,10 @@ S3_MIN_PART_SIZE = 5 * 1024 * 1024
 S3_MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 # Secrets shorter than this are too easy to guess for HMAC keys that guard every URL.
 MIN_SECRET_KEY_LENGTH = 16
+# config.example.yaml's signing key when GATEWAY_SECRET_KEY is unset, so that the file serves and
+# checks as it is. It is public: refused unless storage.embedded (in memory, local use only).
+DEV_SECRET_KEY = "local-development-only-secret"
+SECRET_KEY_ENV = "GATEWAY_SECRET_KEY"
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,14 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self, path: str) -> None:
+        if DEV_SECRET_KEY in self.signing.secret_keys and not self.storage.embedded:
+            index = self.signing.secret_keys.index(DEV_SECRET_KEY)
+            raise ConfigError(
+                join_path(path, f"signing.secret_keys[{index}]"),
+                "the development key of config.example.yaml is public and only accepted with"
+                f" storage.embedded: true; set {SECRET_KEY_ENV} (the same on every instance)"
+                " or list keys of your own",
+            )
         # Each prefix has its own expiry rule: one inside the other would expire by both.
         archives, records = self.storage.prefix, self.deployments.prefix
         if archives.startswith(records) or records.startswith(archives):
