@@ -228,4 +228,4 @@ async def test_a_follower_that_reads_nothing_is_dropped(
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
     async with http.get(f"{gateway.url}/metrics") as resp:
-        assert "gateway_deployment_followers 0.0" in await resp.text()
+        assert 'gateway_deployment_followers{transport="sse"} 0.0' in await resp.text()

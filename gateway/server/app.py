@@ -45,10 +45,11 @@ from gateway.server.http.deployments import DeploymentHandlers
 from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
 from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
-from gateway.server.http.platform import PlatformHandlers
+from gateway.server.http.platform import STREAM_PATH, PlatformHandlers
 from gateway.server.http.probes import Probes
 from gateway.server.http.resumable import protocol_dispatch
 from gateway.server.http.sources import SourceHandlers
+from gateway.server.http.stream import DeploymentsStream
 from gateway.server.observability.access import AccessLog, ClientAddress
 from gateway.server.observability.dependencies import DependencyChecks
 from gateway.server.observability.metrics import (
@@ -141,6 +142,7 @@ def deployment_record_handlers(
         config.server.send_timeout,
         active.drain_started,
         clock,
+        replay_seconds=deployments.stream_replay_seconds,
     )
 
 
@@ -268,7 +270,7 @@ def create_app(
         auth, signer, archive_urls, forwarder, records, metrics, deployer_failure
     )
     probes = Probes(dependencies, active, metrics, config.metrics.token)
-    platform = PlatformHandlers(config, auth, exchanged, PlatformMetrics(metrics.registry))
+    platform, stream = platform_handlers(config, auth, exchanged, records, metrics)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     access = AccessLog(
@@ -291,7 +293,7 @@ def create_app(
     app.on_cleanup.append(lambda _: _close_pool(check_pool))
 
     add_routes(app, config, sources, deploys, probes, resumable)
-    add_platform_routes(app.router, platform)
+    add_platform_routes(app.router, platform, stream)
     records.add_routes(app.router)
     if config.deployments.demo_deployer:
         app.cleanup_ctx.append(demo_deployer_context(config, connections))
@@ -317,11 +319,39 @@ async def _close_pool(pool: CheckPool) -> None:
     pool.close()
 
 
-def add_platform_routes(router: web.UrlDispatcher, platform: PlatformHandlers) -> None:
-    """The platform's auth API and its app object (gateway.server.http.platform)."""
+def platform_handlers(
+    config: Config,
+    auth: Authenticator,
+    exchanged: ExchangedTokens,
+    records: DeploymentRecordHandlers,
+    metrics: Metrics,
+) -> tuple[PlatformHandlers, DeploymentsStream]:
+    """The platform's auth API and app object, and the WebSocket stream, rendered from the
+    same follow core as the event streams."""
+    deployments = config.deployments
+    platform_metrics = PlatformMetrics(metrics.registry)
+    stream = DeploymentsStream(
+        auth,
+        records.hub,
+        records.links.view,
+        platform_metrics,
+        records.metrics.followers.labels("websocket"),
+        auth_timeout=deployments.stream_auth_timeout,
+        send_timeout=config.server.send_timeout,
+        max_streams=deployments.max_streams,
+    )
+    return PlatformHandlers(config, auth, exchanged, platform_metrics), stream
+
+
+def add_platform_routes(
+    router: web.UrlDispatcher, platform: PlatformHandlers, stream: DeploymentsStream
+) -> None:
+    """The platform's auth API, its app object (gateway.server.http.platform) and the
+    deployments stream, before ``/v1/apps/{app}/deployments/{id}`` would take its path."""
     # Answered on the credentials alone: no 100 Continue before they are accepted.
     router.add_post("/v1/tokens/exchange", platform.exchange, expect_handler=defer_continue)
     get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
+    get(STREAM_PATH, stream.handle)
     get("/v1/users/self", platform.users_self)
     get("/v1/regions", platform.regions)
     get("/v1/apps/{app}", platform.app)
