@@ -10,30 +10,35 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 .PHONY: run test suite lint bench clean test-tools
 
 $(VENV)/.run-installed: pyproject.toml
+	@echo "make: installing the gateway and its dependencies into $(VENV) (the first time: about 80"
+	@echo "      packages, 330 MB, one to two minutes; quiet meanwhile)..."
 	test -x $(BIN)/python || $(PYTHON_EXE) -m venv $(VENV)
 	$(PIP) install -e '.[embedded]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml
+	@echo "make: installing the gateway with its development tools into $(VENV) (the first time:"
+	@echo "      one to three minutes; quiet meanwhile)..."
 	test -x $(BIN)/python || $(PYTHON_EXE) -m venv $(VENV)
 	$(PIP) install -e '.[dev,embedded]'
 	touch $@ $(VENV)/.run-installed
 
-# Serves config.example.yaml on an embedded in-memory S3. The signing key below is for local use
-# only; any real deployment sets GATEWAY_SECRET_KEY (shared by all its instances).
+# Serves config.example.yaml on an embedded in-memory S3, with the file's development signing key
+# unless GATEWAY_SECRET_KEY is set (the gateway refuses that key outside storage.embedded).
 run: $(VENV)/.run-installed
-	GATEWAY_SECRET_KEY="$${GATEWAY_SECRET_KEY:-local-development-only-secret}" \
-		$(BIN)/gateway serve --config config.example.yaml
+	@echo "make: starting the gateway; it is ready at the log line 'serving on 127.0.0.1:8080'"
+	$(BIN)/gateway serve --config config.example.yaml
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 
-# nginx and curl for tests/test_nginx.py: installed when missing and root (as CI is), else the
-# tests that need them are skipped and -rs prints why.
+# nginx, curl and Go for tests/test_nginx.py and tests/test_archive_extractors.py: installed when
+# missing and root (as CI is), else the tests that need them are skipped and -rs prints why.
 test-tools:
 	@bash .ci/ensure-tools
+	@bash .ci/ensure-peers
 
 test: lint suite
 

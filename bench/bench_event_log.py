@@ -139,12 +139,12 @@ async def measure(endpoint: str, bucket: str, proxy: FaultProxy, base: str) -> l
             f"| post {POSTED} log events, {AT_ONCE} at once | {POSTED / seconds:.0f} events/s "
             f"| {per_event:.1f} per event |"
         )
-        targets = [(POSTED, posted)]
+        targets = [(POSTED, posted, "posted")]
         for size in SIZES:
             written = await new_deployment(direct)
             await write_log(direct, written, size)
-            targets.append((size, written))
-        for size, deployment_id in targets:
+            targets.append((size, written, "written"))
+        for size, deployment_id, how in targets:
             url = f"{base}/v1/apps/{APP}/deployments/{deployment_id}"
             outputs, firsts, lasts = [], [], []
             for _ in range(RUNS):
@@ -157,10 +157,11 @@ async def measure(endpoint: str, bucket: str, proxy: FaultProxy, base: str) -> l
                 lasts.append(last)
                 replay_requests = len(proxy.requests)
             rows.append(
-                f"| `GET .../output`, {size} events | {median(outputs)} | {output_requests} |"
+                f"| `GET .../output`, {size} events ({how}) | {median(outputs)} "
+                f"| {output_requests} |"
             )
             rows.append(
-                f"| SSE replay of {size} events: first event / last | {median(firsts)} / "
+                f"| SSE replay of {size} events ({how}): first event / last | {median(firsts)} / "
                 f"{median(lasts)} | {replay_requests} |"
             )
     return rows

@@ -1,34 +1,61 @@
 """The ``gateway`` command: dispatch to the server's commands (serve, check-config, lifecycle)
-and the client's (deploy, sources)."""
+and the client's (deploy, deployments, sources).
+
+Only argparse and the two parsers load here: a command's modules (aiohttp, the server stack) load
+when it runs, so ``gateway --help`` answers at once (bench/bench_cli_start.py measures it). Ctrl-C
+at any moment, start-up included, prints one line and exits 130.
+"""
 
 from __future__ import annotations
 
-import argparse
+# Nothing but sys at the top: until main's try is entered, Ctrl-C would print a traceback, so the
+# import of this module (by the installed script) must take no time.
 import sys
-from collections.abc import Sequence
-from importlib import metadata
 
-from botocore.exceptions import BotoCoreError, ClientError
+# typing itself takes milliseconds to import; mypy reads any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from typing import Any
 
-from gateway.client.commands import add_client_commands
-from gateway.config import ConfigError
-from gateway.server.adapters.lifecycle import LifecycleConflict
-from gateway.server.commands import add_server_commands
+EXIT_INTERRUPTED = 130
+SERVER_COMMANDS = frozenset({"serve", "check-config", "lifecycle"})
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from gateway.client.cli import add_client_commands
+    from gateway.server.commands import add_server_commands
+
+    class VersionAction(argparse.Action):
+        """``--version``, reading the installed version only when asked (importlib.metadata is
+        slow to load)."""
+
+        def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+            super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+        def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+            from importlib import metadata
+
+            print(f"gateway {metadata.version('sources-gateway')}")
+            parser.exit()
+
     parser = argparse.ArgumentParser(prog="gateway", description="sources-gateway")
-    version = metadata.version("sources-gateway")
-    parser.add_argument("--version", action="version", version=f"gateway {version}")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     add_server_commands(sub)
     add_client_commands(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run_server_command(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from gateway.config import ConfigError
+    from gateway.server.adapters.lifecycle import LifecycleConflict
+
     try:
         code: int = args.func(args)
     except ConfigError as exc:
@@ -38,6 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: storage error: {exc}", file=sys.stderr)
         return 1
     return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command in SERVER_COMMANDS:
+            return _run_server_command(args)
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        print("gateway: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from gateway.config_auth import JwtConfig as JwtConfig
 from gateway.config_auth import LimitsConfig as LimitsConfig
 from gateway.config_errors import ConfigError as ConfigError
 from gateway.config_errors import join_path
+from gateway.config_resumable import ResumableConfig as ResumableConfig
 from gateway.config_types import build
 from gateway.envsubst import EnvReferenceError, substitute
 
@@ -33,6 +34,10 @@ S3_MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 MAX_WORKERS = 64
 # Secrets shorter than this are too easy to guess for HMAC keys that guard every URL.
 MIN_SECRET_KEY_LENGTH = 16
+# config.example.yaml's signing key when GATEWAY_SECRET_KEY is unset, so that the file serves and
+# checks as it is. It is public: refused unless storage.embedded (in memory, local use only).
+DEV_SECRET_KEY = "local-development-only-secret"
+SECRET_KEY_ENV = "GATEWAY_SECRET_KEY"
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ class SourcesConfig:
     archive_check_threads: int = 2
     # Below S3's minimum part size only for tests against moto (it checks sizes at completion only).
     allow_small_parts: bool = False
+    resumable: ResumableConfig = field(default_factory=ResumableConfig)
 
     def validate(self, path: str) -> None:
         positive = ("ttl_seconds", "max_inflated_bytes", "max_entries", "archive_check_cpu_seconds")
@@ -316,6 +322,14 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self, path: str) -> None:
+        if DEV_SECRET_KEY in self.signing.secret_keys and not self.storage.embedded:
+            index = self.signing.secret_keys.index(DEV_SECRET_KEY)
+            raise ConfigError(
+                join_path(path, f"signing.secret_keys[{index}]"),
+                "the development key of config.example.yaml is public and only accepted with"
+                f" storage.embedded: true; set {SECRET_KEY_ENV} (the same on every instance)"
+                " or list keys of your own",
+            )
         # Each prefix has its own expiry rule: one inside the other would expire by both.
         archives, records = self.storage.prefix, self.deployments.prefix
         if archives.startswith(records) or records.startswith(archives):
@@ -323,6 +337,13 @@ class Config:
                 join_path(path, "deployments.prefix"),
                 f"must not overlap storage.prefix ({archives!r})",
             )
+        uploads = self.sources.resumable.prefix
+        for other, name in ((archives, "storage.prefix"), (records, "deployments.prefix")):
+            if uploads.startswith(other) or other.startswith(uploads):
+                raise ConfigError(
+                    join_path(path, "sources.resumable.prefix"),
+                    f"must not overlap {name} ({other!r})",
+                )
 
 
 def config_from_dict(data: Any, env: Mapping[str, str] | None = None) -> Config:

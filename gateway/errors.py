@@ -4,12 +4,19 @@
     class                       status  code                    body
     GatewayError                500     -                       {"error"}
      +-- BadRequest             400     bad_request             {"error", "code"}
+     |    +-- InconsistentLength 400    inconsistent_upload_length  lengths contradict
      +-- Unauthorized           401     -                       {"error"} + WWW-Authenticate
      +-- Forbidden              403     forbidden               {"error", "code"}
      +-- TokenInvalid           403     token_invalid           {"error", "code"}
      +-- TokenExpired           403     token_expired           {"error", "code"}
      +-- NotFound               404     -                       {"resource", "error": "not found"}
+     |    +-- UploadNotFound    404     -                       {"resource": "upload", ...}
      +-- RequestTimeout         408     -                       {"error"}
+     +-- Conflict               409     -                       {"error"}
+     |    +-- OffsetMismatch    409     mismatching_upload_offset  + Upload-Offset, problem type
+     |    +-- UploadSuperseded  409     upload_superseded       a newer request took the upload
+     |    +-- TooManyUploads    409     too_many_uploads        max_open_per_source reached
+     +-- TusPreconditionFailed  412     -                       {"error"}  Tus-Resumable unknown
      +-- PayloadTooLarge        413     -                       {"error"}
      +-- UnsupportedMediaType   415     unsupported_media_type  {"error", "code"}
      +-- RangeNotSatisfiable    416     -                       {"error"} + Content-Range
@@ -18,6 +25,8 @@
      +-- ArchiveInvalid         422     archive_invalid         {"error", "code"}  upload refused
      +-- TooManyRequests        429     rate_limited            {"error", "code"} + Retry-After,
                                                                 RateLimit-Policy, RateLimit
+     +-- ChecksumMismatch       460     checksum_mismatch       {"error", "code"}  tus chunk refused
+     +-- ResumableUnavailable   501     -                       {"error"}  store lacks If-Match
      +-- BadGateway             502     -                       {"error"}  upstream answered badly
      +-- ServiceUnavailable     503     -                       {"error"} + Retry-After
 
@@ -90,8 +99,82 @@ class NotFound(GatewayError):
         return {"resource": self.resource, "error": "not found"}
 
 
+class UploadNotFound(NotFound):
+    """A resumable upload that never existed, was cancelled, or expired."""
+
+    def __init__(self) -> None:
+        super().__init__("upload")
+
+
 class RequestTimeout(GatewayError):
     status = 408
+
+
+class Conflict(GatewayError):
+    status = 409
+
+
+# The IETF resumable-upload draft's problem types (RFC 9457 ``type`` values).
+PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
+
+
+class OffsetMismatch(Conflict):
+    """An append that does not start at the upload's offset; ``offset`` is the right one."""
+
+    code = "mismatching_upload_offset"
+
+    def __init__(self, offset: int, provided: int | None) -> None:
+        super().__init__(f"the upload's offset is {offset}, not {provided}")
+        self.offset = offset
+        self.provided = provided
+
+    def body(self) -> dict[str, Any]:
+        return {
+            **super().body(),
+            "type": PROBLEM_TYPES + "mismatching-upload-offset",
+            "title": "offset from request does not match offset of resource",
+            "expected-offset": self.offset,
+            "provided-offset": self.provided,
+        }
+
+    def headers(self) -> dict[str, str]:
+        # The draft's answer: the right offset, and the upload not complete.
+        return {"Upload-Offset": str(self.offset), "Upload-Complete": "?0"}
+
+
+class UploadSuperseded(Conflict):
+    """A newer request on the same upload (on any instance) ended this one."""
+
+    code = "upload_superseded"
+
+    def __init__(self) -> None:
+        super().__init__("a newer request on this upload took it over; this one stored nothing")
+
+
+class TooManyUploads(Conflict):
+    code = "too_many_uploads"
+
+
+class InconsistentLength(BadRequest):
+    """A length that contradicts the one the upload declared."""
+
+    code = "inconsistent_upload_length"
+
+    def body(self) -> dict[str, Any]:
+        return {
+            **super().body(),
+            "type": PROBLEM_TYPES + "inconsistent-upload-length",
+            "title": "inconsistent length values for upload",
+        }
+
+
+class TusPreconditionFailed(GatewayError):
+    """A tus request without a ``Tus-Resumable`` version the gateway speaks."""
+
+    status = 412
+
+    def headers(self) -> dict[str, str]:
+        return {"Tus-Version": "1.0.0"}
 
 
 class PayloadTooLarge(GatewayError):
@@ -161,6 +244,19 @@ class TooManyRequests(GatewayError):
             "RateLimit-Policy": self.policy,
             "RateLimit": self.state,
         }
+
+
+class ChecksumMismatch(GatewayError):
+    """A chunk whose tus ``Upload-Checksum`` does not match its bytes (discarded)."""
+
+    status = 460
+    code = "checksum_mismatch"
+
+
+class ResumableUnavailable(GatewayError):
+    """Resumable uploads are off, or the store does not honour conditional writes."""
+
+    status = 501
 
 
 class BadGateway(GatewayError):

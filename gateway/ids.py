@@ -1,5 +1,6 @@
 """The one spelling of a source id (a random UUID4, lowercase hex), for routes, URL parsing and
-the OpenAPI document; and of an app name, for the server's checks and the client's."""
+the OpenAPI document; and of an app name and a git_ref, for the server's checks and the client's
+(which checks before it packs or uploads anything)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,19 @@ APP_NAME_RULE = (
     "must be 3 to 48 lowercase letters, digits or dashes, starting with a letter and not ending"
     " with a dash"
 )
+
+
+# git_ref becomes an image tag on the platform; longer refs are not real ones.
+MAX_GIT_REF_LENGTH = 255
+
+
+def git_ref_errors(git_ref: str) -> list[str]:
+    """What is wrong with ``git_ref``, in the words of a 422's ``errors.git_ref``; [] if nothing."""
+    errors = []
+    if len(git_ref) > MAX_GIT_REF_LENGTH:
+        errors.append(f"must be at most {MAX_GIT_REF_LENGTH} characters")
+    if not git_ref.isprintable():
+        errors.append("must contain printable characters only")
+    if git_ref.startswith("-"):
+        errors.append("must not start with '-'")
+    return errors

@@ -151,3 +151,72 @@ def zeros_and_noise(zeros_mib: int, noise_mib: int, root: str = "big/") -> bytes
     trailer = crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little")
     gzip_header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
     return b"".join([gzip_header, head, one_mib * zeros_mib, tail, trailer])
+
+
+# Raw tar members, field by field, for forms tarfile does not write (GNU magic with a prefix,
+# two name records, lenient numbers...). ``raw_tar(*members)`` joins them and ends the archive.
+MAGICS = {"posix": b"ustar\x0000", "gnu": b"ustar  \x00", "v7": b""}
+
+
+def raw_header(
+    name: bytes,
+    kind: bytes = b"0",
+    size: int | bytes = 0,
+    link: bytes = b"",
+    *,
+    magic: str = "posix",
+    prefix: bytes = b"",
+    trailer: bytes = b"",
+) -> bytes:
+    """One 512-byte header with its checksum; ``size`` bytes are written as they are."""
+    block = bytearray(512)
+    block[0 : len(name)] = name
+    block[100:108] = b"0000644\0"
+    block[108:124] = b"0000000\0" * 2
+    block[124:136] = size if isinstance(size, bytes) else b"%011o\0" % size
+    block[136:148] = b"%011o\0" % 1_700_000_000
+    block[156:157] = kind
+    block[157 : 157 + len(link)] = link
+    block[257 : 257 + len(MAGICS[magic])] = MAGICS[magic]
+    block[345 : 345 + len(prefix)] = prefix
+    block[512 - len(trailer) :] = trailer
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def padded(data: bytes) -> bytes:
+    return data + bytes(-len(data) % 512)
+
+
+def raw_member(name: bytes, data: bytes = b"", kind: bytes = b"0", **fields: object) -> bytes:
+    """A header and its data: a file, or (``kind``, ``link=``) any other type."""
+    size = fields.pop("size", len(data))
+    return raw_header(name, kind, size, **fields) + padded(data)  # type: ignore[arg-type]
+
+
+def pax_data(records: list[tuple[bytes, bytes]]) -> bytes:
+    out = b""
+    for key, value in records:
+        body = b" " + key + b"=" + value + b"\n"
+        length = len(body) + 1
+        while len(str(length)) + len(body) != length:
+            length += 1
+        out += str(length).encode() + body
+    return out
+
+
+def pax_member(records: list[tuple[bytes, bytes]], kind: bytes = b"x") -> bytes:
+    """A PAX extended header (``x`` local, ``g`` global) holding ``records`` in order."""
+    data = pax_data(records)
+    return raw_header(b"././@PaxHeader", kind, len(data)) + padded(data)
+
+
+def long_member(value: bytes, kind: bytes = b"L") -> bytes:
+    """A GNU long name (``L``) or long link (``K``) record for the next entry."""
+    data = value + b"\0"
+    return raw_header(b"././@LongLink", kind, len(data), magic="gnu") + padded(data)
+
+
+def raw_tar(*members: bytes) -> bytes:
+    return b"".join(members) + bytes(1024)

@@ -290,3 +290,11 @@ async def any_store(
     objects = S3JsonObjects(connections, bucket)
     async with connections.open():
         yield StoreUnderTest(store, objects, fetch_s3, s3_down)
+
+
+@pytest.fixture
+async def demo_gateway(start_gateway: StartGateway, moto_endpoint: str, queue_url: str) -> Gateway:
+    """A gateway running the local stand-in deployer (``deployments.demo_deployer``) on a fresh
+    queue: a deployment goes to ``success`` (or ``build-error``) by itself, as with `make run`."""
+    forward = {"type": "sqs", "queue": queue_url, "endpoint_url": moto_endpoint, "retries": 0}
+    return await start_gateway({"deployments": {"forward": forward, "demo_deployer": True}})

@@ -10,7 +10,9 @@ them get the fault instead of (or in the middle of) moto's answer:
 - ``truncate``: moto's status and headers, then half of its body, then the connection closes;
 - ``stall_body``: moto's status and headers, half of its body, then silence;
 - ``empty_etag``: moto's answer with every ETag emptied, in the headers and the XML body (what
-  some S3 implementations answer to CompleteMultipartUpload).
+  some S3 implementations answer to CompleteMultipartUpload);
+- ``ignore_conditions``: the request forwarded without ``If-Match``/``If-None-Match`` (a store
+  that does not honour conditional writes).
 
 ``requests`` records ``(method, path?query, what happened)`` for every request, for assertions.
 """
@@ -29,7 +31,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import unused_port
 
-Action = Literal["drop", "500", "503", "stall", "truncate", "stall_body", "empty_etag"]
+Action = Literal[
+    "drop", "500", "503", "stall", "truncate", "stall_body", "empty_etag", "ignore_conditions"
+]
 
 # Headers that belong to one hop, or that aiohttp computes again for the next one.
 _HOP_HEADERS = {
@@ -43,6 +47,8 @@ _HOP_HEADERS = {
     "trailer",
     "upgrade",
 }
+
+_CONDITIONS = {"if-match", "if-none-match"}
 
 _S3_ERRORS = {
     "500": ("InternalError", "We encountered an internal error. Please try again."),
@@ -151,6 +157,9 @@ class FaultProxy:
     ) -> web.StreamResponse:
         assert self._http is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        if action == "ignore_conditions":
+            headers = {k: v for k, v in headers.items() if k.lower() not in _CONDITIONS}
+            action = "forward"
         async with self._http.request(
             request.method,
             self.upstream + target,

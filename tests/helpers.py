@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import io
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import boto3
+import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -314,3 +318,49 @@ class StoreUnderTest:
 
 # The ``spawn`` fixture: ``asyncio.create_subprocess_exec`` with the child reaped after the test.
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
+
+
+# --- the platform's own clients, installed by .ci/platform-clients (`make test`'s tool step) ---
+
+TOOLS_DIR = Path(os.environ.get("GATEWAY_TOOLS_DIR") or Path.home() / ".cache/sources-gateway")
+PLATFORM_CLIENTS = Path(__file__).parent / "platform_clients"
+# The platform CLI's release 1.48.0 (the commit .ci/platform-clients builds).
+CLI_COMMIT = "a7c67f9d99cdbcb0147f13a29aad6a545f6e7853"
+ON_CI = os.environ.get("CI") == "true"
+
+
+def missing_peer(message: str) -> None:
+    """A peer program the test needs is missing: a failure on CI, a skip elsewhere."""
+    if ON_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def npm_client_modules() -> Path:
+    """The ``node_modules`` holding the pinned npm client (``scalingo``), or the test ends."""
+    if shutil.which("node") is None:
+        missing_peer("node is not installed: the platform's npm client cannot run")
+    lock = (PLATFORM_CLIENTS / "package-lock.json").read_bytes()
+    modules = TOOLS_DIR / f"node-{hashlib.sha256(lock).hexdigest()[:16]}" / "node_modules"
+    if not (modules / "scalingo").is_dir():
+        missing_peer(f"the npm client is not installed in {modules}: run `make test-tools`")
+    return modules
+
+
+def platform_cli() -> Path:
+    """The platform's CLI binary (``SCALINGO_CLI``, or the one the tool step built), or the test
+    ends: skipped without Go, or when the Go module proxy refused the CLI's module (said why)."""
+    given = os.environ.get("SCALINGO_CLI")
+    if given:
+        return Path(given)
+    built = TOOLS_DIR / "go-bin" / f"scalingo-{CLI_COMMIT}"
+    if built.is_file():
+        return built
+    if shutil.which("go") is None:
+        pytest.skip("no Go on this machine: the platform's CLI is not built (Node's client is)")
+    refused = built.with_name(built.name + ".unavailable")
+    if refused.is_file():
+        last = refused.read_text(errors="replace").strip().splitlines()[-2:]
+        pytest.skip("the Go module proxy does not serve the platform's CLI here: " + " ".join(last))
+    missing_peer(f"Go is present but the platform's CLI is not built in {built.parent}")
+    raise AssertionError("unreachable")

@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -136,6 +136,40 @@ class MemoryStore:
         etag = f'"{hashlib.md5(digests).hexdigest()}-{len(chosen)}"'
         del self.uploads[upload_id]
         return self._store(key, b"".join(data for _, data in chosen), upload.content_type, etag)
+
+    async def complete_parts(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> str:
+        self._enter("complete")
+        upload = self._upload(key, upload_id)
+        numbers = [number for number, _ in parts]
+        held = [upload.parts.get(number) for number in numbers]
+        if (
+            not parts
+            or numbers != sorted(set(numbers))
+            or any(p is None or p[0] != etag for p, (_, etag) in zip(held, parts, strict=True))
+        ):
+            raise errors.StorageFailed("storage error")  # S3: InvalidPart / InvalidPartOrder
+        chosen = [p for p in held if p is not None]
+        digests = b"".join(hashlib.md5(data).digest() for _, data in chosen)
+        etag = f'"{hashlib.md5(digests).hexdigest()}-{len(chosen)}"'
+        del self.uploads[upload_id]
+        return self._store(key, b"".join(data for _, data in chosen), upload.content_type, etag)
+
+    async def create_bytes(self, key: str, data: Buffer, content_type: str) -> str:
+        self._enter("create_bytes")
+        if key in self.objects:
+            raise PreconditionFailed()
+        return self._store(key, bytes(data), content_type, quoted_md5(data))
+
+    async def copy(self, source: str, key: str, content_type: str) -> str:
+        self._enter("copy")
+        obj = self._object(source)
+        return self._store(key, obj.data, content_type, quoted_md5(obj.data))
+
+    async def delete(self, key: str) -> None:
+        self._enter("delete")
+        self.objects.pop(key, None)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         self._enter("abort")

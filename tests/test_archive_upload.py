@@ -34,6 +34,10 @@ from .archives import (
     file,
     gz,
     hardlink,
+    long_member,
+    pax_member,
+    raw_member,
+    raw_tar,
     symlink,
     tar,
     tgz,
@@ -96,6 +100,40 @@ REFUSED: list[tuple[str, Callable[[], bytes], str]] = [
     ("fifo", lambda: tgz([Entry("app/p", tarfile.FIFOTYPE)]), "'app/p' is a FIFO"),
     ("entries", lambda: tgz([file(f"app/{i}") for i in range(51)]), "more than 50 entries"),
     ("bomb", lambda: bomb(64 * 1024 * 1024), "sources.max_inflated_bytes"),
+    # Forms extractors read differently (tests/test_archive_extractors.py has them all).
+    (
+        "prefix under gnu magic",
+        lambda: gz(raw_tar(raw_member(b"x", b"data", magic="gnu", prefix=b"../.."))),
+        "extractors read its name differently",
+    ),
+    (
+        "pax global path",
+        lambda: gz(raw_tar(pax_member([(b"path", b"ok")], b"g"), raw_member(b"../../x", b"d"))),
+        "PAX global header sets 'path'",
+    ),
+    (
+        "long name and pax path differ",
+        lambda: gz(
+            raw_tar(long_member(b"../../x"), pax_member([(b"path", b"ok")]), raw_member(b"ok"))
+        ),
+        "PAX path and its GNU long name",
+    ),
+    (
+        "negative size",
+        lambda: gz(raw_tar(raw_member(b"a", size=b"-0001000\0\0\0\0"))),
+        "bad size field",
+    ),
+    (
+        "many links with long targets",
+        lambda: gz(
+            raw_tar(
+                *[raw_member(b"l%d" % i, kind=b"2", link=b"t") for i in range(3)],
+                pax_member([(b"linkpath", b"a/" * 2100)]),
+                raw_member(b"l", kind=b"2"),
+            )
+        ),
+        "target longer than 4096 bytes",
+    ),
 ]
 
 

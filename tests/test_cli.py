@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from aiohttp.test_utils import TestServer, unused_port
 
 import gateway.client.api
 import gateway.client.errors
+import gateway.client.transfer
 from gateway.__main__ import main
 from gateway.redaction import redact
 
@@ -88,14 +90,53 @@ class FakeApi:
     gateway: Gateway
     url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
+    sources_created: int = 0
+    apps_read: list[str] = field(default_factory=list)
+    app_endpoint: bool = True  # False: a gateway from before GET /v1/apps/{app}
+    list_endpoint: bool = True  # False: one from before GET /v1/apps/{app}/deployments too
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/sources", self.create_source)
+        if self.app_endpoint:
+            app.router.add_get("/v1/apps/{app}", self.read_app)
+        if self.list_endpoint:
+            app.router.add_get("/v1/apps/{app}/deployments", self.list_deployments)
         app.router.add_post("/v1/apps/{app}/deployments", self.create_deployment)
         return app
 
+    def refusal(self, request: web.Request, app: str) -> web.Response | None:
+        """The SPEC's 401 for an unknown token, 403 for an app outside the token's list."""
+        allowed = {TOKEN: ["*"], LIMITED_TOKEN: ["my-app"]}
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        if token not in allowed:
+            return web.json_response({"error": "invalid API token"}, status=401)
+        if "*" not in allowed[token] and app not in allowed[token]:
+            body = {"error": f"token may not deploy app {app!r}", "code": "forbidden"}
+            return web.json_response(body, status=403)
+        return None
+
+    async def read_app(self, request: web.Request) -> web.Response:
+        """``GET /v1/apps/{app}`` as SPEC's platform section has it."""
+        app = request.match_info["app"]
+        self.apps_read.append(app)
+        refused = self.refusal(request, app)
+        if refused is not None:
+            return refused
+        return web.json_response({"app": {"id": app, "name": app, "created_at": None}})
+
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        """``GET /v1/apps/{app}/deployments``: only what the CLI's fallback check reads."""
+        app = request.match_info["app"]
+        self.apps_read.append(f"{app}/deployments")
+        refused = self.refusal(request, app)
+        if refused is not None:
+            return refused
+        return web.json_response({"deployments": [], "meta": {}})
+
     async def create_source(self, request: web.Request) -> web.Response:
+        self.sources_created += 1
         headers = {"Authorization": request.headers.get("Authorization", "")}
         async with (
             aiohttp.ClientSession() as http,
@@ -110,14 +151,9 @@ class FakeApi:
 
     async def create_deployment(self, request: web.Request) -> web.Response:
         app = request.match_info["app"]
-        allowed = {TOKEN: ["*"], LIMITED_TOKEN: ["my-app"]}
-        auth = request.headers.get("Authorization", "")
-        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
-        if token not in allowed:
-            return web.json_response({"error": "invalid API token"}, status=401)
-        if "*" not in allowed[token] and app not in allowed[token]:
-            body = {"error": f"token may not deploy app {app!r}", "code": "forbidden"}
-            return web.json_response(body, status=403)
+        refused = self.refusal(request, app)
+        if refused is not None:
+            return refused
         payload = await request.json()
         self.requests.append(payload)
         deployment = payload["deployment"]
@@ -295,22 +331,87 @@ async def test_deploy_output_is_clean_json_from_the_script(
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("git_ref", "problem"),
     [
-        (["--app", "my-app", "--git-ref=-rf"], "git_ref: must not start with '-'"),
-        (["--app", "broken-deployer"], "server error (502: the deployer did not answer)"),
+        ("-rf", "must not start with '-'"),
+        ("v1\tx", "must contain printable characters only"),
+        ("v" * 256, "must be at most 255 characters"),
     ],
 )
-async def test_deploy_refused(
-    api: FakeApi, run_cli: RunCli, tmp_path: Path, argv: list[str], message: str
+async def test_deploy_checks_the_git_ref_before_anything(
+    api: FakeApi, run_cli: RunCli, tmp_path: Path, git_ref: str, problem: str
 ) -> None:
     archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
-    result = await run_cli("deploy", *argv, str(archive))
-    assert result.code == 1
-    assert result.out == ""
-    (line,) = result.err.splitlines()[-1:]
-    assert line.startswith("gateway: error: deploying ")
-    assert message in line
+    result = await run_cli("deploy", "--app", "my-app", f"--git-ref={git_ref}", str(archive))
+    assert (result.code, result.out) == (2, "")
+    assert result.err == f"gateway: error: git_ref {git_ref!r} {problem}\n"
+    assert (api.apps_read, api.sources_created, api.requests) == ([], 0, [])
+
+
+async def test_deploy_that_fails_after_the_upload_says_how_to_deploy_it_again(
+    api: FakeApi, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deployer answers 502 once the archive is uploaded: the message says it is uploaded,
+    until when, and the command that deploys it without uploading again; that command works."""
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    argv = ["deploy", "--app", "broken-deployer", "--git-ref", "v1", "--no-follow", str(archive)]
+    result = await run_cli(*argv)
+    assert (result.code, result.out) == (1, "")
+    assert api.sources_created == 1
+    lines = result.err.splitlines()
+    first = lines.index(
+        "gateway: error: deploying broken-deployer failed: server error (502: the deployer did"
+        " not answer)"
+    )
+    source_url = api.requests[0]["deployment"]["download_url"]
+    source_id = source_url.split("/")[-1].split("?")[0]
+    assert re.fullmatch(
+        rf"  the archive is uploaded \(source {source_id}\); its URL works until"
+        r" \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\.",
+        lines[first + 1],
+    )
+    assert lines[first + 2 :] == [
+        "  deploy it without uploading it again with:",
+        f"  gateway deploy --app broken-deployer --git-ref v1 --source-url '{source_url}'",
+    ]
+    # The command, as printed, deploys the same archive (to an app whose deployer works).
+    command = shlex.split(lines[-1].replace("broken-deployer", "my-app"))
+    again = await run_cli(*command[1:], "--no-follow")
+    assert again.code == 0, again.err
+    assert api.sources_created == 1  # nothing uploaded again
+    assert api.requests[-1]["deployment"] == {"git_ref": "v1", "download_url": source_url}
+
+
+async def test_deploy_source_url(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
+    """``--source-url`` deploys an archive already online: no source, no upload."""
+    archive = make_archive(tmp_path / "a.tar.gz", {"a": b"a"})
+    async with aiohttp.ClientSession() as http:
+        source = await api.gateway.uploaded_source(http, archive.read_bytes())
+    url = source["download_url"]
+    result = await run_cli("deploy", "--app", "my-app", "--source-url", url, "--no-follow")
+    assert result.code == 0, result.err
+    assert result.json()["deployment"]["source_url"] == url
+    assert api.sources_created == 0
+    assert api.requests == [{"deployment": {"download_url": url}}]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "pass PATH (an archive or a directory) or --source-url URL, one of them"),
+        (["PATH", "--source-url", "https://x.example/a"], "pass PATH (an archive or a directory)"),
+        (["--source-url", "ftp://x.example/a"], "--source-url must be an absolute http(s) URL"),
+    ],
+)
+async def test_deploy_source_url_usage(
+    api: FakeApi, run_cli: RunCli, tmp_path: Path, argv: list[str], message: str
+) -> None:
+    archive = str(make_archive(tmp_path / "a.tar.gz", {"a": b"a"}))
+    argv = [archive if word == "PATH" else word for word in argv]
+    result = await run_cli("deploy", "--app", "my-app", *argv)
+    assert result.code == 2
+    assert result.err.startswith(f"gateway: error: {message}")
+    assert api.apps_read == []
 
 
 @pytest.mark.parametrize("app", ["X", "Bad_App", "-my-app", "my-app-", "9lives", "a" * 49])
@@ -327,29 +428,57 @@ async def test_deploy_checks_the_app_name_before_uploading(
     assert api.requests == []  # no source created, nothing uploaded
 
 
-async def test_deploy_app_outside_the_token(
+@pytest.mark.parametrize(
+    ("token", "app", "message"),
+    [
+        (
+            LIMITED_TOKEN,
+            "other-app",
+            "checking app other-app failed: forbidden (403: token may not deploy app 'other-app')",
+        ),
+        (
+            WRONG_TOKEN,
+            "my-app",
+            "checking app my-app failed: the API token was refused (401: invalid API token);"
+            " check --token or GATEWAY_TOKEN",
+        ),
+    ],
+)
+async def test_deploy_checks_token_and_app_before_packing(
+    api: FakeApi,
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    token: str,
+    app: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv("GATEWAY_TOKEN", token)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print('hi')\n")
+    result = await run_cli("deploy", "--app", app, str(tmp_path / "app"))
+    assert (result.code, result.out) == (1, "")
+    assert result.err == f"gateway: error: {message}\n"  # no "packed" line: nothing was packed
+    assert api.apps_read == [app]
+    assert (api.sources_created, api.requests) == (0, [])
+
+
+async def test_deploy_app_from_the_environment(
     api: FakeApi, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GATEWAY_TOKEN", LIMITED_TOKEN)
     archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
-    result = await run_cli("deploy", "--app", "other-app", "-q", str(archive))
-    assert result.code == 1
-    assert result.err == (
-        "gateway: error: deploying other-app failed: forbidden (403: token may not deploy app"
-        " 'other-app')\n"
+    monkeypatch.delenv("GATEWAY_APP", raising=False)
+    missing = await run_cli("deploy", "--no-follow", str(archive))
+    assert (missing.code, missing.err) == (
+        2,
+        "gateway: error: no app: pass --app APP or set GATEWAY_APP\n",
     )
-
-
-async def test_deploy_bad_token(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
-    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
-    result = await run_cli("deploy", "--app", "my-app", "--token", WRONG_TOKEN, str(archive))
-    assert result.code == 1
-    assert re.fullmatch(
-        r"gateway: error: creating a source failed: the API token was refused \(401: invalid API"
-        r" token\); check --token or GATEWAY_TOKEN \[request id [\w-]+\]\n",
-        result.err,
-    )
-    assert api.requests == []
+    monkeypatch.setenv("GATEWAY_APP", "my-app")
+    result = await run_cli("deploy", "--no-follow", "-q", str(archive))
+    assert result.code == 0, result.err
+    assert result.json()["deployment"]["app_id"] == "my-app"
+    other = await run_cli("deploy", "--app", "other-app", "--no-follow", "-q", str(archive))
+    assert other.json()["deployment"]["app_id"] == "other-app"  # --app wins
 
 
 async def test_deploy_not_a_gzip_file(api: FakeApi, run_cli: RunCli, tmp_path: Path) -> None:
@@ -409,28 +538,71 @@ async def test_deploy_directory_real_endpoint(
     assert (await fetch(job["download_url"]))[0] == 200
 
 
-@pytest.mark.parametrize(
-    ("argv", "token", "message"),
-    [
-        (["--app", "my-app", "--git-ref=-rf"], TOKEN, "validation failed (422): git_ref: "),
-        (["--app", "other-app"], LIMITED_TOKEN, "deploying other-app failed: forbidden (403"),
-    ],
-)
 async def test_deploy_refused_real_endpoint(
     real: tuple[Gateway, Any, str],
     run_cli: RunCli,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    argv: list[str],
-    token: str,
-    message: str,
+    s3: Any,
 ) -> None:
-    monkeypatch.setenv("GATEWAY_TOKEN", token)
+    """The real gateway refuses the app through GET /v1/apps/{app}, before anything is packed."""
+    gateway, _, _ = real
+    monkeypatch.setenv("GATEWAY_TOKEN", LIMITED_TOKEN)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print('hi')\n")
+    result = await run_cli("deploy", "--app", "other-app", str(tmp_path / "app"))
+    assert (result.code, result.out) == (1, "")
+    assert re.fullmatch(
+        r"gateway: error: checking app other-app failed: forbidden \(403: token 'limited' may not"
+        r" deploy app 'other-app'\) \[request id \w+\]\n",
+        result.err,
+    ), result.err
+    assert s3.list_objects_v2(Bucket=gateway.config.storage.bucket).get("KeyCount", 0) == 0
+    assert [line["path"] for line in gateway.access_lines()] == ["/v1/apps/other-app"]
+
+
+async def test_deploy_checks_through_the_list_on_a_gateway_without_the_app_endpoint(
+    gateway: Gateway,
+    aiohttp_server: Any,
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway from before GET /v1/apps/{app} answers 404 there: the deployments list, which
+    checks the token and the app as well, refuses before anything is sent."""
+    fake = FakeApi(gateway, app_endpoint=False)
+    server: TestServer = await aiohttp_server(fake.app())
+    monkeypatch.setenv("GATEWAY_API_URL", str(server.make_url("")).rstrip("/"))
+    monkeypatch.setenv("GATEWAY_TOKEN", LIMITED_TOKEN)
     archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
-    result = await run_cli("deploy", "-q", *argv, str(archive))
-    assert result.code == 1
-    assert len(result.err.splitlines()) == 1
-    assert message in result.err
+    result = await run_cli("deploy", "--app", "other-app", str(archive))
+    assert (result.code, result.err) == (
+        1,
+        "gateway: error: checking app other-app failed: forbidden (403: token may not deploy app"
+        " 'other-app')\n",
+    )
+    assert fake.apps_read == ["other-app/deployments"]
+    assert fake.sources_created == 0
+
+
+async def test_deploy_skips_the_app_check_on_a_gateway_without_it(
+    gateway: Gateway,
+    aiohttp_server: Any,
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway without either endpoint answers 404 to both: deploy goes on without the check."""
+    fake = FakeApi(gateway, app_endpoint=False, list_endpoint=False)
+    server: TestServer = await aiohttp_server(fake.app())
+    monkeypatch.setenv("GATEWAY_API_URL", str(server.make_url("")).rstrip("/"))
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    archive = make_archive(tmp_path / "app.tar.gz", {"a": b"a"})
+    result = await run_cli("deploy", "--app", "my-app", "--no-follow", "-v", str(archive))
+    assert result.code == 0, result.err
+    assert "checking app my-app: the gateway has no such endpoint; skipped" in result.err
+    assert fake.apps_read == []
+    assert len(fake.requests) == 1
 
 
 # --- settings --------------------------------------------------------------------------------
@@ -790,7 +962,7 @@ async def test_upload_without_100_continue(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gateway.client.api, "EXPECT_WAIT", 0.3)
+    monkeypatch.setattr(gateway.client.transfer, "EXPECT_WAIT", 0.3)
     url, _, bodies = recorder
     data = os.urandom(500_000)
     (tmp_path / "a.tar.gz").write_bytes(data)
@@ -903,51 +1075,6 @@ async def test_download_into_a_directory(env: Gateway, run_cli: RunCli, tmp_path
     result = await run_cli("sources", "download", "-q", source["download_url"], "-o", str(tmp_path))
     assert result.code == 0, result.err
     assert (tmp_path / f"{source['id']}.tar.gz").read_bytes() == b"bytes"
-
-
-# --- progress ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("quiet", [False, True])
-async def test_progress_bar_on_a_terminal(
-    recorder: tuple[str, list[web.Request], list[bytes]],
-    run_cli: RunCli,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    quiet: bool,
-) -> None:
-    url, _, _ = recorder
-    (tmp_path / "a.tar.gz").write_bytes(os.urandom(2 * 1024 * 1024))
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    argv = ["sources", "upload", f"{url}/upload", str(tmp_path / "a.tar.gz")]
-    result = await run_cli(*argv, *(["--quiet"] if quiet else []))
-    assert result.code == 0, result.err
-    if quiet:
-        assert result.err == ""
-    else:
-        # tqdm's bar: bytes done of total, the rate and the time left.
-        assert re.search(
-            r"upload: 100%.*2\.00M/2\.00M \[[\d:]+<[\d:]+, +[\d.]+\w?B/s\]", result.err
-        )
-
-
-@pytest.mark.parametrize("terminal", ["none", "stdout", "stderr"])
-async def test_no_progress_bar_when_not_a_terminal(
-    recorder: tuple[str, list[web.Request], list[bytes]],
-    run_cli: RunCli,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    terminal: str,
-) -> None:
-    url, _, _ = recorder
-    (tmp_path / "a.tar.gz").write_bytes(os.urandom(100_000))
-    if terminal != "none":
-        monkeypatch.setattr(getattr(sys, terminal), "isatty", lambda: True)
-    result = await run_cli("sources", "upload", f"{url}/upload", str(tmp_path / "a.tar.gz"))
-    assert result.code == 0
-    assert "upload:" not in result.err
-    assert "%" not in result.err
 
 
 # --- the archive check, seen from the client ------------------------------------------------------

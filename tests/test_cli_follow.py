@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import gateway.client.follow
 from gateway.__main__ import main
 from gateway.client.follow import DeploymentsApi, Follower, Printer
 from gateway.client.output import Reporter
@@ -245,4 +247,71 @@ async def test_a_stream_that_ends_early_is_resumed_with_last_event_id(
         api = DeploymentsApi(session, str(server.make_url("")), TOKEN, Reporter(quiet=True))
         assert await Follower(api, "my-app", "d-1", printer).run() == "success"
     assert seen_ids == [None, "1"]
-    assert printed.getvalue() == "first\n-----> success\n"
+    assert printed.getvalue() == (
+        "first\ngateway: the event stream ended before the final status; reconnecting in 1 s"
+        " (attempt 1 of 5); the deployment keeps running on the server\n-----> success\n"
+    )
+
+
+async def test_following_gives_up_with_its_own_exit_code_and_says_how_to_follow_again(
+    aiohttp_server: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that keeps failing: each new attempt is said, after a pause that doubles, and
+    giving up exits 3 with the command that follows again."""
+    attempts: list[float] = []
+
+    async def events(request: web.Request) -> web.Response:
+        attempts.append(asyncio.get_running_loop().time())
+        return web.json_response({"error": "instance draining"}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/v1/apps/my-app/deployments/d-1/events", events)
+    server = await aiohttp_server(app)
+    monkeypatch.setattr(gateway.client.follow, "FIRST_PAUSE", 0.05)
+    monkeypatch.setenv("GATEWAY_API_URL", str(server.make_url("")))
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    result = await run_cli(capsys, "deployments", "follow", "--app", "my-app", "d-1")
+    assert result.code == 3
+    assert result.out == ""
+    lines = result.err.splitlines()
+    cause = "following deployment d-1 failed: server error (503: instance draining)"
+    assert lines == [
+        *(
+            f"gateway: {cause}; reconnecting in {0.05 * 2**n:g} s (attempt {n + 1} of 5); the"
+            " deployment keeps running on the server"
+            for n in range(5)
+        ),
+        f"gateway: error: {cause}; gave up after 5 attempts in a row",
+        "  the deployment may still be running on the server; follow it again with:",
+        "  gateway deployments follow --app my-app d-1",
+    ]
+    pauses = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(pauses) == 5
+    assert pauses[-1] >= 0.05 * 2**4 > pauses[0]  # the pause doubles
+
+
+async def test_a_refused_stream_is_not_retried(
+    aiohttp_server: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def events(request: web.Request) -> web.Response:
+        return web.json_response({"resource": "deployment", "error": "not found"}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/v1/apps/my-app/deployments/d-1/events", events)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv("GATEWAY_API_URL", str(server.make_url("")))
+    monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
+    result = await run_cli(capsys, "deployments", "follow", "--app", "my-app", "d-1")
+    assert (result.code, result.err) == (
+        1,
+        "gateway: error: following deployment d-1 failed: deployment not found (404)\n",
+    )
+
+
+@pytest.mark.parametrize("command", ["show", "output", "follow"])
+async def test_an_empty_deployment_id_is_a_usage_error(
+    env: tuple[Gateway, Any, str], capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    result = await run_cli(capsys, "deployments", command, "--app", "my-app", "")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == "gateway: error: the deployment id is empty\n"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, ConfigError, config_from_dict, load_config
+from gateway.config import DEV_SECRET_KEY, Config, ConfigError, config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -220,13 +220,34 @@ def test_check_config_accepts_a_valid_file() -> None:
     assert "OK" in result.stdout
 
 
-def test_check_config_names_the_missing_secret() -> None:
+def test_the_example_checks_on_its_own_with_the_development_key() -> None:
+    """As the README documents it, without GATEWAY_SECRET_KEY: its development key, accepted
+    because the file keeps storage.embedded."""
     result = gateway_cli("check-config", str(EXAMPLE))
+    assert (result.returncode, result.stdout.strip()) == (0, f"{EXAMPLE}: OK"), result.stderr
+    assert load_config(EXAMPLE, env={}).signing.secret_keys == (DEV_SECRET_KEY,)
+
+
+def test_the_development_key_is_refused_outside_embedded_storage(tmp_path: Path) -> None:
+    real = tmp_path / "real.yaml"
+    real.write_text(EXAMPLE.read_text().replace("embedded: true", "embedded: false"))
+    result = gateway_cli("check-config", str(real))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "gateway: configuration error: signing.secret_keys[0]: "
-        "environment variable GATEWAY_SECRET_KEY is not set"
+        "gateway: configuration error: signing.secret_keys[0]: the development key of"
+        " config.example.yaml is public and only accepted with storage.embedded: true; set"
+        " GATEWAY_SECRET_KEY (the same on every instance) or list keys of your own"
     ]
+    # Among other keys too (a rotation that kept it).
+    data = {
+        "server": {"public_url": "http://127.0.0.1:8080"},
+        "storage": {"bucket": "sources"},
+        "signing": {"secret_keys": [SECRET, DEV_SECRET_KEY]},
+    }
+    with pytest.raises(ConfigError, match=r"^signing\.secret_keys\[1\]: the development key"):
+        config_from_dict(data)
+    result = gateway_cli("check-config", str(real), env={"GATEWAY_SECRET_KEY": SECRET})
+    assert result.returncode == 0, result.stderr
 
 
 def test_serve_refuses_a_bad_file_before_serving(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ def preflight(method: str, origin: str = ORIGIN, headers: str = "content-type") 
 async def test_off_by_default(gateway: Gateway, http: aiohttp.ClientSession) -> None:
     source = await gateway.create_source(http)
     async with http.options(source["upload_url"], headers=preflight("PUT")) as resp:
-        assert resp.status == 405
+        assert resp.status == 204  # tus discovery answers OPTIONS, but no CORS grant
         assert "Access-Control-Allow-Origin" not in resp.headers
     async with http.get(f"{gateway.url}/healthz", headers={"Origin": ORIGIN}) as resp:
         assert resp.status == 200
@@ -62,9 +62,13 @@ async def test_refused_preflights(start_gateway: StartGateway, http: aiohttp.Cli
         assert "Access-Control-Allow-Methods" not in resp.headers
     async with http.options(f"{gateway.url}/nowhere", headers=preflight("GET")) as resp:
         assert resp.status == 404
-    # A plain OPTIONS (no preflight) is still just a method this path does not have.
+    # A plain OPTIONS (no preflight) is tus discovery, with the CORS headers of an answer.
     async with http.options(url, headers={"Origin": ORIGIN}) as resp:
-        assert resp.status == 405
+        assert resp.status == 204
+        assert resp.headers["Tus-Version"] == "1.0.0"
+        assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
+    async with http.options(f"{gateway.url}/v1/sources", headers={"Origin": ORIGIN}) as resp:
+        assert resp.status == 405  # a path without OPTIONS
 
 
 async def test_actual_requests_carry_the_headers(
@@ -102,3 +106,37 @@ async def test_any_origin(start_gateway: StartGateway, http: aiohttp.ClientSessi
         assert resp.headers["Access-Control-Allow-Origin"] == "*"
     async with http.get(f"{gateway.url}/healthz", headers={"Origin": "https://x.example"}) as resp:
         assert resp.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_resumable_uploads_from_a_page(
+    start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway({"cors": {"allowed_origins": [ORIGIN]}})
+    source = await gateway.create_source(http)
+    tus = "tus-resumable, upload-length, upload-metadata, upload-offset, upload-checksum"
+    async with http.options(source["upload_url"], headers=preflight("POST", headers=tus)) as resp:
+        assert resp.status == 204
+        assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+        allowed = resp.headers["Access-Control-Allow-Headers"].lower()
+        assert all(h.strip() in allowed for h in tus.split(","))
+    headers = {"Origin": ORIGIN, "Tus-Resumable": "1.0.0", "Upload-Length": "10"}
+    async with http.post(source["upload_url"], headers=headers) as resp:
+        assert resp.status == 201
+        exposed = resp.headers["Access-Control-Expose-Headers"]
+        for name in (
+            "Location",
+            "Upload-Offset",
+            "Upload-Length",
+            "Upload-Expires",
+            "Tus-Resumable",
+        ):
+            assert name in exposed
+        location = resp.headers["Location"]
+    async with http.options(location, headers=preflight("PATCH", headers=tus)) as resp:
+        assert resp.status == 204
+        methods = resp.headers["Access-Control-Allow-Methods"]
+        assert {"PATCH", "HEAD", "DELETE"} <= set(methods.replace(" ", "").split(","))
+    upload_draft = "upload-draft-interop-version, upload-complete, content-digest"
+    async with http.options(location, headers=preflight("PATCH", headers=upload_draft)) as resp:
+        allowed = resp.headers["Access-Control-Allow-Headers"].lower()
+        assert all(h.strip() in allowed for h in upload_draft.split(","))

@@ -11,8 +11,15 @@ import boto3
 import pytest
 import yaml
 
-from gateway.config import Config, DeploymentsConfig, SourcesConfig, StorageConfig, config_from_dict
-from gateway.server.adapters.lifecycle import deployments_rule, gateway_rule
+from gateway.config import (
+    Config,
+    DeploymentsConfig,
+    ResumableConfig,
+    SourcesConfig,
+    StorageConfig,
+    config_from_dict,
+)
+from gateway.server.adapters.lifecycle import deployments_rule, gateway_rule, resumable_rule
 
 from .helpers import MOTO_CREDENTIALS
 
@@ -160,9 +167,15 @@ def test_lifecycle_rule_is_accepted_by_s3(s3: Any, bucket: str) -> None:
     # Exactly the rule the gateway applies itself with the default storage settings, so applying
     # the file by hand and letting the gateway do it are the same thing (same ID: no duplicate).
     assert document == {
-        "Rules": [gateway_rule(StorageConfig()), deployments_rule(DeploymentsConfig())]
+        "Rules": [
+            gateway_rule(StorageConfig()),
+            deployments_rule(DeploymentsConfig()),
+            resumable_rule(ResumableConfig()),
+        ]
     }
-    rule, records = document["Rules"]
+    rule, records, uploads = document["Rules"]
+    assert uploads["Filter"]["Prefix"] == "uploads/"
+    assert uploads["Expiration"]["Days"] == 2  # a day after a resumable upload's life
     assert records["Filter"]["Prefix"] == "deployments/"
     assert records["Expiration"]["Days"] == 30
     assert rule["Filter"]["Prefix"] == "sources/"
@@ -189,6 +202,7 @@ def test_iam_policy_is_least_privilege(moto_endpoint: str) -> None:
         "s3:PutObjectTagging",
         "s3:GetObjectTagging",
         "s3:AbortMultipartUpload",
+        "s3:DeleteObject",
         "s3:ListBucket",
         "s3:GetLifecycleConfiguration",
         "s3:PutLifecycleConfiguration",
@@ -201,6 +215,10 @@ def test_iam_policy_is_least_privilege(moto_endpoint: str) -> None:
     (records,) = [s for s in policy["Statement"] if s.get("Sid") == "DeploymentRecords"]
     assert records["Resource"].endswith(f"/{DeploymentsConfig().prefix}*")
     assert set(records["Action"]) == {"s3:PutObject", "s3:GetObject"}
+    # Resumable uploads' state, tails and staging objects: the only objects ever deleted.
+    (uploads,) = [s for s in policy["Statement"] if s.get("Sid") == "ResumableUploads"]
+    assert uploads["Resource"].endswith(f"/{ResumableConfig().prefix}*")
+    assert "s3:DeleteObject" in uploads["Action"]
     # The IAM service checks the document's grammar.
     iam = boto3.client(
         "iam", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS

@@ -375,7 +375,7 @@ async def test_metrics_count_events_followers_and_final_statuses(
         text = await resp.text()
     assert 'gateway_deployments_finished_total{status="hook-error"} 1.0' in text
     assert 'gateway_deployment_events_total{type="log"} 1.0' in text
-    assert "gateway_deployment_followers 0.0" in text
+    assert 'gateway_deployment_followers{transport="sse"} 0.0' in text
 
 
 async def test_sigterm_ends_streams_cleanly_and_the_process_exits(

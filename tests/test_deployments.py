@@ -572,7 +572,7 @@ async def test_example_config_deploys_an_upload_to_success(
     """What the README's walk-through does against `make run`: upload, deploy, and watch the
     local stand-in deployer take the job from the embedded queue and report success."""
     example = Path(__file__).parent.parent / "config.example.yaml"
-    config = load_config(example, env={"GATEWAY_SECRET_KEY": "local-development-only-secret"})
+    config = load_config(example, env={})
     assert config.deployments.demo_deployer
     port = unused_port()
     server = dataclasses.replace(config.server, port=port, public_url=f"http://127.0.0.1:{port}")

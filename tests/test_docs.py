@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
+import os
 import re
 import shutil
+import subprocess
 import typing
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,8 @@ from gateway.__main__ import build_parser
 from gateway.config import Config, load_config
 from gateway.server.adapters.embedded import embedded_services
 from gateway.server.app import create_app
+
+from .terminal import GATEWAY, on_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -281,9 +287,7 @@ async def test_readme_walkthrough_runs_in_an_empty_directory(
     aiohttp_server: Any, tmp_path: Path
 ) -> None:
     """Against what `make run` serves, from an empty directory, under `set -euo pipefail`."""
-    config = load_config(
-        ROOT / "config.example.yaml", env={"GATEWAY_SECRET_KEY": "local-development-only-secret"}
-    )
+    config = load_config(ROOT / "config.example.yaml", env={})  # as the README says: on its own
     port = unused_port()
     server = dataclasses.replace(config.server, port=port, public_url=f"http://127.0.0.1:{port}")
     script = readme_walkthrough()
@@ -306,3 +310,145 @@ async def test_readme_walkthrough_runs_in_an_empty_directory(
     assert '"status":"success"' in output, output  # the stream's last event
     assert '"status": "success"' in output, output  # the deployment read afterwards
     assert "verified" in output, output
+    assert_sample("event-stream", output)
+
+
+# --- sample outputs, checked against real runs ---------------------------------------------------
+
+SAMPLE = re.compile(r"^<!-- sample: ([\w-]+) -->\n```[^\n]*\n(.*?)^```", re.S | re.M)
+# What differs from one run to the next, each replaced by a placeholder before comparing.
+VARYING = [
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<id>"),
+    (re.compile(r"\b[0-9a-f]{64}\b"), "<sha256>"),
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"), "<time>"),
+    # Other numbers (sizes, counts, durations) vary too; event ids do not: a run has as many.
+    (re.compile(r'(?<!id: )(?<!"id":)(?<![\d.])\d+(?:\.\d+)?'), "<n>"),
+]
+
+
+def normalised(text: str) -> str:
+    for pattern, placeholder in VARYING:
+        text = pattern.sub(placeholder, text)
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def sample_pattern(sample: str) -> re.Pattern[str]:
+    """A sample as a pattern over a normalised real output: its lines in order, contiguous, a
+    line ``...`` standing for any number of lines."""
+    parts = []
+    for line in normalised(sample).splitlines():
+        parts.append(r"(?:[^\n]*\n)*?" if line.strip() == "..." else re.escape(line) + r"\n")
+    return re.compile("".join(parts))
+
+
+def samples() -> dict[str, tuple[Path, str]]:
+    found: dict[str, tuple[Path, str]] = {}
+    for page in PAGES:
+        for name, block in SAMPLE.findall(page.read_text(encoding="utf-8")):
+            assert name not in found, f"two samples named {name}"
+            found[name] = (page, block)
+    return found
+
+
+def assert_sample(name: str, real: str, replace: dict[str, str] | None = None) -> None:
+    page, block = samples()[name]
+    lines = block.splitlines()
+    if lines and lines[0].startswith("$ "):
+        lines = lines[1:]  # the command shown
+    sample = "\n".join(lines) + "\n"
+    for shown, actual in (replace or {}).items():
+        sample = sample.replace(shown, actual)
+    assert sample_pattern(sample).search(normalised(real) + "\n"), (
+        f"the sample {name!r} in {page.name} no longer matches a real run:\n{real}"
+    )
+
+
+def as_shown(terminal: str) -> str:
+    """What a terminal shows once redrawn lines settle: each line's last redraw, progress bars
+    and cleared lines dropped."""
+    lines = [line.rsplit("\r", 1)[-1] for line in terminal.split("\n")]
+    bar = re.compile(r"^(pack|upload|download)\b.*\|")
+    return "\n".join(line for line in lines if line.strip() and not bar.match(line)) + "\n"
+
+
+def test_every_sample_is_checked() -> None:
+    assert set(samples()) == {
+        "deploy-redirected",
+        "deploy-terminal",
+        "list-table",
+        "dry-run",
+        "event-stream",
+    }
+
+
+def test_sample_pattern() -> None:
+    pattern = sample_pattern("a 1\n...\nc <x>\n")
+    assert pattern.search(normalised("z\na 22\nb\nb\nc <x>\n") + "\n")
+    assert not pattern.search(normalised("a 1\nc <y>\n") + "\n")
+    assert not pattern.search(normalised("a b\nc <x>\n") + "\n")
+
+
+@pytest.fixture
+async def example_gateway(aiohttp_server: Any) -> Any:
+    """What `make run` serves (config.example.yaml, on its own: no environment), on a free port."""
+    config = load_config(ROOT / "config.example.yaml", env={})
+    port = unused_port()
+    server = dataclasses.replace(config.server, port=port, public_url=f"http://127.0.0.1:{port}")
+    with embedded_services(dataclasses.replace(config, server=server)) as embedded:
+        await aiohttp_server(create_app(embedded), port=port)
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_cli_samples_match_a_real_run(example_gateway: str, tmp_path: Path) -> None:
+    # An app of its own: moto's in-process store outlives one test, and the list shows it all.
+    name = f"docs-{uuid.uuid4().hex[:8]}"
+    app = tmp_path / "my-app"
+    app.mkdir()
+    (app / "main.py").write_text('print("hello")\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "NO_COLOR"}
+    env.update(GATEWAY_API_URL=example_gateway, GATEWAY_TOKEN="dev-token")
+    shown_as = {"/tmp/my-app": str(app), " my-app": f" {name}"}
+
+    argv = [GATEWAY, "deploy", "--app", name, "--git-ref", "v0.0.2", str(app)]
+    redirected = await asyncio.to_thread(
+        subprocess.run, argv, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert redirected.returncode == 0, redirected.stderr
+    assert json.loads(redirected.stdout)["deployment"]["status"] == "success"
+    assert_sample("deploy-redirected", redirected.stderr, shown_as)
+
+    run = await on_terminal(argv[1:], env=env, stdout_on_terminal=True)
+    assert run.code == 0, run.terminal
+    assert_sample("deploy-terminal", as_shown(run.terminal), shown_as)
+
+    listing = ["deployments", "list", "--app", name]
+    run = await on_terminal(listing, env=env, stdout_on_terminal=True)
+    assert_sample("list-table", run.terminal)
+
+    (app / ".gitignore").write_text("*.log\n")
+    (app / "debug.log").write_text("left out")
+    run = await on_terminal(["deploy", "--dry-run", str(app)], env=env, stdout_on_terminal=True)
+    assert_sample("dry-run", run.terminal, shown_as)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_run_says_it_installs_and_what_to_wait_for(tmp_path: Path) -> None:
+    """A first `make run` (a .venv not made yet): what it will print, without running it."""
+    proc = subprocess.run(
+        ["make", "-n", "run", f"VENV={tmp_path / 'venv'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout
+    assert "installing the gateway and its dependencies" in said
+    assert "one to two minutes" in said
+    assert "serving on 127.0.0.1:8080" in said
+    assert said.index("installing") < said.index("pip") < said.index("serving on")
+    # The README says the same: how long the first time takes, and the line to wait for.
+    readme = README.read_text(encoding="utf-8")
+    assert "one to two minutes" in readme
+    assert "serving on 127.0.0.1:8080" in readme
+    assert "`curl` 7.76 or newer" in readme

@@ -57,7 +57,16 @@ async def test_rule_is_set_at_start_and_others_are_kept(
     )
     await start_gateway({"storage": {"ensure_lifecycle": True, "expire_after_days": 2}})
     rules = by_id(rules_of(s3, bucket))
-    assert set(rules) == {"keep-logs-30-days", rule_id("sources/"), rule_id("deployments/")}
+    assert set(rules) == {
+        "keep-logs-30-days",
+        rule_id("sources/"),
+        rule_id("deployments/"),
+        rule_id("uploads/"),
+    }
+    uploads = rules[rule_id("uploads/")]  # resumable uploads: a day after their life
+    assert uploads["Filter"] == {"Prefix": "uploads/"}
+    assert uploads["Expiration"]["Days"] == 2
+    assert uploads["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 2}
     ours = rules[rule_id("sources/")]
     assert ours["Filter"] == {"Prefix": "sources/"}
     assert ours["Status"] == "Enabled"
@@ -73,10 +82,12 @@ async def test_rule_is_set_at_start_and_others_are_kept(
         {
             "storage": {"ensure_lifecycle": True, "expire_after_days": 3},
             "deployments": {"expire_after_days": 7},
+            "sources": {"resumable": {"ttl_seconds": 3 * 86400}},
         }
     )
     rules = by_id(rules_of(s3, bucket))
-    assert len(rules) == 3
+    assert len(rules) == 4
+    assert rules[rule_id("uploads/")]["Expiration"]["Days"] == 4
     assert rules[rule_id("sources/")]["Expiration"]["Days"] == 3
     assert rules[rule_id("deployments/")]["Expiration"]["Days"] == 7
 
@@ -155,9 +166,11 @@ def test_cli_apply_and_show(tmp_path: Path, moto_endpoint: str, s3: Any, bucket:
         "keep-logs-30-days",
         rule_id("sources/"),
         rule_id("deployments/"),
+        rule_id("uploads/"),
     }
     shown = run_cli(config_file, "show")
     assert rule_id("deployments/") in shown.stdout
+    assert rule_id("uploads/") in shown.stdout
 
 
 def test_cli_reports_storage_errors(tmp_path: Path, moto_endpoint: str) -> None:

@@ -91,7 +91,9 @@ class Balanced:
             serving = [
                 g
                 for g in self.gateways
-                if g.app[keys.METRICS].registry.get_sample_value("gateway_deployment_followers")
+                if g.app[keys.METRICS].registry.get_sample_value(
+                    "gateway_deployment_followers", {"transport": "sse"}
+                )
             ]
             if serving:
                 (gateway,) = serving

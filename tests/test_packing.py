@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client.packing import PackError, pack_directory, symlink_stays_inside
+from gateway.client.packing import PackError, pack_directory, scan, symlink_stays_inside
 
 
 def write(root: Path, name: str, data: str = "x") -> Path:
@@ -184,3 +184,61 @@ def test_large_file_round_trips(tmp_path: Path) -> None:
     _, tar, _ = pack(tmp_path)
     member = tar.extractfile("blob.bin")
     assert member is not None and member.read() == data
+
+
+def test_nested_gitignore_files_are_honoured_as_git_does(tmp_path: Path) -> None:
+    write(tmp_path, ".gitignore", "*.log\n")
+    write(tmp_path, "app.py")
+    write(tmp_path, "web/.gitignore", "dist/\n!keep.log\n/local.txt\n")
+    write(tmp_path, "web/dist/bundle.js")
+    write(tmp_path, "web/src/dist/x.js")  # dist/ matches at any depth below web/
+    write(tmp_path, "web/keep.log")  # the deeper file re-includes it
+    write(tmp_path, "web/debug.log")
+    write(tmp_path, "web/local.txt")  # anchored to web/
+    write(tmp_path, "web/src/local.txt")
+    write(tmp_path, "api/dist/server.js")  # web/.gitignore says nothing about api/
+    write(tmp_path, "api/.gatewayignore", "*.js\n")  # wins over a .gitignore beside it
+    write(tmp_path, "api/.gitignore", "nothing-here\n")
+    out = io.BytesIO()
+    result = pack_directory(tmp_path, out)
+    out.seek(0)
+    with tarfile.open(fileobj=out, mode="r:gz") as tar:
+        files = sorted(m.name for m in tar.getmembers() if m.isfile())
+    assert files == [
+        ".gitignore",
+        "api/.gatewayignore",
+        "api/.gitignore",
+        "app.py",
+        "web/.gitignore",
+        "web/keep.log",
+        "web/src/local.txt",
+    ]
+    assert result.ignore_files == [".gitignore", "api/.gatewayignore", "web/.gitignore"]
+
+
+def test_a_dangling_symlink_is_refused_naming_it(tmp_path: Path) -> None:
+    write(tmp_path, "app.py")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "current").symlink_to("missing.yaml")
+    with pytest.raises(PackError) as refused:
+        pack_directory(tmp_path, io.BytesIO())
+    assert str(refused.value) == (
+        "conf/current is a symbolic link to missing.yaml, which does not exist: remove it, or"
+        " list it in .gitignore or .gatewayignore"
+    )
+    # Listed in .gitignore, it is left out like any other path.
+    write(tmp_path, ".gitignore", "conf/current\n")
+    members, _, _ = pack(tmp_path)
+    assert "conf/current" not in members
+
+
+def test_scan_lists_what_packing_stores(tmp_path: Path) -> None:
+    write(tmp_path, "a.py", "12345")
+    write(tmp_path, "lib/b.py", "1234567")
+    write(tmp_path, "x.log", "ignored")
+    write(tmp_path, ".gitignore", "*.log\n")
+    (tmp_path / "link").symlink_to("a.py")
+    found = scan(tmp_path)
+    members, _, _ = pack(tmp_path)
+    assert [e.name for e in found.entries] == sorted(members, key=list(members).index)
+    assert (found.files, found.bytes) == (3, 5 + 7 + len("*.log\n"))

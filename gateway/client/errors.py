@@ -19,15 +19,31 @@ MAX_ERROR_BODY = 64 * 1024
 MAX_MESSAGE = 300
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# Following gave up (the stream kept breaking): the deployment may well still be running.
+EXIT_FOLLOW_LOST = 3
+EXIT_INTERRUPTED = 130
 
 
 class CliError(Exception):
-    """A failure to report to the user as one line, and the process's exit code."""
+    """A failure to report to the user as one line, and the process's exit code.
 
-    def __init__(self, message: str, *, exit_code: int = EXIT_FAILURE) -> None:
+    ``hint``: lines printed under it saying what to do next; unlike the message they keep URL
+    tokens (the command that deploys an uploaded archive needs its URL whole)."""
+
+    def __init__(
+        self, message: str, *, exit_code: int = EXIT_FAILURE, hint: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        self.hint = hint
+
+
+class Interrupted(CliError):
+    """Ctrl-C, with the one line to print instead of ``interrupted`` (how to pick up again)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=EXIT_INTERRUPTED)
 
 
 def safe_url(url: str) -> str:

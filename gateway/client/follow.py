@@ -3,7 +3,10 @@
 Output lines go to stderr as they arrive and statuses as short ``-----> status`` lines, so stdout
 stays for the JSON answer. A stream that ends before a final status (the instance it was on shut
 down, the connection broke) is picked up again with ``Last-Event-ID``, as a browser's
-EventSource does.
+EventSource does, after a pause that doubles each time nothing new came (1 s, 2 s, ... 10 s),
+with a line saying so; after ``MAX_RECONNECTS`` such attempts in a row following gives up with
+``FollowLost`` (its own exit code: the deployment may well still be running). While the
+deployment is queued, or a reconnection waits, a terminal shows what is awaited and for how long.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import shlex
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -19,8 +23,15 @@ from urllib.parse import quote
 
 import aiohttp
 
-from gateway.client.errors import CliError, error_from, network_errors, safe_url
-from gateway.client.output import Reporter
+from gateway.client.errors import (
+    EXIT_FOLLOW_LOST,
+    CliError,
+    Interrupted,
+    error_from,
+    network_errors,
+    safe_url,
+)
+from gateway.client.output import Reporter, Waiting, progress_allowed
 
 # The platform's final statuses: the deployment will not change any more.
 TERMINAL_STATUSES = frozenset(
@@ -28,8 +39,11 @@ TERMINAL_STATUSES = frozenset(
 )
 # Output lines kept to show again when a deployment fails.
 TAIL_LINES = 10
-# Streams in a row that end with no news before following gives up.
+# Streams in a row that end with no news before following gives up, and the pauses before each
+# new attempt: the first, doubled each time, at most the last (1+2+4+8+10: about 25 s in all).
 MAX_RECONNECTS = 5
+FIRST_PAUSE = 1.0
+MAX_PAUSE = 10.0
 # A stream is quiet between events but for a keep-alive every 15 s: silence for longer means the
 # connection is gone.
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
@@ -69,6 +83,10 @@ async def server_events(lines: AsyncIterable[bytes]) -> AsyncIterator[ServerEven
 
 class Refused(CliError):
     """The API answered a 4xx: asking again will not help (unlike a lost connection or a 5xx)."""
+
+
+class FollowLost(CliError):
+    """Following gave up: the stream kept breaking. The deployment itself may still be running."""
 
 
 class DeploymentsApi:
@@ -126,19 +144,23 @@ class DeploymentsApi:
 
 
 class Printer:
-    """Shows a followed deployment on ``stream`` (stderr): output as is, statuses short."""
+    """Shows a followed deployment on ``stream`` (stderr): output as is, statuses short, and, on
+    a terminal, a line with what is awaited while nothing comes."""
 
     def __init__(self, stream: IO[str], quiet: bool) -> None:
         self._stream = stream
         self._quiet = quiet
+        self._waiting = Waiting(stream, progress_allowed(stream, quiet))
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
     def notice(self, message: str) -> None:
         """Said even with --quiet: what the user must know to go on."""
+        self._waiting.hide()
         self._stream.write(f"gateway: {message}\n")
         self._stream.flush()
 
     def _write(self, text: str) -> None:
+        self._waiting.hide()
         if not self._quiet:
             self._stream.write(text)
             self._stream.flush()
@@ -149,6 +171,22 @@ class Printer:
 
     def status(self, status: str) -> None:
         self._write(f"-----> {status}\n")
+        if status == "queued":
+            self.wait("queued: waiting for the deployer to start it")
+
+    def reconnecting(self, cause: str, pause: float, attempt: int) -> None:
+        self._write(
+            f"gateway: {cause}; reconnecting in {pause:g} s (attempt {attempt} of"
+            f" {MAX_RECONNECTS}); the deployment keeps running on the server\n"
+        )
+        self.wait(f"reconnecting (attempt {attempt} of {MAX_RECONNECTS})")
+
+    def wait(self, description: str) -> None:
+        """Show what is awaited until the next line is written (on a terminal only)."""
+        self._waiting.show(description)
+
+    def close(self) -> None:
+        self._waiting.hide()
 
 
 class Follower:
@@ -161,26 +199,39 @@ class Follower:
         self._printer = printer
         self.last_event = 0
 
-    async def run(self) -> str:
+    async def run(self, waiting_for: str = "waiting for the deployment's events") -> str:
         """The final status, once the deployment has one. A lost connection, a 5xx or a stream
         that ends early is retried with Last-Event-ID; ``Refused`` (4xx) is not."""
         fruitless = 0
-        while True:
-            seen = self.last_event
-            try:
-                final = await self._stream_once()
-            except Refused:
-                raise
-            except CliError:
-                if fruitless >= MAX_RECONNECTS:
+        self._printer.wait(waiting_for)
+        try:
+            while True:
+                seen = self.last_event
+                try:
+                    final = await self._stream_once()
+                    cause = "the event stream ended before the final status"
+                except Refused:
                     raise
-                final = None
-            if final is not None:
-                return final
-            fruitless = fruitless + 1 if self.last_event == seen else 0
-            if fruitless > MAX_RECONNECTS:
-                raise CliError(f"following deployment {self._id}: the stream keeps ending")
-            await asyncio.sleep(min(0.5 * 2**fruitless, 10.0))
+                except CliError as exc:
+                    final, cause = None, exc.message
+                if final is not None:
+                    return final
+                fruitless = 1 if self.last_event != seen else fruitless + 1
+                if fruitless > MAX_RECONNECTS:
+                    raise FollowLost(
+                        f"{cause}; gave up after {MAX_RECONNECTS} attempts in a row",
+                        exit_code=EXIT_FOLLOW_LOST,
+                        hint=(
+                            "the deployment may still be running on the server; follow it again"
+                            " with:",
+                            follow_command(self._app, self._id),
+                        ),
+                    )
+                pause = min(FIRST_PAUSE * 2 ** (fruitless - 1), MAX_PAUSE)
+                self._printer.reconnecting(cause, pause, fruitless)
+                await asyncio.sleep(pause)
+        finally:
+            self._printer.close()
 
     async def _stream_once(self) -> str | None:
         async with self._api.events(self._app, self._id, self.last_event) as resp:
@@ -209,24 +260,32 @@ class Follower:
         return None
 
 
+def follow_command(app: str, deployment_id: str) -> str:
+    return shlex.join(["gateway", "deployments", "follow", "--app", app, deployment_id])
+
+
 def interrupted_hint(app: str, deployment_id: str) -> str:
     return (
         f"stopped following deployment {deployment_id} (it goes on); follow it again with:"
-        f" gateway deployments follow --app {app} {deployment_id}"
+        f" {follow_command(app, deployment_id)}"
     )
 
 
 async def follow_to_end(
-    api: DeploymentsApi, app: str, deployment_id: str, printer: Printer
+    api: DeploymentsApi,
+    app: str,
+    deployment_id: str,
+    printer: Printer,
+    waiting_for: str = "waiting for the deployment's events",
 ) -> tuple[dict[str, Any], CliError | None]:
     """Follow the deployment to its final status: its answer ``{"deployment": {...}}`` then,
     and the error to report when that status is not success (naming it, with the last output
     lines). On Ctrl-C, says how to follow again (the deployment itself goes on)."""
     try:
-        status = await Follower(api, app, deployment_id, printer).run()
+        status = await Follower(api, app, deployment_id, printer).run(waiting_for)
     except asyncio.CancelledError:
-        printer.notice(interrupted_hint(app, deployment_id))
-        raise
+        # Ctrl-C: the one line says how to pick up again (the runner prints it).
+        raise Interrupted(interrupted_hint(app, deployment_id)) from None
     answer = await api.get_json(app, f"/{quote(deployment_id, safe='')}", "reading the deployment")
     if status == "success":
         return answer, None

@@ -22,19 +22,18 @@ from gateway.server.adapters.demo_deployer import DemoDeployer, running
 from gateway.server.adapters.event_log import EventLogStore
 from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.json_objects import S3JsonObjects
-from gateway.server.adapters.jwks import JwksKeys
-from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle
+from gateway.server.adapters.lifecycle import ensure_lifecycle, rules_besides_sources
 from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
+from gateway.server.auth_wiring import authenticator, jwks_context
 from gateway.server.domain.archive_check import ArchivePolicy
-from gateway.server.domain.auth import Authenticator, CredentialVerifier, principals_of
+from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.check_pool import CheckPool
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.event_log import CHUNK_EVENTS
 from gateway.server.domain.events_token import EventsTokens
 from gateway.server.domain.exchange import ExchangedTokens
-from gateway.server.domain.limits import RateLimiter, UploadSlots
-from gateway.server.domain.oidc import OidcTokens
+from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.signing import Clock, UrlSigner
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.domain.uploads import BufferBudget, Uploader
@@ -45,9 +44,11 @@ from gateway.server.http.deployments import DeploymentHandlers
 from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
 from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
-from gateway.server.http.platform import PlatformHandlers
+from gateway.server.http.platform import STREAM_PATH, PlatformHandlers
 from gateway.server.http.probes import Probes
+from gateway.server.http.resumable import protocol_dispatch
 from gateway.server.http.sources import SourceHandlers
+from gateway.server.http.stream import DeploymentsStream
 from gateway.server.observability.access import AccessLog, ClientAddress
 from gateway.server.observability.dependencies import DependencyChecks
 from gateway.server.observability.metrics import (
@@ -57,10 +58,12 @@ from gateway.server.observability.metrics import (
     PlatformMetrics,
 )
 from gateway.server.observability.shared_metrics import SharedMetrics, Worker
+from gateway.server.resumable_wiring import Resumable
 
 log = logging.getLogger(__name__)
 
 SOURCE_PATH = f"/v1/sources/{{id:{SOURCE_ID_REGEX}}}"
+UPLOAD_PATH = f"{SOURCE_PATH}/uploads/{{uid:[0-9a-f]{{32}}}}"
 DEPLOYMENTS_PATH = "/v1/apps/{app}/deployments"
 
 
@@ -86,7 +89,7 @@ def connections_context(
 async def _ensure_lifecycle(s3: object, config: Config) -> None:
     # A missing permission must not keep the gateway from serving: it says so and goes on.
     try:
-        await ensure_lifecycle(s3, config.storage, also=[deployments_rule(config.deployments)])
+        await ensure_lifecycle(s3, config.storage, also=rules_besides_sources(config))
     except Exception as exc:
         log.error(
             "could not ensure the lifecycle rules on bucket %s (%s); uploads and deployment "
@@ -139,6 +142,7 @@ def deployment_record_handlers(
         config.server.send_timeout,
         active.drain_started,
         clock,
+        replay_seconds=deployments.stream_replay_seconds,
     )
 
 
@@ -154,44 +158,6 @@ def demo_deployer_context(
             AioSession().create_client("sqs", **sqs_client_kwargs(config)) as sqs,
             running(DemoDeployer(sqs, queue, connections.http)),
         ):
-            yield
-
-    return context
-
-
-def authenticator(
-    config: Config, metrics: Metrics, clock: Clock
-) -> tuple[Authenticator, ExchangedTokens, JwksKeys | None]:
-    """The API credentials the configuration accepts (YAML tokens, the JWTs
-    ``POST /v1/tokens/exchange`` hands out for them, the identity provider's JWTs), with the
-    per-identity request rate; the exchange, and the provider's keys if any."""
-    exchanged = ExchangedTokens(
-        config.signing.secret_keys,
-        config.auth.exchange_ttl_seconds,
-        principals_of(config.auth.tokens),
-        clock,
-    )
-    verifiers: list[CredentialVerifier] = [exchanged.verify]
-    keys: JwksKeys | None = None
-    jwt = config.auth.jwt
-    if jwt is not None:
-        fetches = metrics.jwks_fetches
-        keys = JwksKeys(
-            jwt.jwks_url,
-            timeout=jwt.jwks_timeout,
-            refresh_seconds=jwt.refresh_seconds,
-            clock=clock,
-            on_fetch=lambda ok: fetches.labels("ok" if ok else "failed").inc(),
-        )
-        verifiers.append(OidcTokens(jwt, keys).verify)
-    rate = config.auth.limits.rate
-    limiter = RateLimiter(*rate) if rate is not None else None
-    return Authenticator(config.auth.tokens, verifiers, limiter), exchanged, keys
-
-
-def jwks_context(keys: JwksKeys) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        async with keys.running():
             yield
 
     return context
@@ -282,14 +248,13 @@ def create_app(
     forwarder = ConfiguredForwarder(config, connections)
     archive_urls = archive_url_checker(config, signer, store, resolver)
     sources = source_handlers(config, auth, signer, store, uploader, metrics)
+    resumable = Resumable(config, signer, connections, store, budget, metrics, clock, check_pool)
     records = deployment_record_handlers(config, auth, connections, metrics, active, clock)
     dependencies = dependency_checks(config, store, forwarder, clock, metrics)
-    deployer_failure = functools.partial(dependencies.failure, "deployer")
-    deploys = DeploymentHandlers(
-        auth, signer, archive_urls, forwarder, records, metrics, deployer_failure
-    )
+    down = functools.partial(dependencies.failure, "deployer")
+    deploys = DeploymentHandlers(auth, signer, archive_urls, forwarder, records, metrics, down)
     probes, access, shared = observers(config, metrics, dependencies, active, access_stream, worker)
-    platform = PlatformHandlers(config, auth, exchanged, PlatformMetrics(metrics.registry))
+    platform, stream = platform_handlers(config, auth, exchanged, records, metrics)
 
     cors = Cors(config.cors.allowed_origins, config.cors.max_age)
     app = web.Application(middlewares=middlewares(config, metrics, active, access, cors))
@@ -310,8 +275,8 @@ def create_app(
     app.on_cleanup.append(close_access_log)
     app.on_cleanup.append(lambda _: _close_pool(check_pool))
 
-    add_routes(app, config, sources, deploys, probes)
-    add_platform_routes(app.router, platform)
+    add_routes(app, config, sources, deploys, probes, resumable)
+    add_platform_routes(app.router, platform, stream)
     records.add_routes(app.router)
     if config.deployments.demo_deployer:
         app.cleanup_ctx.append(demo_deployer_context(config, connections))
@@ -337,11 +302,39 @@ async def _close_pool(pool: CheckPool) -> None:
     pool.close()
 
 
-def add_platform_routes(router: web.UrlDispatcher, platform: PlatformHandlers) -> None:
-    """The platform's auth API and its app object (gateway.server.http.platform)."""
+def platform_handlers(
+    config: Config,
+    auth: Authenticator,
+    exchanged: ExchangedTokens,
+    records: DeploymentRecordHandlers,
+    metrics: Metrics,
+) -> tuple[PlatformHandlers, DeploymentsStream]:
+    """The platform's auth API and app object, and the WebSocket stream, rendered from the
+    same follow core as the event streams."""
+    deployments = config.deployments
+    platform_metrics = PlatformMetrics(metrics.registry)
+    stream = DeploymentsStream(
+        auth,
+        records.hub,
+        records.links.view,
+        platform_metrics,
+        records.metrics.followers.labels("websocket"),
+        auth_timeout=deployments.stream_auth_timeout,
+        send_timeout=config.server.send_timeout,
+        max_streams=deployments.max_streams,
+    )
+    return PlatformHandlers(config, auth, exchanged, platform_metrics), stream
+
+
+def add_platform_routes(
+    router: web.UrlDispatcher, platform: PlatformHandlers, stream: DeploymentsStream
+) -> None:
+    """The platform's auth API, its app object (gateway.server.http.platform) and the
+    deployments stream, before ``/v1/apps/{app}/deployments/{id}`` would take its path."""
     # Answered on the credentials alone: no 100 Continue before they are accepted.
     router.add_post("/v1/tokens/exchange", platform.exchange, expect_handler=defer_continue)
     get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
+    get(STREAM_PATH, stream.handle)
     get("/v1/users/self", platform.users_self)
     get("/v1/regions", platform.regions)
     get("/v1/apps/{app}", platform.app)
@@ -353,13 +346,30 @@ def add_routes(
     sources: SourceHandlers,
     deploys: DeploymentHandlers,
     probes: Probes,
+    resumable: Resumable,
 ) -> None:
     # Every route answers an unknown Expect through the middlewares (gateway.server.http.expect);
     # a route with a body sends 100 Continue only once it has accepted the credentials.
     router = app.router
+    # After the connections' context (added before): the probe needs the bucket.
+    app.cleanup_ctx.append(resumable.probe_context)
+    tus, draft = resumable.tus, resumable.draft(config, sources)
     router.add_post("/v1/sources", sources.create, expect_handler=defer_continue)
-    router.add_put(SOURCE_PATH, sources.upload, expect_handler=defer_continue)
+    # A PUT with the draft's headers creates a resumable upload; without, the plain upload.
+    router.add_put(SOURCE_PATH, draft.create, expect_handler=defer_continue)
     router.add_get(SOURCE_PATH, sources.download, expect_handler=continue_at_once)
+    on_source = protocol_dispatch(tus.create, tus.create, draft.create)
+    router.add_post(SOURCE_PATH, on_source, expect_handler=defer_continue)
+    router.add_route("OPTIONS", SOURCE_PATH, tus.options, expect_handler=continue_at_once)
+    on_upload = {
+        "HEAD": protocol_dispatch(tus.head, tus.head, draft.offset),
+        "GET": draft.offset,
+        "PATCH": protocol_dispatch(tus.patch, tus.patch, draft.patch),
+        "DELETE": protocol_dispatch(tus.delete, tus.delete, draft.delete),
+        "OPTIONS": tus.options,
+    }
+    for method, handler in on_upload.items():
+        router.add_route(method, UPLOAD_PATH, handler, expect_handler=defer_continue)
     router.add_post(DEPLOYMENTS_PATH, deploys.create, expect_handler=defer_continue)
     router.add_get("/healthz", probes.healthz, expect_handler=continue_at_once)
     router.add_get("/readyz", probes.readyz, expect_handler=continue_at_once)

@@ -1,24 +1,24 @@
-"""The server's commands: ``serve``, ``check-config`` and ``lifecycle``."""
+"""The server's commands: ``serve``, ``check-config`` and ``lifecycle``.
+
+The server stack (aiohttp, aiobotocore, prometheus-client...) is imported by the command that runs,
+not by this module: ``gateway --help`` and the client commands build their parser from here."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import Config, ConfigError, load_config
-from gateway.server.adapters.aws import open_s3_client
-from gateway.server.adapters.lifecycle import deployments_rule, ensure_lifecycle, get_rules
-from gateway.server.observability.logs import configure_logging
-from gateway.server.serve import PortInUse, serve
-from gateway.server.workers import with_workers
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 
 def _config_path(args: argparse.Namespace) -> str:
+    from gateway.config import ConfigError
+
     path: str | None = getattr(args, "config", None) or os.environ.get("GATEWAY_CONFIG")
     if not path:
         raise ConfigError("", "no configuration: pass --config FILE or set GATEWAY_CONFIG")
@@ -35,6 +35,11 @@ def _with_embedded(stack: contextlib.ExitStack, config: Config) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.server.observability.logs import configure_logging
+    from gateway.server.serve import PortInUse, serve
+    from gateway.server.workers import with_workers
+
     config = with_workers(load_config(_config_path(args)), args.workers)
     configure_logging(config.logging.level, config.logging.json)
     with contextlib.ExitStack() as stack:
@@ -46,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+
     if args.file and args.config and args.file != args.config:
         raise ConfigError("", f"two configuration files given: {args.file} and {args.config}")
     path = args.file or _config_path(args)
@@ -62,22 +69,27 @@ EMBEDDED_LIFECYCLE = (
 
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+
     config = load_config(_config_path(args))
     if config.storage.embedded:
         # Starting a throwaway store here would show or change rules nobody uses.
         print(EMBEDDED_LIFECYCLE, file=sys.stderr)
         return 2
+    import asyncio
+
     rules = asyncio.run(_lifecycle(config, apply=args.action == "apply"))
     print(json.dumps({"bucket": config.storage.bucket, "rules": rules}, indent=2, default=str))
     return 0
 
 
 async def _lifecycle(config: Config, *, apply: bool) -> list[dict[str, Any]]:
+    from gateway.server.adapters.aws import open_s3_client
+    from gateway.server.adapters.lifecycle import ensure_lifecycle, get_rules, rules_besides_sources
+
     async with open_s3_client(config.storage) as s3:
         if apply:
-            changed = await ensure_lifecycle(
-                s3, config.storage, also=[deployments_rule(config.deployments)]
-            )
+            changed = await ensure_lifecycle(s3, config.storage, also=rules_besides_sources(config))
             print(
                 "lifecycle rules " + ("applied" if changed else "already in place"),
                 file=sys.stderr,

@@ -111,15 +111,32 @@ class EventLogStore:
                 return slots
             start = listed.keys[-1]
 
+    async def head_slot(self, app: str, deployment_id: str, after: int) -> int:
+        """The last taken slot (``after`` when none is above it) in at most three listings
+        however long the log: the log after ``after``; when that is not all of it, the chunks,
+        then the log after the last chunk (every slot below a chunk's end is taken)."""
+        prefix = self._log_prefix(app, deployment_id)
+        start = self._slot_key(app, deployment_id, after) if after else None
+        listed = await self._objects.list_keys(prefix, start)
+        if not listed.keys:
+            return after
+        last = int(listed.keys[-1][len(prefix) : len(prefix) + _SLOT_DIGITS])
+        if not listed.truncated:
+            return last
+        folder = f"{self._folder(app, deployment_id)}chunks/"
+        chunks = await self._objects.list_keys(folder)
+        if chunks.keys:
+            chunk = int(chunks.keys[-1][len(folder) : len(folder) + 6])
+            last = max(last, (chunk + 1) * self.chunk_events)
+        slots = await self.slots_after(app, deployment_id, last)
+        return slots[-1] if slots else last
+
     async def entries_after(self, app: str, deployment_id: str, after: int) -> list[Entry]:
         """Every entry above slot ``after``, in slot order: complete chunks one GET each, the
         open chunk at the head one GET per entry."""
-        slots = await self.slots_after(app, deployment_id, after)
-        if not slots:
-            return []
-        head = slots[-1]
+        head = await self.head_slot(app, deployment_id, after)
         groups: dict[int, list[int]] = {}
-        for slot in slots:
+        for slot in range(after + 1, head + 1):
             groups.setdefault((slot - 1) // self.chunk_events, []).append(slot)
         parts = await bounded(
             self._read_group(app, deployment_id, chunk, group, head)

@@ -18,10 +18,9 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from gateway.errors import ServiceUnavailable
 from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.s3 import translate
-from gateway.server.adapters.store import ObjectNotFound
+from gateway.server.adapters.store import ObjectNotFound, PreconditionFailed
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +32,7 @@ _FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientErro
 # write of the same key was in flight at the same moment.
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 
-
-class PreconditionFailed(ServiceUnavailable):
-    """A conditional write found the key in another state than asked (exists, or changed)."""
-
-    def __init__(self) -> None:
-        super().__init__("the record changed meanwhile, try again", retry_after=1)
+__all__ = ["MAX_KEYS", "JsonObjects", "KeyPage", "PreconditionFailed", "S3JsonObjects"]
 
 
 @dataclass(frozen=True)

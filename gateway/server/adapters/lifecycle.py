@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from gateway.config import DeploymentsConfig, StorageConfig
+from gateway.config import Config, DeploymentsConfig, ResumableConfig, StorageConfig
 from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.retry import RetryPolicy
 
@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 # Incomplete multipart uploads (a crashed instance's) are invisible but billed: drop them then.
 ABORT_INCOMPLETE_AFTER_DAYS = 1
+RESUMABLE_DAY = 86400
+# Past an upload's end, its objects stay this long: a request that began just before its
+# token expired may still be writing.
+RESUMABLE_MARGIN_DAYS = 1
 
 
 class LifecycleConflict(Exception):
@@ -50,6 +54,24 @@ def deployments_rule(config: DeploymentsConfig) -> dict[str, Any]:
         "Status": "Enabled",
         "Expiration": {"Days": config.expire_after_days},
     }
+
+
+def resumable_rule(config: ResumableConfig) -> dict[str, Any]:
+    """Resumable uploads' state, tail and staging objects, and their unfinished multipart
+    uploads, go a day after the longest an upload may live (S3 counts whole days)."""
+    days = -(-config.ttl_seconds // RESUMABLE_DAY) + RESUMABLE_MARGIN_DAYS
+    return {
+        "ID": rule_id(config.prefix),
+        "Filter": {"Prefix": config.prefix},
+        "Status": "Enabled",
+        "Expiration": {"Days": days},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": days},
+    }
+
+
+def rules_besides_sources(config: Config) -> list[dict[str, Any]]:
+    """The rules the gateway keeps on its bucket beside ``gateway_rule``'s."""
+    return [deployments_rule(config.deployments), resumable_rule(config.sources.resumable)]
 
 
 def _same_rule(a: dict[str, Any], b: dict[str, Any]) -> bool:

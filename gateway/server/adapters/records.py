@@ -130,6 +130,18 @@ class RecordStore:
         found = await bounded(self._read_or_none(app, deployment_id) for deployment_id in ids)
         return [record for record in found if record is not None], len(keys)
 
+    async def newest(self, app: str, count: int) -> list[tuple[str, float]]:
+        """The app's ``count`` newest deployments, newest first, as (id, creation time in seconds
+        since the epoch): ONE listing of the index, whose names hold both."""
+        prefix = self._index_prefix(app)
+        listed = await self._objects.list_keys(prefix, None, max_keys=count)
+        found = []
+        for key in listed.keys:
+            inverted, _, deployment_id = key[len(prefix) :].partition("-")
+            if inverted.isdigit() and deployment_id:
+                found.append((deployment_id, (_INVERT_FROM - int(inverted)) / 1000))
+        return found
+
     async def _all_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
         while True:

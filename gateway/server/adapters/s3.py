@@ -23,6 +23,7 @@ from gateway.errors import BadGateway, GatewayError
 from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.retry import RetryPolicy
+from gateway.server.adapters.s3_resumable import S3ResumableCalls
 from gateway.server.adapters.store import (
     Buffer,
     ObjectChanged,
@@ -123,7 +124,7 @@ def translate(exc: Exception, operation: str) -> GatewayError:
 _S3_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
 
 
-class S3Store:
+class S3Store(S3ResumableCalls):
     """``ObjectStore`` on an S3 bucket (AWS, MinIO, Ceph, R2, moto) through one aiobotocore client.
 
     Streamed single PUTs and parts go through the outbound aiohttp session to presigned URLs,

@@ -7,7 +7,7 @@ missing key. ``gateway.server.adapters.s3.S3Store`` is the implementation.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -36,6 +36,13 @@ class StorageFailed(BadGateway):
     """The object store answered with an error."""
 
 
+class PreconditionFailed(ServiceUnavailable):
+    """A conditional write found the key in another state than asked (exists, or changed)."""
+
+    def __init__(self) -> None:
+        super().__init__("the record changed meanwhile, try again", retry_after=1)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
@@ -46,6 +53,9 @@ class ObjectInfo:
     # The tags set with the sha256 (``set_sha256``'s ``extra``), of this version only.
     tags: Mapping[str, str] = field(default_factory=dict)
 
+
+# The largest object one CopyObject call copies (S3's limit; larger needs UploadPartCopy).
+MAX_COPY_SIZE = 5 * 1024**3
 
 # Bytes held in memory: a part buffer, or a view of the filled front of one.
 Buffer = bytes | bytearray | memoryview
@@ -74,8 +84,25 @@ class ObjectStore(Protocol):
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
         """Make the parts (in order) one visible object; return its ETag."""
 
+    async def complete_parts(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> str:
+        """Make the listed parts (``(number, ETag)``, numbers ascending, gaps allowed) one visible
+        object; return its ETag. ``StorageFailed`` if a part's ETag is not the one it holds."""
+
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Discard an unfinished multipart upload and its parts."""
+
+    async def create_bytes(self, key: str, data: Buffer, content_type: str) -> str:
+        """Store ``data`` as a new object only if ``key`` is free; return its ETag, or raise
+        ``PreconditionFailed`` when an object is there already."""
+
+    async def copy(self, source: str, key: str, content_type: str) -> str:
+        """Make ``key`` a copy of the object at ``source`` (at most ``MAX_COPY_SIZE`` bytes) with
+        ``content_type`` and no tags; return the new ETag (``ObjectNotFound`` without source)."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the object at ``key``; a key that does not exist is not an error."""
 
     async def set_sha256(
         self, key: str, sha256: str, etag: str, extra: Mapping[str, str] | None = None

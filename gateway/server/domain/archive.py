@@ -1,10 +1,11 @@
 """Checking an upload as it streams: gunzip it, read its tar headers, refuse what is unsafe.
 
 ``ArchiveInspector`` is fed the body chunk by chunk and keeps only a few counters, one partial
-512-byte header and (bounded) GNU long names and PAX headers: inflated data is looked at once and
-dropped. Header fields are parsed per 512-byte record and file data is skipped by offset, so the
-Python work grows with the number of entries, not of bytes; inflating (ISA-L, which lets go of the
-GIL) is the cost. ``ArchiveCheck`` runs the inspector off the event loop for one upload.
+512-byte header, the name records of the next entry (``tarnames``) and the archive's symbolic
+links (``tarlinks``), each bounded: inflated data is looked at once and dropped. Header fields are
+parsed per 512-byte record and file data is skipped by offset, so the Python work grows with the
+number of entries, not of bytes; inflating (ISA-L, which lets go of the GIL) is the cost.
+``ArchiveCheck`` runs the inspector off the event loop for one upload.
 """
 
 from __future__ import annotations
@@ -22,17 +23,17 @@ from .tarformat import (
     mode_type,
     number,
     parts,
-    pax_records,
-    resolves_outside,
     show,
     signed_checksum,
 )
+from .tarlinks import LinkTree
+from .tarnames import MAX_LONG_BYTES, MAX_NAME_BYTES, PendingRecords
 
 Mode = Literal["enforce", "report", "off"]
 MODES: tuple[Mode, ...] = ("enforce", "report", "off")
 
-# GNU long names and PAX headers are held whole until the entry they describe; real ones are a
-# few hundred bytes (PATH_MAX is 4096, an xattr at most 64 KiB).
+# A PAX header is held whole until it is parsed; real ones are a few hundred bytes, with
+# extended attributes (at most 64 KiB each) a few KiB.
 MAX_META_BYTES = 1024 * 1024
 # Bytes handed to the inflating thread at once: the thread hop is paid per batch, not per chunk.
 BATCH_BYTES = 1024 * 1024
@@ -41,10 +42,12 @@ ZERO_BLOCK = bytes(BLOCK)
 # Type flags (POSIX ustar, GNU, PAX).
 _SYMLINK, _HARDLINK, _DIR = ord("2"), ord("1"), ord("5")
 _REFUSED_TYPES = {ord("3"): "character device", ord("4"): "block device", ord("6"): "FIFO"}
-_META_TYPES = frozenset(b"LKxgX")  # GNU long name/link, PAX local/global, Solaris extended
+_META_TYPES = frozenset(b"LKxg")  # GNU long name/link, PAX local/global
+# Solaris's extended header: tarfile and GNU tar read it as PAX, Go's archive/tar as an entry.
+_SOLARIS_EXTENDED = ord("X")
 _NO_DATA_TYPES = frozenset(b"123456")  # their size field is not followed by data
 _VOLUME_LABEL, _GNU_SPARSE = ord("V"), ord("S")
-_LONG_NAME, _LONG_LINK = ord("L"), ord("K")
+_GLOBAL_PAX = ord("g")
 _FILE_TYPES = frozenset(b"07S\x00")
 # File-type bits in the mode field (some writers keep them): a socket, device or FIFO in disguise.
 _REFUSED_MODES = {0o140000: "socket", 0o020000: "character device", 0o060000: "block device"}
@@ -73,12 +76,10 @@ class ArchiveInspector:
         self._meta_type = 0  # collecting the data of a GNU long name/link or PAX header
         self._meta_left = 0
         self._meta = bytearray()
-        self._long: dict[int, bytes] = {}  # GNU long name (L) and link (K) for the next entry
-        self._pax: dict[bytes, bytes] = {}  # PAX records for the next entry
-        self._pax_global: dict[bytes, bytes] = {}
+        self._records = PendingRecords()  # GNU long name/link and PAX records for the next entry
         self._sparse_ext = False  # old GNU sparse: extension headers precede the data
         self._sparse_data = 0
-        self._symlinks: dict[bytes, bytes] = {}
+        self._links = LinkTree()
 
     def feed(self, chunk: bytes) -> None:
         for out in self._gunzip.inflate(chunk):
@@ -99,11 +100,7 @@ class ArchiveInspector:
             raise ArchiveInvalid(f"tar archive cut short in entry {show(self._last_name)}")
         if self._partial and (self._partial.count(0) != len(self._partial) or not self._ended):
             raise ArchiveInvalid(f"tar archive cut short after entry {show(self._last_name)}")
-        for name, target in self._symlinks.items():
-            if resolves_outside(self._symlinks, name, target):
-                raise ArchiveInvalid(
-                    f"symbolic link {show(name)} -> {show(target)} leaves the root through links"
-                )
+        self._links.check()
         return self.facts()
 
     def facts(self, problem: str | None = None) -> ArchiveFacts:
@@ -156,7 +153,7 @@ class ArchiveInspector:
             return
         self._headers += 1
         try:
-            stored = int(block[148:156].strip(b" \0"), 8)
+            stored = number(block[148:156])
         except ValueError:
             stored = -1
         if stored != checksum(block) and stored != signed_checksum(block):
@@ -169,24 +166,16 @@ class ArchiveInspector:
         except ValueError:
             raise ArchiveInvalid(f"bad size field after entry {show(self._last_name)}") from None
         if kind in _META_TYPES:
-            if size > MAX_META_BYTES:
-                raise ArchiveInvalid(f"extended header of {size} bytes (more than 1 MiB)")
-            self._meta_type, self._meta_left = kind, size
-            self._meta.clear()
-            if not size:
-                self._meta_done()
+            self._meta_start(kind, size)
             return
-        if kind == _VOLUME_LABEL:  # names the tape, not a file
-            self._skip = -size % BLOCK + size
-            return
-        pax = {**self._pax_global, **self._pax} if self._pax_global else self._pax
-        if b"size" in pax:
-            size = self._pax_size(pax[b"size"])
-        self._entry(kind, block, pax)
-        if self._long:
-            self._long.clear()
-        if self._pax:
-            self._pax = {}
+        if kind == _SOLARIS_EXTENDED:
+            raise ArchiveInvalid(f"Solaris extended header after entry {show(self._last_name)}")
+        records = self._records
+        if records.seen:
+            size = records.size(size, self._last_name)
+        self._entry(kind, block, size)
+        if records.seen:
+            records.clear()
         if kind in _NO_DATA_TYPES:
             return
         if kind == _GNU_SPARSE and block[482]:
@@ -194,46 +183,50 @@ class ArchiveInspector:
             return
         self._skip = -size % BLOCK + size
 
-    def _pax_size(self, value: bytes) -> int:
-        try:
-            return int(value)
-        except ValueError:
-            raise ArchiveInvalid(f"bad PAX size after entry {show(self._last_name)}") from None
+    def _meta_start(self, kind: int, size: int) -> None:
+        limit = MAX_META_BYTES if kind in b"xg" else MAX_LONG_BYTES
+        if size > limit:
+            raise ArchiveInvalid(
+                f"extended header of {size} bytes (more than {limit}) "
+                f"after entry {show(self._last_name)}"
+            )
+        self._meta_type, self._meta_left = kind, size
+        self._meta.clear()
+        if not size:
+            self._meta_done()
 
     def _meta_done(self) -> None:
         data = bytes(self._meta)
         self._meta.clear()
         kind, self._meta_type = self._meta_type, 0
         self._skip = -len(data) % BLOCK
-        if kind in b"LK":
-            self._long[kind] = data.rstrip(b"\0")
-        elif kind == ord("g"):
-            self._pax_global.update(pax_records(data))
+        if kind == _GLOBAL_PAX:  # nothing of it is kept: it may not name, link or size entries
+            self._records.check_global(data)
         else:
-            self._pax = pax_records(data)
+            self._records.add(kind, data, self._last_name)
 
-    def _entry(self, kind: int, block: bytes, pax: dict[bytes, bytes]) -> None:
-        name = None
-        if pax or self._long:  # names longer than the header's fields
-            name = pax.get(b"GNU.sparse.name") or pax.get(b"path") or self._long.get(_LONG_NAME)
-        if name is None:
-            name = block[:100].split(b"\0", 1)[0]
-            if block[257:263] == b"ustar\0" and block[345] != 0:
-                name = block[345:500].split(b"\0", 1)[0] + b"/" + name
+    def _entry(self, kind: int, block: bytes, size: int) -> None:
+        names = self._records.names(kind, block)
+        name = names[0]
         self._last_name = name
-        self.entries += 1
-        if self.entries > self._max_entries:
-            raise ArchiveInvalid(f"more than {self._max_entries} entries (sources.max_entries)")
-        self._check_name(name)
+        if kind != _VOLUME_LABEL:  # names the tape for GNU tar (tarfile writes it as a file)
+            self.entries += 1
+            if self.entries > self._max_entries:
+                raise ArchiveInvalid(f"more than {self._max_entries} entries (sources.max_entries)")
+        for each in names:
+            self._check_name(each)
+        if kind == _VOLUME_LABEL:
+            return
+        if size and kind in _NO_DATA_TYPES:  # GNU tar skips data there, the others read headers
+            raise ArchiveInvalid(f"entry {show(name)} of type {chr(kind)} has a size ({size})")
         if kind in _FILE_TYPES:
             self.files += 1
         elif kind in _REFUSED_TYPES:
             raise ArchiveInvalid(f"entry {show(name)} is a {_REFUSED_TYPES[kind]}")
         elif kind in (_SYMLINK, _HARDLINK):
-            target = pax.get(b"linkpath") or self._long.get(_LONG_LINK)
-            if target is None:
-                target = block[157:257].split(b"\0", 1)[0]
-            self._check_link(kind, name, target)
+            if len(names) > 1:
+                raise ArchiveInvalid(f"link {show(name)} has two names ({show(names[1])})")
+            self._check_link(kind, name, self._records.target(block))
         # Most writers leave the type bits out ("0000644"): parse the field only if they may be in.
         bits = 0 if block[100:104] == b"0000" else mode_type(block[100:108])
         if bits in _REFUSED_MODES:
@@ -243,6 +236,8 @@ class ArchiveInspector:
     def _check_name(self, name: bytes) -> None:
         if not name:
             raise ArchiveInvalid(f"an entry without a name after {show(self._last_name)}")
+        if len(name) > MAX_NAME_BYTES:
+            raise ArchiveInvalid(f"entry {show(name)}: name longer than {MAX_NAME_BYTES} bytes")
         if CONTROL.search(name):
             raise ArchiveInvalid(f"entry {show(name)}: name contains a control character")
         if name.startswith(b"/"):
@@ -253,14 +248,18 @@ class ArchiveInspector:
     def _check_link(self, kind: int, name: bytes, target: bytes) -> None:
         if b"\0" in target:
             raise ArchiveInvalid(f"link {show(name)}: target contains NUL")
+        if len(target) > MAX_NAME_BYTES:
+            raise ArchiveInvalid(f"link {show(name)}: target longer than {MAX_NAME_BYTES} bytes")
         if kind == _HARDLINK:  # names another entry of the archive
             if target.startswith(b"/") or b".." in parts(target):
                 raise ArchiveInvalid(f"hard link {show(name)} -> {show(target)} leaves the root")
             return
-        if climbs_out(parts(name), target):
+        name_parts = parts(name)
+        if not name_parts:
+            raise ArchiveInvalid(f"symbolic link {show(name)} would replace the root")
+        if climbs_out(name_parts, target):
             raise ArchiveInvalid(f"symbolic link {show(name)} -> {show(target)} leaves the root")
-        # Kept to follow links through links at the end: bounded by max_entries.
-        self._symlinks[b"/".join(parts(name))] = target
+        self._links.add(name_parts, target)  # to follow links through links at the end
 
     def _track_root(self, kind: int, name: bytes) -> None:
         if self._rootless:

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from gateway.errors import TokenExpired, TokenInvalid
-from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID
+from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID, git_ref_errors
 from gateway.server.adapters.store import ObjectNotFound, ObjectStore
 from gateway.server.domain.archive_facts import ArchiveFacts
 from gateway.server.domain.records import hook_errors
@@ -25,8 +25,6 @@ from gateway.server.domain.urlguard import UrlGuard, check_form
 
 log = logging.getLogger(__name__)
 
-# git_ref becomes an image tag on the platform; longer refs are not real ones.
-MAX_GIT_REF_LENGTH = 255
 GZIP_MAGIC = b"\x1f\x8b"
 # Both names of the archive URL: the published Sources API's, and the platform's current API's.
 URL_FIELDS = ("download_url", "source_url")
@@ -80,17 +78,6 @@ def app_name_errors(app: str) -> list[str]:
     if APP_NAME.fullmatch(app):
         return []
     return [APP_NAME_RULE]
-
-
-def git_ref_errors(git_ref: str) -> list[str]:
-    errors = []
-    if len(git_ref) > MAX_GIT_REF_LENGTH:
-        errors.append(f"must be at most {MAX_GIT_REF_LENGTH} characters")
-    if not git_ref.isprintable():
-        errors.append("must contain printable characters only")
-    if git_ref.startswith("-"):
-        errors.append("must not start with '-'")
-    return errors
 
 
 def parse_request(data: Mapping[str, Any]) -> tuple[DeploymentRequest | None, Errors]:

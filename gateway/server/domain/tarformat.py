@@ -17,8 +17,6 @@ from ...errors import ArchiveInvalid
 # Inflated bytes per inflate call: what one call may hold, and how far past
 # max_inflated_bytes a decompression bomb gets before it is cut.
 OUT_CHUNK = 256 * 1024
-# Links followed when resolving one symbolic link, as Linux's own limit (ELOOP after 40).
-MAX_LINK_HOPS = 40
 BLOCK = 512
 GZIP_MAGIC = b"\x1f\x8b"
 CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
@@ -26,6 +24,15 @@ CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _INFLATE_ERROR = cast(type[Exception], isal_zlib.error)
 # The file-type bits of a mode.
 _S_IFMT = 0o170000
+# Octal header numbers as GNU tar and tarfile both read them (``number``).
+_OCTAL = re.compile(rb" *([0-7]+)(?:[ \0][ \0]*)?")
+# A PAX record's start: its length (plain digits; a record is at most an extended header, 1 MiB,
+# 7 digits), a space, its key and "=". One regex match a record: they may be six bytes each.
+_PAX_RECORD = re.compile(rb"([0-9]{1,7}) ([^=\n]*)=")
+# Digits of a PAX size: 10**18 bytes is past any limit, and int() of a long string is slow.
+MAX_PAX_NUMBER_DIGITS = 18
+# Type flags ``tarfile`` joins no prefix to: GNU long name, long link, old sparse.
+_GNU_TYPES = frozenset(b"LKS")
 
 
 def show(name: bytes) -> str:
@@ -87,13 +94,24 @@ class Gunzip:
 
 
 def number(field: bytes) -> int:
-    """A numeric header field: octal text, or GNU base-256 (first byte 0x80) for large values."""
+    """A numeric header field, read only in the form every extractor reads alike: GNU base-256
+    (first byte 0x80), or octal digits after optional spaces, ended by a space, a NUL or the end
+    of the field with nothing but spaces and NULs after them; all NULs is 0. Anything else (a
+    sign, ``_``, a NUL before the digits, which GNU tar skips and ``tarfile`` stops at) raises
+    ``ValueError``: readers disagree on it, or walk backwards on a negative size."""
     if field[0] & 0x80:
         if field[0] == 0x80:
             return int.from_bytes(field[1:], "big")
         raise ValueError("negative number")
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+    digits = field.rstrip(b" \0")
+    if digits.isdigit():  # what writers write ("%011o\0"): int() refuses an 8 or a 9
+        return int(digits, 8)
+    match = _OCTAL.fullmatch(field)
+    if match is None:
+        if field.count(0) == len(field):
+            return 0
+        raise ValueError("not an octal number")
+    return int(match[1], 8)
 
 
 def checksum(block: bytes) -> int:
@@ -122,30 +140,63 @@ def mode_type(field: bytes) -> int:
         return 0  # tar and tarfile read a bad mode as 0 too
 
 
-def pax_records(data: bytes) -> dict[bytes, bytes]:
-    """Parse PAX extended header records, ``"<length> <key>=<value>\\n"``."""
-    records: dict[bytes, bytes] = {}
-    pos = 0
-    while pos < len(data) and data[pos] != 0:
-        space = data.find(b" ", pos, pos + 24)
-        try:
-            length = int(data[pos:space]) if space > pos else 0
-        except ValueError:
-            length = 0
-        record = data[space + 1 : pos + length]
-        if length <= 0 or pos + length > len(data) or not record.endswith(b"\n"):
+def pax_records(
+    data: bytes, keep: frozenset[bytes], most: int
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The records of a PAX extended header, ``"<length> <key>=<value>\\n"``, whose key is in
+    ``keep``, in order (a key may repeat), and how many records it has: ``ValueError`` past
+    ``most``. Every record is checked, the others dropped as they are read: a header of many
+    small records costs no memory. The length is plain decimal digits."""
+    records = []
+    pos = count = 0
+    size, match = len(data), _PAX_RECORD.match
+    while pos < size and data[pos] != 0:
+        count += 1
+        if count > most:
+            raise ValueError("too many records")
+        found = match(data, pos)
+        end = pos + int(found[1]) if found else pos
+        if found is None or end <= found.end() or end > size or data[end - 1] != 0x0A:
             raise ArchiveInvalid("malformed PAX extended header")
-        key, equals, value = record[:-1].partition(b"=")
-        if not equals:
-            raise ArchiveInvalid("malformed PAX extended header")
-        records[key] = value
-        pos += length
-    return records
+        key = found[2]
+        if key in keep:
+            records.append((key, data[found.end() : end - 1]))
+        pos = end
+    return records, count
+
+
+def pax_number(value: bytes) -> int:
+    """A PAX numeric value (``size``): decimal digits only, no sign, space or ``_``."""
+    if not value.isdigit() or len(value) > MAX_PAX_NUMBER_DIGITS:
+        raise ValueError("not a PAX number")
+    return int(value)
+
+
+def header_names(block: bytes, kind: int) -> list[bytes]:
+    """The names extractors read from a header's own fields (no GNU long name or PAX record):
+    first GNU tar's and libarchive's (the ustar ``prefix`` joined only under POSIX magic), then
+    the others where they differ: Python's ``tarfile`` joins a non-empty prefix under any magic
+    (except to GNU long name, long link and sparse headers), Go's ``archive/tar`` reads a 131-byte
+    prefix in star headers (``tar\\0`` at the end of the block)."""
+    name = block[:100].split(b"\0", 1)[0]
+    if not block[345]:
+        return [name]
+    prefix = block[345:500].split(b"\0", 1)[0]
+    posix = block[257:263] == b"ustar\0"
+    names = [prefix + b"/" + name if posix else name]
+    if kind not in _GNU_TYPES and not posix:
+        names.append(prefix + b"/" + name)
+    if posix and kind in _GNU_TYPES:
+        names.append(name)
+    if posix and block[508:512] == b"tar\0":
+        star = block[345:476].split(b"\0", 1)[0]
+        names.append(star + b"/" + name if star else name)
+    return names
 
 
 def climbs_out(name_parts: list[bytes], target: bytes) -> bool:
     """Whether ``target``, read by name from the directory of the link at ``name_parts``, is
-    absolute or climbs above the root (without following other links: see ``resolves_outside``)."""
+    absolute or climbs above the root (without following other links: see ``tarlinks``)."""
     if target.startswith(b"/"):
         return True
     depth = len(name_parts) - 1
@@ -156,35 +207,6 @@ def climbs_out(name_parts: list[bytes], target: bytes) -> bool:
                 return True
         elif part not in (b"", b"."):
             depth += 1
-    return False
-
-
-def resolves_outside(links: dict[bytes, bytes], name: bytes, target: bytes) -> bool:
-    """Whether the link ``name`` -> ``target`` leads outside the root once every link of the
-    archive on its way is followed, as the file system will once it is unpacked."""
-    path: list[bytes] = []
-    todo = parts(name)[:-1] + target.split(b"/")
-    todo.reverse()
-    hops = 0
-    while todo:
-        part = todo.pop()
-        if part in (b"", b"."):
-            continue
-        if part == b"..":
-            if not path:
-                return True
-            path.pop()
-            continue
-        path.append(part)
-        via = links.get(b"/".join(path))
-        if via is not None:
-            hops += 1
-            if hops > MAX_LINK_HOPS:
-                return False  # a loop: it leads nowhere, so not out either
-            if via.startswith(b"/"):
-                return True
-            path.pop()
-            todo.extend(reversed(via.split(b"/")))
     return False
 
 

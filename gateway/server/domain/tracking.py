@@ -73,8 +73,7 @@ class DeploymentTracker:
         """The last entry of the log (None: empty), read after what this instance knows of it."""
         known = self._heads.get((app, deployment_id))
         after = max(entry_slot(known), int(record.get("log_slot", 0)))
-        slots = await self.events.slots_after(app, deployment_id, after)
-        last = slots[-1] if slots else after
+        last = await self.events.head_slot(app, deployment_id, after)
         entry = known if entry_slot(known) == last else None
         if entry is None and last:
             entry = await self.events.get_entry(app, deployment_id, last)

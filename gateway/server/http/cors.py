@@ -19,6 +19,37 @@ from gateway.server.domain.archive_facts import HEADERS as ARCHIVE_HEADERS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# What tus clients (tus-js-client, Uppy) and the IETF draft's send and read.
+RESUMABLE_REQUEST_HEADERS = (
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Offset",
+    "Upload-Checksum",
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Draft-Interop-Version",
+    "Content-Digest",
+    "Repr-Digest",
+)
+RESUMABLE_RESPONSE_HEADERS = (
+    "Location",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Upload-Limit",
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Draft-Interop-Version",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+)
 # Request headers a browser client may set: auth, upload metadata, conditional and ranged reads.
 ALLOWED_HEADERS = (
     "Authorization",
@@ -28,6 +59,7 @@ ALLOWED_HEADERS = (
     "Range",
     "If-None-Match",
     "If-Range",
+    *RESUMABLE_REQUEST_HEADERS,
 )
 # Response headers a script may read besides the CORS-safelisted ones.
 EXPOSED_HEADERS = (
@@ -46,6 +78,7 @@ EXPOSED_HEADERS = (
     # 429 answers (auth.limits): the IETF draft's fields, so a page can pace itself.
     "RateLimit-Policy",
     "RateLimit",
+    *RESUMABLE_RESPONSE_HEADERS,
 )
 _ALLOWED_ORIGIN = web.RequestKey("cors_allowed_origin", str)
 
@@ -93,7 +126,9 @@ class Cors:
         if isinstance(exc, web.HTTPMethodNotAllowed):
             methods = set(exc.allowed_methods)
         elif exc is None:
-            methods = {request.method}
+            # The path has an OPTIONS route of its own (tus discovery): its resource's methods.
+            resource = request.match_info.route.resource
+            methods = {route.method for route in resource} if resource else {request.method}
         if requested not in methods:
             if exc is not None and exc.status == 404:
                 raise exc

@@ -20,6 +20,7 @@ from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import app_name_errors
 from gateway.server.domain.event_log import LoggedEvent
 from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.follow import FollowHub
 from gateway.server.domain.records import (
     MAX_EVENT_CONTENT,
     deployment_view,
@@ -97,7 +98,10 @@ class DeploymentRecordHandlers:
         send_timeout: float,
         stopping: asyncio.Event,
         clock: Callable[[], float] = time.time,
+        replay_seconds: float = 3600,
     ) -> None:
+        # The instance's one follow core, shared with the WebSocket stream.
+        self.hub = FollowHub(tracker, poll_interval, replay_seconds, stopping, clock)
         self._auth = auth
         self.tracker = tracker
         self._tokens = tokens
@@ -159,7 +163,7 @@ class DeploymentRecordHandlers:
             }
         )
         await start_stream(request, response)
-        self.metrics.followers.inc()
+        self.metrics.followers.labels("sse").inc()
         facts = facts_of(request)
         try:
             await self._stream(request, response, record, after)
@@ -181,7 +185,7 @@ class DeploymentRecordHandlers:
             )
             cut_short(request, response, flush=True)
         finally:
-            self.metrics.followers.dec()
+            self.metrics.followers.labels("sse").dec()
         return response
 
     async def _stream(
@@ -191,7 +195,8 @@ class DeploymentRecordHandlers:
         record: Record,
         after: int,
     ) -> None:
-        batches = self.tracker.follow(record, after, self._poll_interval, self._stopping)
+        # The instance's shared feed of the deployment: one look per interval for all followers.
+        batches = self.hub.follow(record, after)
         async with contextlib.aclosing(batches):
             await self._relay(request, response, batches)
         if self._stopping.is_set():

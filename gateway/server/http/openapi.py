@@ -18,6 +18,7 @@ from gateway.config import Config
 from gateway.ids import SOURCE_ID_REGEX
 from gateway.server.domain.records import MAX_EVENT_ID, MAX_HOOK_LENGTH, STATUSES
 from gateway.server.http.openapi_platform import platform_paths, platform_schemas
+from gateway.server.http.openapi_resumable import source_operations, upload_path
 
 OPENAPI_PATH = "/v1/openapi.json"
 # The source id in paths: a lowercase UUID4 as the gateway issues them (anything else is 404).
@@ -636,18 +637,34 @@ def document(config: Config) -> Schema:
                         "Bad `Content-MD5`, mismatch, a body cut short, or a `Content-Type` that"
                         " is not a media type in printable ASCII (`code: invalid_content_type`)."
                     ),
+                    "201": {
+                        "description": "The IETF draft with `Upload-Complete: ?0` (or with "
+                        "`send_104`): a resumable upload, its URL in `Location`."
+                    },
                     "403": _json(_ref("TokenError"), "Bad, tampered, wrong-purpose or expired."),
+                    "409": _error("The draft: too many unfinished uploads of this source."),
                     "413": _error(f"Larger than {max_size} bytes; nothing is stored."),
                     **_rate_limited("Past the uploads in flight the source's creator may have"),
                     "417": _error("An `Expect` other than `100-continue`."),
+                    "501": _error("The draft, when resumable uploads are unavailable."),
                     "422": _json(
                         _ref("ArchiveInvalid"),
                         "The archive check (`archive_check: enforce`) refused the body: not "
                         "gzip, corrupt or cut short, not tar, too large inflated, too many "
-                        "entries, or an unsafe entry. Nothing is stored; an earlier upload "
+                        "entries, an unsafe entry, or a check over its CPU time "
+                        "(`archive_check_cpu_seconds`). Nothing is stored; an earlier upload "
                         "stays. Sent as soon as found, the connection then closed.",
                     ),
+                    "408": _error(
+                        "The body sent nothing for `server.body_timeout` seconds, or came slower"
+                        " than `server.min_upload_rate`; nothing is stored."
+                    ),
                     **_common_errors(),
+                    "503": _error(
+                        "The object store is unreachable or failing, or no part buffer was free"
+                        " within `server.body_timeout` seconds (`sources.max_buffer_bytes`).",
+                        _RETRY_AFTER,
+                    ),
                 },
             },
             "get": _download_operation("get"),
@@ -724,6 +741,9 @@ def document(config: Config) -> Schema:
             _error("The token may not deploy this app (`code: forbidden`)."),
         ),
     }
+    source_params = [_SOURCE_ID_PARAM, _token_param("upload")]
+    paths["/v1/sources/{id}"].update(source_operations(source_params))
+    paths["/v1/sources/{id}/uploads/{uid}"] = upload_path(_SOURCE_ID_PARAM)
     return {
         "openapi": "3.1.0",
         "info": {

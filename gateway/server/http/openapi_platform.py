@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.ids import APP_NAME_REGEX
+
 Schema = dict[str, Any]
+APP_NAME_PATTERN = f"^{APP_NAME_REGEX}$"
 
 
 def _ref(name: str) -> Schema:
@@ -128,6 +131,7 @@ def platform_paths(common: Schema, auth_errors: Schema, error: Schema) -> Schema
                 _json(_ref("Regions"), "The platform's CLI reads it before regional commands."),
             )
         },
+        "/v1/apps/{app}/deployments/stream": {"get": _stream_operation(app_param, error, common)},
         "/v1/apps/{app}": {
             "get": operation(
                 "The app, with the address of its deployments stream",
@@ -141,3 +145,35 @@ def platform_paths(common: Schema, auth_errors: Schema, error: Schema) -> Schema
             )
         },
     }
+
+
+def _stream_operation(app_param: Schema, error: Schema, common: Schema) -> Schema:
+    """The WebSocket, described in text: OpenAPI has no words for its frames."""
+    return {
+        "summary": "Every deployment of the app, live (a WebSocket)",
+        "operationId": "streamDeployments",
+        "tags": ["platform"],
+        "security": [],
+        "parameters": [{**app_param, "schema": {"type": "string", "pattern": APP_NAME_PATTERN}}],
+        "description": STREAM_DESCRIPTION,
+        "responses": {
+            "101": {"description": "Switching protocols: the stream."},
+            "400": error,
+            **common,
+            "503": _json(
+                _ref("Error"), "The object store fails, or `deployments.max_streams` are open."
+            ),
+        },
+    }
+
+
+STREAM_DESCRIPTION = (
+    "A WebSocket (`links.deployments_stream` of the app). The handshake carries no credential "
+    "and any `Origin`; the client's first text frame is "
+    '`{"type": "auth", "data": {"token": "<API token or JWT>"}}` within '
+    "`deployments.stream_auth_timeout`, else the server closes with 1008. Then one JSON object "
+    'per text frame: `{"type": "new", "id": D, "data": {"deployment": {...}}}`, '
+    '`{"type": "log", "id": D, "data": {"content"}}`, `{"type": "status", "id": D, "data": '
+    '{"status"}}`, and `{"type": "ping", "data": {"ts"}}` every 15 s; recent deployments are '
+    "replayed first. Closed 1001 on a graceful shutdown."
+)

@@ -154,9 +154,13 @@ class DeploymentMetrics:
         )
         self.followers = Gauge(
             "gateway_deployment_followers",
-            "Event streams (GET .../events) connected to this instance.",
+            "Deployment followers connected to this instance, by transport: sse (GET .../events)"
+            " or websocket (GET /v1/apps/{app}/deployments/stream).",
+            ["transport"],
             registry=registry,
         )
+        for transport in ("sse", "websocket"):
+            self.followers.labels(transport)  # both series exist from the start, at 0
         self.events = Counter(
             "gateway_deployment_events",
             "Events received from deployers (first delivery only), by type.",

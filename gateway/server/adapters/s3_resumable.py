@@ -1,0 +1,92 @@
+"""The ``ObjectStore`` calls resumable uploads add, for ``S3Store`` (which inherits them).
+
+Kept apart from ``s3.py`` so that module stays about streaming. Needs, besides what ``S3Store``
+needs, s3:DeleteObject (tail and staging objects) and s3:GetObject on the source copied
+(CopyObject).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
+
+from gateway.server.adapters.aws import error_code
+from gateway.server.adapters.store import Buffer, PreconditionFailed
+
+T = TypeVar("T")
+# Codes S3 gives a conditional write that lost (the key exists, or a concurrent conditional
+# write of the same key was in flight).
+_LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}
+
+
+class S3ResumableCalls:
+    """Conditional create, completion with explicit part numbers, copy and delete."""
+
+    _bucket: str
+
+    @property
+    def _s3(self) -> Any:
+        raise NotImplementedError
+
+    async def _call(self, operation: str, call: Awaitable[T]) -> T:
+        raise NotImplementedError
+
+    async def _known_etag(self, key: str, etag: str) -> str:
+        raise NotImplementedError
+
+    async def create_bytes(self, key: str, data: Buffer, content_type: str) -> str:
+        # Small objects (a tail is under one part): botocore's copy of the body costs little.
+        call = self._s3.put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=bytes(data),
+            ContentType=content_type,
+            IfNoneMatch="*",
+        )
+        try:
+            resp = await call
+        except Exception as exc:
+            if isinstance(exc, ClientError) and error_code(exc) in _LOST_RACE:
+                raise PreconditionFailed() from None
+            resp = await self._call("PutObject", _raise(exc))  # translated as every call's
+        return str(resp["ETag"])
+
+    async def complete_parts(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> str:
+        listed = [{"PartNumber": number, "ETag": etag} for number, etag in parts]
+        resp = await self._call(
+            "CompleteMultipartUpload",
+            self._s3.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listed},
+            ),
+        )
+        return await self._known_etag(key, str(resp.get("ETag") or ""))
+
+    async def copy(self, source: str, key: str, content_type: str) -> str:
+        resp = await self._call(
+            "CopyObject",
+            self._s3.copy_object(
+                Bucket=self._bucket,
+                Key=key,
+                CopySource={"Bucket": self._bucket, "Key": source},
+                ContentType=content_type,
+                MetadataDirective="REPLACE",
+                TaggingDirective="REPLACE",
+                Tagging="",
+            ),
+        )
+        return await self._known_etag(key, str(resp["CopyObjectResult"].get("ETag") or ""))
+
+    async def delete(self, key: str) -> None:
+        await self._call("DeleteObject", self._s3.delete_object(Bucket=self._bucket, Key=key))
+
+
+async def _raise(exc: Exception) -> Any:
+    """An awaitable that raises ``exc``: lets ``_call`` translate an error already caught."""
+    raise exc

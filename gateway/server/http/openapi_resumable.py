@@ -1,0 +1,134 @@
+"""The OpenAPI description of resumable uploads (tus 1.0, the IETF draft): the operations they add
+on the source URL and the upload resource, merged into ``openapi.document``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+UPLOAD_ID_PATTERN = "^[0-9a-f]{32}$"
+
+
+def _response(description: str, json_body: bool = True) -> Schema:
+    if not json_body:
+        return {"description": description}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+
+def _header(name: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+_PROTOCOL_HEADERS = [
+    _header("Tus-Resumable", "tus: `1.0.0` on every request but OPTIONS."),
+    _header("Upload-Draft-Interop-Version", "The IETF draft interop version."),
+    _header("Upload-Complete", "The draft: `?1` when this request ends the upload, else `?0`."),
+    _header("Upload-Length", "The upload's total length, when known."),
+]
+_ERRORS: Schema = {
+    "400": _response("A malformed header, or lengths that contradict each other."),
+    "403": _response("A bad, expired or foreign token."),
+    "404": _response("Unknown, cancelled or expired upload (or route)."),
+    "405": _response("Method not allowed."),
+    "408": _response("The body stopped arriving."),
+    "409": _response("Wrong offset, a newer request took the upload over, or too many uploads."),
+    "412": _response("tus: no `Tus-Resumable: 1.0.0`."),
+    "413": _response("Past the size limit."),
+    "415": _response("The body's media type is not the protocol's."),
+    "417": _response("An `Expect` header other than `100-continue`."),
+    "422": _response("The archive check refused the upload (nothing visible)."),
+    "460": _response("tus: `Upload-Checksum` does not match; the chunk is discarded."),
+    "501": _response("Resumable uploads are off, or the store ignores conditional writes."),
+    "502": _response("The object store answered with an error."),
+    "503": _response("The object store is unreachable or failing."),
+}
+_UPLOAD_PARAMS = [
+    {
+        "name": "uid",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": UPLOAD_ID_PATTERN},
+    },
+    {
+        "name": "token",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The upload's resume token (from its `Location`).",
+    },
+]
+
+
+def _operation(summary: str, operation_id: str, ok: Schema, params: list[Schema]) -> Schema:
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": ["sources"],
+        "security": [],
+        "parameters": [*params, *_PROTOCOL_HEADERS],
+        "responses": {**ok, **_ERRORS},
+    }
+
+
+def _discovery(operation_id: str, params: list[Schema]) -> Schema:
+    return {
+        "summary": "Discovery: tus versions, extensions, limits; the draft's Upload-Limit",
+        "operationId": operation_id,
+        "tags": ["sources"],
+        "security": [],
+        "parameters": params,
+        "responses": {
+            "204": _response("What the server speaks.", json_body=False),
+            **{status: _ERRORS[status] for status in ("403", "404", "405", "417")},
+        },
+    }
+
+
+def source_operations(source_params: list[Schema]) -> Schema:
+    """``POST`` and ``OPTIONS`` on the ``upload_url``."""
+    created = {
+        "200": _response("The draft with `Upload-Complete: ?1`: the upload's usual answer."),
+        "201": _response("Created: `Location` is the upload's absolute URL.", json_body=False),
+    }
+    return {
+        "post": _operation(
+            "Create a resumable upload (tus `POST`, or the draft)",
+            "createResumableUpload",
+            created,
+            source_params,
+        ),
+        "options": _discovery("discoverResumableUploads", source_params),
+    }
+
+
+def upload_path(source_id: Schema) -> Schema:
+    """The upload resource: offset, append, cancel, discovery; ``source_id`` its id parameter."""
+    params = [source_id, *_UPLOAD_PARAMS]
+    offset = {"200": _response("tus: the offset.", False), "204": _response("The offset.", False)}
+    appended = {
+        "200": _response("The draft: the upload completed, its usual answer."),
+        "204": _response("Appended: the new `Upload-Offset`.", json_body=False),
+    }
+    head = _operation("The upload's offset", "getUploadOffset", offset, params)
+    get = {**head, "operationId": "getUploadOffsetByGet", "summary": "The offset (draft 9 on)"}
+    return {
+        "head": head,
+        "get": get,
+        "patch": _operation("Append at the offset", "appendToUpload", appended, params),
+        "delete": _operation(
+            "Cancel the upload",
+            "cancelUpload",
+            {"204": _response("Cancelled.", json_body=False)},
+            params,
+        ),
+        "options": _discovery("discoverUpload", params),
+    }

@@ -1,0 +1,82 @@
+"""A TCP proxy for tests that cuts connections: the first ``cuts`` connections are closed once
+``after`` bytes went from the client to the server; later connections pass untouched.
+
+What a client sees when its network drops mid-upload (a phone at 95%): the request is cut, and
+its retry comes on a new connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp.test_utils import unused_port
+
+PIPE_CHUNK = 64 * 1024
+
+
+class DropProxy:
+    def __init__(self, upstream_port: int, after: int, cuts: int = 1) -> None:
+        self.upstream_port = upstream_port
+        self.after = after
+        self.cuts_left = cuts
+        self.port = unused_port()
+        self.connections = 0
+        self.dropped = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, budget: int | None
+    ) -> bool:
+        """Copy until EOF; True if cut after ``budget`` bytes."""
+        sent = 0
+        while chunk := await reader.read(PIPE_CHUNK):
+            if budget is not None and sent + len(chunk) > budget:
+                writer.write(chunk[: budget - sent])
+                return True
+            sent += len(chunk)
+            writer.write(chunk)
+            await writer.drain()
+        return False
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        cut = self.cuts_left > 0
+        if cut:
+            self.cuts_left -= 1
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        back = asyncio.ensure_future(self._pipe(up_r, client_w, None))
+        try:
+            if await self._pipe(client_r, up_w, self.after if cut else None):
+                self.dropped += 1
+                for w in (client_w, up_w):
+                    w.transport.abort()
+                return
+            await back
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            back.cancel()
+            await asyncio.gather(back, return_exceptions=True)
+            for w in (client_w, up_w):
+                w.transport.abort()
+            self._tasks.discard(task)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[DropProxy]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        try:
+            yield self
+        finally:
+            server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await server.wait_closed()
