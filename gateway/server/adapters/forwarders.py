@@ -30,9 +30,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import Config
 from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
+from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code, open_sqs_client
 from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ SIGNATURE_HEADER = "X-Gateway-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # A deployer's answer is a small JSON object; anything longer is not relayed.
 MAX_DEPLOYER_BODY = 1024 * 1024
+# The longest wait between two attempts at the deployer (deployments.forward.retries + 1 in all,
+# the first wait backoff_seconds): a deployer that is restarting takes seconds; waiting longer
+# than this helps nobody.
+FORWARD_MAX_DELAY = 30.0
 _QUEUE_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _QUEUE_BUSY = {"ThrottlingException", "RequestThrottled", "ServiceUnavailable", "InternalError"}
 
@@ -286,7 +290,11 @@ class ConfiguredForwarder:
                 forward.url,
                 forward.secret,
                 timeout=forward.timeout,
-                retry=RetryPolicy.for_forwarder(forward),
+                retry=RetryPolicy(
+                    attempts=forward.retries + 1,
+                    base_delay=forward.backoff_seconds,
+                    max_delay=FORWARD_MAX_DELAY,
+                ),
             )
             yield
             return

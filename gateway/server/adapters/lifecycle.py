@@ -13,8 +13,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from gateway.config import Config, DeploymentsConfig, ResumableConfig, StorageConfig
+from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,9 @@ RESUMABLE_DAY = 86400
 # Past an upload's end, its objects stay this long: a request that began just before its
 # token expired may still be writing.
 RESUMABLE_MARGIN_DAYS = 1
+# Merging the rules again when another writer replaced them meanwhile: they race only with other
+# writers of the same bucket's configuration (instances starting together, an operator).
+MERGE_RETRY = RetryPolicy(attempts=3, base_delay=0.2, max_delay=2.0)
 
 
 class LifecycleConflict(Exception):
@@ -109,7 +112,7 @@ async def ensure_lifecycle(
     merge is done again on top of theirs, a few times at most."""
     wanted = [gateway_rule(config), *also]
     changed = False
-    async for _ in RetryPolicy.for_lifecycle().tries():
+    async for _ in MERGE_RETRY.tries():
         existing = await get_rules(s3, config.bucket)
         if all(any(_same_rule(r, rule) for r in existing) for rule in wanted):
             return changed

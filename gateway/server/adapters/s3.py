@@ -20,9 +20,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.config import StorageConfig
 from gateway.errors import BadGateway, GatewayError
+from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.retry import RetryPolicy
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
 from gateway.server.adapters.store import (
     Buffer,
@@ -48,6 +48,10 @@ def _bare_etag(etag: str) -> str:
 
 # Statuses after which a part is sent again (S3's throttling and transient server errors).
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+# A part sent again (storage.max_attempts in all): S3 answers a throttled or failed part within
+# milliseconds, so a few short waits ride out a blip without holding the client's upload long.
+PART_BASE_DELAY = 0.1
+PART_MAX_DELAY = 2.0
 # Pieces a part is written to the socket in; aiohttp warns of one large bytes body.
 _SEND_SLICE = 1024 * 1024
 
@@ -143,7 +147,9 @@ class S3Store(S3ResumableCalls):
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
         self._on_error = on_error
-        self._retry = RetryPolicy.for_storage(config)
+        self._retry = RetryPolicy(
+            attempts=config.max_attempts, base_delay=PART_BASE_DELAY, max_delay=PART_MAX_DELAY
+        )
         self._send_limit = config.read_timeout
 
     @property
