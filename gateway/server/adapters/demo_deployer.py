@@ -18,12 +18,15 @@ import tempfile
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ class Reporter:
 class DemoDeployer:
     """Takes jobs from the queue one at a time and reports on each through its events_url."""
 
-    def __init__(self, sqs: Any, queue: str, http: aiohttp.ClientSession) -> None:
+    def __init__(self, sqs: SQSClient, queue: str, http: aiohttp.ClientSession) -> None:
         self._sqs = sqs
         self._queue = queue
         self._http = http

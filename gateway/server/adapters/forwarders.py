@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,6 +33,13 @@ from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
 from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code, open_sqs_client
 from gateway.server.adapters.connections import Connections
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import (
+        GetQueueUrlRequestTypeDef,
+        SendMessageRequestTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +213,7 @@ class SqsForwarder:
     permissions sqs:SendMessage and, for a queue given by name, sqs:GetQueueUrl.
     """
 
-    def __init__(self, client: Any, queue: str) -> None:
+    def __init__(self, client: SQSClient, queue: str) -> None:
         self._sqs = client
         self._queue = queue
         self._queue_url: str | None = queue if "://" in queue else None
@@ -220,7 +227,7 @@ class SqsForwarder:
 
     async def forward(self, job: Job) -> dict[str, Any] | None:
         try:
-            params: dict[str, Any] = {
+            params: SendMessageRequestTypeDef = {
                 "QueueUrl": await self._url(),
                 "MessageBody": job.body.decode(),
             }
@@ -256,7 +263,7 @@ class SqsForwarder:
 
         Asks GetQueueUrl (the permission a queue given by name needs anyway), for a queue given
         by URL with the account the URL names."""
-        params = {"QueueName": self._queue_name}
+        params: GetQueueUrlRequestTypeDef = {"QueueName": self._queue_name}
         if "://" in self._queue:
             owner = self._queue.rstrip("/").rsplit("/", 2)
             if len(owner) == 3 and owner[1].isdigit():
