@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ServiceUnavailable
 from gateway.server.adapters.store import ObjectStore
-from gateway.server.domain.archive_check import ArchiveCheck, ArchivePolicy
-from gateway.server.domain.archive_facts import ArchiveFacts
+from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
+from gateway.server.domain.archive.facts import ArchiveFacts
 
 log = logging.getLogger(__name__)
 
