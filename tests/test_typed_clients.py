@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "gateway" / "server"
 # Where clients are opened and handed around: the adapters, the app factory, the commands.
 CLIENT_MODULES = [
-    *sorted((SERVER / "adapters").glob("*.py")),
+    *sorted((SERVER / "adapters").rglob("*.py")),
     SERVER / "app.py",
     SERVER / "commands.py",
 ]
