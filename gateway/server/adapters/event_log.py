@@ -21,9 +21,9 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
+from gateway.errors import ObjectNotFound, WriteConflict
+from gateway.server.adapters.json_objects import JsonObjects
 from gateway.server.adapters.records import bounded
-from gateway.server.adapters.store import ObjectNotFound
 
 Entry = dict[str, Any]
 _SLOT_DIGITS = 10
@@ -69,7 +69,7 @@ class EventLogStore:
         key = self._claim_key(app, deployment_id, number)
         try:
             await self._objects.put_json(key, claim, if_absent=True)
-        except PreconditionFailed:
+        except WriteConflict:
             found = await self._get(key)
             return dict(found) if found is not None else None
         return None
@@ -91,7 +91,7 @@ class EventLogStore:
         key = self._slot_key(app, deployment_id, int(entry["slot"]))
         try:
             await self._objects.put_json(key, entry, if_absent=True)
-        except PreconditionFailed:
+        except WriteConflict:
             return False
         return True
 
@@ -163,5 +163,5 @@ class EventLogStore:
             return  # not all taken (or expiring): readers go on reading single entries
         key = self._chunk_key(app, deployment_id, chunk)
         # Compacted by another instance meanwhile: the same entries.
-        with contextlib.suppress(PreconditionFailed):
+        with contextlib.suppress(WriteConflict):
             await self._objects.put_json(key, {"entries": entries}, if_absent=True)

@@ -29,7 +29,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import Config
-from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
+from gateway.errors import DeployerRejected, DeployerUnavailable, QueueFailed, QueueUnavailable
 from gateway.server.adapters.aws import error_code, open_sqs_client
 from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.retry import RetryPolicy
@@ -57,30 +57,6 @@ class Job:
         """Serialise ``fields`` (which must hold ``id`` and ``app``) once, compactly."""
         body = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
         return cls(str(fields["id"]), str(fields["app"]), body)
-
-
-class DeployerRejected(GatewayError):
-    """The deployer refused the job with a 4xx: its status and JSON body reach the client."""
-
-    def __init__(self, status: int, body: dict[str, Any] | None) -> None:
-        super().__init__(f"the deployer refused the deployment (HTTP {status})")
-        self.status = status  # type: ignore[misc]
-        self._body = body
-
-    def body(self) -> dict[str, Any]:
-        return self._body if self._body is not None else {"error": self.message}
-
-
-class DeployerUnavailable(BadGateway):
-    """The deployer could not be reached, kept failing, or answered something unusable."""
-
-
-class QueueUnavailable(ServiceUnavailable):
-    """The deployment queue could not be reached or is throttling."""
-
-
-class QueueFailed(BadGateway):
-    """The deployment queue answered an error (missing queue, refused credentials...)."""
 
 
 class Forwarder(Protocol):

@@ -18,9 +18,8 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from gateway.errors import NotFound
-from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
-from gateway.server.adapters.store import ObjectNotFound, StorageUnavailable
+from gateway.errors import DeploymentNotFound, ObjectNotFound, StorageUnavailable, WriteConflict
+from gateway.server.adapters.json_objects import JsonObjects
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +37,6 @@ UPDATE_BACKOFF = 0.02
 # Milliseconds since the epoch are subtracted from this so that newer names sort first.
 _INVERT_FROM = 10**13
 _INVERTED_DIGITS = 13
-
-
-class DeploymentNotFound(NotFound):
-    def __init__(self) -> None:
-        super().__init__("deployment")
 
 
 async def bounded(calls: Iterable[Awaitable[T]], limit: int = READ_CONCURRENCY) -> list[T]:
@@ -115,7 +109,7 @@ class RecordStore:
             try:
                 await self._objects.put_json(key, updated, if_match=etag)
                 return
-            except PreconditionFailed:
+            except WriteConflict:
                 await asyncio.sleep(random.uniform(0, UPDATE_BACKOFF))
                 record, etag = await self.read(app, deployment_id)
         log.warning("deployment %s: record kept changing, update given up", deployment_id)

@@ -20,8 +20,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.errors import GatewayError
-from gateway.server.adapters.records import DeploymentNotFound, Record
+from gateway.errors import DeploymentNotFound, GatewayError
+from gateway.server.adapters.records import Record
 from gateway.server.domain.event_log import LoggedEvent
 from gateway.server.domain.tracking import DeploymentTracker
 

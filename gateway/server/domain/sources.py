@@ -7,6 +7,7 @@ import json
 import re
 from datetime import UTC, datetime
 
+from gateway.error_codes import Code
 from gateway.errors import BadRequest
 
 DEFAULT_CONTENT_TYPE = "application/gzip"
@@ -62,7 +63,7 @@ def stored_content_type(header: str | None) -> str:
     if value and (len(value) > MAX_CONTENT_TYPE_LENGTH or not _MEDIA_TYPE.fullmatch(value)):
         raise BadRequest(
             "Content-Type must be a media type (type/subtype; parameters) in printable ASCII",
-            code="invalid_content_type",
+            code=Code.INVALID_CONTENT_TYPE,
         )
     if value.split(";")[0].strip().lower() in _GENERIC_TYPES:
         return DEFAULT_CONTENT_TYPE

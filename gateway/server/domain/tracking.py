@@ -21,10 +21,9 @@ import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.errors import DeploymentNotFound, EventConflict, GatewayError, StorageUnavailable
 from gateway.server.adapters.event_log import Entry, EventLogStore
-from gateway.server.adapters.records import DeploymentNotFound, Record, RecordStore
-from gateway.server.adapters.store import StorageUnavailable
+from gateway.server.adapters.records import Record, RecordStore
 from gateway.server.domain.event_log import (
     LoggedEvent,
     entry_slot,
@@ -35,7 +34,7 @@ from gateway.server.domain.event_log import (
     snapshot,
 )
 from gateway.server.domain.log_heads import KeyedLocks, LogHeads
-from gateway.server.domain.records import Event, EventConflict, Page, is_finished
+from gateway.server.domain.records import Event, Page, is_finished
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import TokenExpired, TokenInvalid
+from gateway.errors import DeploymentNotFound, TokenExpired, TokenInvalid
 from gateway.ids import SOURCE_ID
-from gateway.server.adapters.records import DeploymentNotFound, Record
+from gateway.server.adapters.records import Record
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import app_name_errors
 from gateway.server.domain.event_log import LoggedEvent

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.errors import GatewayError, ServiceUnavailable, ValidationFailed
-from gateway.server.adapters.forwarders import DeployerRejected, Forwarder, Job
+from gateway.errors import DeployerRejected, GatewayError, ServiceUnavailable, ValidationFailed
+from gateway.server.adapters.forwarders import Forwarder, Job
 from gateway.server.domain.auth import Authenticator, Identity
 from gateway.server.domain.deployments import (
     ArchiveUrlChecker,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.error_codes import Code
 from gateway.errors import (
     BadRequest,
     ResumableUnavailable,
@@ -136,7 +137,7 @@ def integer_header(request: web.Request, name: str) -> int | None:
         return None
     value = value.strip()
     if not value.isdigit() or not value.isascii() or len(value) > MAX_INTEGER_DIGITS:
-        raise BadRequest(f"{name} must be a non-negative integer", code="invalid_header")
+        raise BadRequest(f"{name} must be a non-negative integer", code=Code.INVALID_HEADER)
     return int(value)
 
 
