@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,9 @@ def test_every_body_has_its_codes_keys() -> None:
     # Every code of the table is raised somewhere (the middleware renders bad_request and
     # forbidden for aiohttp's own 400 and 403 too).
     assert seen == set(Code)
+
+
+def test_the_api_reference_lists_the_table() -> None:
+    text = (PACKAGE.parent / "docs" / "api.md").read_text()
+    rows = re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \| ", text, re.M)
+    assert rows == [(str(code), str(entry.status)) for code, entry in CODES.items()]

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import Config
+from gateway.error_codes import CODES, Code
 from gateway.ids import SOURCE_ID_REGEX
 from gateway.server.domain.records import MAX_EVENT_ID, MAX_HOOK_LENGTH, STATUSES
 from gateway.server.http.openapi_platform import platform_paths, platform_schemas
@@ -137,16 +138,20 @@ def _schemas() -> Schema:
     return {
         "Error": {
             "type": "object",
-            "description": "401, 405, 409, 413, 5xx: `error` only; 400 and 403 add `code`.",
+            "description": "401, 405, 409, 413, 5xx: `error` only; 400 and 403 add `code`. "
+            "Every code: " + "; ".join(f"`{c}` ({e.status}) {e.meaning}" for c, e in CODES.items()),
             "required": ["error"],
-            "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+            "properties": {
+                "error": {"type": "string"},
+                "code": {"type": "string", "enum": [str(code) for code in CODES]},
+            },
         },
         "TokenError": {
             "type": "object",
             "required": ["error", "code"],
             "properties": {
                 "error": {"type": "string"},
-                "code": {"type": "string", "enum": ["token_invalid", "token_expired"]},
+                "code": {"type": "string", "enum": [Code.TOKEN_INVALID, Code.TOKEN_EXPIRED]},
             },
         },
         "NotFound": {
@@ -215,7 +220,7 @@ def _schemas() -> Schema:
             "required": ["error", "code"],
             "properties": {
                 "error": {"type": "string", "description": "The reason, naming the entry."},
-                "code": {"const": "archive_invalid"},
+                "code": {"const": Code.ARCHIVE_INVALID},
             },
         },
         "DeploymentRequest": {
