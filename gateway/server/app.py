@@ -26,9 +26,9 @@ from gateway.server.adapters.lifecycle import ensure_lifecycle, rules_besides_so
 from gateway.server.adapters.records import RecordStore
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.auth_wiring import authenticator, jwks_context
-from gateway.server.domain.archive_check import ArchivePolicy
+from gateway.server.domain.archive.check import ArchivePolicy
+from gateway.server.domain.archive.pool import CheckPool
 from gateway.server.domain.auth import Authenticator
-from gateway.server.domain.check_pool import CheckPool
 from gateway.server.domain.deployments import ArchiveUrlChecker
 from gateway.server.domain.event_log import CHUNK_EVENTS
 from gateway.server.domain.events_token import EventsTokens

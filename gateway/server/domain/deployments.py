@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 from gateway.errors import ObjectNotFound, TokenExpired, TokenInvalid
 from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID, git_ref_errors
 from gateway.server.adapters.store import ObjectStore
-from gateway.server.domain.archive_facts import ArchiveFacts
+from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.records import hook_errors
 from gateway.server.domain.signing import Purpose, UrlSigner
 from gateway.server.domain.sources import object_key

@@ -18,8 +18,8 @@ from typing import Any
 from gateway.error_codes import Code
 from gateway.errors import ArchiveInvalid, BadGateway, BadRequest, GatewayError
 from gateway.server.adapters.store import ObjectStore
-from gateway.server.domain.archive_check import ArchiveCheck, ArchivePolicy
-from gateway.server.domain.archive_facts import ArchiveFacts
+from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
+from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.sources import object_key
 from gateway.server.domain.upload_state import UploadState, UploadStates
 

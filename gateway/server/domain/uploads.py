@@ -33,8 +33,8 @@ from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.server.adapters.store import ObjectStore
-from gateway.server.domain.archive_check import ArchiveCheck, ArchivePolicy
-from gateway.server.domain.archive_facts import ArchiveFacts
+from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
+from gateway.server.domain.archive.facts import ArchiveFacts
 
 log = logging.getLogger(__name__)
 

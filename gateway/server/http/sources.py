@@ -12,7 +12,7 @@ from gateway.config import Config
 from gateway.errors import PayloadTooLarge
 from gateway.ids import new_source_id
 from gateway.server.adapters.store import ObjectStore
-from gateway.server.domain.archive_facts import ArchiveFacts
+from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.ranges import (
