@@ -15,6 +15,9 @@ import pytest
 
 from gateway.error_codes import CODES, Code
 from gateway.errors import GatewayError
+from gateway.server.http.openapi import document
+
+from .helpers import Gateway
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 
@@ -161,3 +164,18 @@ def test_the_api_reference_lists_the_table() -> None:
     text = (PACKAGE.parent / "docs" / "api.md").read_text()
     rows = re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \| ", text, re.M)
     assert rows == [(str(code), str(entry.status)) for code, entry in CODES.items()]
+
+
+def test_openapi_names_every_code_under_its_status(gateway: Gateway) -> None:
+    doc = document(gateway.config)
+    named = set()
+    for item in doc["paths"].values():
+        for operation in item.values():
+            for status, response in operation["responses"].items():
+                for code in re.findall(r"`code: ([a-z_]+)`", response.get("description", "")):
+                    assert code in CODES, f"{operation['operationId']} {status}: {code}"
+                    assert CODES[Code(code)].status == int(status), operation["operationId"]
+                    named.add(code)
+    assert named == set(Code)
+    error = doc["components"]["schemas"]["Error"]["properties"]["code"]
+    assert error["enum"] == [str(code) for code in CODES]

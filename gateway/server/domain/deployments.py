@@ -16,6 +16,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from gateway.errors import ObjectNotFound, TokenExpired, TokenInvalid
 from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID, git_ref_errors
+from gateway.paths import SOURCE
 from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.records import hook_errors
@@ -129,7 +130,7 @@ def match_own_url(url: str, public_url: str) -> OwnUrl | None:
             return None
     except ValueError:
         return None
-    prefix = base.path.rstrip("/") + "/v1/sources/"
+    prefix = base.path.rstrip("/") + SOURCE.removesuffix("{id}")
     source_id = parts.path[len(prefix) :] if parts.path.startswith(prefix) else ""
     if not SOURCE_ID.fullmatch(source_id):
         return OwnUrl(None, None)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from gateway.error_codes import Code
 from gateway.errors import BadRequest
+from gateway.paths import SOURCE
 
 DEFAULT_CONTENT_TYPE = "application/gzip"
 # The platform's deployer refuses archives served as octet-stream: store those as gzip.
@@ -46,7 +47,7 @@ class CreatedSource:
         self._base = json.dumps(base_url)[1:-1]
 
     def render(self, source_id: str, upload_token: str, download_token: str, expires: str) -> str:
-        url = f"{self._base}/v1/sources/{source_id}?token="
+        url = f"{self._base}{SOURCE.format(id=source_id)}?token="
         source = (
             f'"upload_url": "{url}{upload_token}", "download_url": "{url}{download_token}", '
             f'"id": "{source_id}", "expires_at": "{expires}"'

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +14,7 @@ from aiohttp import web
 
 from gateway.errors import DeploymentNotFound, TokenExpired, TokenInvalid
 from gateway.ids import SOURCE_ID
+from gateway.paths import DEPLOYMENT_EVENTS, DEPLOYMENT_OUTPUT, fill
 from gateway.server.adapters.records import Record
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments import app_name_errors
@@ -34,7 +34,6 @@ from gateway.server.domain.records import (
 from gateway.server.domain.sources import rfc3339
 from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
-from gateway.server.http.expect import continue_at_once, defer_continue
 from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
 from gateway.server.observability.access import facts_of
 from gateway.server.observability.metrics import DeploymentMetrics
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 MAX_EVENT_BODY = 6 * MAX_EVENT_CONTENT + 1024
 # A comment line this often keeps proxies and clients from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
-DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
 
 
 class DeploymentLinks:
@@ -55,16 +53,13 @@ class DeploymentLinks:
         self._base = public_url.rstrip("/")
         self._tokens = tokens
 
-    def _path(self, app: str, deployment_id: str) -> str:
-        return f"{self._base}/v1/apps/{app}/deployments/{deployment_id}"
-
     def output_url(self, app: str, deployment_id: str) -> str:
-        return f"{self._path(app, deployment_id)}/output"
+        return self._base + fill(DEPLOYMENT_OUTPUT, app=app, id=deployment_id)
 
     def events_url(self, app: str, deployment_id: str) -> str:
         """Where the deployer reports, with a token for this deployment only."""
         token = self._tokens.sign(app, deployment_id)
-        return f"{self._path(app, deployment_id)}/events?token={token}"
+        return f"{self._base}{fill(DEPLOYMENT_EVENTS, app=app, id=deployment_id)}?token={token}"
 
     def view(self, record: Record) -> dict[str, Any]:
         """The platform's deployment object for ``record``."""
@@ -250,13 +245,3 @@ class DeploymentRecordHandlers:
                 self.metrics.finished.labels(event.status).inc()
                 log.info("deployment %s of %s finished: %s", deployment_id, app, event.status)
         return web.json_response({"id": event.id})
-
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        # No HEAD: an event stream has no length to describe, and the rest are cheap to GET.
-        # An unknown Expect goes through the middlewares (gateway.server.http.expect).
-        get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
-        get("/v1/apps/{app}/deployments", self.index)
-        get(DEPLOYMENT_PATH, self.show)
-        get(DEPLOYMENT_PATH + "/output", self.output)
-        get(DEPLOYMENT_PATH + "/events", self.events)
-        router.add_post(DEPLOYMENT_PATH + "/events", self.post_event, expect_handler=defer_continue)

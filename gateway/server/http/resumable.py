@@ -22,6 +22,7 @@ from gateway.errors import (
     TokenExpired,
     UploadNotFound,
 )
+from gateway.paths import UPLOAD
 from gateway.server.domain.resumable import UploadSessions
 from gateway.server.domain.resumable_finish import Authorize, Claim
 from gateway.server.domain.resume_token import ResumeTokens
@@ -111,9 +112,8 @@ class ResumableHttp:
         """The upload resource's absolute URL (clients resolve a relative one against the
         endpoint and lose its query string)."""
         state = claim.state
-        return (
-            f"{self.base_url}/v1/sources/{state.source_id}/uploads/{state.upload_id}?token={token}"
-        )
+        path = UPLOAD.format(id=state.source_id, uid=state.upload_id)
+        return f"{self.base_url}{path}?token={token}"
 
     def body(self, request: web.Request) -> AsyncIterator[bytes]:
         return counted_body(request, self.body_timeout, self.metrics.bytes_uploaded.inc)
