@@ -15,7 +15,7 @@ import pytest
 from gateway import paths
 from gateway.server.http.openapi import document
 from gateway.server.http.routes import ROUTES, Route, routes_of
-from gateway.server.routing import _EXPECT
+from gateway.server.routing import EXPECT_HANDLERS
 
 from .helpers import Gateway, StartGateway
 
@@ -63,7 +63,13 @@ async def test_each_route_has_the_handler_and_expect_it_names(
     by_key = {(r.method, r.resource.canonical): r for r in routes if r.resource is not None}
     for route in routes_of(gateway.config):
         served = by_key[(route.method, route.path)]
-        assert served._expect_handler is _EXPECT[route.expect], route.name
+        assert served._expect_handler is EXPECT_HANDLERS[route.expect], route.name
+        # A method of a handler object, or a protocol dispatch (the upload's shared methods).
+        name = route.handler.rsplit(".", 1)[-1]
+        assert served.handler.__name__ in (name, "dispatch"), route.name
+        assert (served.handler.__name__ == "dispatch") == ("." not in route.handler) or (
+            route.handler == "openapi"
+        ), route.name
 
 
 async def test_openapi_documents_the_table(gateway: Gateway, http: aiohttp.ClientSession) -> None:

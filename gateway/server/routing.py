@@ -24,7 +24,7 @@ from gateway.server.http.upload_draft import DraftHandlers
 
 # Every route answers an unknown Expect through the middlewares (gateway.server.http.expect);
 # a route with a body sends 100 Continue only once it has accepted the credentials.
-_EXPECT = {"at_once": continue_at_once, "after_credentials": defer_continue}
+EXPECT_HANDLERS = {"at_once": continue_at_once, "after_credentials": defer_continue}
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,6 @@ def add_routes(router: web.UrlDispatcher, config: Config, handlers: Handlers) ->
             route.method,
             route.router_path,
             handlers.of(route),
-            expect_handler=_EXPECT[route.expect],
+            expect_handler=EXPECT_HANDLERS[route.expect],
         )
     router.register_resource(UnmetExpectations())
