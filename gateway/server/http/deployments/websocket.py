@@ -2,7 +2,7 @@
 platform's own clients use it: no credential in the handshake, a first text frame
 ``{"type": "auth", "data": {"token"}}``, then one JSON object per text frame for every deployment
 of the app (``new``, ``log``, ``status``) and a ``ping`` every 15 s. Rendered from the instance's
-follow core (``gateway.server.domain.follow``), like the server-sent events."""
+follow core (``gateway.server.domain.deployments.follow``), like the server-sent events."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from prometheus_client import Gauge
 
 from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.server.domain.auth import Authenticator, Principal
-from gateway.server.domain.deployments import app_name_errors
-from gateway.server.domain.follow import AppFollower, FollowHub, Item
+from gateway.server.domain.deployments.follow import AppFollower, FollowHub, Item
+from gateway.server.domain.deployments.request import app_name_errors
 from gateway.server.http.streams import start_stream
 from gateway.server.observability.access import facts_of
 from gateway.server.observability.metrics import PlatformMetrics

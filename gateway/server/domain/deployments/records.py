@@ -3,7 +3,7 @@
 A record is the JSON object the gateway keeps per deployment: the platform's deployment object
 and the log slot it was brought up to date with. Events are numbered by the deployer from 1; a
 retry is recognised by comparing digests and a different event with a used number is a conflict
-(their order and the output are the event log's business: gateway.server.domain.event_log).
+(their order and the output are the event log's business: ``event_log``).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def new_record(
             "postdeploy_hook": postdeploy_hook,
             "pusher": {"name": pusher, "email": pusher_email},
         },
-        # The log slot whose state ``deployment`` shows (gateway.server.domain.event_log).
+        # The log slot whose state ``deployment`` shows (``event_log``).
         "log_slot": 0,
     }
 

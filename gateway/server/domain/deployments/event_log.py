@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import PayloadTooLarge
-from gateway.server.domain.records import (
+from gateway.server.domain.deployments.records import (
     Event,
     EventConflict,
     is_terminal,

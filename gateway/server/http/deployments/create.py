@@ -19,7 +19,8 @@ from aiohttp import web
 from gateway.errors import GatewayError, ServiceUnavailable, ValidationFailed
 from gateway.server.adapters.forwarders import DeployerRejected, Forwarder, Job
 from gateway.server.domain.auth import Authenticator, Identity
-from gateway.server.domain.deployments import (
+from gateway.server.domain.deployments.records import new_record
+from gateway.server.domain.deployments.request import (
     ArchiveUrlChecker,
     DeploymentRequest,
     Errors,
@@ -27,11 +28,10 @@ from gateway.server.domain.deployments import (
     app_name_errors,
     parse_request,
 )
-from gateway.server.domain.records import new_record
 from gateway.server.domain.signing import UrlSigner
 from gateway.server.domain.sources import rfc3339
 from gateway.server.http.body import read_json_object
-from gateway.server.http.deployment_records import DeploymentRecordHandlers
+from gateway.server.http.deployments.records import DeploymentRecordHandlers
 from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Keys under ``deployments.prefix`` (P), all covered by the deployments lifecycle rule:
 
     P{app}/{id}/deployment.json          the record; replaced only with If-Match on its ETag
-    P{app}/{id}/ids/, log/, chunks/      the event log (gateway.server.adapters.event_log)
+    P{app}/{id}/ids/, log/, chunks/      the event log (``event_log`` here)
     P{app}/index/{inverted:013d}-{id}    a marker whose name sorts newest first
 
 What the records mean is the domain's business; this module only knows where they are and how

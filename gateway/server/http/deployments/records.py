@@ -15,13 +15,12 @@ from aiohttp import web
 
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.ids import SOURCE_ID
-from gateway.server.adapters.records import DeploymentNotFound, Record
+from gateway.server.adapters.deployments.records import DeploymentNotFound, Record
 from gateway.server.domain.auth import Authenticator
-from gateway.server.domain.deployments import app_name_errors
-from gateway.server.domain.event_log import LoggedEvent
-from gateway.server.domain.events_token import EventsTokens
-from gateway.server.domain.follow import FollowHub
-from gateway.server.domain.records import (
+from gateway.server.domain.deployments.event_log import LoggedEvent
+from gateway.server.domain.deployments.events_token import EventsTokens
+from gateway.server.domain.deployments.follow import FollowHub
+from gateway.server.domain.deployments.records import (
     MAX_EVENT_CONTENT,
     deployment_view,
     is_terminal,
@@ -31,8 +30,9 @@ from gateway.server.domain.records import (
     parse_page,
     sse_message,
 )
+from gateway.server.domain.deployments.request import app_name_errors
+from gateway.server.domain.deployments.tracker import DeploymentTracker
 from gateway.server.domain.sources import rfc3339
-from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
 from gateway.server.http.expect import continue_at_once, defer_continue
 from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
