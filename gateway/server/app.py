@@ -17,13 +17,13 @@ from gateway.config import Config
 from gateway.ids import SOURCE_ID_REGEX
 from gateway.server import keys
 from gateway.server.adapters.aws import sqs_client_kwargs
-from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.demo_deployer import DemoDeployer, running
 from gateway.server.adapters.deployments.event_log import EventLogStore
 from gateway.server.adapters.deployments.records import RecordStore
 from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.json_objects import S3JsonObjects
 from gateway.server.adapters.lifecycle import ensure_lifecycle, rules_besides_sources
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.auth_wiring import authenticator, jwks_context
 from gateway.server.domain.archive.check import ArchivePolicy

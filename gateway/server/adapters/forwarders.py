@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gateway.config import Config
 from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
 from gateway.server.adapters.aws import error_code, open_sqs_client
-from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.retry import RetryPolicy
 
 log = logging.getLogger(__name__)

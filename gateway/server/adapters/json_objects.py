@@ -18,7 +18,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import translate
 from gateway.server.adapters.store import ObjectNotFound, PreconditionFailed
 
