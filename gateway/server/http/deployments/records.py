@@ -36,7 +36,7 @@ from gateway.server.domain.sources import rfc3339
 from gateway.server.http.body import CLIENT_GONE, read_json_object
 from gateway.server.http.expect import continue_at_once, defer_continue
 from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
-from gateway.server.observability.access import facts_of
+from gateway.server.observability.access import tally_of
 from gateway.server.observability.metrics import DeploymentMetrics
 
 log = logging.getLogger(__name__)
@@ -164,14 +164,14 @@ class DeploymentRecordHandlers:
         )
         await start_stream(request, response)
         self.metrics.followers.labels("sse").inc()
-        facts = facts_of(request)
+        tally = tally_of(request)
         try:
             await self._stream(request, response, record, after)
             await response.write_eof()
         except (*CLIENT_GONE, _ClientLeft):
-            facts.outcome = "client_disconnected"
+            tally.outcome = "client_disconnected"
         except ClientStalled:
-            facts.outcome = "send_timeout"
+            tally.outcome = "send_timeout"
             log.warning(
                 "follower of deployment %s dropped: it took nothing for %gs",
                 deployment_id,
@@ -179,7 +179,7 @@ class DeploymentRecordHandlers:
             )
             cut_short(request, response, flush=False)
         except Exception as exc:
-            facts.outcome = "upstream_failed"
+            tally.outcome = "upstream_failed"
             log.warning(
                 "event stream of deployment %s ended: %s", deployment_id, type(exc).__name__
             )
