@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 from gateway.errors import NotFound
 from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
 from gateway.server.adapters.store import ObjectNotFound, StorageUnavailable
+from gateway.server.domain.deployments.records import Record
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Record = dict[str, Any]
 # Reads of small objects in flight at once for one request (a page, an output).
 READ_CONCURRENCY = 16
 # Rounds of read-change-write before a record update gives up (others kept changing it). Each

@@ -30,6 +30,8 @@ MAX_EVENTS = 10_000
 # Entries compacted into one chunk object, so reading a whole log costs about one GET per
 # CHUNK_EVENTS events (and at most CHUNK_EVENTS - 1 GETs of single entries at the head).
 CHUNK_EVENTS = 100
+# One slot of the log as stored: ``slot``, the ``event``, the ``state`` after it.
+Entry = dict[str, Any]
 
 
 class TooManyEvents(PayloadTooLarge):

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.errors import GatewayError
-from gateway.server.adapters.deployments.records import DeploymentNotFound, Record
+from gateway.server.adapters.deployments.records import DeploymentNotFound
 from gateway.server.domain.deployments.event_log import LoggedEvent
+from gateway.server.domain.deployments.records import Record
 from gateway.server.domain.deployments.tracker import DeploymentTracker
 
 log = logging.getLogger(__name__)

@@ -17,23 +17,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from gateway.errors import BadRequest, GatewayError, ValidationFailed
+from gateway.statuses import STATUSES, TERMINAL_STATUSES
 
-# The platform's status vocabulary, in the order a deployment usually goes through it.
-STATUSES = (
-    "queued",
-    "building",
-    "pushing",
-    "starting",
-    "success",
-    "aborted",
-    "build-error",
-    "crashed-error",
-    "timeout-error",
-    "hook-error",
-)
-TERMINAL_STATUSES = frozenset(
-    {"success", "aborted", "build-error", "crashed-error", "timeout-error", "hook-error"}
-)
+# A deployment's record as stored: ``deployment`` (the platform's object, ``new_record``) and
+# ``log_slot``, the slot of the event log it was brought up to date with.
+Record = dict[str, Any]
+
 EVENT_TYPES = ("status", "log")
 # One log event carries at most this much text (UTF-8 bytes): a line or a burst of lines, not a
 # whole build log; larger output is sent as several events.

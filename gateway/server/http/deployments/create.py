@@ -9,7 +9,6 @@ archive URL is checked by ``ArchiveUrlChecker``.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.errors import GatewayError, ServiceUnavailable, ValidationFailed
+from gateway.ids import new_deployment_id
 from gateway.server.adapters.forwarders import DeployerRejected, Forwarder, Job
 from gateway.server.domain.auth import Authenticator, Identity
 from gateway.server.domain.deployments.records import new_record
@@ -79,7 +79,7 @@ class DeploymentHandlers:
                 "retry later",
                 retry_after=DEPLOYER_RETRY_AFTER,
             )
-        deployment_id = str(uuid.uuid4())
+        deployment_id = new_deployment_id()
         now = self._signer.now()
         created_at = rfc3339(now)
         record = new_record(

@@ -14,14 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import TokenExpired, TokenInvalid
-from gateway.ids import SOURCE_ID
-from gateway.server.adapters.deployments.records import DeploymentNotFound, Record
+from gateway.ids import DEPLOYMENT_ID
+from gateway.server.adapters.deployments.records import DeploymentNotFound
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments.event_log import LoggedEvent
 from gateway.server.domain.deployments.events_token import EventsTokens
 from gateway.server.domain.deployments.follow import FollowHub
 from gateway.server.domain.deployments.records import (
     MAX_EVENT_CONTENT,
+    Record,
     deployment_view,
     is_terminal,
     pagination,
@@ -78,7 +79,7 @@ class _ClientLeft(Exception):
 
 def _path_ids(request: web.Request) -> tuple[str, str]:
     app, deployment_id = request.match_info["app"], request.match_info["id"]
-    if app_name_errors(app) or not SOURCE_ID.fullmatch(deployment_id):
+    if app_name_errors(app) or not DEPLOYMENT_ID.fullmatch(deployment_id):
         raise DeploymentNotFound()
     return app, deployment_id
 
