@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,9 +20,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.config import StorageConfig
 from gateway.errors import BadGateway, GatewayError
+from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.outbound import Connections
-from gateway.server.adapters.retry import RetryPolicy
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
 from gateway.server.adapters.store import (
     Buffer,
@@ -32,6 +32,14 @@ from gateway.server.adapters.store import (
     StorageFailed,
     StorageUnavailable,
 )
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import (
+        CompletedPartTypeDef,
+        GetObjectRequestTypeDef,
+        TagTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,10 @@ def _bare_etag(etag: str) -> str:
 
 # Statuses after which a part is sent again (S3's throttling and transient server errors).
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+# A part sent again (storage.max_attempts in all): S3 answers a throttled or failed part within
+# milliseconds, so a few short waits ride out a blip without holding the client's upload long.
+PART_BASE_DELAY = 0.1
+PART_MAX_DELAY = 2.0
 # Pieces a part is written to the socket in; aiohttp warns of one large bytes body.
 _SEND_SLICE = 1024 * 1024
 
@@ -143,11 +155,13 @@ class S3Store(S3ResumableCalls):
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
         self._on_error = on_error
-        self._retry = RetryPolicy.for_storage(config)
+        self._retry = RetryPolicy(
+            attempts=config.max_attempts, base_delay=PART_BASE_DELAY, max_delay=PART_MAX_DELAY
+        )
         self._send_limit = config.read_timeout
 
     @property
-    def _s3(self) -> Any:
+    def _s3(self) -> S3Client:
         return self._connections.s3
 
     @property
@@ -278,7 +292,9 @@ class S3Store(S3ResumableCalls):
             return resp, await resp.text()
 
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
-        parts = [{"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)]
+        parts: list[CompletedPartTypeDef] = [
+            {"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)
+        ]
         resp = await self._call(
             "CompleteMultipartUpload",
             self._s3.complete_multipart_upload(
@@ -312,11 +328,11 @@ class S3Store(S3ResumableCalls):
     ) -> None:
         # The tag names the version it describes: two uploads of one source racing each other
         # may tag in the other order, and a tag of another version must then be ignored.
-        tags = [
+        tags: list[TagTypeDef] = [
             {"Key": SHA256_TAG, "Value": sha256},
             {"Key": SHA256_ETAG_TAG, "Value": _bare_etag(etag)},
-            *({"Key": k, "Value": v} for k, v in (extra or {}).items()),
         ]
+        tags.extend({"Key": k, "Value": v} for k, v in (extra or {}).items())
         await self._call(
             "PutObjectTagging",
             self._s3.put_object_tagging(Bucket=self._bucket, Key=key, Tagging={"TagSet": tags}),
@@ -347,7 +363,11 @@ class S3Store(S3ResumableCalls):
     async def read(
         self, key: str, start: int, end: int, etag: str | None = None
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        params = {"Bucket": self._bucket, "Key": key, "Range": f"bytes={start}-{end}"}
+        params: GetObjectRequestTypeDef = {
+            "Bucket": self._bucket,
+            "Key": key,
+            "Range": f"bytes={start}-{end}",
+        }
         if etag is not None:
             params["IfMatch"] = etag
         resp = await self._call("GetObject", self._s3.get_object(**params))
