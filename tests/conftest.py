@@ -25,8 +25,8 @@ from gateway.config import config_from_dict
 from gateway.server.adapters.json_objects import S3JsonObjects
 from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import S3Store
-from gateway.server.adapters.store import ObjectStore
 from gateway.server.app import create_app
+from gateway.server.domain.storage import ObjectStore
 
 from .helpers import (
     DEPLOYMENTS_QUEUE,

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from gateway.server.adapters import store as errors
 from gateway.server.adapters.json_objects import MAX_KEYS, KeyPage, PreconditionFailed
-from gateway.server.adapters.store import Buffer, ObjectInfo
+from gateway.server.domain.storage import Buffer, ObjectInfo
 
 # Pieces ``read`` yields, small so that a test sees a stream, not one block.
 READ_CHUNK = 64 * 1024

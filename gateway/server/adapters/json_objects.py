@@ -20,7 +20,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import translate
-from gateway.server.adapters.store import ObjectNotFound, PreconditionFailed
+from gateway.server.domain.storage import ObjectNotFound, PreconditionFailed
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import ArchiveInvalid, BadGateway, BadRequest, GatewayError
-from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
 from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.sources import object_key
+from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadState, UploadStates
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from gateway.errors import UploadNotFound, UploadSuperseded
 from gateway.server.adapters.json_objects import JsonObjects
-from gateway.server.adapters.store import ObjectNotFound, ObjectStore, PreconditionFailed
+from gateway.server.domain.storage import ObjectNotFound, ObjectStore, PreconditionFailed
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ServiceUnavailable
-from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
 from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 

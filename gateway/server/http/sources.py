@@ -11,7 +11,6 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.errors import PayloadTooLarge
 from gateway.ids import new_source_id
-from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.limits import UploadSlots
@@ -28,6 +27,7 @@ from gateway.server.domain.sources import (
     rfc3339,
     stored_content_type,
 )
+from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_content_md5
 from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object
 from gateway.server.http.expect import send_continue

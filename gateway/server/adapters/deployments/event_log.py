@@ -23,8 +23,8 @@ from typing import Any
 
 from gateway.server.adapters.deployments.records import bounded
 from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
-from gateway.server.adapters.store import ObjectNotFound
 from gateway.server.domain.deployments.event_log import Entry
+from gateway.server.domain.storage import ObjectNotFound
 
 _SLOT_DIGITS = 10
 

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 from gateway.errors import NotFound
 from gateway.retry import RetryPolicy
 from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
-from gateway.server.adapters.store import ObjectNotFound, StorageUnavailable
 from gateway.server.domain.deployments.records import Record
+from gateway.server.domain.storage import ObjectNotFound, StorageUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID, git_ref_errors
-from gateway.server.adapters.store import ObjectNotFound, ObjectStore
 from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.deployments.records import hook_errors
 from gateway.server.domain.signing import Purpose, UrlSigner
 from gateway.server.domain.sources import object_key
+from gateway.server.domain.storage import ObjectNotFound, ObjectStore
 from gateway.server.domain.urlguard import UrlGuard, check_form
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,6 @@ from typing import Any
 from gateway.errors import GatewayError
 from gateway.server.adapters.deployments.event_log import EventLogStore
 from gateway.server.adapters.deployments.records import DeploymentNotFound, RecordStore
-from gateway.server.adapters.store import StorageUnavailable
 from gateway.server.domain.deployments.event_log import (
     Entry,
     LoggedEvent,
@@ -43,6 +42,7 @@ from gateway.server.domain.deployments.records import (
     Record,
     is_finished,
 )
+from gateway.server.domain.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
