@@ -22,9 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.server.adapters.deployments.records import bounded
-from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
 from gateway.server.domain.deployments.event_log import Entry
-from gateway.server.domain.storage import ObjectNotFound
+from gateway.server.domain.storage import JsonObjects, ObjectNotFound, PreconditionFailed
 
 _SLOT_DIGITS = 10
 

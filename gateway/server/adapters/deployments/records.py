@@ -19,9 +19,13 @@ from typing import Any, TypeVar
 
 from gateway.errors import NotFound
 from gateway.retry import RetryPolicy
-from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
 from gateway.server.domain.deployments.records import Record
-from gateway.server.domain.storage import ObjectNotFound, StorageUnavailable
+from gateway.server.domain.storage import (
+    JsonObjects,
+    ObjectNotFound,
+    PreconditionFailed,
+    StorageUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
