@@ -11,7 +11,6 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.errors import PayloadTooLarge
 from gateway.ids import new_source_id
-from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.ranges import (
@@ -23,12 +22,14 @@ from gateway.server.domain.ranges import (
 from gateway.server.domain.signing import Purpose, UrlSigner, VerifiedToken, creator_tag
 from gateway.server.domain.sources import (
     CreatedSource,
+    archive_of,
     object_key,
     rfc3339,
     stored_content_type,
 )
 from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_content_md5
+from gateway.server.http.archive_headers import archive_headers
 from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object
 from gateway.server.http.expect import send_continue
 from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
@@ -150,9 +151,9 @@ class SourceHandlers:
             )
 
         headers = download_headers(info, source_id)
-        facts = ArchiveFacts.from_tags(info.tags)
-        if facts is not None:
-            headers.update(facts.headers())
+        archive = archive_of(info)
+        if archive is not None:
+            headers.update(archive_headers(archive))
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and etag_matches(if_none_match, info.etag):
             return web.Response(status=304, headers=headers)

@@ -19,7 +19,7 @@ from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID, git_ref_errors
 from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.deployments.records import hook_errors
 from gateway.server.domain.signing import Purpose, UrlSigner
-from gateway.server.domain.sources import object_key
+from gateway.server.domain.sources import archive_of, object_key
 from gateway.server.domain.storage import ObjectNotFound, ObjectStore
 from gateway.server.domain.urlguard import UrlGuard, check_form
 
@@ -164,7 +164,7 @@ async def inspect_own_source(
     if head[: len(GZIP_MAGIC)] != GZIP_MAGIC:
         return ["archive is not gzip"]
     fetch_url = await store.presign_get(key, fetch_ttl)
-    archive = ArchiveFacts.from_tags(info.tags)
+    archive = archive_of(info)
     return OwnSource(own.source_id, info.size, info.sha256, fetch_url, archive)
 
 
