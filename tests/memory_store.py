@@ -24,8 +24,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from gateway import errors
 from gateway.errors import WriteConflict
-from gateway.server.adapters.json_objects import MAX_KEYS, KeyPage
-from gateway.server.adapters.store import Buffer, ObjectInfo
+from gateway.server.domain.storage import MAX_KEYS, Buffer, KeyPage, ObjectInfo
 
 # Pieces ``read`` yields, small so that a test sees a stream, not one block.
 READ_CHUNK = 64 * 1024

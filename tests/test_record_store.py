@@ -10,13 +10,14 @@ import pytest
 
 from gateway.config import StorageConfig
 from gateway.errors import DeploymentNotFound, EventConflict, WriteConflict
-from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.event_log import EventLogStore
-from gateway.server.adapters.json_objects import KeyPage, S3JsonObjects
-from gateway.server.adapters.records import RecordStore
-from gateway.server.domain.event_log import CHUNK_EVENTS, LoggedEvent
-from gateway.server.domain.records import Event, Page, new_record
-from gateway.server.domain.tracking import DeploymentTracker
+from gateway.server.adapters.deployments.event_log import EventLogStore
+from gateway.server.adapters.deployments.records import RecordStore
+from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.outbound import Connections
+from gateway.server.domain.deployments.event_log import CHUNK_EVENTS, LoggedEvent
+from gateway.server.domain.deployments.records import Event, Page, new_record
+from gateway.server.domain.deployments.tracker import DeploymentTracker
+from gateway.server.domain.storage import KeyPage
 
 from .helpers import MOTO_CREDENTIALS
 

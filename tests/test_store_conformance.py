@@ -29,7 +29,7 @@ from gateway.errors import (
     StorageUnavailable,
     WriteConflict,
 )
-from gateway.server.adapters.store import ObjectStore
+from gateway.server.domain.storage import ObjectStore
 
 from .helpers import SMALL_PART, StoreUnderTest, chunks_of
 

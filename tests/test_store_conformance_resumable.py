@@ -16,7 +16,7 @@ from gateway.errors import (
     StorageUnavailable,
     WriteConflict,
 )
-from gateway.server.adapters.store import ObjectStore
+from gateway.server.domain.storage import ObjectStore
 
 from .helpers import SMALL_PART, StoreUnderTest
 

@@ -10,15 +10,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.config import Config
-from gateway.server.http.deployment_records import DeploymentRecordHandlers
-from gateway.server.http.deployments import DeploymentHandlers
+from gateway.server.http.deployments.create import DeploymentHandlers
+from gateway.server.http.deployments.records import DeploymentRecordHandlers
+from gateway.server.http.deployments.websocket import DeploymentsStream
 from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
 from gateway.server.http.platform import PlatformHandlers
 from gateway.server.http.probes import Probes
 from gateway.server.http.resumable import protocol_dispatch
 from gateway.server.http.routes import Route, routes_of
 from gateway.server.http.sources import SourceHandlers
-from gateway.server.http.stream import DeploymentsStream
 from gateway.server.http.tus import TusHandlers
 from gateway.server.http.upload_draft import DraftHandlers
 

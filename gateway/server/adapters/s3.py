@@ -29,9 +29,9 @@ from gateway.errors import (
 )
 from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
-from gateway.server.adapters.store import Buffer, ObjectInfo
+from gateway.server.domain.storage import Buffer, ObjectInfo
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

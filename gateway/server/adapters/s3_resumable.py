@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from gateway.errors import WriteConflict
 from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.store import Buffer
+from gateway.server.domain.storage import Buffer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

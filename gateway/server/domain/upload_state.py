@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.errors import ObjectNotFound, UploadNotFound, UploadSuperseded, WriteConflict
-from gateway.server.adapters.json_objects import JsonObjects
-from gateway.server.adapters.store import ObjectStore
+from gateway.server.domain.storage import JsonObjects, ObjectStore
 
 log = logging.getLogger(__name__)
 

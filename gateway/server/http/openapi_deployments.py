@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from gateway.error_codes import Code
 from gateway.ids import MAX_GIT_REF_LENGTH
-from gateway.server.domain.event_log import MAX_EVENTS
-from gateway.server.domain.records import (
+from gateway.server.domain.deployments.event_log import MAX_EVENTS
+from gateway.server.domain.deployments.records import (
     DEFAULT_PER_PAGE,
     EVENT_TYPES,
     MAX_EVENT_CONTENT,
     MAX_EVENT_ID,
     MAX_HOOK_LENGTH,
     MAX_PER_PAGE,
-    STATUSES,
 )
 from gateway.server.domain.urlguard import MAX_URL_LENGTH
 from gateway.server.http.openapi_common import (
@@ -28,6 +27,7 @@ from gateway.server.http.openapi_common import (
     ref,
     token_error,
 )
+from gateway.statuses import STATUSES
 
 _STATUSES = list(STATUSES)
 _DEPLOYMENT_ID_PARAM: Schema = {

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import EventConflict, TooManyEvents
-from gateway.server.domain.records import Event, is_terminal
+from gateway.server.domain.deployments.records import Event, is_terminal
 
 # Events one deployment keeps: a build log of 64 KiB events fills the default 4 MiB output in 64
 # of them, so 10,000 leaves room for chatty deployers while bounding the objects (and the reads
@@ -26,6 +26,8 @@ MAX_EVENTS = 10_000
 # Entries compacted into one chunk object, so reading a whole log costs about one GET per
 # CHUNK_EVENTS events (and at most CHUNK_EVENTS - 1 GETs of single entries at the head).
 CHUNK_EVENTS = 100
+# One slot of the log as stored: ``slot``, the ``event``, the ``state`` after it.
+Entry = dict[str, Any]
 
 
 def initial_state() -> dict[str, Any]:

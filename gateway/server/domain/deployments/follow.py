@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.errors import DeploymentNotFound, GatewayError
-from gateway.server.adapters.records import Record
-from gateway.server.domain.event_log import LoggedEvent
-from gateway.server.domain.tracking import DeploymentTracker
+from gateway.server.domain.deployments.event_log import LoggedEvent
+from gateway.server.domain.deployments.records import Record
+from gateway.server.domain.deployments.tracker import DeploymentTracker
 
 log = logging.getLogger(__name__)
 
