@@ -4,7 +4,7 @@ follow one live, and the events a deployer posts."""
 from __future__ import annotations
 
 from gateway.error_codes import Code
-from gateway.ids import MAX_GIT_REF_LENGTH
+from gateway.ids import APP_NAME_RULE, MAX_GIT_REF_LENGTH
 from gateway.server.domain.deployments.event_log import MAX_EVENTS
 from gateway.server.domain.deployments.records import (
     DEFAULT_PER_PAGE,
@@ -15,6 +15,7 @@ from gateway.server.domain.deployments.records import (
     MAX_PER_PAGE,
 )
 from gateway.server.domain.urlguard import MAX_URL_LENGTH
+from gateway.server.http.deployments.records import KEEPALIVE_SECONDS
 from gateway.server.http.openapi_common import (
     APP_PARAM,
     STRING,
@@ -193,8 +194,7 @@ def _create() -> Schema:
         "parameters": [
             {
                 **APP_PARAM,
-                "description": "Lowercase letters, digits and dashes, 3 to 48"
-                " characters, starting with a letter and not ending with a dash.",
+                "description": f"The app's name: it {APP_NAME_RULE}.",
             }
         ],
         "requestBody": {
@@ -240,7 +240,8 @@ def _follow() -> Schema:
         {
             "description": "`text/event-stream`: every event so far, then new ones as they are "
             "stored, each as `id: N` (its place in the order the gateway took the events), "
-            "`event: status|log`, `data: {json}`; a `:` comment every 15 s; the stream ends "
+            "`event: status|log`, `data: {json}`; a `:` comment every "
+            f"{KEEPALIVE_SECONDS:g} s; the stream ends "
             "after the final status, and is cut short (the connection closed) on an error. "
             "`curl -N` follows it.",
             "content": {"text/event-stream": {"schema": STRING}},
@@ -250,7 +251,7 @@ def _follow() -> Schema:
                 "name": "Last-Event-ID",
                 "in": "header",
                 "description": "Resume after this place in the stream (an `id:`).",
-                "schema": {"type": "string", "pattern": "^[0-9]{1,10}$"},
+                "schema": {"type": "string", "pattern": f"^[0-9]{{1,{len(str(MAX_EVENT_ID))}}}$"},
             }
         ],
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.error_codes import Code
 from gateway.ids import APP_NAME_REGEX
+from gateway.server.http.deployments.websocket import PING_SECONDS
 from gateway.server.http.openapi_common import (
     APP_PARAM,
     Schema,
@@ -153,6 +154,7 @@ STREAM_DESCRIPTION = (
     "`deployments.stream_auth_timeout`, else the server closes with 1008. Then one JSON object "
     'per text frame: `{"type": "new", "id": D, "data": {"deployment": {...}}}`, '
     '`{"type": "log", "id": D, "data": {"content"}}`, `{"type": "status", "id": D, "data": '
-    '{"status"}}`, and `{"type": "ping", "data": {"ts"}}` every 15 s; recent deployments are '
+    '{"status"}}`, and `{"type": "ping", "data": {"ts"}}` every '
+    f"{PING_SECONDS:g} s; recent deployments are "
     "replayed first. Closed 1001 on a graceful shutdown."
 )
