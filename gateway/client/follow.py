@@ -32,6 +32,7 @@ from gateway.client.errors import (
     safe_url,
 )
 from gateway.client.output import Reporter, Waiting, progress_allowed
+from gateway.retry import RetryPolicy
 
 # The platform's final statuses: the deployment will not change any more.
 TERMINAL_STATUSES = frozenset(
@@ -40,7 +41,8 @@ TERMINAL_STATUSES = frozenset(
 # Output lines kept to show again when a deployment fails.
 TAIL_LINES = 10
 # Streams in a row that end with no news before following gives up, and the pauses before each
-# new attempt: the first, doubled each time, at most the last (1+2+4+8+10: about 25 s in all).
+# new attempt: the first, doubled each time, at most the last (1+2+4+8+10: about 25 s in all),
+# with no jitter (the pause is shown as it is). The count starts again after news came.
 MAX_RECONNECTS = 5
 FIRST_PAUSE = 1.0
 MAX_PAUSE = 10.0
@@ -198,6 +200,9 @@ class Follower:
         self._id = deployment_id
         self._printer = printer
         self.last_event = 0
+        self._reconnect = RetryPolicy(
+            attempts=1 + MAX_RECONNECTS, base_delay=FIRST_PAUSE, max_delay=MAX_PAUSE, jitter=0.0
+        )
 
     async def run(self, waiting_for: str = "waiting for the deployment's events") -> str:
         """The final status, once the deployment has one. A lost connection, a 5xx or a stream
@@ -217,7 +222,7 @@ class Follower:
                 if final is not None:
                     return final
                 fruitless = 1 if self.last_event != seen else fruitless + 1
-                if fruitless > MAX_RECONNECTS:
+                if fruitless >= self._reconnect.attempts:
                     raise FollowLost(
                         f"{cause}; gave up after {MAX_RECONNECTS} attempts in a row",
                         exit_code=EXIT_FOLLOW_LOST,
@@ -227,9 +232,9 @@ class Follower:
                             follow_command(self._app, self._id),
                         ),
                     )
-                pause = min(FIRST_PAUSE * 2 ** (fruitless - 1), MAX_PAUSE)
+                pause = self._reconnect.delay(fruitless)
                 self._printer.reconnecting(cause, pause, fruitless)
-                await asyncio.sleep(pause)
+                await self._reconnect.pause(fruitless, pause)
         finally:
             self._printer.close()
 

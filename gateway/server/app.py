@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from aiobotocore.session import AioSession
 from aiohttp import web
@@ -60,6 +60,9 @@ from gateway.server.observability.metrics import (
 from gateway.server.observability.shared_metrics import SharedMetrics, Worker
 from gateway.server.resumable_wiring import Resumable
 
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 log = logging.getLogger(__name__)
 
 SOURCE_PATH = f"/v1/sources/{{id:{SOURCE_ID_REGEX}}}"
@@ -86,7 +89,7 @@ def connections_context(
     return context
 
 
-async def _ensure_lifecycle(s3: object, config: Config) -> None:
+async def _ensure_lifecycle(s3: S3Client, config: Config) -> None:
     # A missing permission must not keep the gateway from serving: it says so and goes on.
     try:
         await ensure_lifecycle(s3, config.storage, also=rules_besides_sources(config))

@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -30,9 +30,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import Config
 from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
+from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code, open_sqs_client
 from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import (
+        GetQueueUrlRequestTypeDef,
+        SendMessageRequestTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,10 @@ SIGNATURE_HEADER = "X-Gateway-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # A deployer's answer is a small JSON object; anything longer is not relayed.
 MAX_DEPLOYER_BODY = 1024 * 1024
+# The longest wait between two attempts at the deployer (deployments.forward.retries + 1 in all,
+# the first wait backoff_seconds): a deployer that is restarting takes seconds; waiting longer
+# than this helps nobody.
+FORWARD_MAX_DELAY = 30.0
 _QUEUE_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _QUEUE_BUSY = {"ThrottlingException", "RequestThrottled", "ServiceUnavailable", "InternalError"}
 
@@ -202,7 +213,7 @@ class SqsForwarder:
     permissions sqs:SendMessage and, for a queue given by name, sqs:GetQueueUrl.
     """
 
-    def __init__(self, client: Any, queue: str) -> None:
+    def __init__(self, client: SQSClient, queue: str) -> None:
         self._sqs = client
         self._queue = queue
         self._queue_url: str | None = queue if "://" in queue else None
@@ -216,7 +227,7 @@ class SqsForwarder:
 
     async def forward(self, job: Job) -> dict[str, Any] | None:
         try:
-            params: dict[str, Any] = {
+            params: SendMessageRequestTypeDef = {
                 "QueueUrl": await self._url(),
                 "MessageBody": job.body.decode(),
             }
@@ -252,7 +263,7 @@ class SqsForwarder:
 
         Asks GetQueueUrl (the permission a queue given by name needs anyway), for a queue given
         by URL with the account the URL names."""
-        params = {"QueueName": self._queue_name}
+        params: GetQueueUrlRequestTypeDef = {"QueueName": self._queue_name}
         if "://" in self._queue:
             owner = self._queue.rstrip("/").rsplit("/", 2)
             if len(owner) == 3 and owner[1].isdigit():
@@ -286,7 +297,11 @@ class ConfiguredForwarder:
                 forward.url,
                 forward.secret,
                 timeout=forward.timeout,
-                retry=RetryPolicy.for_forwarder(forward),
+                retry=RetryPolicy(
+                    attempts=forward.retries + 1,
+                    base_delay=forward.backoff_seconds,
+                    max_delay=FORWARD_MAX_DELAY,
+                ),
             )
             yield
             return

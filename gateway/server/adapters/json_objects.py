@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -21,6 +21,13 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.s3 import translate
 from gateway.server.adapters.store import ObjectNotFound, PreconditionFailed
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import (
+        ListObjectsV2RequestTypeDef,
+        PutObjectRequestTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,7 @@ class S3JsonObjects:
         self._bucket = bucket
 
     @property
-    def _s3(self) -> Any:
+    def _s3(self) -> S3Client:
         return self._connections.s3
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
@@ -86,7 +93,7 @@ class S3JsonObjects:
     async def put_json(
         self, key: str, value: Any, *, if_absent: bool = False, if_match: str | None = None
     ) -> str:
-        params: dict[str, Any] = {
+        params: PutObjectRequestTypeDef = {
             "Bucket": self._bucket,
             "Key": key,
             "Body": json.dumps(value, separators=(",", ":")).encode(),
@@ -115,7 +122,11 @@ class S3JsonObjects:
     async def list_keys(
         self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS
     ) -> KeyPage:
-        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        params: ListObjectsV2RequestTypeDef = {
+            "Bucket": self._bucket,
+            "Prefix": prefix,
+            "MaxKeys": max_keys,
+        }
         if start_after:
             params["StartAfter"] = start_after
         resp = await self._call("ListObjectsV2", self._s3.list_objects_v2(**params))

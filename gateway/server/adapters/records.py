@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from gateway.errors import NotFound
+from gateway.retry import RetryPolicy
 from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
 from gateway.server.adapters.store import ObjectNotFound, StorageUnavailable
 
@@ -31,10 +31,9 @@ READ_CONCURRENCY = 16
 # Rounds of read-change-write before a record update gives up (others kept changing it). Each
 # lost round means another writer won, and a change that another made moot ends the loop, so
 # this only runs out when far more writers than a deployer's concurrency race for one record.
-UPDATE_ATTEMPTS = 32
-# Seconds, at most, of a random pause before reading a record again after losing a race, so the
-# losers do not all come back at the same moment.
-UPDATE_BACKOFF = 0.02
+# Before reading the record again after losing a race, a pause of up to 20 ms, all of it random
+# (jitter 1), so the losers do not all come back at the same moment.
+UPDATE_RETRY = RetryPolicy(attempts=32, base_delay=0.02, max_delay=0.02, jitter=1.0)
 # Milliseconds since the epoch are subtracted from this so that newer names sort first.
 _INVERT_FROM = 10**13
 _INVERTED_DIGITS = 13
@@ -108,18 +107,20 @@ class RecordStore:
         """Write ``change(record)`` (None: nothing to write) with If-Match on ``etag``; when
         another instance replaced the record meanwhile, read it again and re-apply ``change``."""
         key = self.record_key(app, deployment_id)
-        for _ in range(UPDATE_ATTEMPTS):
-            updated = change(record)
-            if updated is None:
-                return
-            try:
-                await self._objects.put_json(key, updated, if_match=etag)
-                return
-            except PreconditionFailed:
-                await asyncio.sleep(random.uniform(0, UPDATE_BACKOFF))
+
+        async def once(attempt: int) -> None:
+            nonlocal record, etag
+            if attempt > 1:
                 record, etag = await self.read(app, deployment_id)
-        log.warning("deployment %s: record kept changing, update given up", deployment_id)
-        raise StorageUnavailable("the deployment record is busy, try again later")
+            updated = change(record)
+            if updated is not None:
+                await self._objects.put_json(key, updated, if_match=etag)
+
+        try:
+            await UPDATE_RETRY.call(once, retry_on=(PreconditionFailed,))
+        except PreconditionFailed:
+            log.warning("deployment %s: record kept changing, update given up", deployment_id)
+            raise StorageUnavailable("the deployment record is busy, try again later") from None
 
     async def page(self, app: str, start: int, stop: int) -> tuple[list[Record], int]:
         """Records ``start`` to ``stop`` (exclusive) of the app's, newest first, and the total."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,9 +20,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.config import StorageConfig
 from gateway.errors import BadGateway, GatewayError
+from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.retry import RetryPolicy
+from gateway.server.adapters.connections import Connections, socket_reads_of
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
 from gateway.server.adapters.store import (
     Buffer,
@@ -33,10 +33,17 @@ from gateway.server.adapters.store import (
     StorageUnavailable,
 )
 
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import (
+        CompletedPartTypeDef,
+        GetObjectRequestTypeDef,
+        TagTypeDef,
+    )
+
 log = logging.getLogger(__name__)
 
-# Size of the pieces a download is read from S3 and written to the client in: what a tuned nginx
-# reads too. Larger pieces come from fresh pages each time (glibc maps them), costing more.
+# Pieces a download is read from S3 and written in: as nginx; larger ones cost more (page faults).
 READ_CHUNK_SIZE = 1024 * 1024
 SHA256_TAG = "sha256"
 # The ETag (without quotes: S3 tag values may not hold them) of the version the sha256 is of.
@@ -49,6 +56,10 @@ def _bare_etag(etag: str) -> str:
 
 # Statuses after which a part is sent again (S3's throttling and transient server errors).
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+# A part sent again (storage.max_attempts in all): S3 answers a throttled or failed part within
+# milliseconds, so a few short waits ride out a blip without holding the client's upload long.
+PART_BASE_DELAY = 0.1
+PART_MAX_DELAY = 2.0
 # Pieces a part is written to the socket in; aiohttp warns of one large bytes body.
 _SEND_SLICE = 1024 * 1024
 
@@ -100,24 +111,6 @@ class _SendWatch:
                 await asyncio.wait({task})
 
 
-@contextlib.contextmanager
-def _socket_reads_of(body: Any, size: int) -> Iterator[None]:
-    """asyncio's selector transports read 256 KiB per call (``max_size``): a 1 MiB piece took four
-    reads, parser passes and loop turns. Reading ``size`` at once while ``body`` is read took the
-    download hop from 0.80 to 0.65 CPU s per GiB (BENCHMARKS.md, "CPU per GiB"). Transports
-    without the attribute (uvloop's) are left alone; the pooled connection is restored after."""
-    connection = body.raw_stream.connection
-    transport: Any = connection.transport if connection is not None else None
-    if not isinstance(getattr(transport, "max_size", None), int):
-        yield
-        return
-    transport.max_size = size
-    try:
-        yield
-    finally:
-        del transport.max_size  # the class's own value again
-
-
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
@@ -162,11 +155,13 @@ class S3Store(S3ResumableCalls):
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
         self._on_error = on_error
-        self._retry = RetryPolicy.for_storage(config)
+        self._retry = RetryPolicy(
+            attempts=config.max_attempts, base_delay=PART_BASE_DELAY, max_delay=PART_MAX_DELAY
+        )
         self._send_limit = config.read_timeout
 
     @property
-    def _s3(self) -> Any:
+    def _s3(self) -> S3Client:
         return self._connections.s3
 
     @property
@@ -297,7 +292,9 @@ class S3Store(S3ResumableCalls):
             return resp, await resp.text()
 
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
-        parts = [{"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)]
+        parts: list[CompletedPartTypeDef] = [
+            {"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)
+        ]
         resp = await self._call(
             "CompleteMultipartUpload",
             self._s3.complete_multipart_upload(
@@ -331,11 +328,11 @@ class S3Store(S3ResumableCalls):
     ) -> None:
         # The tag names the version it describes: two uploads of one source racing each other
         # may tag in the other order, and a tag of another version must then be ignored.
-        tags = [
+        tags: list[TagTypeDef] = [
             {"Key": SHA256_TAG, "Value": sha256},
             {"Key": SHA256_ETAG_TAG, "Value": _bare_etag(etag)},
-            *({"Key": k, "Value": v} for k, v in (extra or {}).items()),
         ]
+        tags.extend({"Key": k, "Value": v} for k, v in (extra or {}).items())
         await self._call(
             "PutObjectTagging",
             self._s3.put_object_tagging(Bucket=self._bucket, Key=key, Tagging={"TagSet": tags}),
@@ -366,7 +363,11 @@ class S3Store(S3ResumableCalls):
     async def read(
         self, key: str, start: int, end: int, etag: str | None = None
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        params = {"Bucket": self._bucket, "Key": key, "Range": f"bytes={start}-{end}"}
+        params: GetObjectRequestTypeDef = {
+            "Bucket": self._bucket,
+            "Key": key,
+            "Range": f"bytes={start}-{end}",
+        }
         if etag is not None:
             params["IfMatch"] = etag
         resp = await self._call("GetObject", self._s3.get_object(**params))
@@ -380,7 +381,7 @@ class S3Store(S3ResumableCalls):
                 raise translate(exc, "GetObject") from None
 
         async with resp["Body"] as body:
-            with _socket_reads_of(body, READ_CHUNK_SIZE):
+            with socket_reads_of(body.raw_stream, READ_CHUNK_SIZE):
                 yield chunks()
 
     async def presign_get(
