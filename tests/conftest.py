@@ -74,6 +74,15 @@ def _isolated_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
+@pytest.fixture(autouse=True)
+def _isolated_cli_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The CLI's resume state files go to a directory of the test's own, never the user's
+    cache (nor the test's tmp_path, whose listing tests check)."""
+    monkeypatch.setenv("GATEWAY_CACHE_DIR", str(tmp_path_factory.mktemp("cli-cache")))
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     moto.s3.models.S3_UPLOAD_PART_MIN_SIZE = SMALL_PART  # type: ignore[attr-defined]

@@ -21,8 +21,9 @@ from gateway.client.errors import EXIT_USAGE, CliError
 from gateway.client.follow import DeploymentsApi, Printer, follow_to_end
 from gateway.client.output import Reporter, describe_archive, format_size
 from gateway.client.render import deployment_summary, deployments_table, print_json, wants_json
+from gateway.client.resume import upload_resumable
 from gateway.client.runner import api_settings, app_of, reporter_of, run
-from gateway.client.transfer import download, upload
+from gateway.client.transfer import download
 
 
 def _report_archive(reporter: Reporter, archive: dict[str, Any] | None) -> None:
@@ -104,7 +105,8 @@ def cmd_sources_create(args: argparse.Namespace) -> int:
 
 
 def cmd_sources_upload(args: argparse.Namespace) -> int:
-    """``gateway sources upload URL FILE``: stream FILE to an upload URL, print the answer."""
+    """``gateway sources upload URL FILE``: stream FILE to an upload URL (resumably where the
+    gateway allows it), print the answer."""
 
     async def upload_file() -> None:
         reporter = reporter_of(args)
@@ -112,7 +114,9 @@ def cmd_sources_upload(args: argparse.Namespace) -> int:
         with await asyncio.to_thread(_open_file, path) as source:
             size = os.fstat(source.fileno()).st_size
             async with open_session() as session:
-                result = await upload(session, args.url, source, size, reporter, label=str(path))
+                result = await upload_resumable(
+                    session, args.url, source, size, reporter, label=str(path)
+                )
         reporter.info(f"uploaded {format_size(result.size)}, sha256 verified ({result.sha256})")
         _report_archive(reporter, result.archive)
         answer: dict[str, Any] = {"id": result.id, "size": result.size, "sha256": result.sha256}
