@@ -3,7 +3,7 @@
 Keys under ``deployments.prefix`` (P), all covered by the deployments lifecycle rule:
 
     P{app}/{id}/deployment.json          the record; replaced only with If-Match on its ETag
-    P{app}/{id}/ids/, log/, chunks/      the event log (gateway.server.adapters.event_log)
+    P{app}/{id}/ids/, log/, chunks/      the event log (``event_log`` here)
     P{app}/index/{inverted:013d}-{id}    a marker whose name sorts newest first
 
 What the records mean is the domain's business; this module only knows where they are and how
@@ -17,15 +17,14 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from gateway.errors import NotFound
+from gateway.errors import DeploymentNotFound, ObjectNotFound, StorageUnavailable, WriteConflict
 from gateway.retry import RetryPolicy
-from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
-from gateway.server.adapters.store import ObjectNotFound, StorageUnavailable
+from gateway.server.domain.deployments.records import Record
+from gateway.server.domain.storage import JsonObjects
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Record = dict[str, Any]
 # Reads of small objects in flight at once for one request (a page, an output).
 READ_CONCURRENCY = 16
 # Rounds of read-change-write before a record update gives up (others kept changing it). Each
@@ -37,11 +36,6 @@ UPDATE_RETRY = RetryPolicy(attempts=32, base_delay=0.02, max_delay=0.02, jitter=
 # Milliseconds since the epoch are subtracted from this so that newer names sort first.
 _INVERT_FROM = 10**13
 _INVERTED_DIGITS = 13
-
-
-class DeploymentNotFound(NotFound):
-    def __init__(self) -> None:
-        super().__init__("deployment")
 
 
 async def bounded(calls: Iterable[Awaitable[T]], limit: int = READ_CONCURRENCY) -> list[T]:
@@ -117,8 +111,8 @@ class RecordStore:
                 await self._objects.put_json(key, updated, if_match=etag)
 
         try:
-            await UPDATE_RETRY.call(once, retry_on=(PreconditionFailed,))
-        except PreconditionFailed:
+            await UPDATE_RETRY.call(once, retry_on=(WriteConflict,))
+        except WriteConflict:
             log.warning("deployment %s: record kept changing, update given up", deployment_id)
             raise StorageUnavailable("the deployment record is busy, try again later") from None
 
