@@ -374,7 +374,7 @@ class S3Store(S3ResumableCalls):
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                while chunk := await body.read(READ_CHUNK_SIZE):
+                while chunk := await body.raw_stream.content.readany():
                     yield chunk
             except S3_FAILURES as exc:
                 self._on_error("GetObject")
