@@ -6,7 +6,6 @@ pause of ``FIRST_PAUSE``, doubled at each failure in a row, at most ``MAX_PAUSE`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -15,6 +14,7 @@ import aiohttp
 from gateway.client.api import retry_after
 from gateway.client.errors import CliError, network_errors
 from gateway.client.output import Reporter
+from gateway.retry import RetryPolicy
 
 # Failures in a row that bring nothing new before giving up, and the pauses between them: about
 # a minute of a gateway restarting or a network coming back.
@@ -48,18 +48,22 @@ class Attempts:
         self.reporter = reporter
         self.action = action
         self.count = 0
+        # No jitter: the pause is shown as it is (one client, nothing to spread).
+        self.policy = RetryPolicy(
+            attempts=1 + MAX_ATTEMPTS, base_delay=FIRST_PAUSE, max_delay=MAX_PAUSE, jitter=0.0
+        )
 
     def progressed(self) -> None:
         self.count = 0
 
     async def failed(self, exc: Retry) -> None:
         self.count += 1
-        if self.count > MAX_ATTEMPTS:
+        if self.count >= self.policy.attempts:
             raise GaveUp(
                 f"{self.action} failed: {exc.message}; gave up after {MAX_ATTEMPTS} attempts"
                 " in a row (run the same command again to resume)"
             )
-        pause = min(MAX_PAUSE, FIRST_PAUSE * 2 ** (self.count - 1))
+        pause = self.policy.delay(self.count)
         if exc.wait is not None:
             pause = min(MAX_PAUSE, max(pause, exc.wait))
         self.reporter.info(
@@ -67,7 +71,7 @@ class Attempts:
             f" (attempt {self.count} of {MAX_ATTEMPTS})"
         )
         with self.reporter.waiting(f"resuming (attempt {self.count} of {MAX_ATTEMPTS})"):
-            await asyncio.sleep(pause)
+            await self.policy.pause(self.count, pause)
 
 
 @contextlib.contextmanager
