@@ -106,17 +106,13 @@ class UploadSessions:
         content_type: str,
         meta: dict[str, str],
         expected_sha256: str | None = None,
+        created_by: str | None = None,
     ) -> Claim:
-        """A new upload of ``source_id``; ``TooManyUploads`` past ``max_open`` open ones."""
+        """A new upload of ``source_id``; ``TooManyUploads`` past ``max_open`` open ones.
+        ``created_by``: who created the source (its uploads are counted together)."""
         if length is not None and length > self.max_size:
             raise PayloadTooLarge(f"upload is larger than the limit of {self.max_size} bytes")
         now = self._clock()
-        states = await self._states.states_of(source_id)
-        open_now = [s for s in states if s.status == "open" and s.expires_at > now]
-        if len(open_now) >= self.limits.max_open:
-            raise TooManyUploads(
-                f"this source has {len(open_now)} unfinished uploads already; finish or cancel one"
-            )
         state = UploadState(
             source_id=source_id,
             upload_id=new_upload_id(),
@@ -126,8 +122,18 @@ class UploadSessions:
             length=length,
             meta=meta,
             expected_sha256=expected_sha256,
+            created_by=created_by,
         )
-        return Claim(state, await self._states.create(state))
+        etag = await self._states.create(state)
+        # Stored first, then counted: a slot names an upload whose state exists, so a creation
+        # that finds a slot's upload missing may take it over.
+        if not await self._states.take_slot(state, self.limits.max_open, now):
+            await self._states.remove(state)
+            raise TooManyUploads(
+                f"this source has {self.limits.max_open} unfinished uploads already; finish or"
+                " cancel one"
+            )
+        return Claim(state, etag)
 
     async def claim(self, source_id: str, upload_id: str) -> Claim:
         """Take the upload for this request: the newest request on an upload wins, on any
@@ -202,6 +208,10 @@ class UploadSessions:
                 await self._store.abort_multipart(self._states.key(state, "data"), state.multipart)
             except GatewayError:
                 log.warning("could not abort the parts of upload %s", state.upload_id)
+        try:
+            await self._states.release_slot(state, self.limits.max_open)
+        except GatewayError:
+            log.warning("could not free the slot of upload %s", state.upload_id)
         await self._finisher.clean(state)
         await self._states.remove(state)
 

@@ -46,10 +46,17 @@ _ERRORS: Schema = {
     "415": _response("The body's media type is not the protocol's."),
     "417": _response("An `Expect` header other than `100-continue`."),
     "422": _response("The archive check refused the upload (nothing visible)."),
+    "429": _response(
+        "An append past `auth.limits.concurrent_uploads` (counted with plain uploads of sources"
+        " the same identity created); `Retry-After`."
+    ),
     "460": _response("tus: `Upload-Checksum` does not match; the chunk is discarded."),
     "501": _response("Resumable uploads are off, or the store ignores conditional writes."),
     "502": _response("The object store answered with an error."),
-    "503": _response("The object store is unreachable or failing."),
+    "503": _response(
+        "The object store is unreachable or failing, or no part buffer came free in time"
+        " (`sources.max_buffer_bytes`)."
+    ),
 }
 _UPLOAD_PARAMS = [
     {
