@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,9 +17,39 @@ import pytest
 from gateway.server import keys
 
 from .helpers import SMALL_PART, Gateway, StartGateway, stored
-from .test_budget import SETTLE_SECONDS, gated, put_status, trickle
 
 DRAFT = {"Upload-Draft-Interop-Version": "9"}
+CHUNK = 16 * 1024
+# How long a test waits for the gateway to reach the state it checks before failing.
+SETTLE_SECONDS = 30
+
+
+async def gated(data: bytes, held_at: int, gate: asyncio.Event) -> AsyncIterator[bytes]:
+    """Send ``data`` in chunks, pausing at ``held_at`` until ``gate`` is set."""
+    for i in range(0, len(data), CHUNK):
+        if i == held_at:
+            await gate.wait()
+        yield data[i : i + CHUNK]
+
+
+async def trickle(head: bytes, every: float) -> AsyncIterator[bytes]:
+    """``head``, then a byte every ``every`` seconds for ever: slow, never silent."""
+    yield head
+    while True:
+        await asyncio.sleep(every)
+        yield b"x"
+
+
+async def put_status(
+    http: aiohttp.ClientSession, url: str, body: AsyncIterator[bytes]
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    try:
+        async with http.put(url, data=body) as resp:
+            return resp.status, dict(resp.headers), await resp.json()
+    except aiohttp.ClientError as exc:  # the gateway answered and closed while we still sent
+        return 0, {}, {"error": repr(exc)}
+
+
 APPEND = {**DRAFT, "Content-Type": "application/partial-upload"}
 
 
