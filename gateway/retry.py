@@ -13,7 +13,7 @@ which failures are worth another attempt:
 Jitter keeps instances that failed together (an S3 hiccup, a deployer restart, two instances
 merging lifecycle rules at start) from retrying in lockstep. Standard library only: the client
 imports this module (it imports nothing of the server), and it loads neither aiohttp nor botocore.
-``tests/test_retry.py`` fails when a loop outside this module sleeps between attempts itself.
+``tests/test_retry.py`` fails when code outside this module sleeps, but for its listed polls.
 """
 
 from __future__ import annotations

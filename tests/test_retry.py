@@ -16,7 +16,7 @@ from gateway.retry import RetryPolicy
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 POLICY_MODULE = "gateway.retry"
-# Loops that sleep and are no retry of a failed call: each (module, function) with the reason.
+# Sleeps that are no wait between attempts: each (module, function) with the reason.
 NOT_RETRIES = {
     ("gateway.server.observability.dependencies", "_check_forever"): (
         "the readiness checks, run again every interval whatever they found"
@@ -168,68 +168,66 @@ async def test_pause_waits_what_the_other_side_asked_for() -> None:
     assert time.monotonic() - started >= 0.05
 
 
-def _sleeps_in_loops(tree: ast.Module) -> list[tuple[str, int]]:
-    """(innermost function, line) of each ``sleep(...)`` call inside a ``for`` or ``while``
-    loop of the same function."""
+def _sleeps(tree: ast.Module) -> list[tuple[str, int]]:
+    """(innermost function, line) of each ``sleep(...)`` call (``asyncio.sleep``,
+    ``time.sleep``), at any depth: a wait between attempts may sit in a helper the loop calls
+    (``failed()``), not only in the loop itself."""
     found: list[tuple[str, int]] = []
 
-    def visit(node: ast.AST, function: str, in_loop: bool) -> None:
+    def visit(node: ast.AST, function: str) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-                name = getattr(child, "name", "<lambda>")
-                visit(child, name, False)
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name)
                 continue
-            if isinstance(child, ast.Call) and in_loop:
+            if isinstance(child, ast.Call):
                 func = child.func
                 name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 if name == "sleep":
                     found.append((function, child.lineno))
-            looping = in_loop or isinstance(child, ast.For | ast.AsyncFor | ast.While)
-            visit(child, function, looping)
+            visit(child, function)
 
-    visit(tree, "<module>", False)
+    visit(tree, "<module>")
     return found
 
 
-def _all_sleeps_in_loops() -> dict[str, list[tuple[str, int]]]:
+def _all_sleeps() -> dict[str, list[tuple[str, int]]]:
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        found[name] = _sleeps_in_loops(ast.parse(path.read_text()))
+        found[name] = _sleeps(ast.parse(path.read_text()))
     return found
 
 
-SLEEPS_IN_LOOPS = _all_sleeps_in_loops()
+SLEEPS = _all_sleeps()
 
 
-@pytest.mark.parametrize("name", sorted(n for n in SLEEPS_IN_LOOPS if n != POLICY_MODULE))
+@pytest.mark.parametrize("name", sorted(n for n in SLEEPS if n != POLICY_MODULE))
 def test_no_retry_loop_outside_the_policy(name: str) -> None:
-    """A loop that sleeps between attempts is a retry loop of its own: use ``RetryPolicy``
-    (``call``, ``tries`` or ``pause``), or, for a loop that is no retry, say why in
-    NOT_RETRIES."""
+    """A wait between attempts is a retry loop of its own: build a ``RetryPolicy`` (from
+    gateway.retry) at the call site and use its ``call``, ``tries`` or ``pause``; a sleep that
+    is no retry (a poll, a keep-alive tick) goes in NOT_RETRIES with its reason."""
     written = [
         f"{name}.{function} line {line}"
-        for function, line in SLEEPS_IN_LOOPS[name]
+        for function, line in SLEEPS[name]
         if (name, function) not in NOT_RETRIES
     ]
-    assert not written, f"a loop sleeps outside gateway/retry.py: {written}"
+    assert not written, f"sleeps outside gateway/retry.py: {written}"
 
 
-def test_the_loop_scan_sees_loops_and_its_exceptions_still_hold() -> None:
-    # Guards the guard: a sleep nested in a loop is found, one after it is not, and every
-    # exception names a loop that still sleeps (a stale one would let a new retry loop in
-    # under an old name).
+def test_the_scan_sees_sleeps_and_its_exceptions_still_hold() -> None:
+    # Guards the guard: the policy's own wait is found, a sleep nested in a loop or in a
+    # method is found, and every exception names a function that still sleeps (a stale one
+    # would let a new retry loop in under an old name).
+    assert [function for function, _ in SLEEPS[POLICY_MODULE]] == ["pause"]
     nested = ast.parse(
-        "async def f():\n    for x in y:\n        if x:\n            await z.sleep(1)\n"
+        "class A:\n async def f(self):\n  for x in y:\n   if x:\n    await z.sleep(1)\n"
     )
-    assert _sleeps_in_loops(nested) == [("f", 4)]
-    outside = ast.parse(
-        "async def f():\n    await asyncio.sleep(1)\n    for x in y:\n        g(x)\n"
-    )
-    assert _sleeps_in_loops(outside) == []
+    assert _sleeps(nested) == [("f", 5)]
+    assert _sleeps(ast.parse("def f():\n time.sleep(1)\n")) == [("f", 2)]
+    assert _sleeps(ast.parse("async def f():\n await asyncio.wait_for(g(), 1)\n")) == []
     for name, function in NOT_RETRIES:
-        assert any(f == function for f, _ in SLEEPS_IN_LOOPS.get(name, [])), (name, function)
+        assert any(f == function for f, _ in SLEEPS.get(name, [])), (name, function)
 
 
 def test_the_policy_loads_neither_aiohttp_nor_botocore_nor_the_server() -> None:

@@ -17,7 +17,7 @@ from gateway.client.output import Reporter
 from gateway.retry import RetryPolicy
 
 # Failures in a row that bring nothing new before giving up, and the pauses between them: about
-# a minute of a gateway restarting or a network coming back.
+# a minute of a gateway restarting or a network coming back; no jitter (the pause is shown).
 MAX_ATTEMPTS = 5
 FIRST_PAUSE = 1.0
 MAX_PAUSE = 30.0
@@ -48,8 +48,7 @@ class Attempts:
         self.reporter = reporter
         self.action = action
         self.count = 0
-        # No jitter: the pause is shown as it is (one client, nothing to spread).
-        self.policy = RetryPolicy(
+        self._policy = RetryPolicy(
             attempts=1 + MAX_ATTEMPTS, base_delay=FIRST_PAUSE, max_delay=MAX_PAUSE, jitter=0.0
         )
 
@@ -58,20 +57,20 @@ class Attempts:
 
     async def failed(self, exc: Retry) -> None:
         self.count += 1
-        if self.count >= self.policy.attempts:
+        if self.count >= self._policy.attempts:
             raise GaveUp(
                 f"{self.action} failed: {exc.message}; gave up after {MAX_ATTEMPTS} attempts"
                 " in a row (run the same command again to resume)"
             )
-        pause = self.policy.delay(self.count)
+        pause = self._policy.delay(self.count)
         if exc.wait is not None:
-            pause = min(MAX_PAUSE, max(pause, exc.wait))
+            pause = min(self._policy.max_delay, max(pause, exc.wait))
         self.reporter.info(
             f"{self.action}: {exc.message}; resuming in {pause:g} s"
             f" (attempt {self.count} of {MAX_ATTEMPTS})"
         )
         with self.reporter.waiting(f"resuming (attempt {self.count} of {MAX_ATTEMPTS})"):
-            await self.policy.pause(self.count, pause)
+            await self._policy.pause(self.count, pause)
 
 
 @contextlib.contextmanager
