@@ -22,11 +22,11 @@ from aiohttp.test_utils import unused_port
 from moto.server import ThreadedMotoServer
 
 from gateway.config import config_from_dict
-from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import S3Store
-from gateway.server.adapters.store import ObjectStore
 from gateway.server.app import create_app
+from gateway.server.domain.storage import ObjectStore
 
 from .helpers import (
     DEPLOYMENTS_QUEUE,

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from gateway.server.adapters import store as errors
-from gateway.server.adapters.json_objects import MAX_KEYS, KeyPage, PreconditionFailed
-from gateway.server.adapters.store import Buffer, ObjectInfo
+from gateway.server.adapters.json_objects import PreconditionFailed
+from gateway.server.domain import storage as errors
+from gateway.server.domain.storage import MAX_KEYS, Buffer, KeyPage, ObjectInfo
 
 # Pieces ``read`` yields, small so that a test sees a stream, not one block.
 READ_CHUNK = 64 * 1024

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import BadRequest, ValidationFailed
-from gateway.server.domain.event_log import (
+from gateway.server.domain.deployments.event_log import (
     MAX_EVENTS,
     TooManyEvents,
     cut_line,
@@ -19,8 +19,8 @@ from gateway.server.domain.event_log import (
     render_output,
     snapshot,
 )
-from gateway.server.domain.log_heads import LogHeads
-from gateway.server.domain.records import (
+from gateway.server.domain.deployments.log_heads import LogHeads
+from gateway.server.domain.deployments.records import (
     MAX_EVENT_CONTENT,
     STATUSES,
     TERMINAL_STATUSES,

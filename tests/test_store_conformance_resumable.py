@@ -11,7 +11,7 @@ import pytest
 
 from gateway.errors import GatewayError
 from gateway.server.adapters.json_objects import PreconditionFailed
-from gateway.server.adapters.store import (
+from gateway.server.domain.storage import (
     ObjectNotFound,
     ObjectStore,
     StorageFailed,

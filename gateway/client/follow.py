@@ -33,11 +33,8 @@ from gateway.client.errors import (
 )
 from gateway.client.output import Reporter, Waiting, progress_allowed
 from gateway.retry import RetryPolicy
+from gateway.statuses import TERMINAL_STATUSES
 
-# The platform's final statuses: the deployment will not change any more.
-TERMINAL_STATUSES = frozenset(
-    {"success", "aborted", "build-error", "crashed-error", "timeout-error", "hook-error"}
-)
 # Output lines kept to show again when a deployment fails.
 TAIL_LINES = 10
 # Streams in a row that end with no news before following gives up, and the pauses before each

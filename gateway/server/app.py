@@ -17,30 +17,31 @@ from gateway.config import Config
 from gateway.ids import SOURCE_ID_REGEX
 from gateway.server import keys
 from gateway.server.adapters.aws import sqs_client_kwargs
-from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.demo_deployer import DemoDeployer, running
-from gateway.server.adapters.event_log import EventLogStore
+from gateway.server.adapters.deployments.event_log import EventLogStore
+from gateway.server.adapters.deployments.records import RecordStore
 from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.json_objects import S3JsonObjects
 from gateway.server.adapters.lifecycle import ensure_lifecycle, rules_besides_sources
-from gateway.server.adapters.records import RecordStore
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.auth_wiring import authenticator, jwks_context
 from gateway.server.domain.archive.check import ArchivePolicy
 from gateway.server.domain.archive.pool import CheckPool
 from gateway.server.domain.auth import Authenticator
-from gateway.server.domain.deployments import ArchiveUrlChecker
-from gateway.server.domain.event_log import CHUNK_EVENTS
-from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.deployments.event_log import CHUNK_EVENTS
+from gateway.server.domain.deployments.events_token import EventsTokens
+from gateway.server.domain.deployments.request import ArchiveUrlChecker
+from gateway.server.domain.deployments.tracker import DeploymentTracker
 from gateway.server.domain.exchange import ExchangedTokens
 from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.signing import Clock, UrlSigner
-from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.domain.uploads import BufferBudget, Uploader
 from gateway.server.domain.urlguard import Resolver, UrlGuard, UrlPolicy, system_resolver
 from gateway.server.http.cors import Cors
-from gateway.server.http.deployment_records import DeploymentLinks, DeploymentRecordHandlers
-from gateway.server.http.deployments import DeploymentHandlers
+from gateway.server.http.deployments.create import DeploymentHandlers
+from gateway.server.http.deployments.records import DeploymentLinks, DeploymentRecordHandlers
+from gateway.server.http.deployments.websocket import DeploymentsStream
 from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
 from gateway.server.http.middleware import observe
 from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
@@ -48,7 +49,6 @@ from gateway.server.http.platform import STREAM_PATH, PlatformHandlers
 from gateway.server.http.probes import Probes
 from gateway.server.http.resumable import protocol_dispatch
 from gateway.server.http.sources import SourceHandlers
-from gateway.server.http.stream import DeploymentsStream
 from gateway.server.observability.access import AccessLog, ClientAddress
 from gateway.server.observability.dependencies import DependencyChecks
 from gateway.server.observability.metrics import (

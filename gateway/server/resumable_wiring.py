@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.config import Config
-from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.domain.archive.check import ArchivePolicy
 from gateway.server.domain.archive.pool import CheckPool

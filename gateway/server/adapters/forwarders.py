@@ -20,9 +20,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -32,7 +31,8 @@ from gateway.config import Config
 from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
 from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code, open_sqs_client
-from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.outbound import Connections
+from gateway.server.domain.deployments.jobs import Forwarder, Job
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -53,21 +53,6 @@ MAX_DEPLOYER_BODY = 1024 * 1024
 FORWARD_MAX_DELAY = 30.0
 _QUEUE_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _QUEUE_BUSY = {"ThrottlingException", "RequestThrottled", "ServiceUnavailable", "InternalError"}
-
-
-@dataclass(frozen=True)
-class Job:
-    """A deployment job: ``body`` is the exact JSON the deployer receives (and the HMAC covers)."""
-
-    id: str
-    app: str
-    body: bytes
-
-    @classmethod
-    def of(cls, fields: Mapping[str, Any]) -> Job:
-        """Serialise ``fields`` (which must hold ``id`` and ``app``) once, compactly."""
-        body = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
-        return cls(str(fields["id"]), str(fields["app"]), body)
 
 
 class DeployerRejected(GatewayError):
@@ -92,15 +77,6 @@ class QueueUnavailable(ServiceUnavailable):
 
 class QueueFailed(BadGateway):
     """The deployment queue answered an error (missing queue, refused credentials...)."""
-
-
-class Forwarder(Protocol):
-    """Where accepted deployments go. The handler does not know which one it has."""
-
-    async def forward(self, job: Job) -> dict[str, Any] | None:
-        """Deliver ``job``; return the deployer's JSON object answer, or None if it gave none.
-
-        Raises ``GatewayError`` subclasses only."""
 
 
 def signature(secret: str, body: bytes) -> str:

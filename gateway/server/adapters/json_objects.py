@@ -11,16 +11,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import translate
-from gateway.server.adapters.store import ObjectNotFound, PreconditionFailed
+from gateway.server.domain.storage import (
+    MAX_KEYS,
+    JsonObjects,
+    KeyPage,
+    ObjectNotFound,
+    PreconditionFailed,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -32,40 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# ListObjectsV2 answers at most this many keys per call.
-MAX_KEYS = 1000
 _FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
 # Codes S3 gives a conditional write that lost: the condition failed, or another conditional
 # write of the same key was in flight at the same moment.
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 __all__ = ["MAX_KEYS", "JsonObjects", "KeyPage", "PreconditionFailed", "S3JsonObjects"]
-
-
-@dataclass(frozen=True)
-class KeyPage:
-    """One listing: keys in order, and whether more follow the last one."""
-
-    keys: list[str]
-    truncated: bool
-
-
-class JsonObjects(Protocol):
-    """Small JSON objects. Every method raises ``GatewayError`` subclasses only."""
-
-    async def put_json(
-        self, key: str, value: Any, *, if_absent: bool = False, if_match: str | None = None
-    ) -> str:
-        """Store ``value`` as JSON; return the new ETag. ``if_absent``: only if the key does not
-        exist; ``if_match``: only if its ETag is still that. ``PreconditionFailed`` otherwise."""
-
-    async def get_json(self, key: str) -> tuple[Any, str]:
-        """The JSON value at ``key`` and its ETag, or ``ObjectNotFound``."""
-
-    async def list_keys(
-        self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS
-    ) -> KeyPage:
-        """One ListObjectsV2 call: keys under ``prefix`` after ``start_after``, in order."""
 
 
 class S3JsonObjects:

@@ -22,9 +22,9 @@ from gateway.config import StorageConfig
 from gateway.errors import BadGateway, GatewayError
 from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.connections import Connections
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
-from gateway.server.adapters.store import (
+from gateway.server.domain.storage import (
     Buffer,
     ObjectChanged,
     ObjectInfo,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from botocore.exceptions import ClientError
 
 from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.store import Buffer, PreconditionFailed
+from gateway.server.domain.storage import Buffer, PreconditionFailed
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

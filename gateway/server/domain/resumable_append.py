@@ -22,8 +22,8 @@ from gateway.errors import (
     UploadNotFound,
     UploadSuperseded,
 )
-from gateway.server.adapters.store import ObjectStore
 from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher, Verifier
+from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadStates
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,9 @@ import re
 from datetime import UTC, datetime
 
 from gateway.errors import BadRequest
+from gateway.server.adapters.archive_tags import archive_from_tags
+from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.storage import ObjectInfo
 
 DEFAULT_CONTENT_TYPE = "application/gzip"
 # The platform's deployer refuses archives served as octet-stream: store those as gzip.
@@ -67,3 +70,8 @@ def stored_content_type(header: str | None) -> str:
     if value.split(";")[0].strip().lower() in _GENERIC_TYPES:
         return DEFAULT_CONTENT_TYPE
     return value
+
+
+def archive_of(info: ObjectInfo) -> ArchiveFacts | None:
+    """What the archive check found in the stored object (None: stored without the check)."""
+    return archive_from_tags(info.tags)

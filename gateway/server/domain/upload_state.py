@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.errors import UploadNotFound, UploadSuperseded
-from gateway.server.adapters.json_objects import JsonObjects
-from gateway.server.adapters.store import ObjectNotFound, ObjectStore, PreconditionFailed
+from gateway.server.domain.storage import (
+    JsonObjects,
+    ObjectNotFound,
+    ObjectStore,
+    PreconditionFailed,
+)
 
 log = logging.getLogger(__name__)
 

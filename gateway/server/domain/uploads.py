@@ -24,9 +24,10 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ServiceUnavailable
-from gateway.server.adapters.store import ObjectStore
+from gateway.server.adapters.archive_tags import archive_tags
 from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
 from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class Uploader:
         sha256 = digests.sha256.hexdigest()
         facts = checked.facts
         try:
-            await self._store.set_sha256(key, sha256, etag, facts.tags() if facts else None)
+            await self._store.set_sha256(key, sha256, etag, archive_tags(facts) if facts else None)
         except GatewayError:
             # The archive is stored whole: failing the upload now would tell the client the
             # opposite. Downloads of it go without checksum headers, and the log says why.

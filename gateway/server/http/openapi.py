@@ -16,9 +16,10 @@ from aiohttp import web
 
 from gateway.config import Config
 from gateway.ids import SOURCE_ID_REGEX
-from gateway.server.domain.records import MAX_EVENT_ID, MAX_HOOK_LENGTH, STATUSES
+from gateway.server.domain.deployments.records import MAX_EVENT_ID, MAX_HOOK_LENGTH
 from gateway.server.http.openapi_platform import platform_paths, platform_schemas
 from gateway.server.http.openapi_resumable import source_operations, upload_path
+from gateway.statuses import STATUSES
 
 OPENAPI_PATH = "/v1/openapi.json"
 # The source id in paths: a lowercase UUID4 as the gateway issues them (anything else is 404).

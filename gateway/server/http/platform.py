@@ -14,7 +14,7 @@ from aiohttp import web
 from gateway.config import Config, TokenConfig
 from gateway.errors import NotFound, Unauthorized
 from gateway.server.domain.auth import Authenticator, Principal, presented_token
-from gateway.server.domain.deployments import app_name_errors
+from gateway.server.domain.deployments.request import app_name_errors
 from gateway.server.domain.exchange import ExchangedTokens
 from gateway.server.observability.metrics import PlatformMetrics
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.errors import GatewayError
-from gateway.server.adapters.records import DeploymentNotFound, Record
-from gateway.server.domain.event_log import LoggedEvent
-from gateway.server.domain.tracking import DeploymentTracker
+from gateway.server.adapters.deployments.records import DeploymentNotFound
+from gateway.server.domain.deployments.event_log import LoggedEvent
+from gateway.server.domain.deployments.records import Record
+from gateway.server.domain.deployments.tracker import DeploymentTracker
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Object storage: the narrow interface the gateway needs, its value types and its errors.
+"""Object storage: the narrow interfaces the gateway needs (objects, small JSON objects), their
+value types and their errors.
 
 Every method of ``ObjectStore`` raises ``GatewayError`` subclasses only; ``ObjectNotFound`` for a
 missing key. ``gateway.server.adapters.s3.S3Store`` is the implementation.
@@ -10,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.errors import BadGateway, NotFound, ServiceUnavailable
 
@@ -127,3 +128,33 @@ class ObjectStore(Protocol):
 
     async def check(self) -> None:
         """Return when the bucket answers; raise ``StorageUnavailable`` otherwise."""
+
+
+# ListObjectsV2 answers at most this many keys per call.
+MAX_KEYS = 1000
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """One listing: keys in order, and whether more follow the last one."""
+
+    keys: list[str]
+    truncated: bool
+
+
+class JsonObjects(Protocol):
+    """Small JSON objects. Every method raises ``GatewayError`` subclasses only."""
+
+    async def put_json(
+        self, key: str, value: Any, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        """Store ``value`` as JSON; return the new ETag. ``if_absent``: only if the key does not
+        exist; ``if_match``: only if its ETag is still that. ``PreconditionFailed`` otherwise."""
+
+    async def get_json(self, key: str) -> tuple[Any, str]:
+        """The JSON value at ``key`` and its ETag, or ``ObjectNotFound``."""
+
+    async def list_keys(
+        self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS
+    ) -> KeyPage:
+        """One ListObjectsV2 call: keys under ``prefix`` after ``start_after``, in order."""

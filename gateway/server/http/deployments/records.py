@@ -14,15 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import TokenExpired, TokenInvalid
-from gateway.ids import SOURCE_ID
-from gateway.server.adapters.records import DeploymentNotFound, Record
+from gateway.ids import DEPLOYMENT_ID
+from gateway.server.adapters.deployments.records import DeploymentNotFound
 from gateway.server.domain.auth import Authenticator
-from gateway.server.domain.deployments import app_name_errors
-from gateway.server.domain.event_log import LoggedEvent
-from gateway.server.domain.events_token import EventsTokens
-from gateway.server.domain.follow import FollowHub
-from gateway.server.domain.records import (
+from gateway.server.domain.deployments.event_log import LoggedEvent
+from gateway.server.domain.deployments.events_token import EventsTokens
+from gateway.server.domain.deployments.follow import FollowHub
+from gateway.server.domain.deployments.records import (
     MAX_EVENT_CONTENT,
+    Record,
     deployment_view,
     is_terminal,
     pagination,
@@ -31,12 +31,13 @@ from gateway.server.domain.records import (
     parse_page,
     sse_message,
 )
+from gateway.server.domain.deployments.request import app_name_errors
+from gateway.server.domain.deployments.tracker import DeploymentTracker
 from gateway.server.domain.sources import rfc3339
-from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
 from gateway.server.http.expect import continue_at_once, defer_continue
 from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
-from gateway.server.observability.access import facts_of
+from gateway.server.observability.access import tally_of
 from gateway.server.observability.metrics import DeploymentMetrics
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class _ClientLeft(Exception):
 
 def _path_ids(request: web.Request) -> tuple[str, str]:
     app, deployment_id = request.match_info["app"], request.match_info["id"]
-    if app_name_errors(app) or not SOURCE_ID.fullmatch(deployment_id):
+    if app_name_errors(app) or not DEPLOYMENT_ID.fullmatch(deployment_id):
         raise DeploymentNotFound()
     return app, deployment_id
 
@@ -164,14 +165,14 @@ class DeploymentRecordHandlers:
         )
         await start_stream(request, response)
         self.metrics.followers.labels("sse").inc()
-        facts = facts_of(request)
+        tally = tally_of(request)
         try:
             await self._stream(request, response, record, after)
             await response.write_eof()
         except (*CLIENT_GONE, _ClientLeft):
-            facts.outcome = "client_disconnected"
+            tally.outcome = "client_disconnected"
         except ClientStalled:
-            facts.outcome = "send_timeout"
+            tally.outcome = "send_timeout"
             log.warning(
                 "follower of deployment %s dropped: it took nothing for %gs",
                 deployment_id,
@@ -179,7 +180,7 @@ class DeploymentRecordHandlers:
             )
             cut_short(request, response, flush=False)
         except Exception as exc:
-            facts.outcome = "upstream_failed"
+            tally.outcome = "upstream_failed"
             log.warning(
                 "event stream of deployment %s ended: %s", deployment_id, type(exc).__name__
             )

@@ -3,7 +3,7 @@
 Keys under ``deployments.prefix`` (P), all covered by the deployments lifecycle rule:
 
     P{app}/{id}/deployment.json          the record; replaced only with If-Match on its ETag
-    P{app}/{id}/ids/, log/, chunks/      the event log (gateway.server.adapters.event_log)
+    P{app}/{id}/ids/, log/, chunks/      the event log (``event_log`` here)
     P{app}/index/{inverted:013d}-{id}    a marker whose name sorts newest first
 
 What the records mean is the domain's business; this module only knows where they are and how
@@ -19,13 +19,17 @@ from typing import Any, TypeVar
 
 from gateway.errors import NotFound
 from gateway.retry import RetryPolicy
-from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
-from gateway.server.adapters.store import ObjectNotFound, StorageUnavailable
+from gateway.server.domain.deployments.records import Record
+from gateway.server.domain.storage import (
+    JsonObjects,
+    ObjectNotFound,
+    PreconditionFailed,
+    StorageUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Record = dict[str, Any]
 # Reads of small objects in flight at once for one request (a page, an output).
 READ_CONCURRENCY = 16
 # Rounds of read-change-write before a record update gives up (others kept changing it). Each

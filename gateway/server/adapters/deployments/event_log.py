@@ -1,6 +1,6 @@
 """Where a deployment's event log lives in the bucket, and how it is read in few requests.
 
-Keys under the deployment's folder ``P{app}/{id}/`` (see ``gateway.server.adapters.records``):
+Keys under the deployment's folder ``P{app}/{id}/`` (see ``records``):
 
     ids/{n:010d}.json       the claim on the deployer's event number n: its digest, the log slot
                             it was claimed at (every entry of it lies after), then its slot
@@ -21,11 +21,10 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
-from gateway.server.adapters.records import bounded
-from gateway.server.adapters.store import ObjectNotFound
+from gateway.server.adapters.deployments.records import bounded
+from gateway.server.domain.deployments.event_log import Entry
+from gateway.server.domain.storage import JsonObjects, ObjectNotFound, PreconditionFailed
 
-Entry = dict[str, Any]
 _SLOT_DIGITS = 10
 
 

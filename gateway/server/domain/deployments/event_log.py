@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import PayloadTooLarge
-from gateway.server.domain.records import (
+from gateway.server.domain.deployments.records import (
     Event,
     EventConflict,
     is_terminal,
@@ -30,6 +30,8 @@ MAX_EVENTS = 10_000
 # Entries compacted into one chunk object, so reading a whole log costs about one GET per
 # CHUNK_EVENTS events (and at most CHUNK_EVENTS - 1 GETs of single entries at the head).
 CHUNK_EVENTS = 100
+# One slot of the log as stored: ``slot``, the ``event``, the ``state`` after it.
+Entry = dict[str, Any]
 
 
 class TooManyEvents(PayloadTooLarge):
