@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import BadRequest, ValidationFailed
+from gateway.errors import BadRequest, EventConflict, TooManyEvents, ValidationFailed
 from gateway.server.domain.deployments.event_log import (
     MAX_EVENTS,
-    TooManyEvents,
     cut_line,
     initial_state,
     next_entry,
@@ -25,7 +24,6 @@ from gateway.server.domain.deployments.records import (
     STATUSES,
     TERMINAL_STATUSES,
     Event,
-    EventConflict,
     Page,
     deployment_view,
     hook_errors,

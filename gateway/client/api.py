@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
@@ -24,6 +23,7 @@ from gateway.client.errors import (
     safe_url,
 )
 from gateway.client.output import Reporter
+from gateway.paths import APP, DEPLOYMENTS, SOURCES, fill
 from gateway.retry import RetryPolicy
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -151,8 +151,7 @@ class Api:
         entry of ``GET /v1/apps/{app}/deployments``, which checks the same; on one without
         either, nothing (the deployment itself will tell)."""
         action = f"checking app {app}"
-        base = f"/v1/apps/{quote(app, safe='')}"
-        for path in (base, f"{base}/deployments?per_page=1"):
+        for path in (fill(APP, app=app), fill(DEPLOYMENTS, app=app) + "?per_page=1"):
             if await self._get_checked(path, action):
                 return
         self._reporter.debug(f"{action}: the gateway has no such endpoint; skipped")
@@ -177,7 +176,7 @@ class Api:
     async def create_source(self) -> dict[str, Any]:
         """``POST /v1/sources``: the new source, with ``upload_url`` and ``download_url``."""
         action = "creating a source"
-        body = await self._post("/v1/sources", action, None)
+        body = await self._post(SOURCES, action, None)
         source = source_object(body)
         if not isinstance(source.get("upload_url"), str) or not isinstance(
             source.get("download_url"), str
@@ -192,8 +191,9 @@ class Api:
         deployment: dict[str, str] = {"download_url": download_url}
         if git_ref is not None:
             deployment["git_ref"] = git_ref
-        path = f"/v1/apps/{quote(app, safe='')}/deployments"
-        return await self._post(path, f"deploying {app}", {"deployment": deployment})
+        return await self._post(
+            fill(DEPLOYMENTS, app=app), f"deploying {app}", {"deployment": deployment}
+        )
 
 
 def source_object(body: dict[str, Any]) -> dict[str, Any]:

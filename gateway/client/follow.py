@@ -19,7 +19,6 @@ import shlex
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import quote
 
 import aiohttp
 
@@ -32,6 +31,7 @@ from gateway.client.errors import (
     safe_url,
 )
 from gateway.client.output import Reporter, Waiting, progress_allowed
+from gateway.paths import DEPLOYMENT, DEPLOYMENT_EVENTS, fill
 from gateway.retry import RetryPolicy
 from gateway.statuses import TERMINAL_STATUSES
 
@@ -99,8 +99,9 @@ class DeploymentsApi:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._reporter = reporter
 
-    def _url(self, app: str, tail: str) -> str:
-        return f"{self._base}/v1/apps/{quote(app, safe='')}/deployments{tail}"
+    def _url(self, path: str) -> str:
+        """``path``: a template of ``gateway.paths``, filled."""
+        return self._base + path
 
     @contextlib.asynccontextmanager
     async def _get(
@@ -118,17 +119,17 @@ class DeploymentsApi:
                     raise error
                 yield resp
 
-    async def get_json(self, app: str, tail: str, action: str) -> dict[str, Any]:
+    async def get_json(self, path: str, action: str) -> dict[str, Any]:
         accept = {"Accept": "application/json"}
-        async with self._get(self._url(app, tail), action, accept, aiohttp.ClientTimeout(60)) as r:
+        async with self._get(self._url(path), action, accept, aiohttp.ClientTimeout(60)) as r:
             with network_errors(action, str(r.url)):
                 body = await r.json(content_type=None)
         if not isinstance(body, dict):
             raise CliError(f"{action} failed: the answer is not a JSON object")
         return body
 
-    async def get_text(self, app: str, tail: str, action: str) -> str:
-        async with self._get(self._url(app, tail), action, {}, aiohttp.ClientTimeout(300)) as r:
+    async def get_text(self, path: str, action: str) -> str:
+        async with self._get(self._url(path), action, {}, aiohttp.ClientTimeout(300)) as r:
             with network_errors(action, str(r.url)):
                 return await r.text()
 
@@ -138,7 +139,7 @@ class DeploymentsApi:
         headers = {"Accept": "text/event-stream"}
         if after:
             headers["Last-Event-ID"] = str(after)
-        url = self._url(app, f"/{quote(deployment_id, safe='')}/events")
+        url = self._url(fill(DEPLOYMENT_EVENTS, app=app, id=deployment_id))
         return self._get(url, f"following deployment {deployment_id}", headers, STREAM_TIMEOUT)
 
 
@@ -288,7 +289,8 @@ async def follow_to_end(
     except asyncio.CancelledError:
         # Ctrl-C: the one line says how to pick up again (the runner prints it).
         raise Interrupted(interrupted_hint(app, deployment_id)) from None
-    answer = await api.get_json(app, f"/{quote(deployment_id, safe='')}", "reading the deployment")
+    path = fill(DEPLOYMENT, app=app, id=deployment_id)
+    answer = await api.get_json(path, "reading the deployment")
     if status == "success":
         return answer, None
     tail = "".join(f"\n  {line}" for line in printer.tail)

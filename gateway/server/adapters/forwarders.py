@@ -28,7 +28,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import Config
-from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
+from gateway.errors import DeployerRejected, DeployerUnavailable, QueueFailed, QueueUnavailable
 from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code, open_sqs_client
 from gateway.server.adapters.outbound import Connections
@@ -53,30 +53,6 @@ MAX_DEPLOYER_BODY = 1024 * 1024
 FORWARD_MAX_DELAY = 30.0
 _QUEUE_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _QUEUE_BUSY = {"ThrottlingException", "RequestThrottled", "ServiceUnavailable", "InternalError"}
-
-
-class DeployerRejected(GatewayError):
-    """The deployer refused the job with a 4xx: its status and JSON body reach the client."""
-
-    def __init__(self, status: int, body: dict[str, Any] | None) -> None:
-        super().__init__(f"the deployer refused the deployment (HTTP {status})")
-        self.status = status  # type: ignore[misc]
-        self._body = body
-
-    def body(self) -> dict[str, Any]:
-        return self._body if self._body is not None else {"error": self.message}
-
-
-class DeployerUnavailable(BadGateway):
-    """The deployer could not be reached, kept failing, or answered something unusable."""
-
-
-class QueueUnavailable(ServiceUnavailable):
-    """The deployment queue could not be reached or is throttling."""
-
-
-class QueueFailed(BadGateway):
-    """The deployment queue answered an error (missing queue, refused credentials...)."""
 
 
 def signature(secret: str, body: bytes) -> str:

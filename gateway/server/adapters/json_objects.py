@@ -13,19 +13,13 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 
+from gateway.errors import ObjectNotFound, WriteConflict
 from gateway.server.adapters.outbound import Connections
-from gateway.server.adapters.s3 import translate
-from gateway.server.domain.storage import (
-    MAX_KEYS,
-    JsonObjects,
-    KeyPage,
-    ObjectNotFound,
-    PreconditionFailed,
-)
+from gateway.server.adapters.s3 import S3_FAILURES, translate
+from gateway.server.adapters.s3_resumable import LOST_RACE
+from gateway.server.domain.storage import MAX_KEYS, JsonObjects, KeyPage
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -37,12 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
-# Codes S3 gives a conditional write that lost: the condition failed, or another conditional
-# write of the same key was in flight at the same moment.
-_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 
-__all__ = ["MAX_KEYS", "JsonObjects", "KeyPage", "PreconditionFailed", "S3JsonObjects"]
+__all__ = ["MAX_KEYS", "JsonObjects", "KeyPage", "S3JsonObjects"]
 
 
 class S3JsonObjects:
@@ -61,10 +51,10 @@ class S3JsonObjects:
         try:
             return await call
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _PRECONDITION_CODES:
-                raise PreconditionFailed() from None
+            if exc.response.get("Error", {}).get("Code") in LOST_RACE:
+                raise WriteConflict() from None
             raise translate(exc, operation) from None
-        except _FAILURES as exc:
+        except S3_FAILURES as exc:
             raise translate(exc, operation) from None
 
     async def put_json(
@@ -88,7 +78,7 @@ class S3JsonObjects:
         async with resp["Body"] as body:
             try:
                 raw = await body.read()
-            except _FAILURES as exc:
+            except S3_FAILURES as exc:
                 raise translate(exc, "GetObject") from None
         try:
             return json.loads(raw), str(resp["ETag"])

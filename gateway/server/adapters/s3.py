@@ -19,19 +19,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.config import StorageConfig
-from gateway.errors import BadGateway, GatewayError
-from gateway.retry import RetryPolicy
-from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.outbound import Connections
-from gateway.server.adapters.s3_resumable import S3ResumableCalls
-from gateway.server.domain.storage import (
-    Buffer,
+from gateway.errors import (
+    BadGateway,
+    GatewayError,
     ObjectChanged,
-    ObjectInfo,
     ObjectNotFound,
     StorageFailed,
     StorageUnavailable,
 )
+from gateway.retry import RetryPolicy
+from gateway.server.adapters.aws import error_code
+from gateway.server.adapters.outbound import Connections
+from gateway.server.adapters.s3_resumable import S3ResumableCalls
+from gateway.server.domain.storage import Buffer, ObjectInfo
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -122,7 +122,7 @@ def translate(exc: Exception, operation: str) -> GatewayError:
         code = error_code(exc)
         if code in _NOT_FOUND_CODES:
             return ObjectNotFound()
-        if code == "PreconditionFailed":
+        if code == "PreconditionFailed":  # a read of one version (If-Match) found it replaced
             return ObjectChanged()
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         log.warning("storage %s failed: %s (HTTP %s)", operation, code, status)
@@ -133,7 +133,8 @@ def translate(exc: Exception, operation: str) -> GatewayError:
     return StorageUnavailable("storage is unreachable, try again later")
 
 
-_S3_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
+# What an S3 call fails with besides our own errors: one tuple for every S3 call of ours.
+S3_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
 
 
 class S3Store(S3ResumableCalls):
@@ -171,7 +172,7 @@ class S3Store(S3ResumableCalls):
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         try:
             return await call
-        except _S3_FAILURES as exc:
+        except S3_FAILURES as exc:
             error = translate(exc, operation)
             if not isinstance(error, ObjectNotFound):
                 self._on_error(operation)
@@ -376,7 +377,7 @@ class S3Store(S3ResumableCalls):
             try:
                 while chunk := await body.read(READ_CHUNK_SIZE):
                     yield chunk
-            except _S3_FAILURES as exc:
+            except S3_FAILURES as exc:
                 self._on_error("GetObject")
                 raise translate(exc, "GetObject") from None
 

@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from botocore.exceptions import ClientError
 
+from gateway.errors import WriteConflict
 from gateway.server.adapters.aws import error_code
-from gateway.server.domain.storage import Buffer, PreconditionFailed
+from gateway.server.domain.storage import Buffer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 T = TypeVar("T")
-# Codes S3 gives a conditional write that lost (the key exists, or a concurrent conditional
-# write of the same key was in flight).
-_LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}
+# Codes S3 gives a conditional write that lost (the key exists or changed, or a concurrent
+# conditional write of the same key was in flight): ``WriteConflict``.
+LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
 class S3ResumableCalls:
@@ -52,8 +53,8 @@ class S3ResumableCalls:
         try:
             resp = await call
         except Exception as exc:
-            if isinstance(exc, ClientError) and error_code(exc) in _LOST_RACE:
-                raise PreconditionFailed() from None
+            if isinstance(exc, ClientError) and error_code(exc) in LOST_RACE:
+                raise WriteConflict() from None
             resp = await self._call("PutObject", _raise(exc))  # translated as every call's
         return str(resp["ETag"])
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.error_codes import Code
 from gateway.errors import ArchiveInvalid, BadGateway, BadRequest, GatewayError
 from gateway.server.adapters.archive_tags import archive_tags
 from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
@@ -106,7 +107,9 @@ class Finisher:
             await self.fail(claim, short)
             raise short
         if state.expected_sha256 is not None and state.expected_sha256 != sha256:
-            digest = BadRequest("the upload does not match its Repr-Digest", code="digest_mismatch")
+            digest = BadRequest(
+                "the upload does not match its Repr-Digest", code=Code.DIGEST_MISMATCH
+            )
             await self.fail(claim, digest)
             raise digest
         authorize()  # the URL may have lost its key meanwhile: completion is judged again

@@ -23,7 +23,15 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ServiceUnavailable
+from gateway.error_codes import Code
+from gateway.errors import (
+    BadRequest,
+    BudgetExhausted,
+    ContentMD5Mismatch,
+    GatewayError,
+    IncompleteBody,
+    PayloadTooLarge,
+)
 from gateway.server.adapters.archive_tags import archive_tags
 from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
 from gateway.server.domain.archive.facts import ArchiveFacts
@@ -43,16 +51,6 @@ class StoredUpload:
     archive: ArchiveFacts | None = None  # None: the check is off
 
 
-class ContentMD5Mismatch(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("Content-MD5 does not match the body", code="bad_digest")
-
-
-class IncompleteBody(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("request body ended before Content-Length", code="incomplete_body")
-
-
 def parse_content_md5(value: str | None) -> bytes | None:
     """Decode a ``Content-MD5`` header (base64 of 16 bytes) or raise ``BadRequest``."""
     if value is None:
@@ -63,17 +61,9 @@ def parse_content_md5(value: str | None) -> bytes | None:
         digest = b""
     if len(digest) != 16:
         raise BadRequest(
-            "Content-MD5 must be the base64 of a 16-byte MD5 digest", code="bad_digest"
+            "Content-MD5 must be the base64 of a 16-byte MD5 digest", code=Code.BAD_DIGEST
         )
     return digest
-
-
-class BudgetExhausted(ServiceUnavailable):
-    def __init__(self, waited: float) -> None:
-        super().__init__(
-            f"no upload buffer free for {waited:g} seconds (sources.max_buffer_bytes); "
-            "try again later"
-        )
 
 
 class BufferBudget:

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.error_codes import Code
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from gateway.server.http.expect import send_continue
 from gateway.server.observability.access import tally_of
@@ -41,13 +42,13 @@ async def read_json_object(
     if not raw.strip():
         if allow_empty:
             return {}
-        raise BadRequest("request body is empty; expected a JSON object", code="invalid_json")
+        raise BadRequest("request body is empty; expected a JSON object", code=Code.INVALID_JSON)
     if not is_json_type(request.content_type):
         raise UnsupportedMediaType("expected Content-Type: application/json")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise BadRequest("request body is not valid JSON", code="invalid_json") from None
+        raise BadRequest("request body is not valid JSON", code=Code.INVALID_JSON) from None
     except RecursionError:
         # json's decoder recurses once per level: a body of a few thousand "[" exhausts the stack.
         data = None
@@ -56,9 +57,9 @@ async def read_json_object(
         too_deep = _deeper_than(data, MAX_JSON_DEPTH)
     if too_deep:
         # Refused the same way whatever the interpreter's recursion limit lets json parse.
-        raise BadRequest("request body is nested too deeply", code="invalid_json")
+        raise BadRequest("request body is nested too deeply", code=Code.INVALID_JSON)
     if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object", code="invalid_json")
+        raise BadRequest("request body must be a JSON object", code=Code.INVALID_JSON)
     return data
 
 

@@ -17,15 +17,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from gateway.errors import NotFound
+from gateway.errors import DeploymentNotFound, ObjectNotFound, StorageUnavailable, WriteConflict
 from gateway.retry import RetryPolicy
 from gateway.server.domain.deployments.records import Record
-from gateway.server.domain.storage import (
-    JsonObjects,
-    ObjectNotFound,
-    PreconditionFailed,
-    StorageUnavailable,
-)
+from gateway.server.domain.storage import JsonObjects
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +36,6 @@ UPDATE_RETRY = RetryPolicy(attempts=32, base_delay=0.02, max_delay=0.02, jitter=
 # Milliseconds since the epoch are subtracted from this so that newer names sort first.
 _INVERT_FROM = 10**13
 _INVERTED_DIGITS = 13
-
-
-class DeploymentNotFound(NotFound):
-    def __init__(self) -> None:
-        super().__init__("deployment")
 
 
 async def bounded(calls: Iterable[Awaitable[T]], limit: int = READ_CONCURRENCY) -> list[T]:
@@ -121,8 +111,8 @@ class RecordStore:
                 await self._objects.put_json(key, updated, if_match=etag)
 
         try:
-            await UPDATE_RETRY.call(once, retry_on=(PreconditionFailed,))
-        except PreconditionFailed:
+            await UPDATE_RETRY.call(once, retry_on=(WriteConflict,))
+        except WriteConflict:
             log.warning("deployment %s: record kept changing, update given up", deployment_id)
             raise StorageUnavailable("the deployment record is busy, try again later") from None
 

@@ -20,8 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.errors import GatewayError
-from gateway.server.adapters.deployments.records import DeploymentNotFound
+from gateway.errors import DeploymentNotFound, GatewayError
 from gateway.server.domain.deployments.event_log import LoggedEvent
 from gateway.server.domain.deployments.records import Record
 from gateway.server.domain.deployments.tracker import DeploymentTracker

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from gateway.errors import BadRequest, GatewayError, ValidationFailed
+from gateway.error_codes import Code
+from gateway.errors import BadRequest, ValidationFailed
 from gateway.statuses import STATUSES, TERMINAL_STATUSES
 
 # A deployment's record as stored: ``deployment`` (the platform's object, ``new_record``) and
@@ -36,12 +37,6 @@ DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 # A page number past any real list; larger ones are read as this one.
 MAX_PAGE = 10**9
-
-
-class EventConflict(GatewayError):
-    """409: a different event with a number already used, or an event after the final status."""
-
-    status = 409
 
 
 def is_terminal(status: str) -> bool:
@@ -240,7 +235,7 @@ def _positive_int(query: Mapping[str, str], name: str, default: int, ceiling: in
         return default
     digits = raw.lstrip("0")
     if not _ascii_digits(raw) or not digits:
-        raise BadRequest(f"{name} must be a positive integer", code="bad_request")
+        raise BadRequest(f"{name} must be a positive integer", code=Code.BAD_REQUEST)
     if len(digits) > len(str(ceiling)):
         return ceiling
     return min(int(digits), ceiling)

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-from gateway.errors import TokenExpired, TokenInvalid
+from gateway.errors import ObjectNotFound, TokenExpired, TokenInvalid
 from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID, git_ref_errors
+from gateway.paths import SOURCE
 from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.deployments.records import hook_errors
 from gateway.server.domain.signing import Purpose, UrlSigner
 from gateway.server.domain.sources import archive_of, object_key
-from gateway.server.domain.storage import ObjectNotFound, ObjectStore
+from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.urlguard import UrlGuard, check_form
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def match_own_url(url: str, public_url: str) -> OwnUrl | None:
             return None
     except ValueError:
         return None
-    prefix = base.path.rstrip("/") + "/v1/sources/"
+    prefix = base.path.rstrip("/") + SOURCE.removesuffix("{id}")
     source_id = parts.path[len(prefix) :] if parts.path.startswith(prefix) else ""
     if not SOURCE_ID.fullmatch(source_id):
         return OwnUrl(None, None)

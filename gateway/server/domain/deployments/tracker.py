@@ -21,9 +21,9 @@ import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.errors import DeploymentNotFound, EventConflict, GatewayError, StorageUnavailable
 from gateway.server.adapters.deployments.event_log import EventLogStore
-from gateway.server.adapters.deployments.records import DeploymentNotFound, RecordStore
+from gateway.server.adapters.deployments.records import RecordStore
 from gateway.server.domain.deployments.event_log import (
     Entry,
     LoggedEvent,
@@ -35,14 +35,7 @@ from gateway.server.domain.deployments.event_log import (
     snapshot,
 )
 from gateway.server.domain.deployments.log_heads import KeyedLocks, LogHeads
-from gateway.server.domain.deployments.records import (
-    Event,
-    EventConflict,
-    Page,
-    Record,
-    is_finished,
-)
-from gateway.server.domain.storage import StorageUnavailable
+from gateway.server.domain.deployments.records import Event, Page, Record, is_finished
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.errors import GatewayError, ServiceUnavailable, ValidationFailed
+from gateway.errors import DeployerRejected, GatewayError, ServiceUnavailable, ValidationFailed
 from gateway.ids import new_deployment_id
-from gateway.server.adapters.forwarders import DeployerRejected
 from gateway.server.domain.auth import Authenticator, Identity
 from gateway.server.domain.deployments.jobs import Forwarder, Job
 from gateway.server.domain.deployments.records import new_record

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import TokenExpired, TokenInvalid
+from gateway.errors import DeploymentNotFound, TokenExpired, TokenInvalid
 from gateway.ids import DEPLOYMENT_ID
-from gateway.server.adapters.deployments.records import DeploymentNotFound
+from gateway.paths import DEPLOYMENT_EVENTS, DEPLOYMENT_OUTPUT, fill
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.deployments.event_log import LoggedEvent
 from gateway.server.domain.deployments.events_token import EventsTokens
@@ -35,7 +34,6 @@ from gateway.server.domain.deployments.request import app_name_errors
 from gateway.server.domain.deployments.tracker import DeploymentTracker
 from gateway.server.domain.sources import rfc3339
 from gateway.server.http.body import CLIENT_GONE, read_json_object
-from gateway.server.http.expect import continue_at_once, defer_continue
 from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
 from gateway.server.observability.access import tally_of
 from gateway.server.observability.metrics import DeploymentMetrics
@@ -46,7 +44,6 @@ log = logging.getLogger(__name__)
 MAX_EVENT_BODY = 6 * MAX_EVENT_CONTENT + 1024
 # A comment line this often keeps proxies and clients from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
-DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
 
 
 class DeploymentLinks:
@@ -56,16 +53,13 @@ class DeploymentLinks:
         self._base = public_url.rstrip("/")
         self._tokens = tokens
 
-    def _path(self, app: str, deployment_id: str) -> str:
-        return f"{self._base}/v1/apps/{app}/deployments/{deployment_id}"
-
     def output_url(self, app: str, deployment_id: str) -> str:
-        return f"{self._path(app, deployment_id)}/output"
+        return self._base + fill(DEPLOYMENT_OUTPUT, app=app, id=deployment_id)
 
     def events_url(self, app: str, deployment_id: str) -> str:
         """Where the deployer reports, with a token for this deployment only."""
         token = self._tokens.sign(app, deployment_id)
-        return f"{self._path(app, deployment_id)}/events?token={token}"
+        return f"{self._base}{fill(DEPLOYMENT_EVENTS, app=app, id=deployment_id)}?token={token}"
 
     def view(self, record: Record) -> dict[str, Any]:
         """The platform's deployment object for ``record``."""
@@ -251,13 +245,3 @@ class DeploymentRecordHandlers:
                 self.metrics.finished.labels(event.status).inc()
                 log.info("deployment %s of %s finished: %s", deployment_id, app, event.status)
         return web.json_response({"id": event.id})
-
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        # No HEAD: an event stream has no length to describe, and the rest are cheap to GET.
-        # An unknown Expect goes through the middlewares (gateway.server.http.expect).
-        get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
-        get("/v1/apps/{app}/deployments", self.index)
-        get(DEPLOYMENT_PATH, self.show)
-        get(DEPLOYMENT_PATH + "/output", self.output)
-        get(DEPLOYMENT_PATH + "/events", self.events)
-        router.add_post(DEPLOYMENT_PATH + "/events", self.post_event, expect_handler=defer_continue)
