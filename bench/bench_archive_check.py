@@ -39,8 +39,8 @@ from harness import (
 )
 from isal import isal_zlib
 
-from gateway.server.domain.archive import ArchiveInspector
-from gateway.server.domain.tarformat import OUT_CHUNK
+from gateway.server.domain.archive.format import OUT_CHUNK
+from gateway.server.domain.archive.inspector import ArchiveInspector
 
 PART_SIZE = 8 * MiB  # the default sources.part_size_bytes
 CLIENT_CHUNK = 1 * MiB

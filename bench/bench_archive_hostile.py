@@ -29,8 +29,8 @@ import harness
 from harness import TOKEN, MiB, create_bucket, gateway, header, log, s3_server, spread
 
 from gateway.errors import ArchiveInvalid
-from gateway.server.domain.archive import ArchiveInspector
-from gateway.server.domain.tarlinks import MAX_LINK_BYTES
+from gateway.server.domain.archive.inspector import ArchiveInspector
+from gateway.server.domain.archive.links import MAX_LINK_BYTES
 
 CLIENT_CHUNK = 256 * 1024
 FEED_CHUNK = 64 * 1024

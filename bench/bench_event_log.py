@@ -27,14 +27,14 @@ from harness import QUICK, ROOT, RUNS, SECRET, TOKEN, create_bucket, gateway, he
 sys.path.insert(0, str(ROOT))
 
 from gateway.config import StorageConfig
-from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.event_log import EventLogStore
+from gateway.server.adapters.deployments.event_log import EventLogStore
+from gateway.server.adapters.deployments.records import RecordStore, bounded
 from gateway.server.adapters.json_objects import S3JsonObjects
-from gateway.server.adapters.records import RecordStore, bounded
-from gateway.server.domain.event_log import CHUNK_EVENTS, next_entry
-from gateway.server.domain.events_token import EventsTokens
-from gateway.server.domain.records import Event, new_record
-from gateway.server.domain.tracking import DeploymentTracker
+from gateway.server.adapters.outbound import Connections
+from gateway.server.domain.deployments.event_log import CHUNK_EVENTS, next_entry
+from gateway.server.domain.deployments.events_token import EventsTokens
+from gateway.server.domain.deployments.records import Event, new_record
+from gateway.server.domain.deployments.tracker import DeploymentTracker
 from tests.faultproxy import FaultProxy
 
 APP = "bench-app"

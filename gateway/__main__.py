@@ -1,9 +1,10 @@
 """The ``gateway`` command: dispatch to the server's commands (serve, check-config, lifecycle)
 and the client's (deploy, deployments, sources).
 
-Only argparse and the two parsers load here: a command's modules (aiohttp, the server stack) load
-when it runs, so ``gateway --help`` answers at once (bench/bench_cli_start.py measures it). Ctrl-C
-at any moment, start-up included, prints one line and exits 130.
+Only argparse and the parsers load here: a command's modules (aiohttp, the server stack) load
+when it runs, so ``gateway --help`` answers at once (bench/bench_cli_start.py measures it). A
+client command (``gateway deploy ...``) builds the client's parsers only: no server module loads
+in it. Ctrl-C at any moment, start-up included, prints one line and exits 130.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ if TYPE_CHECKING:
 
 EXIT_INTERRUPTED = 130
 SERVER_COMMANDS = frozenset({"serve", "check-config", "lifecycle"})
+CLIENT_COMMANDS = frozenset({"deploy", "deployments", "sources"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(server: bool = True) -> argparse.ArgumentParser:
+    """Every command's parser; with ``server`` false, the client's only."""
     import argparse
 
     from gateway.client.cli import add_client_commands
-    from gateway.server.commands import add_server_commands
 
     class VersionAction(argparse.Action):
         """``--version``, reading the installed version only when asked (importlib.metadata is
@@ -45,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="sources-gateway")
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
-    add_server_commands(sub)
+    if server:
+        from gateway.server.commands import add_server_commands
+
+        add_server_commands(sub)
     add_client_commands(sub)
     return parser
 
@@ -69,7 +74,9 @@ def _run_server_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        given = sys.argv[1:] if argv is None else list(argv)
+        client_only = bool(given) and given[0] in CLIENT_COMMANDS
+        args = build_parser(server=not client_only).parse_args(given)
         if args.command in SERVER_COMMANDS:
             return _run_server_command(args)
         code: int = args.func(args)

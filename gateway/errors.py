@@ -1,23 +1,29 @@
-"""Errors a client can see: one tree, each class with its status and code (no web framework here;
-``gateway.server.http.render`` turns them into the platform's JSON shapes).
+"""Every error the server answers with: one tree, each class with its status and code (no web
+framework here; ``gateway.server.http.render`` turns them into the platform's JSON shapes). The
+codes, their statuses and body keys are the table of ``gateway.error_codes``.
 
     class                       status  code                    body
     GatewayError                500     -                       {"error"}
      +-- BadRequest             400     bad_request             {"error", "code"}
-     |    +-- InconsistentLength 400    inconsistent_upload_length  lengths contradict
+     |    +-- InconsistentLength        inconsistent_upload_length  + problem type
+     |    +-- ContentMD5Mismatch        bad_digest
+     |    +-- IncompleteBody            incomplete_body
      +-- Unauthorized           401     -                       {"error"} + WWW-Authenticate
      +-- Forbidden              403     forbidden               {"error", "code"}
      +-- TokenInvalid           403     token_invalid           {"error", "code"}
      +-- TokenExpired           403     token_expired           {"error", "code"}
      +-- NotFound               404     -                       {"resource", "error": "not found"}
-     |    +-- UploadNotFound    404     -                       {"resource": "upload", ...}
+     |    +-- UploadNotFound, ObjectNotFound, DeploymentNotFound  (resource upload, source,
+     |                                                            deployment)
      +-- RequestTimeout         408     -                       {"error"}
      +-- Conflict               409     -                       {"error"}
-     |    +-- OffsetMismatch    409     mismatching_upload_offset  + Upload-Offset, problem type
-     |    +-- UploadSuperseded  409     upload_superseded       a newer request took the upload
-     |    +-- TooManyUploads    409     too_many_uploads        max_open_per_source reached
+     |    +-- OffsetMismatch            mismatching_upload_offset  + Upload-Offset, problem type
+     |    +-- UploadSuperseded          upload_superseded       a newer request took the upload
+     |    +-- TooManyUploads            too_many_uploads        max_open_per_source reached
+     |    +-- EventConflict             -                       an event number used differently
      +-- TusPreconditionFailed  412     -                       {"error"}  Tus-Resumable unknown
      +-- PayloadTooLarge        413     -                       {"error"}
+     |    +-- TooManyEvents             too_many_events         {"error", "code"}
      +-- UnsupportedMediaType   415     unsupported_media_type  {"error", "code"}
      +-- RangeNotSatisfiable    416     -                       {"error"} + Content-Range
      +-- ExpectationFailed      417     -                       {"error"}  Expect not 100-continue
@@ -26,9 +32,14 @@
      +-- TooManyRequests        429     rate_limited            {"error", "code"} + Retry-After,
                                                                 RateLimit-Policy, RateLimit
      +-- ChecksumMismatch       460     checksum_mismatch       {"error", "code"}  tus chunk refused
+     +-- DeployerRejected       4xx     the deployer's          the deployer's JSON body
      +-- ResumableUnavailable   501     -                       {"error"}  store lacks If-Match
      +-- BadGateway             502     -                       {"error"}  upstream answered badly
+     |    +-- StorageFailed, DeployerUnavailable, QueueFailed
      +-- ServiceUnavailable     503     -                       {"error"} + Retry-After
+          +-- StorageUnavailable, QueueUnavailable, BudgetExhausted
+          +-- ObjectChanged             a read of one version found it replaced
+          +-- WriteConflict             a conditional write lost to another writer
 
 A subclass may carry a more precise code (``invalid_json`` is a ``BadRequest``). Anything else
 raised by a handler is logged with its trace and answered with a bare 500.
@@ -39,14 +50,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from gateway.error_codes import Code
+
 
 class GatewayError(Exception):
     """An error with an HTTP status and a message that is safe to show to the client."""
 
     status: ClassVar[int] = 500
-    code: ClassVar[str | None] = None
+    code: ClassVar[Code | None] = None
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: Code | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -63,7 +76,7 @@ class GatewayError(Exception):
 
 class BadRequest(GatewayError):
     status = 400
-    code = "bad_request"
+    code = Code.BAD_REQUEST
 
 
 class Unauthorized(GatewayError):
@@ -75,17 +88,17 @@ class Unauthorized(GatewayError):
 
 class Forbidden(GatewayError):
     status = 403
-    code = "forbidden"
+    code = Code.FORBIDDEN
 
 
 class TokenInvalid(GatewayError):
     status = 403
-    code = "token_invalid"
+    code = Code.TOKEN_INVALID
 
 
 class TokenExpired(GatewayError):
     status = 403
-    code = "token_expired"
+    code = Code.TOKEN_EXPIRED
 
 
 class NotFound(GatewayError):
@@ -106,6 +119,15 @@ class UploadNotFound(NotFound):
         super().__init__("upload")
 
 
+class ObjectNotFound(NotFound):
+    """The key does not exist (never uploaded, or removed by the lifecycle rule)."""
+
+
+class DeploymentNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("deployment")
+
+
 class RequestTimeout(GatewayError):
     status = 408
 
@@ -121,7 +143,7 @@ PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
 class OffsetMismatch(Conflict):
     """An append that does not start at the upload's offset; ``offset`` is the right one."""
 
-    code = "mismatching_upload_offset"
+    code = Code.MISMATCHING_UPLOAD_OFFSET
 
     def __init__(self, offset: int, provided: int | None) -> None:
         super().__init__(f"the upload's offset is {offset}, not {provided}")
@@ -145,20 +167,24 @@ class OffsetMismatch(Conflict):
 class UploadSuperseded(Conflict):
     """A newer request on the same upload (on any instance) ended this one."""
 
-    code = "upload_superseded"
+    code = Code.UPLOAD_SUPERSEDED
 
     def __init__(self) -> None:
         super().__init__("a newer request on this upload took it over; this one stored nothing")
 
 
 class TooManyUploads(Conflict):
-    code = "too_many_uploads"
+    code = Code.TOO_MANY_UPLOADS
+
+
+class EventConflict(Conflict):
+    """A different event with a number already used, or an event after the final status."""
 
 
 class InconsistentLength(BadRequest):
     """A length that contradicts the one the upload declared."""
 
-    code = "inconsistent_upload_length"
+    code = Code.INCONSISTENT_UPLOAD_LENGTH
 
     def body(self) -> dict[str, Any]:
         return {
@@ -166,6 +192,20 @@ class InconsistentLength(BadRequest):
             "type": PROBLEM_TYPES + "inconsistent-upload-length",
             "title": "inconsistent length values for upload",
         }
+
+
+class ContentMD5Mismatch(BadRequest):
+    code = Code.BAD_DIGEST
+
+    def __init__(self) -> None:
+        super().__init__("Content-MD5 does not match the body")
+
+
+class IncompleteBody(BadRequest):
+    code = Code.INCOMPLETE_BODY
+
+    def __init__(self) -> None:
+        super().__init__("request body ended before Content-Length")
 
 
 class TusPreconditionFailed(GatewayError):
@@ -181,9 +221,15 @@ class PayloadTooLarge(GatewayError):
     status = 413
 
 
+class TooManyEvents(PayloadTooLarge):
+    """The deployment holds its most events; only a final status is still taken."""
+
+    code = Code.TOO_MANY_EVENTS
+
+
 class UnsupportedMediaType(GatewayError):
     status = 415
-    code = "unsupported_media_type"
+    code = Code.UNSUPPORTED_MEDIA_TYPE
 
 
 class RangeNotSatisfiable(GatewayError):
@@ -218,7 +264,7 @@ class ArchiveInvalid(GatewayError):
     why, naming the entry when there is one."""
 
     status = 422
-    code = "archive_invalid"
+    code = Code.ARCHIVE_INVALID
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"archive refused: {reason}")
@@ -230,7 +276,7 @@ class TooManyRequests(GatewayError):
     ``RateLimit-Policy`` and ``RateLimit`` fields."""
 
     status = 429
-    code = "rate_limited"
+    code = Code.RATE_LIMITED
 
     def __init__(self, message: str, *, retry_after: int, policy: str, state: str) -> None:
         super().__init__(message)
@@ -250,7 +296,7 @@ class ChecksumMismatch(GatewayError):
     """A chunk whose tus ``Upload-Checksum`` does not match its bytes (discarded)."""
 
     status = 460
-    code = "checksum_mismatch"
+    code = Code.CHECKSUM_MISMATCH
 
 
 class ResumableUnavailable(GatewayError):
@@ -259,8 +305,32 @@ class ResumableUnavailable(GatewayError):
     status = 501
 
 
+class DeployerRejected(GatewayError):
+    """The deployer refused the job with a 4xx: its status and JSON body reach the client."""
+
+    def __init__(self, status: int, body: dict[str, Any] | None) -> None:
+        super().__init__(f"the deployer refused the deployment (HTTP {status})")
+        self.status = status  # type: ignore[misc]
+        self._body = body
+
+    def body(self) -> dict[str, Any]:
+        return self._body if self._body is not None else {"error": self.message}
+
+
 class BadGateway(GatewayError):
     status = 502
+
+
+class StorageFailed(BadGateway):
+    """The object store answered with an error."""
+
+
+class DeployerUnavailable(BadGateway):
+    """The deployer could not be reached, kept failing, or answered something unusable."""
+
+
+class QueueFailed(BadGateway):
+    """The deployment queue answered an error (missing queue, refused credentials...)."""
 
 
 class ServiceUnavailable(GatewayError):
@@ -272,3 +342,39 @@ class ServiceUnavailable(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The object store could not be reached or did not answer in time."""
+
+
+class ObjectChanged(ServiceUnavailable):
+    """A read of one version (S3's ``If-Match``) found the object replaced since its description
+    was read."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the archive was replaced while it was being read; try again", retry_after=1
+        )
+
+
+class WriteConflict(ServiceUnavailable):
+    """A conditional write (S3's ``If-None-Match: *`` or ``If-Match``) lost: the key exists
+    already, or changed since it was read; another writer got there first."""
+
+    def __init__(self) -> None:
+        super().__init__("the record changed meanwhile, try again", retry_after=1)
+
+
+class QueueUnavailable(ServiceUnavailable):
+    """The deployment queue could not be reached or is throttling."""
+
+
+class BudgetExhausted(ServiceUnavailable):
+    """No part buffer was free in time (``sources.max_buffer_bytes``)."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(
+            f"no upload buffer free for {waited:g} seconds (sources.max_buffer_bytes); "
+            "try again later"
+        )

@@ -1,6 +1,6 @@
-"""The one spelling of a source id (a random UUID4, lowercase hex), for routes, URL parsing and
-the OpenAPI document; and of an app name and a git_ref, for the server's checks and the client's
-(which checks before it packs or uploads anything)."""
+"""The one spelling of a source id and of a deployment id (random UUID4s, lowercase hex), for
+routes, URL parsing and the OpenAPI document; and of an app name and a git_ref, for the server's
+checks and the client's (which checks before it packs or uploads anything)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,13 @@ def git_ref_errors(git_ref: str) -> list[str]:
     if git_ref.startswith("-"):
         errors.append("must not start with '-'")
     return errors
+
+
+# A deployment id: a random UUID4 too, made by the gateway when it records a deployment. A name of
+# its own, so that a change to either id's form is one line.
+DEPLOYMENT_ID_REGEX = SOURCE_ID_REGEX
+DEPLOYMENT_ID = re.compile(DEPLOYMENT_ID_REGEX)
+
+
+def new_deployment_id() -> str:
+    return new_source_id()

@@ -22,11 +22,11 @@ from aiohttp.test_utils import unused_port
 from moto.server import ThreadedMotoServer
 
 from gateway.config import config_from_dict
-from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import S3Store
-from gateway.server.adapters.store import ObjectStore
 from gateway.server.app import create_app
+from gateway.server.domain.storage import ObjectStore
 
 from .helpers import (
     DEPLOYMENTS_QUEUE,
@@ -72,6 +72,15 @@ def _isolated_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cli_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The CLI's resume state files go to a directory of the test's own, never the user's
+    cache (nor the test's tmp_path, whose listing tests check)."""
+    monkeypatch.setenv("GATEWAY_CACHE_DIR", str(tmp_path_factory.mktemp("cli-cache")))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 ``after`` bytes went from the client to the server; later connections pass untouched.
 
 What a client sees when its network drops mid-upload (a phone at 95%): the request is cut, and
-its retry comes on a new connection."""
+its retry comes on a new connection. With ``stall=True`` the connection is not closed but goes
+silent instead (the bytes past ``after`` are swallowed, ``stalled`` is set) until the client
+gives up on it: a network that hangs, and a user who presses Ctrl-C."""
 
 from __future__ import annotations
 
@@ -16,10 +18,23 @@ PIPE_CHUNK = 64 * 1024
 
 
 class DropProxy:
-    def __init__(self, upstream_port: int, after: int, cuts: int = 1) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        after: int,
+        cuts: int = 1,
+        *,
+        stall: bool = False,
+        linger: float = 0.0,
+        then_after: int | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
         self.after = after
         self.cuts_left = cuts
+        self.stall = stall
+        self.linger = linger  # seconds between the last byte let through and the cut
+        self.then_after = then_after  # the budget of the cut connections after the first
+        self.stalled = asyncio.Event()
         self.port = unused_port()
         self.connections = 0
         self.dropped = 0
@@ -37,6 +52,13 @@ class DropProxy:
         while chunk := await reader.read(PIPE_CHUNK):
             if budget is not None and sent + len(chunk) > budget:
                 writer.write(chunk[: budget - sent])
+                await writer.drain()
+                if self.linger:
+                    await asyncio.sleep(self.linger)  # the server takes in what it got
+                if self.stall:
+                    self.stalled.set()
+                    while await reader.read(PIPE_CHUNK):
+                        pass  # swallowed, until the client goes
                 return True
             sent += len(chunk)
             writer.write(chunk)
@@ -54,7 +76,10 @@ class DropProxy:
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         back = asyncio.ensure_future(self._pipe(up_r, client_w, None))
         try:
-            if await self._pipe(client_r, up_w, self.after if cut else None):
+            budget = self.after
+            if self.dropped and self.then_after is not None:
+                budget = self.then_after
+            if await self._pipe(client_r, up_w, budget if cut else None):
                 self.dropped += 1
                 for w in (client_w, up_w):
                     w.transport.abort()

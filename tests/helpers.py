@@ -34,8 +34,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
 from gateway.server import keys
-from gateway.server.adapters.json_objects import JsonObjects
-from gateway.server.adapters.store import ObjectStore
+from gateway.server.domain.storage import JsonObjects, ObjectStore
 
 SECRET = "test-secret-key-0123456789"
 TOKEN = "test-api-token-1234"

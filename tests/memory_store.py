@@ -4,7 +4,7 @@ It keeps S3's observable rules (the conformance suite, ``test_store_conformance.
 tests on it and on ``S3Store``): ETags are quoted MD5s (``"<md5 of md5s>-N"`` for a multipart
 object), an object is visible only once complete, a part's ETag must match when the parts are put
 together, the SHA-256 describes only the version it was recorded for, and conditional writes
-(create only, replace only the version read) fail with ``PreconditionFailed``. It also remembers
+(create only, replace only the version read) fail with ``WriteConflict``. It also remembers
 every call (``calls``) and how many parts were uploading at once, for tests of the uploader.
 """
 
@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from gateway.server.adapters import store as errors
-from gateway.server.adapters.json_objects import MAX_KEYS, KeyPage, PreconditionFailed
-from gateway.server.adapters.store import Buffer, ObjectInfo
+from gateway import errors
+from gateway.errors import WriteConflict
+from gateway.server.domain.storage import MAX_KEYS, Buffer, KeyPage, ObjectInfo
 
 # Pieces ``read`` yields, small so that a test sees a stream, not one block.
 READ_CHUNK = 64 * 1024
@@ -159,7 +159,7 @@ class MemoryStore:
     async def create_bytes(self, key: str, data: Buffer, content_type: str) -> str:
         self._enter("create_bytes")
         if key in self.objects:
-            raise PreconditionFailed()
+            raise WriteConflict()
         return self._store(key, bytes(data), content_type, quoted_md5(data))
 
     async def copy(self, source: str, key: str, content_type: str) -> str:
@@ -242,7 +242,7 @@ class MemoryStore:
         if (if_absent and current is not None) or (
             if_match is not None and (current is None or current.etag != if_match)
         ):
-            raise PreconditionFailed()
+            raise WriteConflict()
         data = json.dumps(value, separators=(",", ":")).encode()
         return self._store(key, data, "application/json", quoted_md5(data))
 

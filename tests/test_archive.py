@@ -16,9 +16,10 @@ import pytest
 
 from gateway.client.packing import pack_directory
 from gateway.errors import ArchiveInvalid
-from gateway.server.domain.archive import ArchiveFacts, ArchiveInspector
-from gateway.server.domain.archive_check import ArchiveCheck
-from gateway.server.domain.tarformat import OUT_CHUNK
+from gateway.server.domain.archive.check import ArchiveCheck
+from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.archive.format import OUT_CHUNK
+from gateway.server.domain.archive.inspector import ArchiveInspector
 
 from .archives import (
     Entry,

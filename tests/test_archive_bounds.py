@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from gateway.errors import ArchiveInvalid
-from gateway.server.domain.archive import ArchiveFacts, ArchiveInspector
-from gateway.server.domain.tarlinks import MAX_LINK_BYTES, NODE_BYTES
-from gateway.server.domain.tarnames import MAX_PAX_RECORDS
+from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.archive.inspector import ArchiveInspector
+from gateway.server.domain.archive.links import MAX_LINK_BYTES, NODE_BYTES
+from gateway.server.domain.archive.names import MAX_PAX_RECORDS
 
 from .archives import pax_data, pax_member, raw_member, raw_tar
 

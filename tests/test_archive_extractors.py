@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import ArchiveInvalid
-from gateway.server.domain.archive import ArchiveFacts, ArchiveInspector
+from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.archive.inspector import ArchiveInspector
 
 from .archives import (
     app,

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from gateway.config import ConfigError, config_from_dict
-from gateway.server.domain.archive_check import ArchiveCheck
-from gateway.server.domain.check_pool import CheckClock, CheckPool
+from gateway.server.domain.archive.check import ArchiveCheck
+from gateway.server.domain.archive.pool import CheckClock, CheckPool
 
 from .archives import app, bomb, tgz
 from .helpers import StartGateway, config_dict, stored

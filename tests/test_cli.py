@@ -671,7 +671,10 @@ async def test_verbose_shows_requests_not_tokens(
     archive = make_archive(tmp_path / "a.tar.gz", {"a": b"a"})
     uploaded = await run_cli("sources", "upload", "-v", upload_url, str(archive))
     assert uploaded.code == 0, uploaded.err
-    assert "PUT " in uploaded.err
+    # A resumable upload: created, then its bytes in one PATCH, each request logged.
+    assert "-> 201" in uploaded.err
+    assert "/uploads/" in uploaded.err
+    assert "PATCH " in uploaded.err
     assert "token=" not in uploaded.err  # the URL's own token is a credential too
 
 

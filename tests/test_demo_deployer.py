@@ -14,7 +14,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.server.adapters.demo_deployer import BuildFailed, DemoDeployer, list_archive
+from gateway.server.adapters.demo_deployer import (
+    BuildFailed,
+    DemoDeployer,
+    Reporter,
+    list_archive,
+)
 
 
 def tar_gz(names: list[str]) -> bytes:
@@ -122,3 +127,29 @@ async def test_not_a_tar_gz_is_a_build_error(aiohttp_server: Any) -> None:
     lines = summary(world)
     assert lines[-1] == "build-error"
     assert "not a readable tar.gz" in lines[-2]
+
+
+@pytest.mark.parametrize(
+    ("answers", "posted"),
+    [([503, 200], [1, 1, 2]), ([502, 503, 500], [1, 1, 1, 2]), ([400], [1, 2]), ([200], [1, 2])],
+)
+async def test_an_event_is_sent_again_after_a_5xx_only_and_at_most_three_times(
+    aiohttp_server: Any, answers: list[int], posted: list[int]
+) -> None:
+    """The reporter's retry policy: a 5xx is tried again (3 attempts in all), a 4xx is not;
+    either way the next event goes on with the next number."""
+    seen: list[int] = []
+    first = list(answers)
+
+    async def post_event(request: web.Request) -> web.Response:
+        seen.append((await request.json())["id"])
+        return web.json_response({}, status=first.pop(0) if first else 200)
+
+    app = web.Application()
+    app.router.add_post("/events", post_event)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as http:
+        reporter = Reporter(http, f"http://127.0.0.1:{server.port}/events")
+        await reporter.status("building")
+        await reporter.line("next")
+    assert seen == posted

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.server.http import deployment_records
+from gateway.server.http.deployments import records as deployment_records
 
 from .helpers import LIMITED_TOKEN, TOKEN, Gateway, ServeGateway, StartGateway, make_queue
 

@@ -26,7 +26,7 @@ from aiohttp.test_utils import unused_port
 from gateway.config import load_config
 from gateway.server.adapters.embedded import embedded_services
 from gateway.server.app import create_app
-from gateway.server.domain.deployments import OwnUrl, match_own_url
+from gateway.server.domain.deployments.request import OwnUrl, match_own_url
 
 from .helpers import LIMITED_TOKEN, TOKEN, Gateway, StartGateway, make_queue
 

@@ -290,8 +290,8 @@ async def test_read_is_pinned_to_the_described_version(
     gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
     """A re-upload between the description (headers) and the bytes is an error, not a mix."""
+    from gateway.errors import ObjectChanged
     from gateway.server import keys
-    from gateway.server.adapters.store import ObjectChanged
 
     source = await gateway.uploaded_source(http, b"first version")
     store = gateway.app[keys.STORE]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import TokenExpired, TokenInvalid
-from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.deployments.events_token import EventsTokens
 from gateway.server.domain.signing import Purpose, UrlSigner
 
 from .helpers import FakeClock

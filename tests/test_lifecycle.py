@@ -14,13 +14,13 @@ import yaml
 from gateway.config import StorageConfig
 from gateway.server.adapters.aws import open_s3_client
 from gateway.server.adapters.lifecycle import (
+    MERGE_RETRY,
     LifecycleConflict,
     ensure_lifecycle,
     gateway_rule,
     merge_rules,
     rule_id,
 )
-from gateway.server.adapters.retry import LIFECYCLE_ATTEMPTS
 
 from .helpers import MOTO_CREDENTIALS, SECRET, StartGateway
 
@@ -226,7 +226,7 @@ async def test_concurrent_writer_does_not_drop_the_rule(
     )
     async with open_s3_client(config) as client:
         racing = _RacingWriter(client, theirs, races)
-        if races >= LIFECYCLE_ATTEMPTS:
+        if races >= MERGE_RETRY.attempts:
             with pytest.raises(LifecycleConflict):
                 await ensure_lifecycle(racing, config)
             return

@@ -24,7 +24,7 @@ from gateway.server.observability.access import (
     FLUSH_INTERVAL,
     FLUSH_LINES,
     AccessLog,
-    RequestFacts,
+    RequestTally,
     loggable_path,
 )
 
@@ -280,9 +280,9 @@ class _Request:
         self.path = path
 
 
-def _record(access: AccessLog, path: str = "/v1/sources", **facts: Any) -> None:
-    details = RequestFacts("req-1", time.monotonic())
-    for name, value in facts.items():
+def _record(access: AccessLog, path: str = "/v1/sources", **fields: Any) -> None:
+    details = RequestTally("req-1", time.monotonic())
+    for name, value in fields.items():
         setattr(details, name, value)
     request = cast(web.BaseRequest, _Request("POST", path))
     access.record(request, details, "/v1/sources", 201, 512, "198.51.100.7")

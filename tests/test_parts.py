@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from gateway.server.adapters.store import Buffer
+from gateway.server.domain.storage import Buffer
 from gateway.server.domain.uploads import BufferBudget, Uploader
 
 from .memory_store import MemoryStore

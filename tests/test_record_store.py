@@ -9,13 +9,15 @@ from typing import Any
 import pytest
 
 from gateway.config import StorageConfig
-from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.event_log import EventLogStore
-from gateway.server.adapters.json_objects import KeyPage, PreconditionFailed, S3JsonObjects
-from gateway.server.adapters.records import DeploymentNotFound, RecordStore
-from gateway.server.domain.event_log import CHUNK_EVENTS, LoggedEvent
-from gateway.server.domain.records import Event, EventConflict, Page, new_record
-from gateway.server.domain.tracking import DeploymentTracker
+from gateway.errors import DeploymentNotFound, EventConflict, WriteConflict
+from gateway.server.adapters.deployments.event_log import EventLogStore
+from gateway.server.adapters.deployments.records import RecordStore
+from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.outbound import Connections
+from gateway.server.domain.deployments.event_log import CHUNK_EVENTS, LoggedEvent
+from gateway.server.domain.deployments.records import Event, Page, new_record
+from gateway.server.domain.deployments.tracker import DeploymentTracker
+from gateway.server.domain.storage import KeyPage
 
 from .helpers import MOTO_CREDENTIALS
 
@@ -124,9 +126,9 @@ async def test_a_record_replaced_meanwhile_is_read_again_not_overwritten(
     objects = S3JsonObjects(clients[0], bucket)
     etag = await objects.put_json("k.json", {"n": 1})
     await objects.put_json("k.json", {"n": 2}, if_match=etag)
-    with pytest.raises(PreconditionFailed):
+    with pytest.raises(WriteConflict):
         await objects.put_json("k.json", {"n": 3}, if_match=etag)  # stale: another wrote
-    with pytest.raises(PreconditionFailed):
+    with pytest.raises(WriteConflict):
         await objects.put_json("k.json", {"n": 4}, if_absent=True)
     assert (await objects.get_json("k.json"))[0] == {"n": 2}
 

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import BadRequest, ValidationFailed
-from gateway.server.domain.event_log import (
+from gateway.errors import BadRequest, EventConflict, TooManyEvents, ValidationFailed
+from gateway.server.domain.deployments.event_log import (
     MAX_EVENTS,
-    TooManyEvents,
     cut_line,
     initial_state,
     next_entry,
@@ -19,13 +18,12 @@ from gateway.server.domain.event_log import (
     render_output,
     snapshot,
 )
-from gateway.server.domain.log_heads import LogHeads
-from gateway.server.domain.records import (
+from gateway.server.domain.deployments.log_heads import LogHeads
+from gateway.server.domain.deployments.records import (
     MAX_EVENT_CONTENT,
     STATUSES,
     TERMINAL_STATUSES,
     Event,
-    EventConflict,
     Page,
     deployment_view,
     hook_errors,

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import unused_port
 
 from gateway.server import keys
-from gateway.server.connections import GatewayRunner
+from gateway.server.inbound import GatewayRunner
 
 from .helpers import ServeGateway, StartGateway
 

@@ -5,7 +5,7 @@ interfaces) and, on the moto server, ``S3Store`` (``ObjectStore``) with ``S3Json
 (``JsonObjects``). Each section below is one method; its first line is the contract in one
 sentence, and the tests check that sentence, failures included: a failure is always one of the
 typed store errors (``ObjectNotFound``, ``ObjectChanged``, ``StorageUnavailable``,
-``StorageFailed``, ``PreconditionFailed``), never a library's exception.
+``StorageFailed``, ``WriteConflict``), never a library's exception.
 
 A new store method: implement it in ``MemoryStore`` and the S3 class, and add a section here; it
 then runs on both.
@@ -21,15 +21,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.server.adapters.json_objects import PreconditionFailed
-from gateway.server.adapters.store import (
+from gateway.errors import (
+    GatewayError,
     ObjectChanged,
     ObjectNotFound,
-    ObjectStore,
     StorageFailed,
     StorageUnavailable,
+    WriteConflict,
 )
+from gateway.server.domain.storage import ObjectStore
 
 from .helpers import SMALL_PART, StoreUnderTest, chunks_of
 
@@ -329,7 +329,7 @@ async def test_unreachable_store_is_unavailable_for_every_call(
 
 
 # --- put_json / get_json: a JSON value and its ETag; ``if_absent`` creates only, ``if_match``
-# replaces only that version, else PreconditionFailed; a missing or non-JSON key is ObjectNotFound
+# replaces only that version, else WriteConflict; a missing or non-JSON key is ObjectNotFound
 
 
 async def test_json_round_trip(any_store: StoreUnderTest) -> None:
@@ -344,9 +344,9 @@ async def test_json_conditions_that_fail(any_store: StoreUnderTest) -> None:
     objects, key = any_store.objects, new_key()
     etag = await objects.put_json(key, {"n": 1})
     await objects.put_json(key, {"n": 2}, if_match=etag)
-    with pytest.raises(PreconditionFailed):
+    with pytest.raises(WriteConflict):
         await objects.put_json(key, {"n": 3}, if_match=etag)  # another wrote since
-    with pytest.raises(PreconditionFailed):
+    with pytest.raises(WriteConflict):
         await objects.put_json(key, {"n": 4}, if_absent=True)
     assert (await objects.get_json(key))[0] == {"n": 2}
 

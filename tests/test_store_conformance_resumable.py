@@ -9,14 +9,14 @@ import uuid
 
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.server.adapters.json_objects import PreconditionFailed
-from gateway.server.adapters.store import (
+from gateway.errors import (
+    GatewayError,
     ObjectNotFound,
-    ObjectStore,
     StorageFailed,
     StorageUnavailable,
+    WriteConflict,
 )
+from gateway.server.domain.storage import ObjectStore
 
 from .helpers import SMALL_PART, StoreUnderTest
 
@@ -62,13 +62,13 @@ async def test_part_replaced_since_is_refused(any_store: StoreUnderTest) -> None
         await store.stat(key)
 
 
-# --- create_bytes: stores the object only if the key is free; PreconditionFailed otherwise ------
+# --- create_bytes: stores the object only if the key is free; WriteConflict otherwise ------
 
 
 async def test_create_bytes_only_once(any_store: StoreUnderTest) -> None:
     store, key = any_store.store, new_key()
     await store.create_bytes(key, b"first", "application/octet-stream")
-    with pytest.raises(PreconditionFailed):
+    with pytest.raises(WriteConflict):
         await store.create_bytes(key, b"second", "application/octet-stream")
     assert await read_all(store, key) == b"first"
 

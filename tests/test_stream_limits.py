@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.server import keys
-from gateway.server.http.stream import DeploymentsStream
+from gateway.server.http.deployments.websocket import DeploymentsStream
 
 from .faultproxy import fault_proxy
 from .helpers import LIMITED_TOKEN, TOKEN, Gateway, StartGateway

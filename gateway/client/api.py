@@ -7,12 +7,10 @@ is a credential too). The API token is sent as ``Authorization: Bearer`` to the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
@@ -25,6 +23,8 @@ from gateway.client.errors import (
     safe_url,
 )
 from gateway.client.output import Reporter
+from gateway.paths import APP, DEPLOYMENTS, SOURCES, fill
+from gateway.retry import RetryPolicy
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Connecting gets a bound; reading does not get a total (a 300 MiB transfer on a slow line takes a
@@ -37,6 +37,10 @@ MAX_RATE_LIMITED_RETRIES = 3
 MAX_RETRY_AFTER = 60.0
 # What a 429 without a readable Retry-After waits.
 DEFAULT_RETRY_AFTER = 1.0
+# The gateway says how long each wait is (Retry-After); the backoff is never used.
+RATE_LIMITED_RETRY = RetryPolicy(
+    attempts=1 + MAX_RATE_LIMITED_RETRIES, base_delay=DEFAULT_RETRY_AFTER, max_delay=MAX_RETRY_AFTER
+)
 
 
 def retry_after(value: str | None) -> float:
@@ -94,14 +98,14 @@ class Api:
     async def _post(self, path: str, action: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         """POST to the API; a 429 is waited out (its ``Retry-After``) and tried again, at most
         ``MAX_RATE_LIMITED_RETRIES`` times and never for longer than ``MAX_RETRY_AFTER``."""
-        attempt = 0
+        attempt = 1
         while isinstance(answer := await self._post_once(path, action, payload), _RateLimited):
-            attempt += 1
-            if attempt > MAX_RATE_LIMITED_RETRIES or answer.wait > MAX_RETRY_AFTER:
+            if attempt >= RATE_LIMITED_RETRY.attempts or answer.wait > MAX_RETRY_AFTER:
                 raise answer.error
             wait = answer.wait
             self._reporter.info(f"{action}: the gateway asks to slow down; retrying in {wait:g} s")
-            await asyncio.sleep(wait)
+            await RATE_LIMITED_RETRY.pause(attempt, wait)
+            attempt += 1
         return answer
 
     async def _post_once(
@@ -147,8 +151,7 @@ class Api:
         entry of ``GET /v1/apps/{app}/deployments``, which checks the same; on one without
         either, nothing (the deployment itself will tell)."""
         action = f"checking app {app}"
-        base = f"/v1/apps/{quote(app, safe='')}"
-        for path in (base, f"{base}/deployments?per_page=1"):
+        for path in (fill(APP, app=app), fill(DEPLOYMENTS, app=app) + "?per_page=1"):
             if await self._get_checked(path, action):
                 return
         self._reporter.debug(f"{action}: the gateway has no such endpoint; skipped")
@@ -173,7 +176,7 @@ class Api:
     async def create_source(self) -> dict[str, Any]:
         """``POST /v1/sources``: the new source, with ``upload_url`` and ``download_url``."""
         action = "creating a source"
-        body = await self._post("/v1/sources", action, None)
+        body = await self._post(SOURCES, action, None)
         source = source_object(body)
         if not isinstance(source.get("upload_url"), str) or not isinstance(
             source.get("download_url"), str
@@ -188,8 +191,9 @@ class Api:
         deployment: dict[str, str] = {"download_url": download_url}
         if git_ref is not None:
             deployment["git_ref"] = git_ref
-        path = f"/v1/apps/{quote(app, safe='')}/deployments"
-        return await self._post(path, f"deploying {app}", {"deployment": deployment})
+        return await self._post(
+            fill(DEPLOYMENTS, app=app), f"deploying {app}", {"deployment": deployment}
+        )
 
 
 def source_object(body: dict[str, Any]) -> dict[str, Any]:

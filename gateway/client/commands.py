@@ -14,15 +14,16 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from gateway.client.api import Api, open_session
 from gateway.client.errors import EXIT_USAGE, CliError
 from gateway.client.follow import DeploymentsApi, Printer, follow_to_end
 from gateway.client.output import Reporter, describe_archive, format_size
 from gateway.client.render import deployment_summary, deployments_table, print_json, wants_json
+from gateway.client.resume import upload_resumable
 from gateway.client.runner import api_settings, app_of, reporter_of, run
-from gateway.client.transfer import download, upload
+from gateway.client.transfer import download
+from gateway.paths import DEPLOYMENT, DEPLOYMENT_OUTPUT, DEPLOYMENTS, fill
 
 
 def _report_archive(reporter: Reporter, archive: dict[str, Any] | None) -> None:
@@ -70,19 +71,21 @@ def cmd_deployments(args: argparse.Namespace) -> int:
         api_url, token = api_settings(args)
         async with open_session() as session:
             api = DeploymentsApi(session, api_url, token, reporter_of(args))
-            path = f"/{quote(deployment_id, safe='')}" if deployment_id is not None else ""
             command = args.deployments_command
             if command == "list":
                 query = f"?page={args.page}&per_page={args.per_page}"
-                body = await api.get_json(app, query, "listing deployments")
+                path = fill(DEPLOYMENTS, app=app) + query
+                body = await api.get_json(path, "listing deployments")
                 if wants_json(args):
                     print_json(body)
                 else:
                     sys.stdout.write(deployments_table(body))
             elif command == "show":
-                _show(args, await api.get_json(app, path, "reading the deployment"), app)
+                path = fill(DEPLOYMENT, app=app, id=deployment_id or "")
+                _show(args, await api.get_json(path, "reading the deployment"), app)
             elif command == "output":
-                sys.stdout.write(await api.get_text(app, f"{path}/output", "reading the output"))
+                path = fill(DEPLOYMENT_OUTPUT, app=app, id=deployment_id or "")
+                sys.stdout.write(await api.get_text(path, "reading the output"))
             else:
                 assert deployment_id is not None
                 await _follow(args, api, app, deployment_id)
@@ -104,7 +107,8 @@ def cmd_sources_create(args: argparse.Namespace) -> int:
 
 
 def cmd_sources_upload(args: argparse.Namespace) -> int:
-    """``gateway sources upload URL FILE``: stream FILE to an upload URL, print the answer."""
+    """``gateway sources upload URL FILE``: stream FILE to an upload URL (resumably where the
+    gateway allows it), print the answer."""
 
     async def upload_file() -> None:
         reporter = reporter_of(args)
@@ -112,7 +116,9 @@ def cmd_sources_upload(args: argparse.Namespace) -> int:
         with await asyncio.to_thread(_open_file, path) as source:
             size = os.fstat(source.fileno()).st_size
             async with open_session() as session:
-                result = await upload(session, args.url, source, size, reporter, label=str(path))
+                result = await upload_resumable(
+                    session, args.url, source, size, reporter, label=str(path)
+                )
         reporter.info(f"uploaded {format_size(result.size)}, sha256 verified ({result.sha256})")
         _report_archive(reporter, result.archive)
         answer: dict[str, Any] = {"id": result.id, "size": result.size, "sha256": result.sha256}

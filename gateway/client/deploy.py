@@ -19,6 +19,8 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -31,9 +33,14 @@ from gateway.client.follow import DeploymentsApi, Printer, follow_to_end
 from gateway.client.output import Reporter, describe_archive, format_size
 from gateway.client.packing import PackError, PackResult, pack_directory, scan
 from gateway.client.render import deployment_summary, print_json, wants_json
+from gateway.client.resume import file_sha256, upload_resumable
+from gateway.client.resume_state import ResumeFile
 from gateway.client.runner import api_settings, app_of, reporter_of, run
-from gateway.client.transfer import upload
 from gateway.ids import git_ref_errors
+
+# A source reused by a resumed deploy must still have this long to live: its download_url is
+# what the deployment is created with.
+SOURCE_MARGIN = 60
 
 
 class _Stopped(Exception):
@@ -150,20 +157,52 @@ async def _upload(
     api: Api,
     stack: contextlib.ExitStack,
     reporter: Reporter,
+    api_url: str,
 ) -> dict[str, Any]:
-    """Pack (or open) PATH, create a source, upload: the create-source answer."""
+    """Pack (or open) PATH, create a source (or take the one an interrupted run of this archive
+    left), upload: the create-source answer."""
     path = Path(args.path)
     archive, size = await _archive(path, stack, reporter)
-    source = await api.create_source()
+    sha256 = await asyncio.to_thread(file_sha256, archive, size)
+    pending = ResumeFile("deploy", api_url.rstrip("/"), sha256)
+    source = await _source_for(api, pending, reporter)
     upload_url, _ = urls_of_source(source)
-    source_id = source_object(source).get("id", "")
-    reporter.info(f"created source {source_id}".rstrip())
-    uploaded = await upload(session, upload_url, archive, size, reporter, label=str(path))
+    uploaded = await upload_resumable(
+        session, upload_url, archive, size, reporter, label=str(path), sha256=sha256
+    )
+    await asyncio.to_thread(pending.remove)
     reporter.info(f"uploaded {format_size(uploaded.size)}, sha256 {uploaded.sha256}")
     line = describe_archive(uploaded.archive)
     if line is not None:
         reporter.info(line)
     return source
+
+
+async def _source_for(api: Api, pending: ResumeFile, reporter: Reporter) -> dict[str, Any]:
+    """The source an interrupted upload of this archive went to, while its URLs live long
+    enough to deploy from; else a new one, remembered in ``pending`` until it is uploaded."""
+    saved = await asyncio.to_thread(pending.load)
+    if saved is not None and isinstance(saved.get("source"), dict):
+        source: dict[str, Any] = saved["source"]
+        reporter.info(f"resuming the upload to source {source_object(source).get('id', '?')}")
+        return source
+    source = await api.create_source()
+    inner = source_object(source)
+    reporter.info(f"created source {inner.get('id', '')}".rstrip())
+    until = _epoch(inner.get("expires_at")) - SOURCE_MARGIN
+    if until > time.time():
+        why = await asyncio.to_thread(pending.save, {"source": source, "expires_at": until})
+        if why is not None:
+            reporter.warning(f"cannot keep the upload's state, so Ctrl-C loses it: {why}")
+    return source
+
+
+def _epoch(value: Any) -> float:
+    """An RFC 3339 time in epoch seconds; 0 when it is not one."""
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return 0.0
 
 
 async def _deploy(args: argparse.Namespace) -> None:
@@ -179,7 +218,7 @@ async def _deploy(args: argparse.Namespace) -> None:
             if args.source_url is not None:
                 download_url = args.source_url
             else:
-                source = await _upload(args, session, api, stack, reporter)
+                source = await _upload(args, session, api, stack, reporter, api_url)
                 _, download_url = urls_of_source(source)
             try:
                 answer = await api.create_deployment(app, download_url, args.git_ref)

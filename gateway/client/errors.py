@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from gateway.error_codes import CODES, Code
+
 # The most of an error answer we read: platform error bodies are a few hundred bytes.
 MAX_ERROR_BODY = 64 * 1024
 # A server message is quoted in our one line; longer ones are cut.
@@ -57,6 +59,11 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
+def _cite(code: Code) -> str:
+    """``403 token_expired``: the status and code as the server's table pairs them."""
+    return f"{CODES[code].status} {code}"
+
+
 def describe_error(status: int, body: Any, *, what: str) -> str:
     """The cause of an error answer, in words a user acts on (``what``: the URL's kind)."""
     message = ""
@@ -69,12 +76,15 @@ def describe_error(status: int, body: Any, *, what: str) -> str:
     detail = f": {_one_line(message)}" if message else ""
     if status == 401:
         return f"the API token was refused (401{detail}); check --token or GATEWAY_TOKEN"
-    if status == 403 and code == "token_expired":
-        return f"the {what} has expired (403 token_expired); create a new source and start again"
-    if status == 403 and code == "token_invalid":
+    if status == 403 and code == Code.TOKEN_EXPIRED:
         return (
-            f"the {what} is not valid (403 token_invalid): its token is damaged or is not for this"
-            " operation; copy the whole URL, its token included"
+            f"the {what} has expired ({_cite(Code.TOKEN_EXPIRED)}); create a new source and"
+            " start again"
+        )
+    if status == 403 and code == Code.TOKEN_INVALID:
+        return (
+            f"the {what} is not valid ({_cite(Code.TOKEN_INVALID)}): its token is damaged or is"
+            " not for this operation; copy the whole URL, its token included"
         )
     if status == 403:
         return f"forbidden (403{detail})"
@@ -92,8 +102,8 @@ def describe_error(status: int, body: Any, *, what: str) -> str:
         return f"{resource} not found (404)" if resource else f"not found (404{detail})"
     if status == 413:
         return f"the archive is too large (413{detail})"
-    if status == 422 and code == "archive_invalid":
-        return f"the gateway refused the archive (422 archive_invalid{detail})"
+    if status == 422 and code == Code.ARCHIVE_INVALID:
+        return f"the gateway refused the archive ({_cite(Code.ARCHIVE_INVALID)}{detail})"
     if status == 422:
         errors = body.get("errors") if isinstance(body, dict) else None
         if isinstance(errors, dict) and errors:

@@ -19,7 +19,6 @@ import shlex
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import quote
 
 import aiohttp
 
@@ -32,15 +31,15 @@ from gateway.client.errors import (
     safe_url,
 )
 from gateway.client.output import Reporter, Waiting, progress_allowed
+from gateway.paths import DEPLOYMENT, DEPLOYMENT_EVENTS, fill
+from gateway.retry import RetryPolicy
+from gateway.statuses import TERMINAL_STATUSES
 
-# The platform's final statuses: the deployment will not change any more.
-TERMINAL_STATUSES = frozenset(
-    {"success", "aborted", "build-error", "crashed-error", "timeout-error", "hook-error"}
-)
 # Output lines kept to show again when a deployment fails.
 TAIL_LINES = 10
 # Streams in a row that end with no news before following gives up, and the pauses before each
-# new attempt: the first, doubled each time, at most the last (1+2+4+8+10: about 25 s in all).
+# new attempt: the first, doubled each time, at most the last (1+2+4+8+10: about 25 s in all),
+# with no jitter (the pause is shown as it is). The count starts again after news came.
 MAX_RECONNECTS = 5
 FIRST_PAUSE = 1.0
 MAX_PAUSE = 10.0
@@ -100,8 +99,9 @@ class DeploymentsApi:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._reporter = reporter
 
-    def _url(self, app: str, tail: str) -> str:
-        return f"{self._base}/v1/apps/{quote(app, safe='')}/deployments{tail}"
+    def _url(self, path: str) -> str:
+        """``path``: a template of ``gateway.paths``, filled."""
+        return self._base + path
 
     @contextlib.asynccontextmanager
     async def _get(
@@ -119,17 +119,17 @@ class DeploymentsApi:
                     raise error
                 yield resp
 
-    async def get_json(self, app: str, tail: str, action: str) -> dict[str, Any]:
+    async def get_json(self, path: str, action: str) -> dict[str, Any]:
         accept = {"Accept": "application/json"}
-        async with self._get(self._url(app, tail), action, accept, aiohttp.ClientTimeout(60)) as r:
+        async with self._get(self._url(path), action, accept, aiohttp.ClientTimeout(60)) as r:
             with network_errors(action, str(r.url)):
                 body = await r.json(content_type=None)
         if not isinstance(body, dict):
             raise CliError(f"{action} failed: the answer is not a JSON object")
         return body
 
-    async def get_text(self, app: str, tail: str, action: str) -> str:
-        async with self._get(self._url(app, tail), action, {}, aiohttp.ClientTimeout(300)) as r:
+    async def get_text(self, path: str, action: str) -> str:
+        async with self._get(self._url(path), action, {}, aiohttp.ClientTimeout(300)) as r:
             with network_errors(action, str(r.url)):
                 return await r.text()
 
@@ -139,7 +139,7 @@ class DeploymentsApi:
         headers = {"Accept": "text/event-stream"}
         if after:
             headers["Last-Event-ID"] = str(after)
-        url = self._url(app, f"/{quote(deployment_id, safe='')}/events")
+        url = self._url(fill(DEPLOYMENT_EVENTS, app=app, id=deployment_id))
         return self._get(url, f"following deployment {deployment_id}", headers, STREAM_TIMEOUT)
 
 
@@ -198,6 +198,9 @@ class Follower:
         self._id = deployment_id
         self._printer = printer
         self.last_event = 0
+        self._reconnect = RetryPolicy(
+            attempts=1 + MAX_RECONNECTS, base_delay=FIRST_PAUSE, max_delay=MAX_PAUSE, jitter=0.0
+        )
 
     async def run(self, waiting_for: str = "waiting for the deployment's events") -> str:
         """The final status, once the deployment has one. A lost connection, a 5xx or a stream
@@ -217,7 +220,7 @@ class Follower:
                 if final is not None:
                     return final
                 fruitless = 1 if self.last_event != seen else fruitless + 1
-                if fruitless > MAX_RECONNECTS:
+                if fruitless >= self._reconnect.attempts:
                     raise FollowLost(
                         f"{cause}; gave up after {MAX_RECONNECTS} attempts in a row",
                         exit_code=EXIT_FOLLOW_LOST,
@@ -227,9 +230,9 @@ class Follower:
                             follow_command(self._app, self._id),
                         ),
                     )
-                pause = min(FIRST_PAUSE * 2 ** (fruitless - 1), MAX_PAUSE)
+                pause = self._reconnect.delay(fruitless)
                 self._printer.reconnecting(cause, pause, fruitless)
-                await asyncio.sleep(pause)
+                await self._reconnect.pause(fruitless, pause)
         finally:
             self._printer.close()
 
@@ -286,7 +289,8 @@ async def follow_to_end(
     except asyncio.CancelledError:
         # Ctrl-C: the one line says how to pick up again (the runner prints it).
         raise Interrupted(interrupted_hint(app, deployment_id)) from None
-    answer = await api.get_json(app, f"/{quote(deployment_id, safe='')}", "reading the deployment")
+    path = fill(DEPLOYMENT, app=app, id=deployment_id)
+    answer = await api.get_json(path, "reading the deployment")
     if status == "success":
         return answer, None
     tail = "".join(f"\n  {line}" for line in printer.tail)

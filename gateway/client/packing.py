@@ -18,6 +18,7 @@ Owners are written as 0/0 without names: the archive carries no user names of th
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
 import tarfile
@@ -210,9 +211,12 @@ def pack_directory(
     ``on_bytes`` is called with each piece's size (it may raise to stop packing); ``scanned``
     is ``scan``'s result when the caller already has it. Raises ``PackError`` as ``scan`` does."""
     result = scanned if scanned is not None else scan(root, on_skip=on_skip)
-    with tarfile.open(
-        fileobj=out, mode="w:gz", compresslevel=COMPRESS_LEVEL, format=tarfile.PAX_FORMAT
-    ) as tar:
+    # The gzip header's time is left at 0: the same files pack into the same bytes, so an
+    # interrupted deploy run again finds its upload (keyed by the archive's sha256).
+    with (
+        gzip.GzipFile(fileobj=out, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for entry in result.entries:
             mode = entry.stat.st_mode
             info = tarfile.TarInfo(entry.name)

@@ -57,7 +57,7 @@ class DownloadResult:
     verified: bool
 
 
-async def _file_chunks(
+async def file_chunks(
     source: BinaryIO, size: int, digest: Any, bar: tqdm[Any], started: asyncio.Event
 ) -> AsyncIterator[bytes]:
     """Exactly ``size`` bytes of ``source`` from where it stands, read off the event loop.
@@ -127,7 +127,7 @@ async def _put(
     async def send() -> dict[str, Any]:
         async with session.put(
             url,
-            data=_file_chunks(source, size, digest, bar, started),
+            data=file_chunks(source, size, digest, bar, started),
             headers=headers,
             # The gateway answers 100 Continue only once the URL and the size are accepted, so a
             # refused upload costs one round trip, not the whole file.
@@ -156,16 +156,21 @@ async def _put(
                     await request
                 raise _NoContinue
         body = await request
-    result = _upload_answer(body, action)
-    if result.size != size or result.sha256 != digest.hexdigest():
-        raise CliError(
-            f"{action} failed: the gateway stored {result.size} bytes with sha256 {result.sha256},"
-            f" but {size} bytes with sha256 {digest.hexdigest()} were sent"
-        )
+    result = upload_answer(body, action)
+    check_answer(result, size, digest.hexdigest(), action)
     return result
 
 
-def _upload_answer(body: dict[str, Any], action: str) -> UploadAnswer:
+def check_answer(answer: UploadAnswer, size: int, sha256: str, action: str) -> None:
+    """A ``CliError`` unless the gateway stored ``size`` bytes whose sha256 is ``sha256``."""
+    if answer.size != size or answer.sha256 != sha256:
+        raise CliError(
+            f"{action} failed: the gateway stored {answer.size} bytes with sha256 {answer.sha256},"
+            f" but {size} bytes with sha256 {sha256} were sent"
+        )
+
+
+def upload_answer(body: dict[str, Any], action: str) -> UploadAnswer:
     archive = body.get("archive")
     try:
         return UploadAnswer(

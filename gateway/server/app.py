@@ -7,48 +7,45 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from aiobotocore.session import AioSession
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.config import Config
-from gateway.ids import SOURCE_ID_REGEX
 from gateway.server import keys
 from gateway.server.adapters.aws import sqs_client_kwargs
-from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.demo_deployer import DemoDeployer, running
-from gateway.server.adapters.event_log import EventLogStore
+from gateway.server.adapters.deployments.event_log import EventLogStore
+from gateway.server.adapters.deployments.records import RecordStore
 from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.json_objects import S3JsonObjects
 from gateway.server.adapters.lifecycle import ensure_lifecycle, rules_besides_sources
-from gateway.server.adapters.records import RecordStore
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.auth_wiring import authenticator, jwks_context
-from gateway.server.domain.archive_check import ArchivePolicy
+from gateway.server.domain.archive.check import ArchivePolicy
+from gateway.server.domain.archive.pool import CheckPool
 from gateway.server.domain.auth import Authenticator
-from gateway.server.domain.check_pool import CheckPool
-from gateway.server.domain.deployments import ArchiveUrlChecker
-from gateway.server.domain.event_log import CHUNK_EVENTS
-from gateway.server.domain.events_token import EventsTokens
+from gateway.server.domain.deployments.event_log import CHUNK_EVENTS
+from gateway.server.domain.deployments.events_token import EventsTokens
+from gateway.server.domain.deployments.request import ArchiveUrlChecker
+from gateway.server.domain.deployments.tracker import DeploymentTracker
 from gateway.server.domain.exchange import ExchangedTokens
 from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.signing import Clock, UrlSigner
-from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.domain.uploads import BufferBudget, Uploader
 from gateway.server.domain.urlguard import Resolver, UrlGuard, UrlPolicy, system_resolver
 from gateway.server.http.cors import Cors
-from gateway.server.http.deployment_records import DeploymentLinks, DeploymentRecordHandlers
-from gateway.server.http.deployments import DeploymentHandlers
-from gateway.server.http.expect import UnmetExpectations, continue_at_once, defer_continue
+from gateway.server.http.deployments.create import DeploymentHandlers
+from gateway.server.http.deployments.records import DeploymentLinks, DeploymentRecordHandlers
+from gateway.server.http.deployments.websocket import DeploymentsStream
 from gateway.server.http.middleware import observe
-from gateway.server.http.openapi import OPENAPI_PATH, openapi_handler
-from gateway.server.http.platform import STREAM_PATH, PlatformHandlers
+from gateway.server.http.openapi import openapi_handler
+from gateway.server.http.platform import PlatformHandlers
 from gateway.server.http.probes import Probes
-from gateway.server.http.resumable import protocol_dispatch
 from gateway.server.http.sources import SourceHandlers
-from gateway.server.http.stream import DeploymentsStream
 from gateway.server.observability.access import AccessLog, ClientAddress
 from gateway.server.observability.dependencies import DependencyChecks
 from gateway.server.observability.metrics import (
@@ -59,12 +56,12 @@ from gateway.server.observability.metrics import (
 )
 from gateway.server.observability.shared_metrics import SharedMetrics, Worker
 from gateway.server.resumable_wiring import Resumable
+from gateway.server.routing import Handlers, add_routes
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 log = logging.getLogger(__name__)
-
-SOURCE_PATH = f"/v1/sources/{{id:{SOURCE_ID_REGEX}}}"
-UPLOAD_PATH = f"{SOURCE_PATH}/uploads/{{uid:[0-9a-f]{{32}}}}"
-DEPLOYMENTS_PATH = "/v1/apps/{app}/deployments"
 
 
 def connections_context(
@@ -86,7 +83,7 @@ def connections_context(
     return context
 
 
-async def _ensure_lifecycle(s3: object, config: Config) -> None:
+async def _ensure_lifecycle(s3: S3Client, config: Config) -> None:
     # A missing permission must not keep the gateway from serving: it says so and goes on.
     try:
         await ensure_lifecycle(s3, config.storage, also=rules_besides_sources(config))
@@ -265,6 +262,7 @@ def create_app(
     app[keys.STORE] = store
     app[keys.ACCESS_LOG] = access
     app.cleanup_ctx.append(connections_context(connections, forwarder, dependencies, config))
+    app.cleanup_ctx.append(resumable.probe_context)  # after the connections: it needs the bucket
     if jwks is not None:
         app.cleanup_ctx.append(jwks_context(jwks))
     if shared is not None:
@@ -275,9 +273,9 @@ def create_app(
     app.on_cleanup.append(close_access_log)
     app.on_cleanup.append(lambda _: _close_pool(check_pool))
 
-    add_routes(app, config, sources, deploys, probes, resumable)
-    add_platform_routes(app.router, platform, stream)
-    records.add_routes(app.router)
+    tus, draft, docs = resumable.tus, resumable.draft(config, sources), openapi_handler(config)
+    handlers = Handlers(sources, tus, draft, deploys, records, platform, stream, probes, docs)
+    add_routes(app.router, config, handlers)
     if config.deployments.demo_deployer:
         app.cleanup_ctx.append(demo_deployer_context(config, connections))
     return app
@@ -324,56 +322,3 @@ def platform_handlers(
         max_streams=deployments.max_streams,
     )
     return PlatformHandlers(config, auth, exchanged, platform_metrics), stream
-
-
-def add_platform_routes(
-    router: web.UrlDispatcher, platform: PlatformHandlers, stream: DeploymentsStream
-) -> None:
-    """The platform's auth API, its app object (gateway.server.http.platform) and the
-    deployments stream, before ``/v1/apps/{app}/deployments/{id}`` would take its path."""
-    # Answered on the credentials alone: no 100 Continue before they are accepted.
-    router.add_post("/v1/tokens/exchange", platform.exchange, expect_handler=defer_continue)
-    get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
-    get(STREAM_PATH, stream.handle)
-    get("/v1/users/self", platform.users_self)
-    get("/v1/regions", platform.regions)
-    get("/v1/apps/{app}", platform.app)
-
-
-def add_routes(
-    app: web.Application,
-    config: Config,
-    sources: SourceHandlers,
-    deploys: DeploymentHandlers,
-    probes: Probes,
-    resumable: Resumable,
-) -> None:
-    # Every route answers an unknown Expect through the middlewares (gateway.server.http.expect);
-    # a route with a body sends 100 Continue only once it has accepted the credentials.
-    router = app.router
-    # After the connections' context (added before): the probe needs the bucket.
-    app.cleanup_ctx.append(resumable.probe_context)
-    tus, draft = resumable.tus, resumable.draft(config, sources)
-    router.add_post("/v1/sources", sources.create, expect_handler=defer_continue)
-    # A PUT with the draft's headers creates a resumable upload; without, the plain upload.
-    router.add_put(SOURCE_PATH, draft.create, expect_handler=defer_continue)
-    router.add_get(SOURCE_PATH, sources.download, expect_handler=continue_at_once)
-    on_source = protocol_dispatch(tus.create, tus.create, draft.create)
-    router.add_post(SOURCE_PATH, on_source, expect_handler=defer_continue)
-    router.add_route("OPTIONS", SOURCE_PATH, tus.options, expect_handler=continue_at_once)
-    on_upload = {
-        "HEAD": protocol_dispatch(tus.head, tus.head, draft.offset),
-        "GET": draft.offset,
-        "PATCH": protocol_dispatch(tus.patch, tus.patch, draft.patch),
-        "DELETE": protocol_dispatch(tus.delete, tus.delete, draft.delete),
-        "OPTIONS": tus.options,
-    }
-    for method, handler in on_upload.items():
-        router.add_route(method, UPLOAD_PATH, handler, expect_handler=defer_continue)
-    router.add_post(DEPLOYMENTS_PATH, deploys.create, expect_handler=defer_continue)
-    router.add_get("/healthz", probes.healthz, expect_handler=continue_at_once)
-    router.add_get("/readyz", probes.readyz, expect_handler=continue_at_once)
-    if config.metrics.enabled:
-        router.add_get("/metrics", probes.metrics, expect_handler=continue_at_once)
-    router.add_get(OPENAPI_PATH, openapi_handler(config), expect_handler=continue_at_once)
-    router.register_resource(UnmetExpectations())  # last: only what no route matched

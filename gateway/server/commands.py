@@ -13,6 +13,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from types_aiobotocore_s3.type_defs import LifecycleRuleOutputTypeDef
+
     from gateway.config import Config
 
 
@@ -83,7 +85,7 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _lifecycle(config: Config, *, apply: bool) -> list[dict[str, Any]]:
+async def _lifecycle(config: Config, *, apply: bool) -> list[LifecycleRuleOutputTypeDef]:
     from gateway.server.adapters.aws import open_s3_client
     from gateway.server.adapters.lifecycle import ensure_lifecycle, get_rules, rules_besides_sources
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.server.adapters.store import ObjectStore
+from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.uploads import BufferBudget
 from gateway.server.observability.access import AccessLog
 from gateway.server.observability.metrics import ActiveRequests, Metrics

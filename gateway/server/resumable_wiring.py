@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.config import Config
-from gateway.server.adapters.connections import Connections
 from gateway.server.adapters.json_objects import S3JsonObjects
+from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import S3Store
-from gateway.server.domain.archive_check import ArchivePolicy
-from gateway.server.domain.check_pool import CheckPool
+from gateway.server.domain.archive.check import ArchivePolicy
+from gateway.server.domain.archive.pool import CheckPool
 from gateway.server.domain.resumable import SessionLimits, UploadSessions
 from gateway.server.domain.resumable_finish import Finisher
 from gateway.server.domain.resume_token import ResumeTokens

@@ -14,7 +14,7 @@ from aiohttp import web
 from gateway.config import Config, ServerConfig
 from gateway.server import keys
 from gateway.server.app import create_app
-from gateway.server.connections import GatewayRunner
+from gateway.server.inbound import GatewayRunner
 from gateway.server.observability.logs import configure_logging
 from gateway.server.observability.shared_metrics import Worker
 from gateway.server.workers import PortInUse as PortInUse

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
@@ -13,6 +13,10 @@ from botocore.exceptions import ClientError
 from botocore.handlers import add_expect_header
 
 from gateway.config import Config, StorageConfig
+
+if TYPE_CHECKING:  # the stubs are a development dependency (pyproject's dev extras)
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
 
 
 def s3_client_config(config: StorageConfig) -> AioConfig:
@@ -45,7 +49,7 @@ def client_kwargs(config: StorageConfig) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def open_s3_client(config: StorageConfig) -> AsyncIterator[Any]:
+async def open_s3_client(config: StorageConfig) -> AsyncIterator[S3Client]:
     async with AioSession().create_client("s3", **client_kwargs(config)) as client:
         # botocore asks S3 for "100 Continue" before sending any body, and aiohttp waits for that
         # answer with no timeout at all: a stalled endpoint would hang the upload for ever. Parts
@@ -74,6 +78,6 @@ def sqs_client_kwargs(config: Config) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def open_sqs_client(config: Config) -> AsyncIterator[Any]:
+async def open_sqs_client(config: Config) -> AsyncIterator[SQSClient]:
     async with AioSession().create_client("sqs", **sqs_client_kwargs(config)) as client:
         yield client

@@ -20,19 +20,26 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import Config
-from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
+from gateway.errors import DeployerRejected, DeployerUnavailable, QueueFailed, QueueUnavailable
+from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code, open_sqs_client
-from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.retry import RetryPolicy
+from gateway.server.adapters.outbound import Connections
+from gateway.server.domain.deployments.jobs import Forwarder, Job
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import (
+        GetQueueUrlRequestTypeDef,
+        SendMessageRequestTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -40,56 +47,12 @@ SIGNATURE_HEADER = "X-Gateway-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # A deployer's answer is a small JSON object; anything longer is not relayed.
 MAX_DEPLOYER_BODY = 1024 * 1024
+# The longest wait between two attempts at the deployer (deployments.forward.retries + 1 in all,
+# the first wait backoff_seconds): a deployer that is restarting takes seconds; waiting longer
+# than this helps nobody.
+FORWARD_MAX_DELAY = 30.0
 _QUEUE_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _QUEUE_BUSY = {"ThrottlingException", "RequestThrottled", "ServiceUnavailable", "InternalError"}
-
-
-@dataclass(frozen=True)
-class Job:
-    """A deployment job: ``body`` is the exact JSON the deployer receives (and the HMAC covers)."""
-
-    id: str
-    app: str
-    body: bytes
-
-    @classmethod
-    def of(cls, fields: Mapping[str, Any]) -> Job:
-        """Serialise ``fields`` (which must hold ``id`` and ``app``) once, compactly."""
-        body = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
-        return cls(str(fields["id"]), str(fields["app"]), body)
-
-
-class DeployerRejected(GatewayError):
-    """The deployer refused the job with a 4xx: its status and JSON body reach the client."""
-
-    def __init__(self, status: int, body: dict[str, Any] | None) -> None:
-        super().__init__(f"the deployer refused the deployment (HTTP {status})")
-        self.status = status  # type: ignore[misc]
-        self._body = body
-
-    def body(self) -> dict[str, Any]:
-        return self._body if self._body is not None else {"error": self.message}
-
-
-class DeployerUnavailable(BadGateway):
-    """The deployer could not be reached, kept failing, or answered something unusable."""
-
-
-class QueueUnavailable(ServiceUnavailable):
-    """The deployment queue could not be reached or is throttling."""
-
-
-class QueueFailed(BadGateway):
-    """The deployment queue answered an error (missing queue, refused credentials...)."""
-
-
-class Forwarder(Protocol):
-    """Where accepted deployments go. The handler does not know which one it has."""
-
-    async def forward(self, job: Job) -> dict[str, Any] | None:
-        """Deliver ``job``; return the deployer's JSON object answer, or None if it gave none.
-
-        Raises ``GatewayError`` subclasses only."""
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -202,7 +165,7 @@ class SqsForwarder:
     permissions sqs:SendMessage and, for a queue given by name, sqs:GetQueueUrl.
     """
 
-    def __init__(self, client: Any, queue: str) -> None:
+    def __init__(self, client: SQSClient, queue: str) -> None:
         self._sqs = client
         self._queue = queue
         self._queue_url: str | None = queue if "://" in queue else None
@@ -216,7 +179,7 @@ class SqsForwarder:
 
     async def forward(self, job: Job) -> dict[str, Any] | None:
         try:
-            params: dict[str, Any] = {
+            params: SendMessageRequestTypeDef = {
                 "QueueUrl": await self._url(),
                 "MessageBody": job.body.decode(),
             }
@@ -252,7 +215,7 @@ class SqsForwarder:
 
         Asks GetQueueUrl (the permission a queue given by name needs anyway), for a queue given
         by URL with the account the URL names."""
-        params = {"QueueName": self._queue_name}
+        params: GetQueueUrlRequestTypeDef = {"QueueName": self._queue_name}
         if "://" in self._queue:
             owner = self._queue.rstrip("/").rsplit("/", 2)
             if len(owner) == 3 and owner[1].isdigit():
@@ -286,7 +249,11 @@ class ConfiguredForwarder:
                 forward.url,
                 forward.secret,
                 timeout=forward.timeout,
-                retry=RetryPolicy.for_forwarder(forward),
+                retry=RetryPolicy(
+                    attempts=forward.retries + 1,
+                    base_delay=forward.backoff_seconds,
+                    max_delay=FORWARD_MAX_DELAY,
+                ),
             )
             yield
             return

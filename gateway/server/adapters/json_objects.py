@@ -11,54 +11,28 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 
-from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.s3 import translate
-from gateway.server.adapters.store import ObjectNotFound, PreconditionFailed
+from gateway.errors import ObjectNotFound, WriteConflict
+from gateway.server.adapters.outbound import Connections
+from gateway.server.adapters.s3 import S3_FAILURES, translate
+from gateway.server.adapters.s3_resumable import LOST_RACE
+from gateway.server.domain.storage import MAX_KEYS, JsonObjects, KeyPage
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import (
+        ListObjectsV2RequestTypeDef,
+        PutObjectRequestTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# ListObjectsV2 answers at most this many keys per call.
-MAX_KEYS = 1000
-_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
-# Codes S3 gives a conditional write that lost: the condition failed, or another conditional
-# write of the same key was in flight at the same moment.
-_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 
-__all__ = ["MAX_KEYS", "JsonObjects", "KeyPage", "PreconditionFailed", "S3JsonObjects"]
-
-
-@dataclass(frozen=True)
-class KeyPage:
-    """One listing: keys in order, and whether more follow the last one."""
-
-    keys: list[str]
-    truncated: bool
-
-
-class JsonObjects(Protocol):
-    """Small JSON objects. Every method raises ``GatewayError`` subclasses only."""
-
-    async def put_json(
-        self, key: str, value: Any, *, if_absent: bool = False, if_match: str | None = None
-    ) -> str:
-        """Store ``value`` as JSON; return the new ETag. ``if_absent``: only if the key does not
-        exist; ``if_match``: only if its ETag is still that. ``PreconditionFailed`` otherwise."""
-
-    async def get_json(self, key: str) -> tuple[Any, str]:
-        """The JSON value at ``key`` and its ETag, or ``ObjectNotFound``."""
-
-    async def list_keys(
-        self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS
-    ) -> KeyPage:
-        """One ListObjectsV2 call: keys under ``prefix`` after ``start_after``, in order."""
+__all__ = ["MAX_KEYS", "JsonObjects", "KeyPage", "S3JsonObjects"]
 
 
 class S3JsonObjects:
@@ -70,23 +44,23 @@ class S3JsonObjects:
         self._bucket = bucket
 
     @property
-    def _s3(self) -> Any:
+    def _s3(self) -> S3Client:
         return self._connections.s3
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         try:
             return await call
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _PRECONDITION_CODES:
-                raise PreconditionFailed() from None
+            if exc.response.get("Error", {}).get("Code") in LOST_RACE:
+                raise WriteConflict() from None
             raise translate(exc, operation) from None
-        except _FAILURES as exc:
+        except S3_FAILURES as exc:
             raise translate(exc, operation) from None
 
     async def put_json(
         self, key: str, value: Any, *, if_absent: bool = False, if_match: str | None = None
     ) -> str:
-        params: dict[str, Any] = {
+        params: PutObjectRequestTypeDef = {
             "Bucket": self._bucket,
             "Key": key,
             "Body": json.dumps(value, separators=(",", ":")).encode(),
@@ -104,7 +78,7 @@ class S3JsonObjects:
         async with resp["Body"] as body:
             try:
                 raw = await body.read()
-            except _FAILURES as exc:
+            except S3_FAILURES as exc:
                 raise translate(exc, "GetObject") from None
         try:
             return json.loads(raw), str(resp["ETag"])
@@ -115,7 +89,11 @@ class S3JsonObjects:
     async def list_keys(
         self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS
     ) -> KeyPage:
-        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        params: ListObjectsV2RequestTypeDef = {
+            "Bucket": self._bucket,
+            "Prefix": prefix,
+            "MaxKeys": max_keys,
+        }
         if start_after:
             params["StartAfter"] = start_after
         resp = await self._call("ListObjectsV2", self._s3.list_objects_v2(**params))

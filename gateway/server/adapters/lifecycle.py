@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 from botocore.exceptions import ClientError
 
 from gateway.config import Config, DeploymentsConfig, ResumableConfig, StorageConfig
+from gateway.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import (
+        LifecycleRuleOutputTypeDef,
+        LifecycleRuleTypeDef,
+    )
+
+    # A rule as the gateway writes it, or as S3 gives one back (both may be written back).
+    Rule: TypeAlias = LifecycleRuleTypeDef | LifecycleRuleOutputTypeDef
 from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +34,9 @@ RESUMABLE_DAY = 86400
 # Past an upload's end, its objects stay this long: a request that began just before its
 # token expired may still be writing.
 RESUMABLE_MARGIN_DAYS = 1
+# Merging the rules again when another writer replaced them meanwhile: they race only with other
+# writers of the same bucket's configuration (instances starting together, an operator).
+MERGE_RETRY = RetryPolicy(attempts=3, base_delay=0.2, max_delay=2.0)
 
 
 class LifecycleConflict(Exception):
@@ -34,7 +47,7 @@ def rule_id(prefix: str) -> str:
     return f"sources-gateway-expire:{prefix}"
 
 
-def gateway_rule(config: StorageConfig) -> dict[str, Any]:
+def gateway_rule(config: StorageConfig) -> LifecycleRuleTypeDef:
     """The rule of SPEC: expire ``prefix`` after ``expire_after_days``, abort stale uploads."""
     return {
         "ID": rule_id(config.prefix),
@@ -45,7 +58,7 @@ def gateway_rule(config: StorageConfig) -> dict[str, Any]:
     }
 
 
-def deployments_rule(config: DeploymentsConfig) -> dict[str, Any]:
+def deployments_rule(config: DeploymentsConfig) -> LifecycleRuleTypeDef:
     """Deployment records and their events expire after ``expire_after_days``, on their own
     prefix, so their life does not depend on the archives'."""
     return {
@@ -56,7 +69,7 @@ def deployments_rule(config: DeploymentsConfig) -> dict[str, Any]:
     }
 
 
-def resumable_rule(config: ResumableConfig) -> dict[str, Any]:
+def resumable_rule(config: ResumableConfig) -> LifecycleRuleTypeDef:
     """Resumable uploads' state, tail and staging objects, and their unfinished multipart
     uploads, go a day after the longest an upload may live (S3 counts whole days)."""
     days = -(-config.ttl_seconds // RESUMABLE_DAY) + RESUMABLE_MARGIN_DAYS
@@ -69,17 +82,17 @@ def resumable_rule(config: ResumableConfig) -> dict[str, Any]:
     }
 
 
-def rules_besides_sources(config: Config) -> list[dict[str, Any]]:
+def rules_besides_sources(config: Config) -> list[LifecycleRuleTypeDef]:
     """The rules the gateway keeps on its bucket beside ``gateway_rule``'s."""
     return [deployments_rule(config.deployments), resumable_rule(config.sources.resumable)]
 
 
-def _same_rule(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _same_rule(a: Rule, b: Rule) -> bool:
     keys = ("ID", "Filter", "Status", "Expiration", "AbortIncompleteMultipartUpload")
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def merge_rules(existing: list[dict[str, Any]], rule: dict[str, Any]) -> list[dict[str, Any]]:
+def merge_rules(existing: Sequence[Rule], rule: Rule) -> list[Rule]:
     """``existing`` with ``rule`` in place of the rule with the same ID, or appended."""
     merged = [r for r in existing if r.get("ID") != rule["ID"]]
     position = next((i for i, r in enumerate(existing) if r.get("ID") == rule["ID"]), len(merged))
@@ -87,19 +100,18 @@ def merge_rules(existing: list[dict[str, Any]], rule: dict[str, Any]) -> list[di
     return merged
 
 
-async def get_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
+async def get_rules(s3: S3Client, bucket: str) -> list[LifecycleRuleOutputTypeDef]:
     try:
         resp = await s3.get_bucket_lifecycle_configuration(Bucket=bucket)
     except ClientError as exc:
         if error_code(exc) == "NoSuchLifecycleConfiguration":
             return []
         raise
-    rules: list[dict[str, Any]] = resp.get("Rules", [])
-    return rules
+    return list(resp.get("Rules", []))
 
 
 async def ensure_lifecycle(
-    s3: Any, config: StorageConfig, also: Sequence[dict[str, Any]] = ()
+    s3: S3Client, config: StorageConfig, also: Sequence[LifecycleRuleTypeDef] = ()
 ) -> bool:
     """Make sure the bucket has the gateway's rule (and the rules in ``also``, such as
     ``deployments_rule``); return True if the configuration changed.
@@ -109,11 +121,11 @@ async def ensure_lifecycle(
     merge is done again on top of theirs, a few times at most."""
     wanted = [gateway_rule(config), *also]
     changed = False
-    async for _ in RetryPolicy.for_lifecycle().tries():
+    async for _ in MERGE_RETRY.tries():
         existing = await get_rules(s3, config.bucket)
         if all(any(_same_rule(r, rule) for r in existing) for rule in wanted):
             return changed
-        rules = existing
+        rules: list[Rule] = list(existing)
         for rule in wanted:
             rules = merge_rules(rules, rule)
         await s3.put_bucket_lifecycle_configuration(

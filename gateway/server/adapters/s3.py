@@ -12,26 +12,34 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.config import StorageConfig
-from gateway.errors import BadGateway, GatewayError
-from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.connections import Connections
-from gateway.server.adapters.retry import RetryPolicy
-from gateway.server.adapters.s3_resumable import S3ResumableCalls
-from gateway.server.adapters.store import (
-    Buffer,
+from gateway.errors import (
+    BadGateway,
+    GatewayError,
     ObjectChanged,
-    ObjectInfo,
     ObjectNotFound,
     StorageFailed,
     StorageUnavailable,
 )
+from gateway.retry import RetryPolicy
+from gateway.server.adapters.aws import error_code
+from gateway.server.adapters.outbound import Connections
+from gateway.server.adapters.s3_resumable import S3ResumableCalls
+from gateway.server.domain.storage import Buffer, ObjectInfo
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import (
+        CompletedPartTypeDef,
+        GetObjectRequestTypeDef,
+        TagTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,10 @@ def _bare_etag(etag: str) -> str:
 
 # Statuses after which a part is sent again (S3's throttling and transient server errors).
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+# A part sent again (storage.max_attempts in all): S3 answers a throttled or failed part within
+# milliseconds, so a few short waits ride out a blip without holding the client's upload long.
+PART_BASE_DELAY = 0.1
+PART_MAX_DELAY = 2.0
 # Pieces a part is written to the socket in; aiohttp warns of one large bytes body.
 _SEND_SLICE = 1024 * 1024
 
@@ -110,7 +122,7 @@ def translate(exc: Exception, operation: str) -> GatewayError:
         code = error_code(exc)
         if code in _NOT_FOUND_CODES:
             return ObjectNotFound()
-        if code == "PreconditionFailed":
+        if code == "PreconditionFailed":  # a read of one version (If-Match) found it replaced
             return ObjectChanged()
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         log.warning("storage %s failed: %s (HTTP %s)", operation, code, status)
@@ -121,7 +133,8 @@ def translate(exc: Exception, operation: str) -> GatewayError:
     return StorageUnavailable("storage is unreachable, try again later")
 
 
-_S3_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
+# What an S3 call fails with besides our own errors: one tuple for every S3 call of ours.
+S3_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
 
 
 class S3Store(S3ResumableCalls):
@@ -143,11 +156,13 @@ class S3Store(S3ResumableCalls):
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
         self._on_error = on_error
-        self._retry = RetryPolicy.for_storage(config)
+        self._retry = RetryPolicy(
+            attempts=config.max_attempts, base_delay=PART_BASE_DELAY, max_delay=PART_MAX_DELAY
+        )
         self._send_limit = config.read_timeout
 
     @property
-    def _s3(self) -> Any:
+    def _s3(self) -> S3Client:
         return self._connections.s3
 
     @property
@@ -157,7 +172,7 @@ class S3Store(S3ResumableCalls):
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         try:
             return await call
-        except _S3_FAILURES as exc:
+        except S3_FAILURES as exc:
             error = translate(exc, operation)
             if not isinstance(error, ObjectNotFound):
                 self._on_error(operation)
@@ -278,7 +293,9 @@ class S3Store(S3ResumableCalls):
             return resp, await resp.text()
 
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
-        parts = [{"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)]
+        parts: list[CompletedPartTypeDef] = [
+            {"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)
+        ]
         resp = await self._call(
             "CompleteMultipartUpload",
             self._s3.complete_multipart_upload(
@@ -312,11 +329,11 @@ class S3Store(S3ResumableCalls):
     ) -> None:
         # The tag names the version it describes: two uploads of one source racing each other
         # may tag in the other order, and a tag of another version must then be ignored.
-        tags = [
+        tags: list[TagTypeDef] = [
             {"Key": SHA256_TAG, "Value": sha256},
             {"Key": SHA256_ETAG_TAG, "Value": _bare_etag(etag)},
-            *({"Key": k, "Value": v} for k, v in (extra or {}).items()),
         ]
+        tags.extend({"Key": k, "Value": v} for k, v in (extra or {}).items())
         await self._call(
             "PutObjectTagging",
             self._s3.put_object_tagging(Bucket=self._bucket, Key=key, Tagging={"TagSet": tags}),
@@ -347,7 +364,11 @@ class S3Store(S3ResumableCalls):
     async def read(
         self, key: str, start: int, end: int, etag: str | None = None
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        params = {"Bucket": self._bucket, "Key": key, "Range": f"bytes={start}-{end}"}
+        params: GetObjectRequestTypeDef = {
+            "Bucket": self._bucket,
+            "Key": key,
+            "Range": f"bytes={start}-{end}",
+        }
         if etag is not None:
             params["IfMatch"] = etag
         resp = await self._call("GetObject", self._s3.get_object(**params))
@@ -356,7 +377,7 @@ class S3Store(S3ResumableCalls):
             try:
                 while chunk := await body.read(READ_CHUNK_SIZE):
                     yield chunk
-            except _S3_FAILURES as exc:
+            except S3_FAILURES as exc:
                 self._on_error("GetObject")
                 raise translate(exc, "GetObject") from None
 

@@ -8,17 +8,22 @@ needs, s3:DeleteObject (tail and staging objects) and s3:GetObject on the source
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from botocore.exceptions import ClientError
 
+from gateway.errors import WriteConflict
 from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.store import Buffer, PreconditionFailed
+from gateway.server.domain.storage import Buffer
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 T = TypeVar("T")
-# Codes S3 gives a conditional write that lost (the key exists, or a concurrent conditional
-# write of the same key was in flight).
-_LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}
+# Codes S3 gives a conditional write that lost (the key exists or changed, or a concurrent
+# conditional write of the same key was in flight): ``WriteConflict``.
+LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
 class S3ResumableCalls:
@@ -27,7 +32,7 @@ class S3ResumableCalls:
     _bucket: str
 
     @property
-    def _s3(self) -> Any:
+    def _s3(self) -> S3Client:
         raise NotImplementedError
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
@@ -48,15 +53,17 @@ class S3ResumableCalls:
         try:
             resp = await call
         except Exception as exc:
-            if isinstance(exc, ClientError) and error_code(exc) in _LOST_RACE:
-                raise PreconditionFailed() from None
+            if isinstance(exc, ClientError) and error_code(exc) in LOST_RACE:
+                raise WriteConflict() from None
             resp = await self._call("PutObject", _raise(exc))  # translated as every call's
         return str(resp["ETag"])
 
     async def complete_parts(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
     ) -> str:
-        listed = [{"PartNumber": number, "ETag": etag} for number, etag in parts]
+        listed: list[CompletedPartTypeDef] = [
+            {"PartNumber": number, "ETag": etag} for number, etag in parts
+        ]
         resp = await self._call(
             "CompleteMultipartUpload",
             self._s3.complete_multipart_upload(
@@ -87,6 +94,6 @@ class S3ResumableCalls:
         await self._call("DeleteObject", self._s3.delete_object(Bucket=self._bucket, Key=key))
 
 
-async def _raise(exc: Exception) -> Any:
+async def _raise(exc: Exception) -> NoReturn:
     """An awaitable that raises ``exc``: lets ``_call`` translate an error already caught."""
     raise exc

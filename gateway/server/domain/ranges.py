@@ -6,7 +6,7 @@ import base64
 from datetime import UTC
 
 from gateway.errors import RangeNotSatisfiable
-from gateway.server.adapters.store import ObjectInfo
+from gateway.server.domain.storage import ObjectInfo
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

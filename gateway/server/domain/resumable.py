@@ -31,8 +31,8 @@ from gateway.errors import (
     UploadNotFound,
     UploadSuperseded,
 )
-from gateway.server.adapters.store import MAX_COPY_SIZE, ObjectStore
 from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher, Verifier
+from gateway.server.domain.storage import MAX_COPY_SIZE, ObjectStore
 from gateway.server.domain.upload_state import CLAIM_ATTEMPTS, UploadState, UploadStates
 from gateway.server.domain.uploads import BufferBudget
 

@@ -15,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.error_codes import Code
 from gateway.errors import ArchiveInvalid, BadGateway, BadRequest, GatewayError
-from gateway.server.adapters.store import ObjectStore
-from gateway.server.domain.archive_check import ArchiveCheck, ArchivePolicy
-from gateway.server.domain.archive_facts import ArchiveFacts
+from gateway.server.adapters.archive_tags import archive_tags
+from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
+from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.sources import object_key
+from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadState, UploadStates
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,9 @@ class Finisher:
             await self.fail(claim, short)
             raise short
         if state.expected_sha256 is not None and state.expected_sha256 != sha256:
-            digest = BadRequest("the upload does not match its Repr-Digest", code="digest_mismatch")
+            digest = BadRequest(
+                "the upload does not match its Repr-Digest", code=Code.DIGEST_MISMATCH
+            )
             await self.fail(claim, digest)
             raise digest
         authorize()  # the URL may have lost its key meanwhile: completion is judged again
@@ -140,7 +144,7 @@ class Finisher:
         key = object_key(self._sources_prefix, state.source_id)
         etag = await self._store.copy(staging, key, state.content_type)
         try:
-            await self._store.set_sha256(key, sha256, etag, facts.tags() if facts else None)
+            await self._store.set_sha256(key, sha256, etag, archive_tags(facts) if facts else None)
         except GatewayError:
             log.warning("archive %s stored, but its sha256 tag could not be set", key)
         body: dict[str, Any] = {"id": state.source_id, "size": state.length, "sha256": sha256}

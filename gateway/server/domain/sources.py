@@ -7,7 +7,12 @@ import json
 import re
 from datetime import UTC, datetime
 
+from gateway.error_codes import Code
 from gateway.errors import BadRequest
+from gateway.paths import SOURCE
+from gateway.server.adapters.archive_tags import archive_from_tags
+from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.storage import ObjectInfo
 
 DEFAULT_CONTENT_TYPE = "application/gzip"
 # The platform's deployer refuses archives served as octet-stream: store those as gzip.
@@ -45,7 +50,7 @@ class CreatedSource:
         self._base = json.dumps(base_url)[1:-1]
 
     def render(self, source_id: str, upload_token: str, download_token: str, expires: str) -> str:
-        url = f"{self._base}/v1/sources/{source_id}?token="
+        url = f"{self._base}{SOURCE.format(id=source_id)}?token="
         source = (
             f'"upload_url": "{url}{upload_token}", "download_url": "{url}{download_token}", '
             f'"id": "{source_id}", "expires_at": "{expires}"'
@@ -62,8 +67,13 @@ def stored_content_type(header: str | None) -> str:
     if value and (len(value) > MAX_CONTENT_TYPE_LENGTH or not _MEDIA_TYPE.fullmatch(value)):
         raise BadRequest(
             "Content-Type must be a media type (type/subtype; parameters) in printable ASCII",
-            code="invalid_content_type",
+            code=Code.INVALID_CONTENT_TYPE,
         )
     if value.split(";")[0].strip().lower() in _GENERIC_TYPES:
         return DEFAULT_CONTENT_TYPE
     return value
+
+
+def archive_of(info: ObjectInfo) -> ArchiveFacts | None:
+    """What the archive check found in the stored object (None: stored without the check)."""
+    return archive_from_tags(info.tags)

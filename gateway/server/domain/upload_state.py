@@ -18,9 +18,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.errors import UploadNotFound, UploadSuperseded
-from gateway.server.adapters.json_objects import JsonObjects
-from gateway.server.adapters.store import ObjectNotFound, ObjectStore, PreconditionFailed
+from gateway.errors import ObjectNotFound, UploadNotFound, UploadSuperseded, WriteConflict
+from gateway.server.domain.storage import JsonObjects, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class UploadStates:
             return await self._objects.put_json(
                 self._state_key(state.source_id, state.upload_id), state.to_json(), if_absent=True
             )
-        except PreconditionFailed:
+        except WriteConflict:
             raise UploadSuperseded() from None
 
     async def load(self, source_id: str, upload_id: str) -> tuple[UploadState, str]:
@@ -122,7 +121,7 @@ class UploadStates:
             return await self._objects.put_json(
                 self._state_key(state.source_id, state.upload_id), state.to_json(), if_match=etag
             )
-        except (PreconditionFailed, ObjectNotFound):
+        except (WriteConflict, ObjectNotFound):
             raise UploadSuperseded() from None
 
     async def remove(self, state: UploadState) -> None:
@@ -139,7 +138,7 @@ class UploadStates:
             for condition in ({"if_absent": True}, {"if_match": '"0123456789abcdef"'}):
                 try:
                     await self._objects.put_json(key, {"probe": 2}, **condition)
-                except PreconditionFailed:
+                except WriteConflict:
                     continue
                 return False  # the write went through: the condition was ignored
             return True

@@ -23,10 +23,19 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ServiceUnavailable
-from gateway.server.adapters.store import ObjectStore
-from gateway.server.domain.archive_check import ArchiveCheck, ArchivePolicy
-from gateway.server.domain.archive_facts import ArchiveFacts
+from gateway.error_codes import Code
+from gateway.errors import (
+    BadRequest,
+    BudgetExhausted,
+    ContentMD5Mismatch,
+    GatewayError,
+    IncompleteBody,
+    PayloadTooLarge,
+)
+from gateway.server.adapters.archive_tags import archive_tags
+from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
+from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +51,6 @@ class StoredUpload:
     archive: ArchiveFacts | None = None  # None: the check is off
 
 
-class ContentMD5Mismatch(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("Content-MD5 does not match the body", code="bad_digest")
-
-
-class IncompleteBody(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("request body ended before Content-Length", code="incomplete_body")
-
-
 def parse_content_md5(value: str | None) -> bytes | None:
     """Decode a ``Content-MD5`` header (base64 of 16 bytes) or raise ``BadRequest``."""
     if value is None:
@@ -62,17 +61,9 @@ def parse_content_md5(value: str | None) -> bytes | None:
         digest = b""
     if len(digest) != 16:
         raise BadRequest(
-            "Content-MD5 must be the base64 of a 16-byte MD5 digest", code="bad_digest"
+            "Content-MD5 must be the base64 of a 16-byte MD5 digest", code=Code.BAD_DIGEST
         )
     return digest
-
-
-class BudgetExhausted(ServiceUnavailable):
-    def __init__(self, waited: float) -> None:
-        super().__init__(
-            f"no upload buffer free for {waited:g} seconds (sources.max_buffer_bytes); "
-            "try again later"
-        )
 
 
 class BufferBudget:
@@ -214,7 +205,7 @@ class Uploader:
         sha256 = digests.sha256.hexdigest()
         facts = checked.facts
         try:
-            await self._store.set_sha256(key, sha256, etag, facts.tags() if facts else None)
+            await self._store.set_sha256(key, sha256, etag, archive_tags(facts) if facts else None)
         except GatewayError:
             # The archive is stored whole: failing the upload now would tell the client the
             # opposite. Downloads of it go without checksum headers, and the log says why.

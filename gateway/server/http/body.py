@@ -9,9 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.error_codes import Code
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from gateway.server.http.expect import send_continue
-from gateway.server.observability.access import facts_of
+from gateway.server.observability.access import tally_of
 
 # How much of a JSON request body is read: the API's bodies are a few small fields.
 MAX_JSON_BODY = 64 * 1024
@@ -35,19 +36,19 @@ async def read_json_object(
         raise PayloadTooLarge("request body too large")
     await send_continue(request)
     raw = await _read_at_most(request, limit + 1)
-    facts_of(request).bytes_in = len(raw)
+    tally_of(request).bytes_in = len(raw)
     if len(raw) > limit:
         raise PayloadTooLarge("request body too large")
     if not raw.strip():
         if allow_empty:
             return {}
-        raise BadRequest("request body is empty; expected a JSON object", code="invalid_json")
+        raise BadRequest("request body is empty; expected a JSON object", code=Code.INVALID_JSON)
     if not is_json_type(request.content_type):
         raise UnsupportedMediaType("expected Content-Type: application/json")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise BadRequest("request body is not valid JSON", code="invalid_json") from None
+        raise BadRequest("request body is not valid JSON", code=Code.INVALID_JSON) from None
     except RecursionError:
         # json's decoder recurses once per level: a body of a few thousand "[" exhausts the stack.
         data = None
@@ -56,9 +57,9 @@ async def read_json_object(
         too_deep = _deeper_than(data, MAX_JSON_DEPTH)
     if too_deep:
         # Refused the same way whatever the interpreter's recursion limit lets json parse.
-        raise BadRequest("request body is nested too deeply", code="invalid_json")
+        raise BadRequest("request body is nested too deeply", code=Code.INVALID_JSON)
     if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object", code="invalid_json")
+        raise BadRequest("request body must be a JSON object", code=Code.INVALID_JSON)
     return data
 
 
@@ -146,14 +147,14 @@ async def counted_body(
     """The request body as it arrives, counted; ``RequestTimeout`` if no byte comes for
     ``idle_timeout`` seconds (aiohttp's server has no idle timeout while a handler reads), or if
     it comes slower than ``min_rate`` bytes a second (0: any rate)."""
-    facts = facts_of(request)
-    facts.bytes_in = 0
+    tally = tally_of(request)
+    tally.bytes_in = 0
     rate = _Rate(min_rate, min(RATE_WINDOW_SECONDS, idle_timeout / 2)) if min_rate else None
     loop = asyncio.get_running_loop()
     set_recv_size(request.transport, BODY_RECV_BYTES)
     try:
         async for chunk in _timed_chunks(request, idle_timeout, rate, loop):
-            facts.bytes_in += len(chunk)
+            tally.bytes_in += len(chunk)
             on_bytes(len(chunk))
             yield chunk
     finally:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from gateway.errors import Forbidden
-from gateway.server.domain.archive_facts import HEADERS as ARCHIVE_HEADERS
+from gateway.server.http.archive_headers import HEADERS as ARCHIVE_HEADERS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

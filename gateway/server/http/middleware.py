@@ -22,11 +22,11 @@ from gateway.server.http.body import CLIENT_GONE
 from gateway.server.http.expect import unmet_expectation
 from gateway.server.http.render import json_response, render, render_http_exception
 from gateway.server.observability.access import (
-    FACTS,
     REQUEST_ID_HEADER,
+    TALLY,
     AccessLog,
     ClientAddress,
-    RequestFacts,
+    RequestTally,
     bytes_sent,
     request_id_for,
     route_name,
@@ -46,8 +46,8 @@ def observe(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        facts = RequestFacts(request_id_for(request), time.monotonic())
-        request[FACTS] = facts
+        tally = RequestTally(request_id_for(request), time.monotonic())
+        request[TALLY] = tally
         active.begin()
         status = 500
         response: web.StreamResponse | None = None
@@ -63,37 +63,37 @@ def observe(
                 response = render_http_exception(exc)
             except CLIENT_GONE as exc:
                 if not _client_gone(request):  # a connection of ours broke: a server error
-                    log.error("unhandled error", exc_info=exc, extra=_id(facts))
+                    log.error("unhandled error", exc_info=exc, extra=_id(tally))
                     response = json_response(500, {"error": "internal server error"})
                 else:
                     # nginx's "client closed request": not a server error. Answered rather than
                     # raised: aiohttp logs what a handler raises as an error with its trace; the
                     # answer goes nowhere (aiohttp drops it quietly on the closed connection).
-                    facts.outcome = facts.outcome or "client_disconnected"
+                    tally.outcome = tally.outcome or "client_disconnected"
                     status = 499
                     return _unsent(status)
             except asyncio.CancelledError:
                 # The server gave up on the request (shutdown_timeout ran out): neither a bug nor
                 # the client.
                 status = 503
-                facts.outcome = facts.outcome or "cancelled"
+                tally.outcome = tally.outcome or "cancelled"
                 raise
             except Exception:
-                log.exception("unhandled error", extra=_id(facts))
+                log.exception("unhandled error", extra=_id(tally))
                 response = json_response(500, {"error": "internal server error"})
             status = response.status
             if not response.prepared:
-                _finish_headers(request, response, facts, active.draining)
+                _finish_headers(request, response, tally, active.draining)
             return response
         finally:
             try:
                 route = route_name(request)
                 metrics.requests.observe(
-                    request.method, route, status, time.monotonic() - facts.started
+                    request.method, route, status, time.monotonic() - tally.started
                 )
                 if access.enabled:
-                    sent = bytes_sent(request, response, facts)
-                    access.record(request, facts, route, status, sent, client_address.of(request))
+                    sent = bytes_sent(request, response, tally)
+                    access.record(request, tally, route, status, sent, client_address.of(request))
             finally:
                 active.end()
 
@@ -111,15 +111,15 @@ def _unsent(status: int) -> web.StreamResponse:
     return response
 
 
-def _id(facts: RequestFacts) -> dict[str, str]:
-    return {"request_id": facts.request_id}
+def _id(tally: RequestTally) -> dict[str, str]:
+    return {"request_id": tally.request_id}
 
 
 def _finish_headers(
-    request: web.Request, response: web.StreamResponse, facts: RequestFacts, draining: bool
+    request: web.Request, response: web.StreamResponse, tally: RequestTally, draining: bool
 ) -> None:
     """The last word on a response its handler did not send itself."""
-    response.headers[REQUEST_ID_HEADER] = facts.request_id
+    response.headers[REQUEST_ID_HEADER] = tally.request_id
     if draining or (request.body_exists and not request.content.is_eof()):
         # Shutting down, or the body was refused unread: close rather than read (or wait for)
         # what is left; no further requests on this connection ("Connection: close").

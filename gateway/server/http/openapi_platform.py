@@ -6,18 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.error_codes import Code
 from gateway.ids import APP_NAME_REGEX
+from gateway.server.http.openapi_common import (
+    APP_PARAM,
+    Schema,
+    auth_errors,
+    common_errors,
+    error,
+    forbidden,
+    json_response,
+    ref,
+)
 
-Schema = dict[str, Any]
 APP_NAME_PATTERN = f"^{APP_NAME_REGEX}$"
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: Schema, description: str) -> Schema:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _string_object(*names: str) -> Schema:
@@ -86,82 +88,59 @@ def platform_schemas() -> Schema:
     }
 
 
-def platform_paths(common: Schema, auth_errors: Schema, error: Schema) -> Schema:
-    """``common``, ``auth_errors``: the responses every operation shares; ``error``: the error
-    body's response for one status."""
+def platform_operations() -> Schema:
+    """The token exchange, the user, the regions, the app and its stream, by operationId."""
 
-    def operation(summary: str, operation_id: str, ok: Schema, **extra: Any) -> Schema:
+    def operation(summary: str, ok: Schema, **extra: Any) -> Schema:
+        responses = extra.pop("responses", {})
         return {
             "summary": summary,
-            "operationId": operation_id,
             "tags": ["platform"],
             **extra,
-            "responses": {"200": ok, **auth_errors, **extra.pop("responses", {}), **common},
+            "responses": {"200": ok, **auth_errors(), **responses, **common_errors()},
         }
 
-    app_param = {
-        "name": "app",
-        "in": "path",
-        "required": True,
-        "description": "Lowercase letters, digits and dashes, 3 to 48 characters.",
-        "schema": {"type": "string"},
-    }
     return {
-        "/v1/tokens/exchange": {
-            "post": operation(
-                "Exchange the API token for a short-lived JWT",
-                "exchangeToken",
-                _json(_ref("ExchangedToken"), "The JWT."),
-                security=[{"basic": []}],
-                description="HTTP Basic with any user and the API token as password (the "
-                "platform's clients send an empty user). Only an API token is exchanged.",
-            )
-        },
-        "/v1/users/self": {
-            "get": operation(
-                "Who the token is",
-                "usersSelf",
-                _json(_ref("User"), "The token's user: its name, configured e-mail and name."),
-            )
-        },
-        "/v1/regions": {
-            "get": operation(
-                "The regions: one, this gateway",
-                "listRegions",
-                _json(_ref("Regions"), "The platform's CLI reads it before regional commands."),
-            )
-        },
-        "/v1/apps/{app}/deployments/stream": {"get": _stream_operation(app_param, error, common)},
-        "/v1/apps/{app}": {
-            "get": operation(
-                "The app, with the address of its deployments stream",
-                "getApp",
-                _json(_ref("App"), "An app the token may deploy."),
-                parameters=[app_param],
-                responses={
-                    "403": error,
-                    "404": _json(_ref("NotFound"), "Not a valid app name (`resource: app`)."),
-                },
-            )
-        },
+        "exchangeToken": operation(
+            "Exchange the API token for a short-lived JWT",
+            json_response(ref("ExchangedToken"), "The JWT."),
+            description="HTTP Basic with any user and the API token as password (the "
+            "platform's clients send an empty user). Only an API token is exchanged.",
+        ),
+        "usersSelf": operation(
+            "Who the token is",
+            json_response(ref("User"), "The token's user: its name, configured e-mail and name."),
+        ),
+        "listRegions": operation(
+            "The regions: one, this gateway",
+            json_response(ref("Regions"), "The platform's CLI reads it before regional commands."),
+        ),
+        "streamDeployments": _stream_operation(),
+        "getApp": operation(
+            "The app, with the address of its deployments stream",
+            json_response(ref("App"), "An app the token may deploy."),
+            parameters=[APP_PARAM],
+            responses={
+                "403": forbidden(),
+                "404": json_response(ref("NotFound"), "Not a valid app name (`resource: app`)."),
+            },
+        ),
     }
 
 
-def _stream_operation(app_param: Schema, error: Schema, common: Schema) -> Schema:
+def _stream_operation() -> Schema:
     """The WebSocket, described in text: OpenAPI has no words for its frames."""
     return {
         "summary": "Every deployment of the app, live (a WebSocket)",
-        "operationId": "streamDeployments",
         "tags": ["platform"],
-        "security": [],
-        "parameters": [{**app_param, "schema": {"type": "string", "pattern": APP_NAME_PATTERN}}],
+        "parameters": [{**APP_PARAM, "schema": {"type": "string", "pattern": APP_NAME_PATTERN}}],
         "description": STREAM_DESCRIPTION,
         "responses": {
             "101": {"description": "Switching protocols: the stream."},
-            "400": error,
-            **common,
-            "503": _json(
-                _ref("Error"), "The object store fails, or `deployments.max_streams` are open."
+            "400": error("Not a WebSocket handshake", Code.BAD_REQUEST),
+            **common_errors(),
+            "503": json_response(
+                ref("Error"), "The object store fails, or `deployments.max_streams` are open."
             ),
         },
     }

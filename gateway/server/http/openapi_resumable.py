@@ -3,13 +3,20 @@ on the source URL and the upload resource, merged into ``openapi.document``."""
 
 from __future__ import annotations
 
-from typing import Any
+from gateway.error_codes import Code, codes_of
+from gateway.paths import UPLOAD_ID_REGEX
+from gateway.server.http.openapi_common import (
+    SOURCE_ID_PARAM,
+    Schema,
+    token_param,
+    with_codes,
+)
 
-Schema = dict[str, Any]
-UPLOAD_ID_PATTERN = "^[0-9a-f]{32}$"
+UPLOAD_ID_PATTERN = f"^{UPLOAD_ID_REGEX}$"
 
 
-def _response(description: str, json_body: bool = True) -> Schema:
+def _response(description: str, json_body: bool = True, *codes: Code) -> Schema:
+    description = with_codes(description, codes)
     if not json_body:
         return {"description": description}
     return {
@@ -34,23 +41,46 @@ _PROTOCOL_HEADERS = [
     _header("Upload-Complete", "The draft: `?1` when this request ends the upload, else `?0`."),
     _header("Upload-Length", "The upload's total length, when known."),
 ]
+_BAD_HEADERS = (
+    Code.INVALID_HEADER,
+    Code.INCONSISTENT_UPLOAD_LENGTH,
+    Code.DIGEST_MISMATCH,
+    Code.UNSUPPORTED_CHECKSUM,
+    Code.UNSUPPORTED_INTEROP_VERSION,
+)
 _ERRORS: Schema = {
-    "400": _response("A malformed header, or lengths that contradict each other."),
-    "403": _response("A bad, expired or foreign token."),
+    "400": _response(
+        "A malformed header, or lengths that contradict each other",
+        True,
+        *_BAD_HEADERS,
+    ),
+    "403": _response(
+        "A bad, expired or foreign token", True, Code.TOKEN_INVALID, Code.TOKEN_EXPIRED
+    ),
     "404": _response("Unknown, cancelled or expired upload (or route)."),
     "405": _response("Method not allowed."),
     "408": _response("The body stopped arriving."),
-    "409": _response("Wrong offset, a newer request took the upload over, or too many uploads."),
+    "409": _response(
+        "Wrong offset, a newer request took the upload over, or too many uploads",
+        True,
+        *codes_of(409),
+    ),
     "412": _response("tus: no `Tus-Resumable: 1.0.0`."),
     "413": _response("Past the size limit."),
-    "415": _response("The body's media type is not the protocol's."),
+    "415": _response("The body's media type is not the protocol's", True, *codes_of(415)),
     "417": _response("An `Expect` header other than `100-continue`."),
-    "422": _response("The archive check refused the upload (nothing visible)."),
-    "460": _response("tus: `Upload-Checksum` does not match; the chunk is discarded."),
+    "422": _response(
+        "The archive check refused the upload (nothing visible)", True, *codes_of(422)
+    ),
+    "460": _response(
+        "tus: `Upload-Checksum` does not match; the chunk is discarded", True, *codes_of(460)
+    ),
     "501": _response("Resumable uploads are off, or the store ignores conditional writes."),
     "502": _response("The object store answered with an error."),
     "503": _response("The object store is unreachable or failing."),
 }
+
+
 _UPLOAD_PARAMS = [
     {
         "name": "uid",
@@ -68,23 +98,19 @@ _UPLOAD_PARAMS = [
 ]
 
 
-def _operation(summary: str, operation_id: str, ok: Schema, params: list[Schema]) -> Schema:
+def _operation(summary: str, ok: Schema, params: list[Schema]) -> Schema:
     return {
         "summary": summary,
-        "operationId": operation_id,
         "tags": ["sources"],
-        "security": [],
         "parameters": [*params, *_PROTOCOL_HEADERS],
         "responses": {**ok, **_ERRORS},
     }
 
 
-def _discovery(operation_id: str, params: list[Schema]) -> Schema:
+def _discovery(params: list[Schema]) -> Schema:
     return {
         "summary": "Discovery: tus versions, extensions, limits; the draft's Upload-Limit",
-        "operationId": operation_id,
         "tags": ["sources"],
-        "security": [],
         "parameters": params,
         "responses": {
             "204": _response("What the server speaks.", json_body=False),
@@ -93,42 +119,31 @@ def _discovery(operation_id: str, params: list[Schema]) -> Schema:
     }
 
 
-def source_operations(source_params: list[Schema]) -> Schema:
-    """``POST`` and ``OPTIONS`` on the ``upload_url``."""
+def resumable_operations() -> Schema:
+    """``POST`` and ``OPTIONS`` on the ``upload_url``; the upload resource (offset, append,
+    cancel, discovery); by operationId."""
+    source_params = [SOURCE_ID_PARAM, token_param("upload")]
     created = {
         "200": _response("The draft with `Upload-Complete: ?1`: the upload's usual answer."),
         "201": _response("Created: `Location` is the upload's absolute URL.", json_body=False),
     }
-    return {
-        "post": _operation(
-            "Create a resumable upload (tus `POST`, or the draft)",
-            "createResumableUpload",
-            created,
-            source_params,
-        ),
-        "options": _discovery("discoverResumableUploads", source_params),
-    }
-
-
-def upload_path(source_id: Schema) -> Schema:
-    """The upload resource: offset, append, cancel, discovery; ``source_id`` its id parameter."""
-    params = [source_id, *_UPLOAD_PARAMS]
+    params = [SOURCE_ID_PARAM, *_UPLOAD_PARAMS]
     offset = {"200": _response("tus: the offset.", False), "204": _response("The offset.", False)}
     appended = {
         "200": _response("The draft: the upload completed, its usual answer."),
         "204": _response("Appended: the new `Upload-Offset`.", json_body=False),
     }
-    head = _operation("The upload's offset", "getUploadOffset", offset, params)
-    get = {**head, "operationId": "getUploadOffsetByGet", "summary": "The offset (draft 9 on)"}
+    head = _operation("The upload's offset", offset, params)
     return {
-        "head": head,
-        "get": get,
-        "patch": _operation("Append at the offset", "appendToUpload", appended, params),
-        "delete": _operation(
-            "Cancel the upload",
-            "cancelUpload",
-            {"204": _response("Cancelled.", json_body=False)},
-            params,
+        "createResumableUpload": _operation(
+            "Create a resumable upload (tus `POST`, or the draft)", created, source_params
         ),
-        "options": _discovery("discoverUpload", params),
+        "discoverResumableUploads": _discovery(source_params),
+        "getUploadOffset": head,
+        "getUploadOffsetByGet": {**head, "summary": "The offset (draft 9 on)"},
+        "appendToUpload": _operation("Append at the offset", appended, params),
+        "cancelUpload": _operation(
+            "Cancel the upload", {"204": _response("Cancelled.", json_body=False)}, params
+        ),
+        "discoverUpload": _discovery(params),
     }

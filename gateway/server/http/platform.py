@@ -13,14 +13,14 @@ from aiohttp import web
 
 from gateway.config import Config, TokenConfig
 from gateway.errors import NotFound, Unauthorized
+from gateway.paths import DEPLOYMENTS_STREAM, fill
 from gateway.server.domain.auth import Authenticator, Principal, presented_token
-from gateway.server.domain.deployments import app_name_errors
+from gateway.server.domain.deployments.request import app_name_errors
 from gateway.server.domain.exchange import ExchangedTokens
 from gateway.server.observability.metrics import PlatformMetrics
 
 log = logging.getLogger(__name__)
 
-STREAM_PATH = "/v1/apps/{app}/deployments/stream"
 # The one region the gateway answers as: the CLI picks a region before any regional command.
 REGION_NAME = "sources-gateway"
 
@@ -29,7 +29,7 @@ def stream_url(public_url: str, app: str) -> str:
     """``links.deployments_stream``: the public URL with ws (wss for https) as its scheme."""
     parts = urlsplit(public_url.rstrip("/"))
     scheme = "wss" if parts.scheme == "https" else "ws"
-    path = parts.path + STREAM_PATH.format(app=app)
+    path = parts.path + fill(DEPLOYMENTS_STREAM, app=app)
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.error_codes import Code
 from gateway.errors import GatewayError
 
 
@@ -42,5 +43,5 @@ def render_http_exception(exc: web.HTTPException) -> web.StreamResponse:
     message = _HTTP_MESSAGES.get(exc.status, exc.reason.lower())
     body: dict[str, Any] = {"error": message}
     if exc.status in (400, 403):
-        body["code"] = "bad_request" if exc.status == 400 else "forbidden"
+        body["code"] = Code.BAD_REQUEST if exc.status == 400 else Code.FORBIDDEN
     return json_response(exc.status, body, headers)

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.error_codes import Code
 from gateway.errors import (
     BadRequest,
     ResumableUnavailable,
     TokenExpired,
     UploadNotFound,
 )
+from gateway.paths import UPLOAD
 from gateway.server.domain.resumable import UploadSessions
 from gateway.server.domain.resumable_finish import Authorize, Claim
 from gateway.server.domain.resume_token import ResumeTokens
@@ -110,9 +112,8 @@ class ResumableHttp:
         """The upload resource's absolute URL (clients resolve a relative one against the
         endpoint and lose its query string)."""
         state = claim.state
-        return (
-            f"{self.base_url}/v1/sources/{state.source_id}/uploads/{state.upload_id}?token={token}"
-        )
+        path = UPLOAD.format(id=state.source_id, uid=state.upload_id)
+        return f"{self.base_url}{path}?token={token}"
 
     def body(self, request: web.Request) -> AsyncIterator[bytes]:
         return counted_body(request, self.body_timeout, self.metrics.bytes_uploaded.inc)
@@ -136,7 +137,7 @@ def integer_header(request: web.Request, name: str) -> int | None:
         return None
     value = value.strip()
     if not value.isdigit() or not value.isascii() or len(value) > MAX_INTEGER_DIGITS:
-        raise BadRequest(f"{name} must be a non-negative integer", code="invalid_header")
+        raise BadRequest(f"{name} must be a non-negative integer", code=Code.INVALID_HEADER)
     return int(value)
 
 

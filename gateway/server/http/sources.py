@@ -11,8 +11,6 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.errors import PayloadTooLarge
 from gateway.ids import new_source_id
-from gateway.server.adapters.store import ObjectStore
-from gateway.server.domain.archive_facts import ArchiveFacts
 from gateway.server.domain.auth import Authenticator
 from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.ranges import (
@@ -24,15 +22,18 @@ from gateway.server.domain.ranges import (
 from gateway.server.domain.signing import Purpose, UrlSigner, VerifiedToken, creator_tag
 from gateway.server.domain.sources import (
     CreatedSource,
+    archive_of,
     object_key,
     rfc3339,
     stored_content_type,
 )
+from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_content_md5
+from gateway.server.http.archive_headers import archive_headers
 from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object
 from gateway.server.http.expect import send_continue
 from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
-from gateway.server.observability.access import facts_of
+from gateway.server.observability.access import tally_of
 from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class SourceHandlers:
         finally:
             metrics.transfers.labels("upload").dec()
         metrics.uploads.labels("completed").inc()
-        facts_of(request).outcome = "stored"
+        tally_of(request).outcome = "stored"
         assert length is None or length <= SINGLE_PUT_LIMIT or result.size == length
         answer: dict[str, object] = {"id": source_id, "size": result.size, "sha256": result.sha256}
         if result.archive is not None:  # absent when sources.archive_check is off
@@ -150,9 +151,9 @@ class SourceHandlers:
             )
 
         headers = download_headers(info, source_id)
-        facts = ArchiveFacts.from_tags(info.tags)
-        if facts is not None:
-            headers.update(facts.headers())
+        archive = archive_of(info)
+        if archive is not None:
+            headers.update(archive_headers(archive))
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and etag_matches(if_none_match, info.etag):
             return web.Response(status=304, headers=headers)
@@ -198,9 +199,9 @@ class SourceHandlers:
                 metrics.bytes_downloaded.inc(len(chunk))
             await response.write_eof()
         except CLIENT_GONE:
-            facts_of(request).outcome = "client_disconnected"
+            tally_of(request).outcome = "client_disconnected"
         except ClientStalled:
-            facts_of(request).outcome = "send_timeout"
+            tally_of(request).outcome = "send_timeout"
             metrics.send_timeouts.inc()
             log.warning(
                 "download of %s given up: the client took nothing for %gs", key, self._send_timeout
@@ -208,7 +209,7 @@ class SourceHandlers:
             # What is buffered will not be read: drop it rather than wait to flush it.
             cut_short(request, response, flush=False)
         except Exception as exc:
-            facts_of(request).outcome = "upstream_failed"
+            tally_of(request).outcome = "upstream_failed"
             log.warning("download of %s failed mid-stream: %s", key, type(exc).__name__)
             cut_short(request, response, flush=True)
         finally:

@@ -15,6 +15,7 @@ import hashlib
 
 from aiohttp import web
 
+from gateway.error_codes import Code
 from gateway.errors import BadRequest, ChecksumMismatch, TusPreconditionFailed, UnsupportedMediaType
 from gateway.server.domain.resumable_finish import Claim
 from gateway.server.domain.sources import stored_content_type
@@ -81,7 +82,7 @@ class TusHandlers:
         deferred = request.headers.get(DEFER_LENGTH)
         if (length is None) == (deferred is None) or deferred not in (None, "1"):
             raise BadRequest(
-                f"send either {UPLOAD_LENGTH} or '{DEFER_LENGTH}: 1'", code="invalid_header"
+                f"send either {UPLOAD_LENGTH} or '{DEFER_LENGTH}: 1'", code=Code.INVALID_HEADER
             )
         metadata = request.headers.get(UPLOAD_METADATA, "")
         fields = parse_metadata(metadata)
@@ -133,7 +134,7 @@ class TusHandlers:
             raise UnsupportedMediaType(f"a tus PATCH body is {OFFSET_TYPE}")
         offset = integer_header(request, UPLOAD_OFFSET)
         if offset is None:
-            raise BadRequest(f"{UPLOAD_OFFSET} is required", code="invalid_header")
+            raise BadRequest(f"{UPLOAD_OFFSET} is required", code=Code.INVALID_HEADER)
         length = integer_header(request, UPLOAD_LENGTH)
         check = self._checksum(request.headers.get(UPLOAD_CHECKSUM))
         source_id, upload_id, authorize = await self._c.upload(request)
@@ -190,12 +191,12 @@ class TusHandlers:
         if algorithm not in self._algorithms:
             raise BadRequest(
                 f"Upload-Checksum algorithm must be one of {', '.join(self._algorithms)}",
-                code="unsupported_checksum",
+                code=Code.UNSUPPORTED_CHECKSUM,
             )
         try:
             digest = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
-            raise BadRequest("Upload-Checksum is not base64", code="invalid_header") from None
+            raise BadRequest("Upload-Checksum is not base64", code=Code.INVALID_HEADER) from None
         return _Checksum(algorithm, digest)
 
 
@@ -207,7 +208,7 @@ def _require_version(request: web.Request) -> None:
 def parse_metadata(header: str) -> dict[str, bytes]:
     """tus ``Upload-Metadata``: comma-separated ``key base64value`` pairs (value optional)."""
     if len(header) > MAX_METADATA:
-        raise BadRequest(f"{UPLOAD_METADATA} is too long", code="invalid_header")
+        raise BadRequest(f"{UPLOAD_METADATA} is too long", code=Code.INVALID_HEADER)
     fields: dict[str, bytes] = {}
     for pair in filter(None, (p.strip() for p in header.split(","))):
         key, _, encoded = pair.partition(" ")
@@ -215,6 +216,6 @@ def parse_metadata(header: str) -> dict[str, bytes]:
             fields[key] = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
             raise BadRequest(
-                f"{UPLOAD_METADATA} value is not base64", code="invalid_header"
+                f"{UPLOAD_METADATA} value is not base64", code=Code.INVALID_HEADER
             ) from None
     return fields

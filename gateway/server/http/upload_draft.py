@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.error_codes import Code
 from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.server.domain.resumable_finish import Authorize, Claim
 from gateway.server.domain.sources import stored_content_type
@@ -63,7 +64,7 @@ class _Digest:
 
     def verify(self) -> None:
         if self._hash.digest() != self._digest:
-            raise BadRequest("Content-Digest does not match the body", code="digest_mismatch")
+            raise BadRequest("Content-Digest does not match the body", code=Code.DIGEST_MISMATCH)
 
 
 def parse_digest(value: str | None, header: str) -> tuple[str, bytes] | None:
@@ -78,11 +79,13 @@ def parse_digest(value: str | None, header: str) -> tuple[str, bytes] | None:
         if algorithm is None:
             continue
         if not (encoded.startswith(":") and encoded.endswith(":") and len(encoded) >= 2):
-            raise BadRequest(f"{header} is not a byte sequence (:base64:)", code="invalid_header")
+            raise BadRequest(
+                f"{header} is not a byte sequence (:base64:)", code=Code.INVALID_HEADER
+            )
         try:
             return algorithm, base64.b64decode(encoded[1:-1], validate=True)
         except (binascii.Error, ValueError):
-            raise BadRequest(f"{header} is not base64", code="invalid_header") from None
+            raise BadRequest(f"{header} is not base64", code=Code.INVALID_HEADER) from None
     return None
 
 
@@ -91,7 +94,7 @@ def _flag(value: str | None, header: str) -> bool | None:
         return None
     value = value.strip()
     if value not in ("?0", "?1"):
-        raise BadRequest(f"{header} must be ?0 or ?1", code="invalid_header")
+        raise BadRequest(f"{header} must be ?0 or ?1", code=Code.INVALID_HEADER)
     return value == "?1"
 
 
@@ -149,7 +152,7 @@ class DraftHandlers:
             raise BadRequest(
                 f"send {DRAFT_VERSION_HEADER} (one of {sorted(self._versions)}) and "
                 f"{UPLOAD_COMPLETE}",
-                code="invalid_header",
+                code=Code.INVALID_HEADER,
             )
         if complete and not self._send_104:
             # The whole body in one request, and no 104 to tell its resource early: exactly the
@@ -221,6 +224,11 @@ class DraftHandlers:
         if refused is not None:
             return refused
         headers = self._headers(claim, version, claim.state.status == "done")
+        answer = finished(claim)
+        if answer is not None:
+            # A client whose completing request lost its answer still learns what was stored.
+            digest = base64.b64encode(bytes.fromhex(str(answer["sha256"]))).decode()
+            headers[REPR_DIGEST] = f"sha-256=:{digest}:"
         return web.Response(status=204, headers=headers)
 
     async def patch(self, request: web.Request) -> web.StreamResponse:
@@ -231,7 +239,7 @@ class DraftHandlers:
         offset = integer_header(request, UPLOAD_OFFSET)
         if complete is None or offset is None:
             raise BadRequest(
-                f"an append needs {UPLOAD_OFFSET} and {UPLOAD_COMPLETE}", code="invalid_header"
+                f"an append needs {UPLOAD_OFFSET} and {UPLOAD_COMPLETE}", code=Code.INVALID_HEADER
             )
         source_id, upload_id, authorize = await self._c.upload(request)
         claim = await self._c.sessions.claim(source_id, upload_id)
@@ -252,7 +260,7 @@ class DraftHandlers:
         if version is None:
             raise BadRequest(
                 f"{DRAFT_VERSION_HEADER} must be one of {sorted(self._versions)}",
-                code="unsupported_interop_version",
+                code=Code.UNSUPPORTED_INTEROP_VERSION,
             )
         return version
 

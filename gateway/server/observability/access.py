@@ -36,7 +36,7 @@ ATOMIC_WRITE = 4096
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-class RequestFacts:
+class RequestTally:
     """What the access line and the metrics say of one request, filled in as it is handled."""
 
     __slots__ = ("bytes_in", "bytes_out", "outcome", "request_id", "started")
@@ -52,12 +52,12 @@ class RequestFacts:
         self.outcome: str | None = None
 
 
-FACTS = web.RequestKey("facts", RequestFacts)
+TALLY = web.RequestKey("tally", RequestTally)
 
 
-def facts_of(request: web.BaseRequest) -> RequestFacts:
-    """The request's facts: set by the middleware before any handler runs."""
-    return request[FACTS]
+def tally_of(request: web.BaseRequest) -> RequestTally:
+    """The request's tally: set by the middleware before any handler runs."""
+    return request[TALLY]
 
 
 def request_id_for(request: web.BaseRequest) -> str:
@@ -93,11 +93,11 @@ class ClientAddress:
 
 
 def bytes_sent(
-    request: web.BaseRequest, response: web.StreamResponse | None, facts: RequestFacts
+    request: web.BaseRequest, response: web.StreamResponse | None, tally: RequestTally
 ) -> int:
     """Body bytes sent for ``request``: counted when streamed, else the response's length."""
-    if facts.bytes_out is not None:
-        return facts.bytes_out
+    if tally.bytes_out is not None:
+        return tally.bytes_out
     if response is None or request.method == "HEAD":
         return 0
     return response.content_length or 0
@@ -272,7 +272,7 @@ class AccessLog:
     def record(
         self,
         request: web.BaseRequest,
-        facts: RequestFacts,
+        tally: RequestTally,
         route: str,
         status: int,
         bytes_out: int,
@@ -281,7 +281,7 @@ class AccessLog:
         """Add the request's line (never with a query string)."""
         if not self.enabled:
             return
-        duration = time.monotonic() - facts.started
+        duration = time.monotonic() - tally.started
         entry = (
             self._clock(),
             duration,
@@ -289,11 +289,11 @@ class AccessLog:
             request.path,
             route,
             status,
-            facts.bytes_in,
+            tally.bytes_in,
             bytes_out,
-            facts.request_id,
+            tally.request_id,
             client,
-            facts.outcome,
+            tally.outcome,
         )
         entries = self._entries
         entries.append(entry)

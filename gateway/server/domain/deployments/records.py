@@ -3,7 +3,7 @@
 A record is the JSON object the gateway keeps per deployment: the platform's deployment object
 and the log slot it was brought up to date with. Events are numbered by the deployer from 1; a
 retry is recognised by comparing digests and a different event with a used number is a conflict
-(their order and the output are the event log's business: gateway.server.domain.event_log).
+(their order and the output are the event log's business: ``event_log``).
 """
 
 from __future__ import annotations
@@ -16,24 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from gateway.errors import BadRequest, GatewayError, ValidationFailed
+from gateway.error_codes import Code
+from gateway.errors import BadRequest, ValidationFailed
+from gateway.statuses import STATUSES, TERMINAL_STATUSES
 
-# The platform's status vocabulary, in the order a deployment usually goes through it.
-STATUSES = (
-    "queued",
-    "building",
-    "pushing",
-    "starting",
-    "success",
-    "aborted",
-    "build-error",
-    "crashed-error",
-    "timeout-error",
-    "hook-error",
-)
-TERMINAL_STATUSES = frozenset(
-    {"success", "aborted", "build-error", "crashed-error", "timeout-error", "hook-error"}
-)
+# A deployment's record as stored: ``deployment`` (the platform's object, ``new_record``) and
+# ``log_slot``, the slot of the event log it was brought up to date with.
+Record = dict[str, Any]
+
 EVENT_TYPES = ("status", "log")
 # One log event carries at most this much text (UTF-8 bytes): a line or a burst of lines, not a
 # whole build log; larger output is sent as several events.
@@ -47,12 +37,6 @@ DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 # A page number past any real list; larger ones are read as this one.
 MAX_PAGE = 10**9
-
-
-class EventConflict(GatewayError):
-    """409: a different event with a number already used, or an event after the final status."""
-
-    status = 409
 
 
 def is_terminal(status: str) -> bool:
@@ -161,7 +145,7 @@ def new_record(
             "postdeploy_hook": postdeploy_hook,
             "pusher": {"name": pusher, "email": pusher_email},
         },
-        # The log slot whose state ``deployment`` shows (gateway.server.domain.event_log).
+        # The log slot whose state ``deployment`` shows (``event_log``).
         "log_slot": 0,
     }
 
@@ -251,7 +235,7 @@ def _positive_int(query: Mapping[str, str], name: str, default: int, ceiling: in
         return default
     digits = raw.lstrip("0")
     if not _ascii_digits(raw) or not digits:
-        raise BadRequest(f"{name} must be a positive integer", code="bad_request")
+        raise BadRequest(f"{name} must be a positive integer", code=Code.BAD_REQUEST)
     if len(digits) > len(str(ceiling)):
         return ceiling
     return min(int(digits), ceiling)

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-from gateway.errors import TokenExpired, TokenInvalid
+from gateway.errors import ObjectNotFound, TokenExpired, TokenInvalid
 from gateway.ids import APP_NAME, APP_NAME_RULE, SOURCE_ID, git_ref_errors
-from gateway.server.adapters.store import ObjectNotFound, ObjectStore
-from gateway.server.domain.archive_facts import ArchiveFacts
-from gateway.server.domain.records import hook_errors
+from gateway.paths import SOURCE
+from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.deployments.records import hook_errors
 from gateway.server.domain.signing import Purpose, UrlSigner
-from gateway.server.domain.sources import object_key
+from gateway.server.domain.sources import archive_of, object_key
+from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.urlguard import UrlGuard, check_form
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class OwnUrl:
 
 
 @dataclass(frozen=True)
-class SourceFacts:
+class OwnSource:
     """What the job says about one of the gateway's own sources."""
 
     source_id: str
@@ -129,7 +130,7 @@ def match_own_url(url: str, public_url: str) -> OwnUrl | None:
             return None
     except ValueError:
         return None
-    prefix = base.path.rstrip("/") + "/v1/sources/"
+    prefix = base.path.rstrip("/") + SOURCE.removesuffix("{id}")
     source_id = parts.path[len(prefix) :] if parts.path.startswith(prefix) else ""
     if not SOURCE_ID.fullmatch(source_id):
         return OwnUrl(None, None)
@@ -139,9 +140,9 @@ def match_own_url(url: str, public_url: str) -> OwnUrl | None:
 
 async def inspect_own_source(
     own: OwnUrl, signer: UrlSigner, store: ObjectStore, prefix: str, fetch_ttl: int
-) -> SourceFacts | list[str]:
+) -> OwnSource | list[str]:
     """Check one of the gateway's own URLs as a fetch of it would be: a valid, unexpired download
-    token for that id, an uploaded object, gzip magic first. Its facts, or the error messages.
+    token for that id, an uploaded object, gzip magic first. The source, or the error messages.
 
     Storage failures other than a missing object propagate (502/503, not the user's fault)."""
     if own.source_id is None:
@@ -164,8 +165,8 @@ async def inspect_own_source(
     if head[: len(GZIP_MAGIC)] != GZIP_MAGIC:
         return ["archive is not gzip"]
     fetch_url = await store.presign_get(key, fetch_ttl)
-    archive = ArchiveFacts.from_tags(info.tags)
-    return SourceFacts(own.source_id, info.size, info.sha256, fetch_url, archive)
+    archive = archive_of(info)
+    return OwnSource(own.source_id, info.size, info.sha256, fetch_url, archive)
 
 
 class ArchiveUrlChecker:
@@ -188,8 +189,8 @@ class ArchiveUrlChecker:
         self._fetch_ttl = fetch_ttl
         self._guard = guard
 
-    async def check(self, url: str) -> SourceFacts | list[str] | None:
-        """Errors for ``url``; the source's facts if it is one of ours; None for a fine
+    async def check(self, url: str) -> OwnSource | list[str] | None:
+        """Errors for ``url``; the source if it is one of ours; None for a fine
         foreign URL."""
         form = check_form(url)
         if isinstance(form, list):

@@ -1,7 +1,9 @@
-"""Object storage: the narrow interface the gateway needs, its value types and its errors.
+"""Object storage: the narrow interfaces the gateway needs (objects, small JSON objects), their
+value types.
 
-Every method of ``ObjectStore`` raises ``GatewayError`` subclasses only; ``ObjectNotFound`` for a
-missing key. ``gateway.server.adapters.s3.S3Store`` is the implementation.
+Every method of ``ObjectStore`` raises ``GatewayError`` subclasses only (``gateway.errors``):
+``ObjectNotFound`` for a missing key, ``StorageUnavailable``, ``StorageFailed``, ``ObjectChanged``
+and ``WriteConflict``. ``gateway.server.adapters.s3.S3Store`` is the implementation.
 """
 
 from __future__ import annotations
@@ -10,37 +12,7 @@ import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
-
-from gateway.errors import BadGateway, NotFound, ServiceUnavailable
-
-
-class ObjectNotFound(NotFound):
-    """The key does not exist (never uploaded, or removed by the lifecycle rule)."""
-
-
-class StorageUnavailable(ServiceUnavailable):
-    """The object store could not be reached or did not answer in time."""
-
-
-class ObjectChanged(ServiceUnavailable):
-    """The object was replaced between reading its description and its bytes."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "the archive was replaced while it was being read; try again", retry_after=1
-        )
-
-
-class StorageFailed(BadGateway):
-    """The object store answered with an error."""
-
-
-class PreconditionFailed(ServiceUnavailable):
-    """A conditional write found the key in another state than asked (exists, or changed)."""
-
-    def __init__(self) -> None:
-        super().__init__("the record changed meanwhile, try again", retry_after=1)
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -95,7 +67,7 @@ class ObjectStore(Protocol):
 
     async def create_bytes(self, key: str, data: Buffer, content_type: str) -> str:
         """Store ``data`` as a new object only if ``key`` is free; return its ETag, or raise
-        ``PreconditionFailed`` when an object is there already."""
+        ``WriteConflict`` when an object is there already."""
 
     async def copy(self, source: str, key: str, content_type: str) -> str:
         """Make ``key`` a copy of the object at ``source`` (at most ``MAX_COPY_SIZE`` bytes) with
@@ -127,3 +99,33 @@ class ObjectStore(Protocol):
 
     async def check(self) -> None:
         """Return when the bucket answers; raise ``StorageUnavailable`` otherwise."""
+
+
+# ListObjectsV2 answers at most this many keys per call.
+MAX_KEYS = 1000
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """One listing: keys in order, and whether more follow the last one."""
+
+    keys: list[str]
+    truncated: bool
+
+
+class JsonObjects(Protocol):
+    """Small JSON objects. Every method raises ``GatewayError`` subclasses only."""
+
+    async def put_json(
+        self, key: str, value: Any, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        """Store ``value`` as JSON; return the new ETag. ``if_absent``: only if the key does not
+        exist; ``if_match``: only if its ETag is still that. ``WriteConflict`` otherwise."""
+
+    async def get_json(self, key: str) -> tuple[Any, str]:
+        """The JSON value at ``key`` and its ETag, or ``ObjectNotFound``."""
+
+    async def list_keys(
+        self, prefix: str, start_after: str | None = None, max_keys: int = MAX_KEYS
+    ) -> KeyPage:
+        """One ListObjectsV2 call: keys under ``prefix`` after ``start_after``, in order."""

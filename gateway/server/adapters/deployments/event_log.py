@@ -1,6 +1,6 @@
 """Where a deployment's event log lives in the bucket, and how it is read in few requests.
 
-Keys under the deployment's folder ``P{app}/{id}/`` (see ``gateway.server.adapters.records``):
+Keys under the deployment's folder ``P{app}/{id}/`` (see ``records``):
 
     ids/{n:010d}.json       the claim on the deployer's event number n: its digest, the log slot
                             it was claimed at (every entry of it lies after), then its slot
@@ -21,11 +21,11 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
-from gateway.server.adapters.records import bounded
-from gateway.server.adapters.store import ObjectNotFound
+from gateway.errors import ObjectNotFound, WriteConflict
+from gateway.server.adapters.deployments.records import bounded
+from gateway.server.domain.deployments.event_log import Entry
+from gateway.server.domain.storage import JsonObjects
 
-Entry = dict[str, Any]
 _SLOT_DIGITS = 10
 
 
@@ -69,7 +69,7 @@ class EventLogStore:
         key = self._claim_key(app, deployment_id, number)
         try:
             await self._objects.put_json(key, claim, if_absent=True)
-        except PreconditionFailed:
+        except WriteConflict:
             found = await self._get(key)
             return dict(found) if found is not None else None
         return None
@@ -91,7 +91,7 @@ class EventLogStore:
         key = self._slot_key(app, deployment_id, int(entry["slot"]))
         try:
             await self._objects.put_json(key, entry, if_absent=True)
-        except PreconditionFailed:
+        except WriteConflict:
             return False
         return True
 
@@ -163,5 +163,5 @@ class EventLogStore:
             return  # not all taken (or expiring): readers go on reading single entries
         key = self._chunk_key(app, deployment_id, chunk)
         # Compacted by another instance meanwhile: the same entries.
-        with contextlib.suppress(PreconditionFailed):
+        with contextlib.suppress(WriteConflict):
             await self._objects.put_json(key, {"entries": entries}, if_absent=True)

@@ -10,8 +10,8 @@ extractor would create it wherever that link points) and never redefined with an
 
 from __future__ import annotations
 
-from ...errors import ArchiveInvalid
-from .tarformat import show
+from ....errors import ArchiveInvalid
+from .format import show
 
 # What the names and targets of an archive's symbolic links may take, counted with the tree's
 # bookkeeping (``NODE_BYTES`` a name component): tens of thousands of links, as a checked-in

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from gateway.config import StorageConfig
 from gateway.server.adapters.aws import open_s3_client
 
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 class Connections:
     def __init__(self, storage: StorageConfig) -> None:
         self._storage = storage
         self._http: aiohttp.ClientSession | None = None
-        self._s3: Any = None
+        self._s3: S3Client | None = None
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -30,7 +33,7 @@ class Connections:
         return self._http
 
     @property
-    def s3(self) -> Any:
+    def s3(self) -> S3Client:
         assert self._s3 is not None, "Connections.open() has not run"
         return self._s3
 

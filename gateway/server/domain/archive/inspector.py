@@ -1,8 +1,8 @@
 """Checking an upload as it streams: gunzip it, read its tar headers, refuse what is unsafe.
 
 ``ArchiveInspector`` is fed the body chunk by chunk and keeps only a few counters, one partial
-512-byte header, the name records of the next entry (``tarnames``) and the archive's symbolic
-links (``tarlinks``), each bounded: inflated data is looked at once and dropped. Header fields are
+512-byte header, the name records of the next entry (``names``) and the archive's symbolic
+links (``links``), each bounded: inflated data is looked at once and dropped. Header fields are
 parsed per 512-byte record and file data is skipped by offset, so the Python work grows with the
 number of entries, not of bytes; inflating (ISA-L, which lets go of the GIL) is the cost.
 ``ArchiveCheck`` runs the inspector off the event loop for one upload.
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ...errors import ArchiveInvalid
-from .archive_facts import ArchiveFacts
-from .tarformat import (
+from ....errors import ArchiveInvalid
+from .facts import ArchiveFacts
+from .format import (
     BLOCK,
     CONTROL,
     Gunzip,
@@ -26,8 +26,8 @@ from .tarformat import (
     show,
     signed_checksum,
 )
-from .tarlinks import LinkTree
-from .tarnames import MAX_LONG_BYTES, MAX_NAME_BYTES, PendingRecords
+from .links import LinkTree
+from .names import MAX_LONG_BYTES, MAX_NAME_BYTES, PendingRecords
 
 Mode = Literal["enforce", "report", "off"]
 MODES: tuple[Mode, ...] = ("enforce", "report", "off")

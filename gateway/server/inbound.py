@@ -1,4 +1,4 @@
-"""Connection limits aiohttp's server lacks: request headers must arrive within a deadline.
+"""Inbound connections: the limits aiohttp's server lacks (request headers within a deadline).
 
 aiohttp waits for a request's headers as long as the connection lives, so a client that sends
 half a header and stops holds a connection (and a file descriptor) for hours. Each connection's

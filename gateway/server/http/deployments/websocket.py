@@ -2,7 +2,7 @@
 platform's own clients use it: no credential in the handshake, a first text frame
 ``{"type": "auth", "data": {"token"}}``, then one JSON object per text frame for every deployment
 of the app (``new``, ``log``, ``status``) and a ``ping`` every 15 s. Rendered from the instance's
-follow core (``gateway.server.domain.follow``), like the server-sent events."""
+follow core (``gateway.server.domain.deployments.follow``), like the server-sent events."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from prometheus_client import Gauge
 
 from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.server.domain.auth import Authenticator, Principal
-from gateway.server.domain.deployments import app_name_errors
-from gateway.server.domain.follow import AppFollower, FollowHub, Item
+from gateway.server.domain.deployments.follow import AppFollower, FollowHub, Item
+from gateway.server.domain.deployments.request import app_name_errors
 from gateway.server.http.streams import start_stream
-from gateway.server.observability.access import facts_of
+from gateway.server.observability.access import tally_of
 from gateway.server.observability.metrics import PlatformMetrics
 
 log = logging.getLogger(__name__)
@@ -112,21 +112,21 @@ class DeploymentsStream:
             # The same words whether or not the app has deployments: nothing is looked up.
             message = exc.message
         self._metrics.stream_auth_failures.labels(reason).inc()
-        facts_of(request).outcome = f"refused_{reason}"
+        tally_of(request).outcome = f"refused_{reason}"
         await self._close(ws, WSCloseCode.POLICY_VIOLATION, message)
         return False
 
     async def _serve(self, request: web.Request, ws: web.WebSocketResponse, app: str) -> None:
-        facts = facts_of(request)
+        tally = tally_of(request)
         try:
             async with self._hub.app(app) as follower:
                 if not await self._relay(ws, follower):
-                    facts.outcome = "client_disconnected"
+                    tally.outcome = "client_disconnected"
                     return
             # Graceful shutdown: what was found is sent, then "going away".
             await self._close(ws, WSCloseCode.GOING_AWAY, "server shutting down")
         except TimeoutError:
-            facts.outcome = "send_timeout"
+            tally.outcome = "send_timeout"
             log.warning(
                 "deployments stream of %s dropped: it took nothing for %gs",
                 app,
@@ -135,7 +135,7 @@ class DeploymentsStream:
             if request.transport is not None:
                 request.transport.abort()
         except ConnectionError:
-            facts.outcome = "client_disconnected"
+            tally.outcome = "client_disconnected"
 
     async def _authenticate(self, ws: web.WebSocketResponse, app: str) -> Principal:
         """The principal of the first frame, or ``StreamRefused``/``GatewayError``."""

@@ -15,12 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import PayloadTooLarge
-from gateway.server.domain.records import (
-    Event,
-    EventConflict,
-    is_terminal,
-)
+from gateway.errors import EventConflict, TooManyEvents
+from gateway.server.domain.deployments.records import Event, is_terminal
 
 # Events one deployment keeps: a build log of 64 KiB events fills the default 4 MiB output in 64
 # of them, so 10,000 leaves room for chatty deployers while bounding the objects (and the reads
@@ -30,12 +26,8 @@ MAX_EVENTS = 10_000
 # Entries compacted into one chunk object, so reading a whole log costs about one GET per
 # CHUNK_EVENTS events (and at most CHUNK_EVENTS - 1 GETs of single entries at the head).
 CHUNK_EVENTS = 100
-
-
-class TooManyEvents(PayloadTooLarge):
-    """413: the deployment holds ``MAX_EVENTS`` events; only a final status is still taken."""
-
-    code = "too_many_events"
+# One slot of the log as stored: ``slot``, the ``event``, the ``state`` after it.
+Entry = dict[str, Any]
 
 
 def initial_state() -> dict[str, Any]:

@@ -20,10 +20,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.errors import GatewayError
-from gateway.server.adapters.records import DeploymentNotFound, Record
-from gateway.server.domain.event_log import LoggedEvent
-from gateway.server.domain.tracking import DeploymentTracker
+from gateway.errors import DeploymentNotFound, GatewayError
+from gateway.server.domain.deployments.event_log import LoggedEvent
+from gateway.server.domain.deployments.records import Record
+from gateway.server.domain.deployments.tracker import DeploymentTracker
 
 log = logging.getLogger(__name__)
 

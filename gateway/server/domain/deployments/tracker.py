@@ -21,11 +21,11 @@ import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from gateway.errors import GatewayError
-from gateway.server.adapters.event_log import Entry, EventLogStore
-from gateway.server.adapters.records import DeploymentNotFound, Record, RecordStore
-from gateway.server.adapters.store import StorageUnavailable
-from gateway.server.domain.event_log import (
+from gateway.errors import DeploymentNotFound, EventConflict, GatewayError, StorageUnavailable
+from gateway.server.adapters.deployments.event_log import EventLogStore
+from gateway.server.adapters.deployments.records import RecordStore
+from gateway.server.domain.deployments.event_log import (
+    Entry,
     LoggedEvent,
     entry_slot,
     entry_state,
@@ -34,8 +34,8 @@ from gateway.server.domain.event_log import (
     render_output,
     snapshot,
 )
-from gateway.server.domain.log_heads import KeyedLocks, LogHeads
-from gateway.server.domain.records import Event, EventConflict, Page, is_finished
+from gateway.server.domain.deployments.log_heads import KeyedLocks, LogHeads
+from gateway.server.domain.deployments.records import Event, Page, Record, is_finished
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ...config import SourcesConfig
-from ...errors import ArchiveInvalid
-from .archive import BATCH_BYTES, ArchiveInspector, Mode
-from .archive_facts import ArchiveFacts
-from .check_pool import CheckClock, CheckPool
+from ....config import SourcesConfig
+from ....errors import ArchiveInvalid
+from .facts import ArchiveFacts
+from .inspector import BATCH_BYTES, ArchiveInspector, Mode
+from .pool import CheckClock, CheckPool
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ header for readers that do not know it), and both are judged.
 
 from __future__ import annotations
 
-from ...errors import ArchiveInvalid
-from .tarformat import header_names, pax_number, pax_records, show
+from ....errors import ArchiveInvalid
+from .format import header_names, pax_number, pax_records, show
 
 # The longest name or link target kept: Linux's PATH_MAX, which no extractor can create past.
 MAX_NAME_BYTES = 4096

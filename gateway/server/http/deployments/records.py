@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,16 +12,16 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import TokenExpired, TokenInvalid
-from gateway.ids import SOURCE_ID
-from gateway.server.adapters.records import DeploymentNotFound, Record
+from gateway.errors import DeploymentNotFound, TokenExpired, TokenInvalid
+from gateway.ids import DEPLOYMENT_ID
+from gateway.paths import DEPLOYMENT_EVENTS, DEPLOYMENT_OUTPUT, fill
 from gateway.server.domain.auth import Authenticator
-from gateway.server.domain.deployments import app_name_errors
-from gateway.server.domain.event_log import LoggedEvent
-from gateway.server.domain.events_token import EventsTokens
-from gateway.server.domain.follow import FollowHub
-from gateway.server.domain.records import (
+from gateway.server.domain.deployments.event_log import LoggedEvent
+from gateway.server.domain.deployments.events_token import EventsTokens
+from gateway.server.domain.deployments.follow import FollowHub
+from gateway.server.domain.deployments.records import (
     MAX_EVENT_CONTENT,
+    Record,
     deployment_view,
     is_terminal,
     pagination,
@@ -31,12 +30,12 @@ from gateway.server.domain.records import (
     parse_page,
     sse_message,
 )
+from gateway.server.domain.deployments.request import app_name_errors
+from gateway.server.domain.deployments.tracker import DeploymentTracker
 from gateway.server.domain.sources import rfc3339
-from gateway.server.domain.tracking import DeploymentTracker
 from gateway.server.http.body import CLIENT_GONE, read_json_object
-from gateway.server.http.expect import continue_at_once, defer_continue
 from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
-from gateway.server.observability.access import facts_of
+from gateway.server.observability.access import tally_of
 from gateway.server.observability.metrics import DeploymentMetrics
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 MAX_EVENT_BODY = 6 * MAX_EVENT_CONTENT + 1024
 # A comment line this often keeps proxies and clients from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
-DEPLOYMENT_PATH = "/v1/apps/{app}/deployments/{id}"
 
 
 class DeploymentLinks:
@@ -55,16 +53,13 @@ class DeploymentLinks:
         self._base = public_url.rstrip("/")
         self._tokens = tokens
 
-    def _path(self, app: str, deployment_id: str) -> str:
-        return f"{self._base}/v1/apps/{app}/deployments/{deployment_id}"
-
     def output_url(self, app: str, deployment_id: str) -> str:
-        return f"{self._path(app, deployment_id)}/output"
+        return self._base + fill(DEPLOYMENT_OUTPUT, app=app, id=deployment_id)
 
     def events_url(self, app: str, deployment_id: str) -> str:
         """Where the deployer reports, with a token for this deployment only."""
         token = self._tokens.sign(app, deployment_id)
-        return f"{self._path(app, deployment_id)}/events?token={token}"
+        return f"{self._base}{fill(DEPLOYMENT_EVENTS, app=app, id=deployment_id)}?token={token}"
 
     def view(self, record: Record) -> dict[str, Any]:
         """The platform's deployment object for ``record``."""
@@ -78,7 +73,7 @@ class _ClientLeft(Exception):
 
 def _path_ids(request: web.Request) -> tuple[str, str]:
     app, deployment_id = request.match_info["app"], request.match_info["id"]
-    if app_name_errors(app) or not SOURCE_ID.fullmatch(deployment_id):
+    if app_name_errors(app) or not DEPLOYMENT_ID.fullmatch(deployment_id):
         raise DeploymentNotFound()
     return app, deployment_id
 
@@ -164,14 +159,14 @@ class DeploymentRecordHandlers:
         )
         await start_stream(request, response)
         self.metrics.followers.labels("sse").inc()
-        facts = facts_of(request)
+        tally = tally_of(request)
         try:
             await self._stream(request, response, record, after)
             await response.write_eof()
         except (*CLIENT_GONE, _ClientLeft):
-            facts.outcome = "client_disconnected"
+            tally.outcome = "client_disconnected"
         except ClientStalled:
-            facts.outcome = "send_timeout"
+            tally.outcome = "send_timeout"
             log.warning(
                 "follower of deployment %s dropped: it took nothing for %gs",
                 deployment_id,
@@ -179,7 +174,7 @@ class DeploymentRecordHandlers:
             )
             cut_short(request, response, flush=False)
         except Exception as exc:
-            facts.outcome = "upstream_failed"
+            tally.outcome = "upstream_failed"
             log.warning(
                 "event stream of deployment %s ended: %s", deployment_id, type(exc).__name__
             )
@@ -250,13 +245,3 @@ class DeploymentRecordHandlers:
                 self.metrics.finished.labels(event.status).inc()
                 log.info("deployment %s of %s finished: %s", deployment_id, app, event.status)
         return web.json_response({"id": event.id})
-
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        # No HEAD: an event stream has no length to describe, and the rest are cheap to GET.
-        # An unknown Expect goes through the middlewares (gateway.server.http.expect).
-        get = functools.partial(router.add_get, allow_head=False, expect_handler=continue_at_once)
-        get("/v1/apps/{app}/deployments", self.index)
-        get(DEPLOYMENT_PATH, self.show)
-        get(DEPLOYMENT_PATH + "/output", self.output)
-        get(DEPLOYMENT_PATH + "/events", self.events)
-        router.add_post(DEPLOYMENT_PATH + "/events", self.post_event, expect_handler=defer_continue)

@@ -9,29 +9,29 @@ archive URL is checked by ``ArchiveUrlChecker``.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.errors import GatewayError, ServiceUnavailable, ValidationFailed
-from gateway.server.adapters.forwarders import DeployerRejected, Forwarder, Job
+from gateway.errors import DeployerRejected, GatewayError, ServiceUnavailable, ValidationFailed
+from gateway.ids import new_deployment_id
 from gateway.server.domain.auth import Authenticator, Identity
-from gateway.server.domain.deployments import (
+from gateway.server.domain.deployments.jobs import Forwarder, Job
+from gateway.server.domain.deployments.records import new_record
+from gateway.server.domain.deployments.request import (
     ArchiveUrlChecker,
     DeploymentRequest,
     Errors,
-    SourceFacts,
+    OwnSource,
     app_name_errors,
     parse_request,
 )
-from gateway.server.domain.records import new_record
 from gateway.server.domain.signing import UrlSigner
 from gateway.server.domain.sources import rfc3339
 from gateway.server.http.body import read_json_object
-from gateway.server.http.deployment_records import DeploymentRecordHandlers
+from gateway.server.http.deployments.records import DeploymentRecordHandlers
 from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class DeploymentHandlers:
     async def create(self, request: web.Request) -> web.Response:
         principal = await self._auth.authenticate(request.headers.get("Authorization"))
         app_name = request.match_info["app"]
-        parsed, facts = await self._validate(request, principal, app_name)
+        parsed, source = await self._validate(request, principal, app_name)
         assert parsed.url is not None
         if (why := self._deployer_failure()) is not None:
             # Known from the background check: fail at once rather than after the forwarder's
@@ -79,7 +79,7 @@ class DeploymentHandlers:
                 "retry later",
                 retry_after=DEPLOYER_RETRY_AFTER,
             )
-        deployment_id = str(uuid.uuid4())
+        deployment_id = new_deployment_id()
         now = self._signer.now()
         created_at = rfc3339(now)
         record = new_record(
@@ -105,23 +105,24 @@ class DeploymentHandlers:
         }
         if parsed.postdeploy_hook is not None:
             fields["postdeploy_hook"] = parsed.postdeploy_hook
-        if facts is not None:
-            fields.update(facts.job_fields())
+        if source is not None:
+            fields.update(source.job_fields())
         await self._forward(Job.of(fields))
         log.info(
             "deployment %s of %s forwarded (archive on %s)",
             deployment_id,
             app_name,
-            "this gateway" if facts else urlsplit(parsed.url).hostname,
+            "this gateway" if source else urlsplit(parsed.url).hostname,
         )
         # The gateway's own record is the answer, whatever the deployer said.
         return web.json_response({"deployment": self._links.view(record)}, status=201)
 
     async def _validate(
         self, request: web.Request, principal: Identity, app_name: str
-    ) -> tuple[DeploymentRequest, SourceFacts | None]:
-        """The request and its own source's facts, or ``ValidationFailed`` naming every bad
-        field; ``Forbidden`` before the body is read when the token may not use the app."""
+    ) -> tuple[DeploymentRequest, OwnSource | None]:
+        """The request and the gateway's own source it names (if any), or ``ValidationFailed``
+        naming every bad field; ``Forbidden`` before the body is read when the token may not use
+        the app."""
         errors: Errors = {}
         if problems := app_name_errors(app_name):
             errors["app"] = problems
@@ -130,20 +131,20 @@ class DeploymentHandlers:
         data = await read_json_object(request, allow_empty=True)
         parsed, field_errors = parse_request(data)
         errors.update(field_errors)
-        facts: SourceFacts | None = None
+        source: OwnSource | None = None
         if parsed is not None and parsed.url is not None:
             checked = await self._archive_urls.check(parsed.url)
             if isinstance(checked, list):
                 errors[parsed.url_field] = checked
             else:
-                facts = checked
+                source = checked
         if errors:
             self._metrics.deployments.labels("rejected").inc()
             # Field names only: the URL carries a token.
             log.info("deployment for %r rejected: %s", app_name, ", ".join(sorted(errors)))
             raise ValidationFailed(errors)
         assert parsed is not None
-        return parsed, facts
+        return parsed, source
 
     async def _forward(self, job: Job) -> None:
         deployments = self._metrics.deployments

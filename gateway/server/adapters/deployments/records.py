@@ -3,7 +3,7 @@
 Keys under ``deployments.prefix`` (P), all covered by the deployments lifecycle rule:
 
     P{app}/{id}/deployment.json          the record; replaced only with If-Match on its ETag
-    P{app}/{id}/ids/, log/, chunks/      the event log (gateway.server.adapters.event_log)
+    P{app}/{id}/ids/, log/, chunks/      the event log (``event_log`` here)
     P{app}/index/{inverted:013d}-{id}    a marker whose name sorts newest first
 
 What the records mean is the domain's business; this module only knows where they are and how
@@ -14,35 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from gateway.errors import NotFound
-from gateway.server.adapters.json_objects import JsonObjects, PreconditionFailed
-from gateway.server.adapters.store import ObjectNotFound, StorageUnavailable
+from gateway.errors import DeploymentNotFound, ObjectNotFound, StorageUnavailable, WriteConflict
+from gateway.retry import RetryPolicy
+from gateway.server.domain.deployments.records import Record
+from gateway.server.domain.storage import JsonObjects
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Record = dict[str, Any]
 # Reads of small objects in flight at once for one request (a page, an output).
 READ_CONCURRENCY = 16
 # Rounds of read-change-write before a record update gives up (others kept changing it). Each
 # lost round means another writer won, and a change that another made moot ends the loop, so
 # this only runs out when far more writers than a deployer's concurrency race for one record.
-UPDATE_ATTEMPTS = 32
-# Seconds, at most, of a random pause before reading a record again after losing a race, so the
-# losers do not all come back at the same moment.
-UPDATE_BACKOFF = 0.02
+# Before reading the record again after losing a race, a pause of up to 20 ms, all of it random
+# (jitter 1), so the losers do not all come back at the same moment.
+UPDATE_RETRY = RetryPolicy(attempts=32, base_delay=0.02, max_delay=0.02, jitter=1.0)
 # Milliseconds since the epoch are subtracted from this so that newer names sort first.
 _INVERT_FROM = 10**13
 _INVERTED_DIGITS = 13
-
-
-class DeploymentNotFound(NotFound):
-    def __init__(self) -> None:
-        super().__init__("deployment")
 
 
 async def bounded(calls: Iterable[Awaitable[T]], limit: int = READ_CONCURRENCY) -> list[T]:
@@ -108,18 +101,20 @@ class RecordStore:
         """Write ``change(record)`` (None: nothing to write) with If-Match on ``etag``; when
         another instance replaced the record meanwhile, read it again and re-apply ``change``."""
         key = self.record_key(app, deployment_id)
-        for _ in range(UPDATE_ATTEMPTS):
-            updated = change(record)
-            if updated is None:
-                return
-            try:
-                await self._objects.put_json(key, updated, if_match=etag)
-                return
-            except PreconditionFailed:
-                await asyncio.sleep(random.uniform(0, UPDATE_BACKOFF))
+
+        async def once(attempt: int) -> None:
+            nonlocal record, etag
+            if attempt > 1:
                 record, etag = await self.read(app, deployment_id)
-        log.warning("deployment %s: record kept changing, update given up", deployment_id)
-        raise StorageUnavailable("the deployment record is busy, try again later")
+            updated = change(record)
+            if updated is not None:
+                await self._objects.put_json(key, updated, if_match=etag)
+
+        try:
+            await UPDATE_RETRY.call(once, retry_on=(WriteConflict,))
+        except WriteConflict:
+            log.warning("deployment %s: record kept changing, update given up", deployment_id)
+            raise StorageUnavailable("the deployment record is busy, try again later") from None
 
     async def page(self, app: str, start: int, stop: int) -> tuple[list[Record], int]:
         """Records ``start`` to ``stop`` (exclusive) of the app's, newest first, and the total."""

@@ -1,6 +1,6 @@
 """The formats the archive check reads: gzip members, tar header fields, PAX records, links.
 
-Pure functions and one small inflater; ``archive.ArchiveInspector`` puts them together.
+Pure functions and one small inflater; ``inspector.ArchiveInspector`` puts them together.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from isal import isal_zlib
 
-from ...errors import ArchiveInvalid
+from ....errors import ArchiveInvalid
 
 # Inflated bytes per inflate call: what one call may hold, and how far past
 # max_inflated_bytes a decompression bomb gets before it is cut.
@@ -196,7 +196,7 @@ def header_names(block: bytes, kind: int) -> list[bytes]:
 
 def climbs_out(name_parts: list[bytes], target: bytes) -> bool:
     """Whether ``target``, read by name from the directory of the link at ``name_parts``, is
-    absolute or climbs above the root (without following other links: see ``tarlinks``)."""
+    absolute or climbs above the root (without following other links: see ``links``)."""
     if target.startswith(b"/"):
         return True
     depth = len(name_parts) - 1

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from gateway.server.domain.event_log import entry_slot
+from gateway.server.domain.deployments.event_log import entry_slot
 
 Entry = dict[str, Any]
 Key = tuple[str, str]
