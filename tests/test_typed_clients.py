@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "gateway" / "server"
 # Where clients are opened and handed around: the adapters, the app factory, the commands.
 CLIENT_MODULES = [
-    *sorted((SERVER / "adapters").glob("*.py")),
+    *sorted((SERVER / "adapters").rglob("*.py")),
     SERVER / "app.py",
     SERVER / "commands.py",
 ]
@@ -86,3 +87,17 @@ def test_the_stubs_are_pinned_and_mypy_reads_them() -> None:
     }
     assert not {m for m in ignored if m.split(".")[0] in ("aiobotocore", "botocore")}
     assert project["tool"]["mypy"]["strict"] is True
+
+
+def _minor(package: str) -> str:
+    return ".".join(metadata.version(package).split(".")[:2])
+
+
+def test_the_stubs_describe_the_aiobotocore_and_botocore_installed() -> None:
+    """Stubs of another aiobotocore would check the calls against another API: when aiobotocore
+    moves, its stubs move with it (pyproject's dev extras)."""
+    assert _minor("types-aiobotocore") == _minor("aiobotocore")
+    assert (
+        _minor("types-aiobotocore-s3") == _minor("types-aiobotocore-sqs") == _minor("aiobotocore")
+    )
+    assert _minor("botocore-stubs") == _minor("botocore")
