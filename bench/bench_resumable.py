@@ -5,6 +5,10 @@ streamed S3 PUT), tus in one ``PATCH`` (creation, then the whole body: checked w
 tus in 8 MiB ``PATCH``es on one instance, and the same 8 MiB ``PATCH``es alternating between two
 instances (so completion reads the staging object back once to check it). Throughput is the
 client's wall clock; CPU is the gateways' own (both, for the two-instance case), per GiB.
+
+Then the peers (``tus_peers``): the gateway, tusd v2.9.1 (S3 store) and @tus/server 2.x
+(@tus/s3-store), each on the same moto, all sent to by tus-js-client 4.3.1 in one PATCH and in
+8 MiB PATCHes: throughput, the server's CPU and moto's CPU per GiB.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import tus_peers
 from harness import (
     QUICK,
     RUNS,
@@ -102,6 +107,73 @@ async def one_run(http: aiohttp.ClientSession, a: Server, b: Server, results: An
         log(f"{kind}: {SIZE / MiB / seconds:.0f} MiB/s, {used / (SIZE / GiB):.2f} CPU s/GiB")
 
 
+PEER_KINDS = (
+    "sources-gateway",
+    "tusd v2.9.1 (S3 store)",
+    "@tus/server 2.4.5 (@tus/s3-store 2.0.7)",
+)
+PEER_MODES = (("one PATCH", 0), ("8 MiB PATCHes", PATCH_SIZE))
+
+
+async def peer_runs(http: aiohttp.ClientSession, s3: Server, results: Any) -> dict[str, str]:
+    """Each available server in turn on moto, sent to by tus-js-client; what is missing, why."""
+    why = tus_peers.missing()
+    if "client" in why:
+        return {kind: why["client"] for kind in PEER_KINDS}
+    skipped = {PEER_KINDS[1]: why["tusd"]} if "tusd" in why else {}
+    if "@tus/server" in why:
+        skipped[PEER_KINDS[2]] = why["@tus/server"]
+    for kind in PEER_KINDS:
+        if kind in skipped:
+            continue
+        bucket = create_bucket(s3.url)
+        with contextlib.ExitStack() as stack:
+            if kind == PEER_KINDS[0]:
+                server = stack.enter_context(gateway(s3.url, bucket))
+            elif kind == PEER_KINDS[1]:
+                server = stack.enter_context(tus_peers.tusd(s3.url, bucket))
+            else:
+                server = stack.enter_context(tus_peers.tus_node_server(s3.url, bucket))
+            for _ in range(RUNS):
+                for mode, chunk in PEER_MODES:
+                    endpoint = f"{server.url}/files/"
+                    if kind == PEER_KINDS[0]:
+                        endpoint = (await create_source(http, server))["upload_url"]
+                    cpu, moto = server.cpu(), s3.cpu()
+                    seconds = await tus_peers.send(endpoint, SIZE, chunk)
+                    gib = SIZE / GiB
+                    figures = (SIZE / MiB / seconds, (server.cpu() - cpu) / gib)
+                    results[(kind, mode)].append((*figures, (s3.cpu() - moto) / gib))
+                    log(f"{kind}, {mode}: {figures[0]:.0f} MiB/s")
+    return skipped
+
+
+def print_peers(results: Any, skipped: dict[str, str]) -> None:
+    print(
+        header(
+            "tus servers on S3, driven by the same client",
+            f"{SIZE // MiB} MiB sent by tus-js-client 4.3.1 (bench/peers/tus_send.cjs) to each "
+            "server, each on its own bucket of the same moto (bench/bench_resumable.py, "
+            "bench/tus_peers.py). CPU: the server process's, and moto's, per GiB.",
+        )
+    )
+    print("| server | how | MiB/s | server CPU s/GiB | moto CPU s/GiB |")
+    print("|---|---|---|---|---|")
+    for kind in PEER_KINDS:
+        if kind in skipped:
+            print(f"| {kind} | | not measured: {skipped[kind]} | | |")
+            continue
+        for mode, _ in PEER_MODES:
+            rows = results[(kind, mode)]
+            cpu = [r[1] for r in rows]
+            moto = [r[2] for r in rows]
+            print(
+                f"| {kind} | {mode} | {spread([r[0] for r in rows])} | "
+                f"{spread(cpu, lambda v: f'{v:.2f}')} | {spread(moto, lambda v: f'{v:.2f}')} |"
+            )
+    print()
+
+
 async def main() -> None:
     results: dict[str, list[tuple[float, float]]] = defaultdict(list)
     with s3_server("moto") as s3, contextlib.ExitStack() as stack:
@@ -112,6 +184,8 @@ async def main() -> None:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             for _ in range(RUNS):
                 await one_run(http, a, b, results)
+            peers: dict[Any, list[tuple[float, float, float]]] = defaultdict(list)
+            skipped = await peer_runs(http, s3, peers)
     print(
         header(
             "Resumable uploads (tus) beside the plain PUT",
@@ -131,6 +205,7 @@ async def main() -> None:
             f"{spread(cpus, lambda v: f'{v:.2f}')} |"
         )
     print()
+    print_peers(peers, skipped)
 
 
 if __name__ == "__main__":

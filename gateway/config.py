@@ -321,6 +321,14 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret the file holds in clear (API tokens not given as ``sha256:``, signing
+        keys, the S3 secret key, the deployer's shared secret): the logs mask each wherever it
+        appears, even unlabelled."""
+        tokens = (t.token for t in self.auth.tokens if not t.token.startswith("sha256:"))
+        others = (self.storage.secret_access_key, self.deployments.forward.secret)
+        return tuple(s for s in (*tokens, *self.signing.secret_keys, *others) if s)
+
     def validate(self, path: str) -> None:
         if DEV_SECRET_KEY in self.signing.secret_keys and not self.storage.embedded:
             index = self.signing.secret_keys.index(DEV_SECRET_KEY)

@@ -115,6 +115,12 @@ def test_imports_flow_http_domain_adapters(name: str) -> None:
     assert not wrong, f"{name} imports {sorted(wrong)}"
 
 
+@pytest.mark.parametrize("name", sorted(n for n in ALL if layer(n) == "http"))
+def test_handlers_reach_adapters_only_through_the_app_factory(name: str) -> None:
+    wrong = {m for m in internal_imports(name) if layer(m) == "adapters"}
+    assert not wrong, f"{name} imports {sorted(wrong)}: take it from create_app instead"
+
+
 def loaded_by(code: str) -> set[str]:
     """The modules a fresh interpreter has loaded after running ``code``."""
     script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"

@@ -437,3 +437,17 @@ async def test_an_aborted_upload_is_a_499_access_line_and_nothing_else(
     loud = [r for r in records if r["level"] not in ("debug", "info")]
     assert loud == [], json.dumps(loud, indent=1)
     assert not any("exception" in r or "Traceback" in r["message"] for r in records)
+
+
+async def test_a_configured_secret_is_masked_even_unlabelled(serve_gateway: ServeGateway) -> None:
+    """A header line that is nothing but the API token (no ``Bearer``, no ``token=`` to tell it
+    by): aiohttp's parse error quotes the line, and the configured token is masked all the same."""
+    served = serve_gateway({"logging": {"level": "info", "json": True}})
+    host, port = served.url.removeprefix("http://").split(":")
+    request = f"GET /v1/sources HTTP/1.1\r\nHost: x\r\n{TOKEN}\r\n\r\n"
+    status_line = await raw_status_line(host, int(port), request)
+    assert status_line.split()[1] == b"400", status_line
+    served.stop()
+    (warning,) = [r for r in served.log_records() if r["logger"] == "aiohttp.server"]
+    assert "[redacted]" in warning["message"], warning  # the line was quoted, and masked
+    assert TOKEN not in served.log_text()

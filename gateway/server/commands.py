@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server.workers import with_workers
 
     config = with_workers(load_config(_config_path(args)), args.workers)
-    configure_logging(config.logging.level, config.logging.json)
+    configure_logging(config.logging.level, config.logging.json, secrets=config.secrets())
     with contextlib.ExitStack() as stack:
         try:
             return serve(_with_embedded(stack, config))

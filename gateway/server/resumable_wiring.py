@@ -70,6 +70,8 @@ class Resumable:
 
     def draft(self, config: Config, plain: SourceHandlers) -> DraftHandlers:
         settings = config.sources.resumable
+        # Resumable appends and plain uploads share auth.limits.concurrent_uploads.
+        self.http.slots = plain.upload_slots
         draft = DraftHandlers(self.http, settings.interop_versions, settings.send_104, plain.upload)
         self.tus.discovery_extra = draft.discovery  # type: ignore[method-assign]
         return draft

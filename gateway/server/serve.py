@@ -57,7 +57,9 @@ def serve(config: Config) -> int:
 
 def run_worker(config: Config, worker: Worker) -> None:
     """A worker process: the gateway as one process serves, on a port the workers share."""
-    configure_logging(config.logging.level, config.logging.json, worker=worker.index)
+    configure_logging(
+        config.logging.level, config.logging.json, worker=worker.index, secrets=config.secrets()
+    )
     # Ctrl-C in a terminal reaches every process of the group: the supervisor alone decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     app = create_app(config, worker=worker)

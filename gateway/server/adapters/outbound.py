@@ -7,8 +7,8 @@ reach the connections when they call out. ``open()`` runs in the app's ``cleanup
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -49,3 +49,24 @@ class Connections:
                 yield
             finally:
                 self._http, self._s3 = None, None
+
+
+@contextlib.contextmanager
+def socket_reads_of(response: aiohttp.ClientResponse, size: int) -> Iterator[None]:
+    """asyncio's selector transports read 256 KiB per call (``max_size``): a 1 MiB piece of a
+    download took four reads, parser passes and loop turns. Reading ``size`` at once while
+    ``response``'s body is read took the download hop from 0.80 to 0.65 CPU s per GiB
+    (BENCHMARKS.md, "CPU per GiB"); 2-4 MiB cost more (glibc maps such buffers afresh). The body
+    is then read as received (``readany``): ``read(n)`` lets aiohttp buffer ``2n`` ahead, which
+    doubled what a download whose client stalls holds. Transports without the attribute
+    (uvloop's) are left alone; the connection goes back to the pool as it was."""
+    connection = response.connection
+    transport: Any = connection.transport if connection is not None else None
+    if not isinstance(getattr(transport, "max_size", None), int):
+        yield
+        return
+    transport.max_size = size
+    try:
+        yield
+    finally:
+        del transport.max_size  # the class's own value again

@@ -29,7 +29,7 @@ from gateway.errors import (
 )
 from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code
-from gateway.server.adapters.outbound import Connections
+from gateway.server.adapters.outbound import Connections, socket_reads_of
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
 from gateway.server.domain.storage import Buffer, ObjectInfo
 
@@ -43,8 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Size of the pieces a download is read from S3 and written to the client in.
-READ_CHUNK_SIZE = 256 * 1024
+READ_CHUNK_SIZE = 1024 * 1024  # a download's pieces, read and written: see socket_reads_of
 SHA256_TAG = "sha256"
 # The ETag (without quotes: S3 tag values may not hold them) of the version the sha256 is of.
 SHA256_ETAG_TAG = "sha256-etag"
@@ -375,14 +374,15 @@ class S3Store(S3ResumableCalls):
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                while chunk := await body.read(READ_CHUNK_SIZE):
+                while chunk := await body.raw_stream.content.readany():
                     yield chunk
             except S3_FAILURES as exc:
                 self._on_error("GetObject")
                 raise translate(exc, "GetObject") from None
 
         async with resp["Body"] as body:
-            yield chunks()
+            with socket_reads_of(body.raw_stream, READ_CHUNK_SIZE):
+                yield chunks()
 
     async def presign_get(
         self, key: str, expires_in: int, content_disposition: str | None = None

@@ -7,7 +7,8 @@ anything. The offset is the state's, never the store's listing of parts.
 
 Keys, all under ``sources.resumable.prefix`` (``{prefix}{source id}/{upload id}/``): ``state``
 (this object), ``data`` (the staging object the parts complete into, checked before it is copied
-to the source's key) and ``tail-{generation}-{offset}`` (the bytes short of a part, immutable).
+to the source's key) and ``tail-{generation}-{offset}`` (the bytes short of a part, immutable);
+per source, ``{prefix}{source id}/slot-{n}``, the ``max_open_per_source`` slots for open uploads.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class UploadState:
     length: int | None = None
     # The SHA-256 (hex) the client announced for the whole upload; checked at completion.
     expected_sha256: str | None = None
+    # The upload token's creator tag: the uploads of one identity are counted together
+    # (auth.limits.concurrent_uploads); None for tokens without one.
+    created_by: str | None = None
     # What the protocol adapter keeps with the upload (tus metadata, a Repr-Digest...).
     meta: dict[str, str] = field(default_factory=dict)
     generation: int = 0
@@ -145,15 +149,59 @@ class UploadStates:
         finally:
             await self._store.delete(key)
 
-    async def states_of(self, source_id: str) -> list[UploadState]:
-        """Every readable upload state of ``source_id`` (a few: creation is capped per source)."""
-        page = await self._objects.list_keys(f"{self.prefix}{source_id}/")
-        states = []
-        for key in page.keys:
-            if key.endswith("/state"):
-                upload_id = key[len(self.prefix) :].split("/")[1]
-                try:
-                    states.append((await self.load(source_id, upload_id))[0])
-                except UploadNotFound:
-                    continue
-        return states
+    def _slot_key(self, source_id: str, number: int) -> str:
+        return f"{self.prefix}{source_id}/slot-{number}"
+
+    async def take_slot(self, state: UploadState, slots: int, now: float) -> bool:
+        """Give the upload of ``state`` (already stored) one of its source's ``slots`` slots for
+        open uploads; False when every one is held by an open upload.
+
+        A slot is a small object naming its upload, created with ``If-None-Match: *`` and taken
+        over with ``If-Match`` only once the upload it names is no longer open (done, failed,
+        cancelled, expired): two creations at once, on any instances, never both get the last
+        one, where counting the open states and then creating could let both through."""
+        mine = {"upload_id": state.upload_id}
+        for number in range(slots):
+            key = self._slot_key(state.source_id, number)
+            try:
+                await self._objects.put_json(key, mine, if_absent=True)
+                return True
+            except WriteConflict:
+                pass
+            try:
+                held, etag = await self._objects.get_json(key)
+            except ObjectNotFound:
+                continue  # freed this instant: the next slot, rather than a loop
+            if await self._is_open(state.source_id, held, now):
+                continue
+            try:
+                await self._objects.put_json(key, mine, if_match=etag)
+                return True
+            except (WriteConflict, ObjectNotFound):
+                continue  # another creation took it over first
+        return False
+
+    async def release_slot(self, state: UploadState, slots: int) -> None:
+        """Remove the slot the upload of ``state`` holds. Only while it is open: then no
+        creation can have taken the slot over, and what names it is still its own."""
+        if state.status != "open":
+            return  # its slot is free to take over already (and may have been)
+        for number in range(slots):
+            key = self._slot_key(state.source_id, number)
+            try:
+                held, _ = await self._objects.get_json(key)
+            except ObjectNotFound:
+                continue
+            if isinstance(held, dict) and held.get("upload_id") == state.upload_id:
+                await self._store.delete(key)
+                return
+
+    async def _is_open(self, source_id: str, held: Any, now: float) -> bool:
+        upload_id = held.get("upload_id") if isinstance(held, dict) else None
+        if not isinstance(upload_id, str):
+            return False
+        try:
+            state, _ = await self.load(source_id, upload_id)
+        except UploadNotFound:
+            return False
+        return state.status == "open" and state.expires_at > now

@@ -72,12 +72,21 @@ _ERRORS: Schema = {
     "422": _response(
         "The archive check refused the upload (nothing visible)", True, *codes_of(422)
     ),
+    "429": _response(
+        "An append past `auth.limits.concurrent_uploads` (counted with plain uploads of sources"
+        " the same identity created); `Retry-After`",
+        True,
+        *codes_of(429),
+    ),
     "460": _response(
         "tus: `Upload-Checksum` does not match; the chunk is discarded", True, *codes_of(460)
     ),
     "501": _response("Resumable uploads are off, or the store ignores conditional writes."),
     "502": _response("The object store answered with an error."),
-    "503": _response("The object store is unreachable or failing."),
+    "503": _response(
+        "The object store is unreachable or failing, or no part buffer came free in time"
+        " (`sources.max_buffer_bytes`)."
+    ),
 }
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import email.utils
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -23,10 +24,12 @@ from gateway.errors import (
     UploadNotFound,
 )
 from gateway.paths import UPLOAD
+from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.resumable import UploadSessions
 from gateway.server.domain.resumable_finish import Authorize, Claim
 from gateway.server.domain.resume_token import ResumeTokens
 from gateway.server.domain.signing import Purpose, UrlSigner
+from gateway.server.domain.upload_state import UploadState
 from gateway.server.http.body import counted_body
 from gateway.server.observability.metrics import Metrics
 
@@ -75,13 +78,23 @@ class ResumableHttp:
     body_timeout: float
     metrics: Metrics
     available: Availability
+    # The plain uploads' slots (auth.limits.concurrent_uploads), shared; None: no limit.
+    slots: UploadSlots | None = None
 
-    async def source(self, request: web.Request) -> str:
-        """The source id of an ``upload_url`` request whose token allows creating uploads."""
+    async def source(self, request: web.Request) -> tuple[str, str | None]:
+        """The source id of an ``upload_url`` request whose token allows creating uploads, and
+        the token's creator tag (whose uploads ``auth.limits.concurrent_uploads`` counts)."""
         await self.available.require()
         source_id = request.match_info["id"]
-        self.signer.verify(Purpose.UPLOAD, source_id, request.query.get("token"))
-        return source_id
+        token = self.signer.verify(Purpose.UPLOAD, source_id, request.query.get("token"))
+        return source_id, token.created_by
+
+    def holding(self, state: UploadState) -> AbstractContextManager[None]:
+        """One of ``auth.limits.concurrent_uploads`` for a request that sends an upload's bytes,
+        counted with the plain uploads of sources the same identity created (429 past it)."""
+        if self.slots is None or state.created_by is None:
+            return contextlib.nullcontext()
+        return self.slots.hold(state.created_by)
 
     async def upload(self, request: web.Request) -> tuple[str, str, Authorize]:
         """The source and upload ids of a request on an upload resource whose resume token is

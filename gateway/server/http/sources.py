@@ -83,6 +83,11 @@ class SourceHandlers:
             content_type="application/json",
         )
 
+    @property
+    def upload_slots(self) -> UploadSlots | None:
+        """The ``auth.limits.concurrent_uploads`` slots (resumable appends count in them)."""
+        return self._slots
+
     def _verify(self, request: web.Request, purpose: Purpose) -> tuple[str, VerifiedToken]:
         source_id = request.match_info["id"]
         token = self._signer.verify(purpose, source_id, request.query.get("token"))

@@ -77,7 +77,7 @@ class TusHandlers:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         _require_version(request)
-        source_id = await self._c.source(request)
+        source_id, created_by = await self._c.source(request)
         length = integer_header(request, UPLOAD_LENGTH)
         deferred = request.headers.get(DEFER_LENGTH)
         if (length is None) == (deferred is None) or deferred not in (None, "1"):
@@ -90,22 +90,27 @@ class TusHandlers:
         content_type = stored_content_type(kind.decode("latin-1") if kind else None)
         with_body = request.body_exists and request.content_type == OFFSET_TYPE
         claim = await self._c.sessions.create(
-            source_id, length=length, content_type=content_type, meta={META_KEY: metadata}
+            source_id,
+            length=length,
+            content_type=content_type,
+            meta={META_KEY: metadata},
+            created_by=created_by,
         )
         headers = self._headers(claim)
         token = self._c.resume_token(claim)
         headers["Location"] = self._c.location(claim, token)
         if with_body:
-            await send_continue(request)
             authorize = self._c.authorizer(source_id, claim.state.upload_id, token)
-            await self._c.sessions.append(
-                claim,
-                0,
-                self._c.body(request),
-                complete=None,
-                body_length=body_length(request),
-                authorize=authorize,
-            )
+            with self._c.holding(claim.state):
+                await send_continue(request)
+                await self._c.sessions.append(
+                    claim,
+                    0,
+                    self._c.body(request),
+                    complete=None,
+                    body_length=body_length(request),
+                    authorize=authorize,
+                )
             headers[UPLOAD_OFFSET] = str(claim.state.offset)
         return web.Response(status=201, headers=headers)
 
@@ -142,18 +147,19 @@ class TusHandlers:
         refused = failed_answer(claim)
         if refused is not None:
             return refused
-        if offset == claim.state.offset:  # a refused append never transfers its body
-            await send_continue(request)
-        await self._c.sessions.append(
-            claim,
-            offset,
-            self._c.body(request),
-            complete=None,
-            length=length,
-            body_length=body_length(request),
-            check=check,
-            authorize=authorize,
-        )
+        with self._c.holding(claim.state):
+            if offset == claim.state.offset:  # a refused append never transfers its body
+                await send_continue(request)
+            await self._c.sessions.append(
+                claim,
+                offset,
+                self._c.body(request),
+                complete=None,
+                length=length,
+                body_length=body_length(request),
+                check=check,
+                authorize=authorize,
+            )
         headers = self._headers(claim)
         headers[UPLOAD_OFFSET] = str(claim.state.offset)
         answer = finished(claim)

@@ -160,7 +160,7 @@ class DraftHandlers:
             response = await self._plain(request)
             response.headers[UPLOAD_COMPLETE] = "?1"
             return response
-        source_id = await self._c.source(request)
+        source_id, created_by = await self._c.source(request)
         length = integer_header(request, UPLOAD_LENGTH)
         if complete and request.content_length is not None:
             length = request.content_length
@@ -171,13 +171,18 @@ class DraftHandlers:
             content_type=stored_content_type(_content_type(request)),
             meta={},
             expected_sha256=_sha256_of(repr_digest),
+            created_by=created_by,
         )
         token = self._c.resume_token(claim)
         location = self._c.location(claim, token)
         if self._send_104:
             await _interim_104(request, version, location)
         authorize = self._c.authorizer(source_id, claim.state.upload_id, token)
-        response = await self._append(request, claim, version, complete, authorize)
+        if not complete and body_length(request) == 0:
+            # Nothing to append (the CLI's creation): no part buffer, no upload slot taken.
+            response = web.Response(status=204, headers=self._headers(claim, version, False))
+        else:
+            response = await self._append(request, claim, version, complete, authorize)
         response.headers["Location"] = location
         if response.status == 204:
             response.set_status(201)
@@ -194,17 +199,18 @@ class DraftHandlers:
     ) -> web.StreamResponse:
         digest = parse_digest(request.headers.get(CONTENT_DIGEST), CONTENT_DIGEST)
         length = integer_header(request, UPLOAD_LENGTH)
-        await send_continue(request)
-        await self._c.sessions.append(
-            claim,
-            claim.state.offset if offset is None else offset,
-            self._c.body(request),
-            complete=complete,
-            length=length,
-            body_length=body_length(request),
-            check=_Digest(*digest) if digest else None,
-            authorize=authorize,
-        )
+        with self._c.holding(claim.state):
+            await send_continue(request)
+            await self._c.sessions.append(
+                claim,
+                claim.state.offset if offset is None else offset,
+                self._c.body(request),
+                complete=complete,
+                length=length,
+                body_length=body_length(request),
+                check=_Digest(*digest) if digest else None,
+                authorize=authorize,
+            )
         answer = finished(claim)
         headers = self._headers(claim, version, answer is not None)
         if answer is None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.redaction import redact
+from gateway.redaction import MASK, redact
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,18 +41,30 @@ class JsonFormatter(logging.Formatter):
 
 
 class RedactSecrets(logging.Filter):
-    """Masks tokens and signatures in every record's message and traceback, whatever logged it."""
+    """Masks tokens and signatures in every record's message and traceback, whatever logged it:
+    labelled ones by their form (``redact``), and each of ``secrets`` (the configuration's, see
+    ``Config.secrets``) wherever it stands, even alone."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        # One pattern, longest first: a secret inside another is never left half masked.
+        known = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._known = re.compile("|".join(map(re.escape, known))) if known else None
+
+    def _clean(self, text: str) -> str:
+        text = redact(text)
+        return self._known.sub(MASK, text) if self._known else text
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = self._clean(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = self._clean(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = self._clean(record.exc_text)
         return True
 
 
@@ -86,10 +100,13 @@ class WorkerField(logging.Filter):
         return True
 
 
-def configure_logging(level: str, as_json: bool, worker: int | None = None) -> None:
-    """Log lines to standard error; ``worker``, in a worker process, is named in each line."""
+def configure_logging(
+    level: str, as_json: bool, worker: int | None = None, secrets: Iterable[str] = ()
+) -> None:
+    """Log lines to standard error, ``secrets`` masked wherever they appear; ``worker``, in a
+    worker process, is named in each line."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactSecrets())
+    handler.addFilter(RedactSecrets(secrets))
     if worker is not None:
         handler.addFilter(WorkerField(worker))
     if as_json:

@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any, cast
 
-from isal import isal_zlib
+from isal import igzip_lib
 
 from ....errors import ArchiveInvalid
 
@@ -21,7 +21,7 @@ BLOCK = 512
 GZIP_MAGIC = b"\x1f\x8b"
 CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 # isal's stubs declare its error class as an instance of Exception; it is a class.
-_INFLATE_ERROR = cast(type[Exception], isal_zlib.error)
+_INFLATE_ERROR = cast(type[Exception], igzip_lib.IsalError)
 # The file-type bits of a mode.
 _S_IFMT = 0o170000
 # Octal header numbers as GNU tar and tarfile both read them (``number``).
@@ -69,10 +69,10 @@ class Gunzip:
                 self._members += 1
                 self._inflater = None
                 data = inflater.unused_data
+            elif inflater.needs_input:
+                return
             else:
-                data = inflater.unconsumed_tail
-                if not data and len(out) < OUT_CHUNK:
-                    return  # a full piece may leave output pending: ask again with no input
+                data = b""  # the piece was full and output is pending: ask again, no new input
 
     def _start_member(self, data: bytes) -> None:
         if self._padding or (self._members and data[0] == 0):
@@ -84,7 +84,9 @@ class Gunzip:
             raise ArchiveInvalid(
                 "data after the end of the gzip stream" if self._members else "not gzip"
             )
-        self._inflater = isal_zlib.decompressobj(31)
+        # ISA-L's own streaming API: it keeps unconsumed input itself, where the zlib-like one
+        # copies it out as ``unconsumed_tail`` at every call (5% more CPU on a source tree).
+        self._inflater = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
 
     def finish(self) -> None:
         if self._inflater is not None:

@@ -1,0 +1,273 @@
+"""One request's bytes going into one resumable upload (``UploadSessions.append``): part-sized
+buffers uploaded as parts of the staging object's multipart upload and committed in the state,
+the bytes short of a part at the end saved as a new immutable tail, the last part and completion.
+
+With two part buffers (the budget allowing), one part uploads while the next fills, as the plain
+multipart upload does; parts are still sent and committed in order, and a part that fails in the
+background keeps every byte after it out of the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.errors import (
+    GatewayError,
+    InconsistentLength,
+    PayloadTooLarge,
+    UploadNotFound,
+    UploadSuperseded,
+)
+from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher, Verifier
+from gateway.server.domain.storage import ObjectStore
+from gateway.server.domain.upload_state import UploadStates
+
+log = logging.getLogger(__name__)
+
+# S3 numbers parts 1 to 10000.
+MAX_PART_NUMBER = 10_000
+
+
+def part_number(index: int, generation: int, max_size: int, part_size: int) -> int:
+    """S3's number for the ``index``-th part (from 0) written by ``generation``: ascending with
+    the index (completion lists parts in order, gaps allowed) and, within one index, different
+    for generations less than ``spread`` apart, so a stale writer's late part never replaces
+    the one a newer writer committed at that index."""
+    max_parts = -(-max_size // part_size) + 1
+    spread = max(1, MAX_PART_NUMBER // max_parts)
+    return index * spread + generation % spread + 1
+
+
+class ChunkCheck(Protocol):
+    """A client's checksum over one request's bytes (tus ``Upload-Checksum``...)."""
+
+    def update(self, chunk: bytes) -> None: ...
+
+    def verify(self) -> None:
+        """Raise the protocol's error if the bytes seen do not match."""
+
+
+@dataclass(frozen=True)
+class Writing:
+    """What an append writes with: the store, the states, the finisher, the size limit."""
+
+    store: ObjectStore
+    states: UploadStates
+    finisher: Finisher
+    max_size: int
+
+
+class Append:
+    """One request's bytes going into one upload (``UploadSessions.append``)."""
+
+    def __init__(
+        self, sessions: Writing, claim: Claim, check: ChunkCheck | None, pipelined: bool
+    ) -> None:
+        self.s = sessions
+        self.claim = claim
+        self.state = claim.state
+        self.check = check
+        self.buffer = bytearray(claim.state.part_size)
+        self.filled = 0
+        self.received = 0
+        self.start = claim.state.offset
+        self.pending: list[tuple[int, str]] = []  # parts sent, committed with the check
+        self.staging = sessions.states.key(claim.state, "data")
+        self.pipelined = pipelined
+        self.sending: asyncio.Task[None] | None = None  # the part in flight, with its commit
+        self.spare: bytearray | None = None  # the buffer that part came from, once sent
+        self.lost = False  # a part sent in the background failed
+
+    async def run(self, body: AsyncIterable[bytes], complete: bool | None, auth: Authorize) -> None:
+        state = self.state
+        verifier = self.s.finisher.verifier() if self.start == 0 else None
+        try:
+            await self._load_tail()
+            try:
+                await self._consume(body, verifier)
+                await self._drain()
+            except PayloadTooLarge as exc:
+                # It can never complete: nothing of it is kept, and it answers 413 from now on.
+                await self._settle()
+                await self.s.finisher.fail(self.claim, exc)
+                raise
+            except (InconsistentLength, UploadSuperseded):
+                raise
+            except BaseException:
+                if self.check is None and self.received:
+                    # The client went away (or stalled): what arrived is the upload's, in order.
+                    await asyncio.shield(self._save_tail())
+                raise
+            if self.check is not None:
+                self.check.verify()
+            total = self.start + self.received
+            if complete is True or (complete is None and state.length == total):
+                if state.length is not None and state.length != total:
+                    raise InconsistentLength("the upload ended short of its declared length")
+                state.length = total
+                await self._last_part()
+                await self.s.finisher.finish(self.claim, verifier, auth)
+            elif self.received:
+                await self._save_tail()
+        finally:
+            await self._settle()
+            if verifier is not None:
+                verifier.close()
+
+    async def _consume(self, body: AsyncIterable[bytes], verifier: Verifier | None) -> None:
+        state, size = self.state, self.state.part_size
+        limit = state.length if state.length is not None else self.s.max_size
+        async for chunk in _pieces(body):
+            if self.start + self.received + len(chunk) > limit:
+                if state.length is not None:
+                    raise InconsistentLength("the body goes past the upload's declared length")
+                raise PayloadTooLarge(f"upload is larger than the limit of {limit} bytes")
+            if self.check is not None:
+                self.check.update(chunk)
+            if verifier is not None:
+                await verifier.feed(chunk)
+            view = memoryview(chunk)
+            while view:
+                taken = min(len(view), size - self.filled)
+                self.buffer[self.filled : self.filled + taken] = view[:taken]
+                self.filled += taken
+                self.received += taken
+                view = view[taken:]
+                if self.filled == size:
+                    await self._send_part(self.buffer)
+
+    async def _load_tail(self) -> None:
+        state = self.state
+        if state.tail is None or not state.tail_size:
+            return
+        async with self.s.store.read(state.tail, 0, state.tail_size - 1) as chunks:
+            async for chunk in chunks:
+                self.buffer[self.filled : self.filled + len(chunk)] = chunk
+                self.filled += len(chunk)
+        if self.filled != state.tail_size:
+            raise UploadNotFound()  # the tail is gone: the upload cannot go on
+
+    async def _send_part(self, data: bytes | bytearray | memoryview) -> None:
+        """Upload ``data`` as the next part, then commit it (unless a check judges the request
+        first). Pipelined, a full buffer goes in the background while the next one fills; parts
+        are still sent and committed in order (the previous one is done before)."""
+        state, store = self.state, self.s.store
+        await self._drain()
+        if state.multipart is None:
+            state.multipart = await store.create_multipart(self.staging, state.content_type)
+            self.claim.etag = await self.s.states.commit(state, self.claim.etag)
+        index = len(state.parts) + len(self.pending)
+        number = part_number(index, state.generation, self.s.max_size, state.part_size)
+        if self.pipelined and data is self.buffer:
+            # The part's bytes move to the task: this buffer is no longer the append's.
+            self.buffer, self.spare = self.spare or bytearray(state.part_size), None
+            self.filled = 0
+            self.sending = asyncio.ensure_future(self._upload(number, data, in_line=False))
+        else:
+            await self._upload(number, data, in_line=True)
+
+    async def _upload(
+        self, number: int, data: bytes | bytearray | memoryview, *, in_line: bool
+    ) -> None:
+        state = self.state
+        assert state.multipart is not None
+        try:
+            etag = await self.s.store.upload_part(self.staging, state.multipart, number, data)
+        except BaseException:
+            # The bytes filling the other buffer come after these: none of them may be kept.
+            self.lost = not in_line
+            raise
+        if in_line:
+            self.filled = 0  # the buffer's bytes stayed counted in it until S3 had them
+        self.pending.append((number, etag))
+        if self.check is None:
+            await self._commit(None, 0)
+        if self.pipelined and isinstance(data, bytearray):
+            self.spare = data
+
+    async def _drain(self) -> None:
+        """Wait until the part in flight is sent and committed; its failure is raised here.
+        Shielded: a client that goes meanwhile does not cancel a part under way."""
+        sending, self.sending = self.sending, None
+        if sending is not None:
+            await asyncio.shield(sending)
+
+    async def _settle(self) -> None:
+        """Let the part in flight end, raising nothing (the append is failing already)."""
+        sending, self.sending = self.sending, None
+        if sending is not None:
+            await asyncio.wait([sending])
+            if not sending.cancelled():
+                sending.exception()
+
+    async def _commit(self, tail: str | None, tail_size: int) -> None:
+        """Record the pending parts and the new tail (the bytes in the buffer, ``tail_size``
+        of them, or none); only then remove the old tail."""
+        state = self.state
+        old_tail = state.tail
+        state.parts.extend(self.pending)
+        self.pending = []
+        state.tail, state.tail_size = tail, tail_size
+        state.offset = self.start + self.received - self.filled + tail_size
+        self.claim.etag = await self.s.states.commit(state, self.claim.etag)
+        if old_tail is not None and old_tail != tail:
+            await _remove(self.s.store, old_tail)
+
+    async def _save_tail(self) -> None:
+        await self._drain()
+        if self.lost:
+            await self._still_ours()
+            return  # the part's own failure is what the request answers
+        tail = None
+        if self.filled:
+            name = f"tail-{self.state.generation}-{self.start + self.received}"
+            tail = self.s.states.key(self.state, name)
+            await self.s.store.create_bytes(
+                tail, memoryview(self.buffer)[: self.filled], "application/octet-stream"
+            )
+        try:
+            await self._commit(tail, self.filled)
+        except UploadSuperseded:
+            if tail is not None:
+                await _remove(self.s.store, tail)
+            raise
+
+    async def _still_ours(self) -> None:
+        """``UploadSuperseded`` (``UploadNotFound``) when a newer request took the upload over
+        (or cancelled it): that, not the store's answer to a part of a stale writer, is why
+        this append failed."""
+        state = self.state
+        current, _ = await self.s.states.load(state.source_id, state.upload_id)
+        if current.generation != state.generation:
+            raise UploadSuperseded()
+
+    async def _last_part(self) -> None:
+        await self._drain()
+        state = self.state
+        if not state.parts and not self.pending and state.multipart is None:
+            # Under one part in all: the staging object is one PUT, no multipart upload.
+            data = memoryview(self.buffer)[: self.filled]
+            state.assembled = await self.s.store.put_bytes(self.staging, data, state.content_type)
+            self.filled = 0
+            await self._commit(None, 0)
+            return
+        if self.filled or not (state.parts or self.pending):
+            await self._send_part(memoryview(self.buffer)[: self.filled])
+        await self._commit(None, 0)
+
+
+async def _pieces(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        if chunk:
+            yield chunk
+
+
+async def _remove(store: ObjectStore, key: str) -> None:
+    try:
+        await store.delete(key)
+    except GatewayError:
+        log.warning("could not remove %s; the lifecycle rule will", key)
