@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.server.adapters.demo_deployer import (
+from gateway.server.adapters.deployments.demo_deployer import (
     BuildFailed,
     DemoDeployer,
     Reporter,

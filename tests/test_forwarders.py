@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer, unused_port
 
 from gateway.config import Config, ConfigError, config_from_dict
 from gateway.server.adapters.aws import sqs_client_kwargs
-from gateway.server.adapters.forwarders import signature
+from gateway.server.adapters.deployments.forwarders import signature
 from gateway.server.domain.deployments.jobs import Job
 
 from .helpers import Gateway, StartGateway

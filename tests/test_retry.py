@@ -27,7 +27,7 @@ NOT_RETRIES = {
     ("gateway.server.adapters.jwks", "_refresh_forever"): (
         "the OIDC provider's keys, fetched again every refresh interval"
     ),
-    ("gateway.server.adapters.demo_deployer", "run"): (
+    ("gateway.server.adapters.deployments.demo_deployer", "run"): (
         "a queue worker's poll loop, which runs until the app stops: a failed poll is polled "
         "again after one poll's wait, no call is given up"
     ),

@@ -16,10 +16,10 @@ from aiohttp.typedefs import Middleware
 from gateway.config import Config
 from gateway.server import keys
 from gateway.server.adapters.aws import sqs_client_kwargs
-from gateway.server.adapters.demo_deployer import DemoDeployer, running
+from gateway.server.adapters.deployments.demo_deployer import DemoDeployer, running
 from gateway.server.adapters.deployments.event_log import EventLogStore
+from gateway.server.adapters.deployments.forwarders import ConfiguredForwarder
 from gateway.server.adapters.deployments.records import RecordStore
-from gateway.server.adapters.forwarders import ConfiguredForwarder
 from gateway.server.adapters.json_objects import S3JsonObjects
 from gateway.server.adapters.lifecycle import ensure_lifecycle, rules_besides_sources
 from gateway.server.adapters.outbound import Connections

@@ -1,5 +1,6 @@
 """A deployment job and where it goes: the ``Forwarder`` interface that
-``gateway.server.adapters.forwarders`` implements (HTTP, SQS) and the create handler calls."""
+``gateway.server.adapters.deployments.forwarders`` implements (HTTP, SQS) and the create
+handler calls."""
 
 from __future__ import annotations
 
