@@ -11,50 +11,32 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from itsdangerous import BadSignature, URLSafeSerializer
-
-from gateway.errors import TokenExpired, TokenInvalid
-from gateway.server.domain.signing import CLOCK_SKEW_TOLERANCE, Clock
+from gateway.server.domain.signing import Clock, ExpiringTokens
 
 SALT = "sources-gateway.resume"
 
 
-class ResumeTokens:
+class ResumeTokens(ExpiringTokens):
     """Signs and verifies resume tokens with ``secret_keys`` (the last signs, all verify)."""
+
+    noun = "resume token"
 
     def __init__(
         self, secret_keys: Sequence[str], ttl_seconds: int, clock: Clock = time.time
     ) -> None:
-        self.ttl_seconds = ttl_seconds
-        self._clock = clock
-        self._serializer = URLSafeSerializer(list(secret_keys), salt=SALT)
+        super().__init__(secret_keys, ttl_seconds, SALT, clock)
 
     def now(self) -> float:
         return self._clock()
 
     def sign(self, source_id: str, upload_id: str, expires_at: int) -> str:
-        return self._serializer.dumps({"id": source_id, "uid": upload_id, "exp": expires_at})
+        return self._dumps({"id": source_id, "uid": upload_id}, expires_at)
 
     def verify(self, source_id: str, upload_id: str, token: str | None) -> int:
         """Return the upload's expiry if ``token`` lets its bearer resume this upload; else raise
         ``TokenInvalid`` (bad, tampered, another upload's) or ``TokenExpired``."""
-        if not token:
-            raise TokenInvalid("missing resume token")
-        try:
-            payload = self._serializer.loads(token)
-        except BadSignature:
-            raise TokenInvalid("invalid resume token") from None
-        if (
-            not isinstance(payload, dict)
-            or payload.get("id") != source_id
-            or payload.get("uid") != upload_id
-            or type(payload.get("exp")) is not int
-        ):
-            raise TokenInvalid("invalid resume token")
-        expires_at: int = payload["exp"]
-        left = expires_at - self._clock()
-        if left > self.ttl_seconds + CLOCK_SKEW_TOLERANCE:
-            raise TokenInvalid("invalid resume token")  # claims a longer life than allowed
-        if left <= 0:
-            raise TokenExpired("resume URL has expired; start a new upload")
-        return expires_at
+        return self._expiry(
+            token,
+            {"id": source_id, "uid": upload_id},
+            "resume URL has expired; start a new upload",
+        )

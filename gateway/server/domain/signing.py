@@ -12,7 +12,13 @@ from enum import Enum
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import (
+    BadSignature,
+    SignatureExpired,
+    TimestampSigner,
+    URLSafeSerializer,
+    URLSafeTimedSerializer,
+)
 from itsdangerous.encoding import int_to_bytes
 from itsdangerous.signer import SigningAlgorithm
 
@@ -201,3 +207,45 @@ def _signed_expiry(payload: dict[str, Any], issued_at: float, ttl_seconds: int) 
     if type(exp) is not int:
         return None
     return float(exp)
+
+
+class ExpiringTokens:
+    """Tokens of one purpose (``salt``): a signed payload binding some ids and an expiry ``exp``,
+    signed with ``secret_keys`` (the last signs, all verify). Every instance enforces the expiry
+    the issuing one gave; a remaining life longer than ``ttl_seconds`` (plus clock tolerance) is
+    refused as invalid. ``noun`` names the token in errors."""
+
+    noun = "token"
+
+    def __init__(
+        self, secret_keys: Sequence[str], ttl_seconds: int, salt: str, clock: Clock
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._serializer = URLSafeSerializer(list(secret_keys), salt=salt)
+
+    def _dumps(self, claims: dict[str, Any], expires_at: int) -> str:
+        return self._serializer.dumps({**claims, "exp": expires_at})
+
+    def _expiry(self, token: str | None, claims: dict[str, Any], expired: str) -> int:
+        """The expiry ``token`` carries if it is ours and binds ``claims``; else ``TokenInvalid``,
+        or ``TokenExpired`` saying ``expired``."""
+        if not token:
+            raise TokenInvalid(f"missing {self.noun}")
+        try:
+            payload = self._serializer.loads(token)
+        except BadSignature:
+            raise TokenInvalid(f"invalid {self.noun}") from None
+        if (
+            not isinstance(payload, dict)
+            or any(payload.get(name) != value for name, value in claims.items())
+            or type(payload.get("exp")) is not int
+        ):
+            raise TokenInvalid(f"invalid {self.noun}")
+        expires_at: int = payload["exp"]
+        left = expires_at - self._clock()
+        if left > self.ttl_seconds + CLOCK_SKEW_TOLERANCE:
+            raise TokenInvalid(f"invalid {self.noun}")  # claims a longer life than allowed
+        if left <= 0:
+            raise TokenExpired(expired)
+        return expires_at
