@@ -168,3 +168,29 @@ def test_carried_checks_are_bounded_in_number_and_time() -> None:
     carried.keep(upload(99), Verifier(None), 0)
     assert len(carried) == 1  # the unused ones expired
     assert carried.take(upload(2)) is None
+
+
+async def test_an_upload_whose_key_was_removed_cannot_complete(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, s3: Any
+) -> None:
+    # The operator rotates the signing keys: B signs with a new key and still accepts the old
+    # one; C, where the old key was removed, refuses the upload's resume token, so the upload
+    # begun under the old key cannot complete there, and nothing becomes visible.
+    old, new = "o" * 32, "n" * 32
+    a = await start_gateway({"signing": {"secret_keys": [old]}})
+    b = await start_gateway({"signing": {"secret_keys": [new, old]}})
+    c = await start_gateway({"signing": {"secret_keys": [new]}})
+    data = archive(3)
+    source, url = await new_upload(a, http, len(data))
+    half = len(data) // 2
+    assert (await patch(http, url, 0, data[:half])).status == 204
+    assert await offset(http, on(b, url)) == half  # the old key is still accepted on B
+    headers = {**TUS, "Upload-Offset": str(half), "Content-Type": "application/offset+octet-stream"}
+    async with http.patch(on(c, url), data=data[half:], headers=headers) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["code"] == "token_invalid"
+    assert stored(s3, a, source) is None
+    async with http.get(source["download_url"]) as got:
+        assert got.status == 404
+    assert (await patch(http, on(b, url), half, data[half:])).status == 204
+    assert stored(s3, a, source) == data
