@@ -294,6 +294,13 @@ class Append:
         if self.lost:
             await self._still_ours()
             return  # the part's own failure is what the request answers
+        if (
+            not self.filled
+            and not self.pending
+            and self.state.tail is None
+            and self.committed == self.start + self.received
+        ):
+            return  # it ended on a part boundary: all it sent is committed already
         tail = None
         if self.filled:
             name = f"tail-{self.state.generation}-{self.start + self.received}"
