@@ -154,7 +154,9 @@ class Append:
                 taken = min(len(view), size - self.filled)
                 self.buffer[self.filled : self.filled + taken] = view[:taken]
                 if self.stream is not None:
-                    self.stream.add(memoryview(self.buffer)[self.filled : self.filled + taken])
+                    # The piece just received goes out, still in the CPU's caches: what the
+                    # buffer holds is read again only if the part must be sent again.
+                    await self.stream.add(view[:taken])
                 self.filled += taken
                 self.received += taken
                 view = view[taken:]
@@ -175,7 +177,7 @@ class Append:
         number = self._next_number()
         self.stream = PartStream(self.s.store, key, state.multipart, number, state.part_size)
         if self.filled:
-            self.stream.add(memoryview(self.buffer)[: self.filled])  # the tail read back
+            await self.stream.add(memoryview(self.buffer)[: self.filled])  # the tail read back
 
     def _next_number(self) -> int:
         state = self.state

@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator
 from gateway.errors import GatewayError
 from gateway.server.domain.storage import ObjectStore
 
+# At most this many bytes of a part wait in memory to be sent, besides the part buffer's copy.
+AHEAD_BYTES = 1024 * 1024
+
 
 class PartStream:
     """Part ``number`` of multipart upload ``upload_id`` at ``key``, ``size`` bytes, going to the
@@ -26,17 +29,28 @@ class PartStream:
     ) -> None:
         self.number = number
         self._pieces: asyncio.Queue[memoryview | None] = asyncio.Queue()
+        self._queued = 0  # bytes added, not yet taken by the store's request
+        self._sent = asyncio.Event()
         self._task = asyncio.ensure_future(
             store.stream_part(key, upload_id, number, self._body(), size)
         )
+        self._task.add_done_callback(lambda _: self._sent.set())  # no waiting on a failed one
 
-    def add(self, piece: memoryview) -> None:
-        """The next bytes of the part; they stay unchanged until the part is settled."""
+    async def add(self, piece: memoryview) -> None:
+        """The next bytes of the part (unchanged until the part is settled); waits while more
+        than ``AHEAD_BYTES`` wait to be sent, so a slow store slows the client down, as a plain
+        upload's does, instead of piling pieces up."""
         self._pieces.put_nowait(piece)
+        self._queued += len(piece)
+        while self._queued > AHEAD_BYTES and not self._task.done():
+            self._sent.clear()
+            await self._sent.wait()
 
     async def _body(self) -> AsyncIterator[memoryview]:
         while (piece := await self._pieces.get()) is not None:
             yield piece
+            self._queued -= len(piece)
+            self._sent.set()
 
     async def etag(self) -> str | None:
         """Once every byte is added: the part's ETag, or None if the store failed it (then it
