@@ -55,7 +55,13 @@ class Resumable:
             settings.max_open_per_source,
         )
         archive = ArchivePolicy.of(config.sources, pool)
-        finisher = Finisher(store, self.states, archive, config.storage.prefix)
+        finisher = Finisher(
+            store,
+            self.states,
+            archive,
+            config.storage.prefix,
+            on_read_back=metrics.resumable_read_back.inc,
+        )
         sessions = UploadSessions(store, self.states, budget, finisher, limits, clock)
         self.http = ResumableHttp(
             sessions,

@@ -31,7 +31,7 @@ from gateway.errors import (
     UploadSuperseded,
 )
 from gateway.server.domain.resumable_append import Append, ChunkCheck, Writing
-from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher
+from gateway.server.domain.resumable_finish import Authorize, Carried, Claim, Finisher
 from gateway.server.domain.storage import MAX_COPY_SIZE, ObjectStore
 from gateway.server.domain.upload_state import CLAIM_ATTEMPTS, UploadState, UploadStates
 from gateway.server.domain.uploads import BufferBudget
@@ -72,6 +72,7 @@ class UploadSessions:
         self._finisher = finisher
         self.limits = limits
         self._clock = clock
+        self.carried = Carried(clock)
 
     @property
     def max_size(self) -> int:
@@ -177,7 +178,9 @@ class UploadSessions:
         more = body_length is None or body_length + state.tail_size > state.part_size
         held = await self._budget.acquire(state.part_size * (2 if more else 1))
         try:
-            writing = Writing(self._store, self._states, self._finisher, self.max_size)
+            writing = Writing(
+                self._store, self._states, self._finisher, self.max_size, self.carried
+            )
             writer = Append(writing, claim, check, pipelined=held >= 2 * state.part_size)
             await writer.run(body, complete, authorize)
         finally:
@@ -186,6 +189,7 @@ class UploadSessions:
     async def cancel(self, claim: Claim) -> None:
         """Abort the upload and remove its objects; later requests on it get ``UploadNotFound``."""
         state = claim.state
+        self.carried.drop(state)
         if state.multipart is not None and state.status == "open":
             try:
                 await self._store.abort_multipart(self._states.key(state, "data"), state.multipart)

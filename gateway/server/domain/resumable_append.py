@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.errors import (
+    ArchiveInvalid,
     GatewayError,
     InconsistentLength,
     PayloadTooLarge,
     UploadNotFound,
     UploadSuperseded,
 )
-from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher, Verifier
+from gateway.server.domain.resumable_finish import Authorize, Carried, Claim, Finisher, Verifier
 from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadStates
 
@@ -53,12 +54,14 @@ class ChunkCheck(Protocol):
 
 @dataclass(frozen=True)
 class Writing:
-    """What an append writes with: the store, the states, the finisher, the size limit."""
+    """What an append writes with: the store, the states, the finisher, the size limit, the
+    verifiers this instance carries from one append to the next."""
 
     store: ObjectStore
     states: UploadStates
     finisher: Finisher
     max_size: int
+    carried: Carried
 
 
 class Append:
@@ -75,6 +78,7 @@ class Append:
         self.filled = 0
         self.received = 0
         self.start = claim.state.offset
+        self.committed = claim.state.offset  # as the state last written by this request says
         self.pending: list[tuple[int, str]] = []  # parts sent, committed with the check
         self.staging = sessions.states.key(claim.state, "data")
         self.pipelined = pipelined
@@ -84,14 +88,15 @@ class Append:
 
     async def run(self, body: AsyncIterable[bytes], complete: bool | None, auth: Authorize) -> None:
         state = self.state
-        verifier = self.s.finisher.verifier() if self.start == 0 else None
+        verifier = self.s.finisher.verifier() if self.start == 0 else self.s.carried.take(state)
         try:
             await self._load_tail()
             try:
                 await self._consume(body, verifier)
                 await self._drain()
-            except PayloadTooLarge as exc:
-                # It can never complete: nothing of it is kept, and it answers 413 from now on.
+            except (PayloadTooLarge, ArchiveInvalid) as exc:
+                # It can never complete: nothing of it is kept, and it answers 413 (or 422, the
+                # running check refused the archive) from now on.
                 await self._settle()
                 await self.s.finisher.fail(self.claim, exc)
                 raise
@@ -116,7 +121,9 @@ class Append:
         finally:
             await self._settle()
             if verifier is not None:
-                verifier.close()
+                # Kept only if it saw exactly the committed bytes: a request cut after its last
+                # commit, or one whose chunk a checksum refused, leaves it behind.
+                self.s.carried.keep(state, verifier, self.committed)
 
     async def _consume(self, body: AsyncIterable[bytes], verifier: Verifier | None) -> None:
         state, size = self.state, self.state.part_size
@@ -214,6 +221,7 @@ class Append:
         state.tail, state.tail_size = tail, tail_size
         state.offset = self.start + self.received - self.filled + tail_size
         self.claim.etag = await self.s.states.commit(state, self.claim.etag)
+        self.committed = state.offset
         if old_tail is not None and old_tail != tail:
             await _remove(self.s.store, old_tail)
 

@@ -2,15 +2,17 @@
 
 The parts complete into the upload's staging object (under ``sources.resumable.prefix``, which no
 download reads); its bytes are checked (size, sha256, the archive check) by the ``Verifier`` that
-ran while they streamed, when one request carried them all, else by reading the staging object
-back once; only then is it copied to the source's key, tagged like a single PUT's object, and the
-answer recorded in the state. A refused archive leaves nothing at the source's key.
+ran while they streamed, when it saw them all (one request carried them, or each request found the
+previous one's verifier in this instance's ``Carried`` at its offset), else by reading the staging
+object back once; only then is it copied to the source's key, tagged like a single PUT's object,
+and the answer recorded in the state. A refused archive leaves nothing at the source's key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,11 @@ from gateway.server.domain.upload_state import UploadState, UploadStates
 log = logging.getLogger(__name__)
 
 Authorize = Callable[[], None]
+
+# Verifiers an instance keeps for the next append of their upload, and for how long (seconds)
+# an unused one is kept: each holds its archive check's state and up to a batch of bytes.
+MAX_CARRIED = 64
+CARRIED_IDLE_SECONDS = 900
 
 
 @dataclass
@@ -45,21 +52,77 @@ class Verifier:
         self.size = 0
         self._sha256 = hashlib.sha256()
         self._check = check
+        # A feed that raised (a refusal, a cancellation) may have left the check half-fed:
+        # such a verifier judges nothing more, and is never carried to another request.
+        self.broken = False
 
     async def feed(self, chunk: bytes) -> None:
         self.size += len(chunk)
         self._sha256.update(chunk)
         if self._check is not None:
-            await self._check.feed(chunk)
+            try:
+                await self._check.feed(chunk)
+            except BaseException:
+                self.broken = True
+                raise
 
     async def finish(self) -> tuple[str, ArchiveFacts | None]:
         """The sha256 (hex) and the archive's facts; ``ArchiveInvalid`` in enforce mode."""
+        self.broken = True  # judged: it takes no more bytes
         facts = await self._check.finish() if self._check is not None else None
         return self._sha256.hexdigest(), facts
 
     def close(self) -> None:
         if self._check is not None:
             self._check.close()
+
+
+class Carried:
+    """The verifiers of uploads whose last request ended on this instance, each at the offset it
+    has seen: the next append that reaches this instance at that offset goes on with it, and the
+    upload completes without being read back (SPEC: "an instance may instead carry its running
+    checks in memory"). At most ``MAX_CARRIED``, each for ``CARRIED_IDLE_SECONDS``; one taken
+    is the taker's alone."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._kept: OrderedDict[tuple[str, str], tuple[int, float, Verifier]] = OrderedDict()
+
+    def take(self, state: UploadState) -> Verifier | None:
+        """The verifier that has seen exactly the upload's committed bytes, or None."""
+        kept = self._kept.pop((state.source_id, state.upload_id), None)
+        if kept is None:
+            return None
+        offset, _, verifier = kept
+        if offset != state.offset or verifier.size != offset:
+            verifier.close()  # other bytes were committed since, elsewhere
+            return None
+        return verifier
+
+    def keep(self, state: UploadState, verifier: Verifier, committed: int) -> None:
+        """Keep ``verifier`` for the next append if it has seen exactly the ``committed`` bytes
+        of the open upload and nothing went wrong in it; else close it."""
+        if verifier.broken or verifier.size != committed or state.status != "open":
+            verifier.close()
+            return
+        now = self._clock()
+        key = (state.source_id, state.upload_id)
+        self._kept[key] = (committed, now, verifier)
+        self._kept.move_to_end(key)
+        while self._kept:
+            oldest_key, (_, since, oldest) = next(iter(self._kept.items()))
+            if len(self._kept) <= MAX_CARRIED and since > now - CARRIED_IDLE_SECONDS:
+                break
+            del self._kept[oldest_key]
+            oldest.close()
+
+    def drop(self, state: UploadState) -> None:
+        kept = self._kept.pop((state.source_id, state.upload_id), None)
+        if kept is not None:
+            kept[2].close()
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
 
 class Finisher:
@@ -71,11 +134,13 @@ class Finisher:
         states: UploadStates,
         archive: ArchivePolicy,
         sources_prefix: str,
+        on_read_back: Callable[[int], None] = lambda size: None,
     ) -> None:
         self._store = store
         self._states = states
         self._archive = archive
         self._sources_prefix = sources_prefix
+        self._on_read_back = on_read_back
 
     def verifier(self) -> Verifier:
         return Verifier(self._archive.start())
@@ -137,6 +202,7 @@ class Finisher:
         async with self._store.read(staging, 0, info.size - 1, info.etag) as chunks:
             async for chunk in chunks:
                 await verifier.feed(chunk)
+                self._on_read_back(len(chunk))
 
     async def _publish(self, claim: Claim, sha256: str, facts: ArchiveFacts | None) -> None:
         state = claim.state

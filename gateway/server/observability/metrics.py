@@ -105,6 +105,12 @@ class Metrics:
         self.uploads = Counter(
             "gateway_uploads", "Uploads by outcome (completed, aborted).", ["outcome"], registry=r
         )
+        self.resumable_read_back = Counter(
+            "gateway_resumable_read_back_bytes",
+            "Bytes of resumable uploads read back from the bucket to be checked at completion"
+            " (their running check was not in this instance's memory).",
+            registry=r,
+        )
         self.s3_errors = Counter(
             "gateway_s3_errors", "Failed object-store calls.", ["operation"], registry=r
         )
