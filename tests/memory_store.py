@@ -40,6 +40,7 @@ class StoredObject:
     # The SHA-256 recorded by set_sha256 and the ETag of the version it describes.
     sha256: tuple[str, str] | None = None
     tags: dict[str, str] = field(default_factory=dict)  # set with the sha256
+    held: bool = False  # until set_sha256
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Upload:
     key: str
     content_type: str
     parts: dict[int, tuple[str, bytes]] = field(default_factory=dict)
+    held: bool = False
 
 
 def quoted_md5(data: Buffer) -> str:
@@ -102,10 +104,10 @@ class MemoryStore:
         self._enter("put")
         return self._store(key, bytes(data), content_type, quoted_md5(data))
 
-    async def create_multipart(self, key: str, content_type: str) -> str:
+    async def create_multipart(self, key: str, content_type: str, *, held: bool = False) -> str:
         self._enter("create")
         upload_id = uuid.uuid4().hex
-        self.uploads[upload_id] = Upload(key, content_type)
+        self.uploads[upload_id] = Upload(key, content_type, held=held)
         return upload_id
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Buffer) -> str:
@@ -135,13 +137,22 @@ class MemoryStore:
         digests = b"".join(hashlib.md5(data).digest() for _, data in chosen)
         etag = f'"{hashlib.md5(digests).hexdigest()}-{len(chosen)}"'
         del self.uploads[upload_id]
-        return self._store(key, b"".join(data for _, data in chosen), upload.content_type, etag)
+        etag = self._store(key, b"".join(data for _, data in chosen), upload.content_type, etag)
+        self.objects[key].held = upload.held
+        return etag
 
     async def complete_parts(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        *,
+        if_absent: bool = False,
     ) -> str:
         self._enter("complete")
         upload = self._upload(key, upload_id)
+        if if_absent and key in self.objects:
+            raise WriteConflict()
         numbers = [number for number, _ in parts]
         held = [upload.parts.get(number) for number in numbers]
         if (
@@ -154,7 +165,9 @@ class MemoryStore:
         digests = b"".join(hashlib.md5(data).digest() for _, data in chosen)
         etag = f'"{hashlib.md5(digests).hexdigest()}-{len(chosen)}"'
         del self.uploads[upload_id]
-        return self._store(key, b"".join(data for _, data in chosen), upload.content_type, etag)
+        etag = self._store(key, b"".join(data for _, data in chosen), upload.content_type, etag)
+        self.objects[key].held = upload.held
+        return etag
 
     async def create_bytes(self, key: str, data: Buffer, content_type: str) -> str:
         self._enter("create_bytes")
@@ -167,8 +180,10 @@ class MemoryStore:
         obj = self._object(source)
         return self._store(key, obj.data, content_type, quoted_md5(obj.data))
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, *, etag: str | None = None) -> None:
         self._enter("delete")
+        if etag is not None and key in self.objects and self.objects[key].etag != etag:
+            raise WriteConflict()
         self.objects.pop(key, None)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
@@ -183,15 +198,18 @@ class MemoryStore:
         obj = self._object(key)
         obj.sha256 = (sha256, etag)
         obj.tags = dict(extra or {})
+        obj.held = False
 
-    async def stat(self, key: str) -> ObjectInfo:
+    async def stat(self, key: str, *, held: bool = False) -> ObjectInfo:
         self._enter("stat")
         obj = self._object(key)
+        if obj.held and not held:
+            raise errors.ObjectNotFound()
         this_version = obj.sha256 is not None and obj.sha256[1] == obj.etag
         sha256 = obj.sha256[0] if obj.sha256 and this_version else None
         tags = obj.tags if this_version else {}
         return ObjectInfo(
-            len(obj.data), obj.etag, obj.last_modified, obj.content_type, sha256, tags
+            len(obj.data), obj.etag, obj.last_modified, obj.content_type, sha256, tags, obj.held
         )
 
     @contextlib.asynccontextmanager

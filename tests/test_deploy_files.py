@@ -19,7 +19,12 @@ from gateway.config import (
     StorageConfig,
     config_from_dict,
 )
-from gateway.server.adapters.lifecycle import deployments_rule, gateway_rule, resumable_rule
+from gateway.server.adapters.lifecycle import (
+    deployments_rule,
+    gateway_rule,
+    resumable_days,
+    resumable_rule,
+)
 
 from .helpers import MOTO_CREDENTIALS
 
@@ -168,7 +173,8 @@ def test_lifecycle_rule_is_accepted_by_s3(s3: Any, bucket: str) -> None:
     # the file by hand and letting the gateway do it are the same thing (same ID: no duplicate).
     assert document == {
         "Rules": [
-            gateway_rule(StorageConfig()),
+            # Resumable uploads are on by default: their parts may complete at the sources' keys.
+            gateway_rule(StorageConfig(), resumable_days(ResumableConfig())),
             deployments_rule(DeploymentsConfig()),
             resumable_rule(ResumableConfig()),
         ]
@@ -180,7 +186,7 @@ def test_lifecycle_rule_is_accepted_by_s3(s3: Any, bucket: str) -> None:
     assert records["Expiration"]["Days"] == 30
     assert rule["Filter"]["Prefix"] == "sources/"
     assert rule["Expiration"]["Days"] == 1
-    assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+    assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 2
     # botocore validates the shape; the server stores it as given.
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=document)
     stored = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]

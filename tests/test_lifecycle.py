@@ -71,7 +71,9 @@ async def test_rule_is_set_at_start_and_others_are_kept(
     assert ours["Filter"] == {"Prefix": "sources/"}
     assert ours["Status"] == "Enabled"
     assert ours["Expiration"]["Days"] == 2
-    assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    # A resumable upload's parts may complete at the source's key: never aborted before the
+    # upload's life (and its margin) is over.
+    assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 2}
     assert rules["keep-logs-30-days"]["Expiration"]["Days"] == 30
     records = rules[rule_id("deployments/")]
     assert records["Filter"] == {"Prefix": "deployments/"}
@@ -89,7 +91,18 @@ async def test_rule_is_set_at_start_and_others_are_kept(
     assert len(rules) == 4
     assert rules[rule_id("uploads/")]["Expiration"]["Days"] == 4
     assert rules[rule_id("sources/")]["Expiration"]["Days"] == 3
+    assert rules[rule_id("sources/")]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 4
     assert rules[rule_id("deployments/")]["Expiration"]["Days"] == 7
+
+
+async def test_without_resumable_uploads_the_sources_rule_aborts_after_a_day(
+    start_gateway: StartGateway, s3: Any, bucket: str
+) -> None:
+    await start_gateway(
+        {"storage": {"ensure_lifecycle": True}, "sources": {"resumable": {"enabled": False}}}
+    )
+    ours = by_id(rules_of(s3, bucket))[rule_id("sources/")]
+    assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
 
 async def test_no_rule_when_disabled(

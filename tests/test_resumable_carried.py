@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.server.domain.resumable_finish import (
+from gateway.server.domain.resumable_verify import (
     CARRIED_IDLE_SECONDS,
     MAX_CARRIED,
     Carried,

@@ -123,3 +123,72 @@ async def test_unreachable_store_fails_the_new_calls(any_store: StoreUnderTest) 
                 await call
             failures[name] = type(raised.value)
     assert failures == dict.fromkeys(calls, StorageUnavailable)
+
+
+# --- create_multipart(held=True): the object completed from it is held back: stat calls it
+# missing (stat(held=True) describes it) until set_sha256 describes it --------------------------
+
+
+async def test_held_object_is_missing_until_described(any_store: StoreUnderTest) -> None:
+    store, key = any_store.store, new_key()
+    upload_id = await store.create_multipart(key, GZIP, held=True)
+    part = await store.upload_part(key, upload_id, 1, b"held bytes")
+    etag = await store.complete_parts(key, upload_id, [(1, part)])
+    with pytest.raises(ObjectNotFound):
+        await store.stat(key)
+    info = await store.stat(key, held=True)
+    assert (info.held, info.etag, info.size) == (True, etag, len(b"held bytes"))
+    async with store.read(key, 0, info.size - 1, etag) as chunks:
+        assert b"".join([c async for c in chunks]) == b"held bytes"
+    await store.set_sha256(key, "ab" * 32, etag)
+    info = await store.stat(key)
+    assert (info.held, info.sha256) == (False, "ab" * 32)
+
+
+async def test_replacing_a_held_object_releases_the_key(any_store: StoreUnderTest) -> None:
+    store, key = any_store.store, new_key()
+    upload_id = await store.create_multipart(key, GZIP, held=True)
+    part = await store.upload_part(key, upload_id, 1, b"held")
+    await store.complete_parts(key, upload_id, [(1, part)])
+    await store.put_bytes(key, b"plain", GZIP)
+    assert (await store.stat(key)).held is False
+    assert await read_all(store, key) == b"plain"
+
+
+# --- complete_parts(if_absent=True): only if no object is at the key; else WriteConflict, and
+# the upload stays open ----------------------------------------------------------------------
+
+
+async def test_completion_if_absent_refuses_an_existing_object(any_store: StoreUnderTest) -> None:
+    store, key = any_store.store, new_key()
+    upload_id = await store.create_multipart(key, GZIP)
+    part = await store.upload_part(key, upload_id, 1, b"late")
+    await store.put_bytes(key, b"earlier", GZIP)
+    with pytest.raises(WriteConflict):
+        await store.complete_parts(key, upload_id, [(1, part)], if_absent=True)
+    assert await read_all(store, key) == b"earlier"
+    await store.abort_multipart(key, upload_id)  # still open: it can be aborted
+
+
+async def test_completion_if_absent_on_a_free_key(any_store: StoreUnderTest) -> None:
+    store, key = any_store.store, new_key()
+    upload_id = await store.create_multipart(key, GZIP)
+    part = await store.upload_part(key, upload_id, 1, b"first")
+    etag = await store.complete_parts(key, upload_id, [(1, part)], if_absent=True)
+    assert (await store.stat(key)).etag == etag
+
+
+# --- delete(etag=...): removes only that version; WriteConflict if another one is there ------
+
+
+async def test_delete_of_one_version(any_store: StoreUnderTest) -> None:
+    store, key = any_store.store, new_key()
+    old = await store.put_bytes(key, b"old", GZIP)
+    await store.put_bytes(key, b"new", GZIP)
+    with pytest.raises(WriteConflict):
+        await store.delete(key, etag=old)
+    assert await read_all(store, key) == b"new"
+    await store.delete(key, etag=(await store.stat(key)).etag)
+    with pytest.raises(ObjectNotFound):
+        await store.stat(key)
+    await store.delete(key, etag=old)  # gone already: not an error

@@ -21,7 +21,11 @@ from gateway.server.adapters.deployments.event_log import EventLogStore
 from gateway.server.adapters.deployments.forwarders import ConfiguredForwarder
 from gateway.server.adapters.deployments.records import RecordStore
 from gateway.server.adapters.json_objects import S3JsonObjects
-from gateway.server.adapters.lifecycle import ensure_lifecycle, rules_besides_sources
+from gateway.server.adapters.lifecycle import (
+    abort_after_days,
+    ensure_lifecycle,
+    rules_besides_sources,
+)
 from gateway.server.adapters.outbound import Connections
 from gateway.server.adapters.s3 import S3Store
 from gateway.server.auth_wiring import authenticator, jwks_context
@@ -86,7 +90,9 @@ def connections_context(
 async def _ensure_lifecycle(s3: S3Client, config: Config) -> None:
     # A missing permission must not keep the gateway from serving: it says so and goes on.
     try:
-        await ensure_lifecycle(s3, config.storage, also=rules_besides_sources(config))
+        await ensure_lifecycle(
+            s3, config.storage, rules_besides_sources(config), abort_after_days(config)
+        )
     except Exception as exc:
         log.error(
             "could not ensure the lifecycle rules on bucket %s (%s); uploads and deployment "

@@ -87,11 +87,18 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
 
 async def _lifecycle(config: Config, *, apply: bool) -> list[LifecycleRuleOutputTypeDef]:
     from gateway.server.adapters.aws import open_s3_client
-    from gateway.server.adapters.lifecycle import ensure_lifecycle, get_rules, rules_besides_sources
+    from gateway.server.adapters.lifecycle import (
+        abort_after_days,
+        ensure_lifecycle,
+        get_rules,
+        rules_besides_sources,
+    )
 
     async with open_s3_client(config.storage) as s3:
         if apply:
-            changed = await ensure_lifecycle(s3, config.storage, also=rules_besides_sources(config))
+            changed = await ensure_lifecycle(
+                s3, config.storage, rules_besides_sources(config), abort_after_days(config)
+            )
             print(
                 "lifecycle rules " + ("applied" if changed else "already in place"),
                 file=sys.stderr,

@@ -47,15 +47,30 @@ def rule_id(prefix: str) -> str:
     return f"sources-gateway-expire:{prefix}"
 
 
-def gateway_rule(config: StorageConfig) -> LifecycleRuleTypeDef:
+def gateway_rule(
+    config: StorageConfig, abort_after_days: int = ABORT_INCOMPLETE_AFTER_DAYS
+) -> LifecycleRuleTypeDef:
     """The rule of SPEC: expire ``prefix`` after ``expire_after_days``, abort stale uploads."""
     return {
         "ID": rule_id(config.prefix),
         "Filter": {"Prefix": config.prefix},
         "Status": "Enabled",
         "Expiration": {"Days": config.expire_after_days},
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_INCOMPLETE_AFTER_DAYS},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_after_days},
     }
+
+
+def resumable_days(config: ResumableConfig) -> int:
+    """A day after the longest a resumable upload may live (S3 counts whole days)."""
+    return -(-config.ttl_seconds // RESUMABLE_DAY) + RESUMABLE_MARGIN_DAYS
+
+
+def abort_after_days(config: Config) -> int:
+    """When the sources rule aborts unfinished multipart uploads: a resumable upload's parts may
+    complete at the source's key, so never before such an upload's life is over."""
+    if not config.sources.resumable.enabled:
+        return ABORT_INCOMPLETE_AFTER_DAYS
+    return max(ABORT_INCOMPLETE_AFTER_DAYS, resumable_days(config.sources.resumable))
 
 
 def deployments_rule(config: DeploymentsConfig) -> LifecycleRuleTypeDef:
@@ -72,7 +87,7 @@ def deployments_rule(config: DeploymentsConfig) -> LifecycleRuleTypeDef:
 def resumable_rule(config: ResumableConfig) -> LifecycleRuleTypeDef:
     """Resumable uploads' state, tail and staging objects, and their unfinished multipart
     uploads, go a day after the longest an upload may live (S3 counts whole days)."""
-    days = -(-config.ttl_seconds // RESUMABLE_DAY) + RESUMABLE_MARGIN_DAYS
+    days = resumable_days(config)
     return {
         "ID": rule_id(config.prefix),
         "Filter": {"Prefix": config.prefix},
@@ -111,7 +126,10 @@ async def get_rules(s3: S3Client, bucket: str) -> list[LifecycleRuleOutputTypeDe
 
 
 async def ensure_lifecycle(
-    s3: S3Client, config: StorageConfig, also: Sequence[LifecycleRuleTypeDef] = ()
+    s3: S3Client,
+    config: StorageConfig,
+    also: Sequence[LifecycleRuleTypeDef] = (),
+    abort_after_days: int = ABORT_INCOMPLETE_AFTER_DAYS,
 ) -> bool:
     """Make sure the bucket has the gateway's rule (and the rules in ``also``, such as
     ``deployments_rule``); return True if the configuration changed.
@@ -119,7 +137,7 @@ async def ensure_lifecycle(
     S3 has no conditional write for lifecycle rules: after writing, the rules are read back, and
     if another writer (an instance with another prefix, an operator) replaced them meanwhile, the
     merge is done again on top of theirs, a few times at most."""
-    wanted = [gateway_rule(config), *also]
+    wanted = [gateway_rule(config, abort_after_days), *also]
     changed = False
     async for _ in MERGE_RETRY.tries():
         existing = await get_rules(s3, config.bucket)

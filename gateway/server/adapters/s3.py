@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
@@ -32,27 +32,19 @@ from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.outbound import Connections, socket_reads_of
 from gateway.server.adapters.s3_body import S3Body
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
-from gateway.server.domain.storage import Buffer, ObjectInfo
+from gateway.server.adapters.s3_tags import HELD_TAGGING, S3TagCalls, bare_etag
+from gateway.server.domain.storage import Buffer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.type_defs import (
         CompletedPartTypeDef,
         GetObjectRequestTypeDef,
-        TagTypeDef,
     )
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK_SIZE = 1024 * 1024  # a download's pieces, read and written: see socket_reads_of
-SHA256_TAG = "sha256"
-# The ETag (without quotes: S3 tag values may not hold them) of the version the sha256 is of.
-SHA256_ETAG_TAG = "sha256-etag"
-
-
-def _bare_etag(etag: str) -> str:
-    return etag.strip('"')
-
 
 # Statuses after which a part is sent again (S3's throttling and transient server errors).
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
@@ -137,7 +129,7 @@ def translate(exc: Exception, operation: str) -> GatewayError:
 S3_FAILURES = (ClientError, BotoCoreError, BotoConnectionError, aiohttp.ClientError, TimeoutError)
 
 
-class S3Store(S3ResumableCalls):
+class S3Store(S3ResumableCalls, S3TagCalls):
     """``ObjectStore`` on an S3 bucket (AWS, MinIO, Ceph, R2, moto) through one aiobotocore client.
 
     Streamed single PUTs and parts go through the outbound aiohttp session to presigned URLs,
@@ -235,13 +227,16 @@ class S3Store(S3ResumableCalls):
         etag = await self._put_presigned("PutObject", url, data, headers)
         return await self._known_etag(key, etag)
 
-    async def create_multipart(self, key: str, content_type: str) -> str:
-        resp = await self._call(
-            "CreateMultipartUpload",
-            self._s3.create_multipart_upload(
+    async def create_multipart(self, key: str, content_type: str, *, held: bool = False) -> str:
+        if held:
+            call = self._s3.create_multipart_upload(
+                Bucket=self._bucket, Key=key, ContentType=content_type, Tagging=HELD_TAGGING
+            )
+        else:
+            call = self._s3.create_multipart_upload(
                 Bucket=self._bucket, Key=key, ContentType=content_type
-            ),
-        )
+            )
+        resp = await self._call("CreateMultipartUpload", call)
         return str(resp["UploadId"])
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Buffer) -> str:
@@ -310,11 +305,11 @@ class S3Store(S3ResumableCalls):
     async def _known_etag(self, key: str, etag: str) -> str:
         """``etag``, or when the store answered none (some S3 implementations complete a multipart
         upload with an empty ETag), the one HeadObject reports for the object just written."""
-        if _bare_etag(etag):
+        if bare_etag(etag):
             return etag
         head = await self._call("HeadObject", self._s3.head_object(Bucket=self._bucket, Key=key))
         etag = str(head.get("ETag") or "")
-        if not _bare_etag(etag):
+        if not bare_etag(etag):
             raise BadGateway("the object store reports no ETag for the stored archive")
         return etag
 
@@ -322,42 +317,6 @@ class S3Store(S3ResumableCalls):
         await self._call(
             "AbortMultipartUpload",
             self._s3.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id),
-        )
-
-    async def set_sha256(
-        self, key: str, sha256: str, etag: str, extra: Mapping[str, str] | None = None
-    ) -> None:
-        # The tag names the version it describes: two uploads of one source racing each other
-        # may tag in the other order, and a tag of another version must then be ignored.
-        tags: list[TagTypeDef] = [
-            {"Key": SHA256_TAG, "Value": sha256},
-            {"Key": SHA256_ETAG_TAG, "Value": _bare_etag(etag)},
-        ]
-        tags.extend({"Key": k, "Value": v} for k, v in (extra or {}).items())
-        await self._call(
-            "PutObjectTagging",
-            self._s3.put_object_tagging(Bucket=self._bucket, Key=key, Tagging={"TagSet": tags}),
-        )
-
-    async def stat(self, key: str) -> ObjectInfo:
-        head, tags = await asyncio.gather(
-            self._call("HeadObject", self._s3.head_object(Bucket=self._bucket, Key=key)),
-            self._call(
-                "GetObjectTagging", self._s3.get_object_tagging(Bucket=self._bucket, Key=key)
-            ),
-        )
-        tag = {t["Key"]: t["Value"] for t in tags["TagSet"]}
-        etag = str(head["ETag"])
-        this_version = tag.get(SHA256_ETAG_TAG) == _bare_etag(etag)
-        sha256 = tag.get(SHA256_TAG) if this_version else None
-        extra = {k: v for k, v in tag.items() if k not in (SHA256_TAG, SHA256_ETAG_TAG)}
-        return ObjectInfo(
-            size=int(head["ContentLength"]),
-            etag=etag,
-            last_modified=head["LastModified"],
-            content_type=str(head.get("ContentType") or "application/gzip"),
-            sha256=sha256,
-            tags=extra if this_version else {},
         )
 
     @contextlib.asynccontextmanager

@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from botocore.exceptions import ClientError
 
-from gateway.errors import WriteConflict
+from gateway.errors import ObjectNotFound, WriteConflict
 from gateway.server.adapters.aws import error_code
 from gateway.server.domain.storage import Buffer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+    from types_aiobotocore_s3.type_defs import (
+        CompletedMultipartUploadTypeDef,
+        CompletedPartTypeDef,
+    )
 
 T = TypeVar("T")
 # Codes S3 gives a conditional write that lost (the key exists or changed, or a concurrent
@@ -50,30 +53,44 @@ class S3ResumableCalls:
             ContentType=content_type,
             IfNoneMatch="*",
         )
-        try:
-            resp = await call
-        except Exception as exc:
-            if isinstance(exc, ClientError) and error_code(exc) in LOST_RACE:
-                raise WriteConflict() from None
-            resp = await self._call("PutObject", _raise(exc))  # translated as every call's
+        resp = await self._conditional("PutObject", call)
         return str(resp["ETag"])
 
     async def complete_parts(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        *,
+        if_absent: bool = False,
     ) -> str:
         listed: list[CompletedPartTypeDef] = [
             {"PartNumber": number, "ETag": etag} for number, etag in parts
         ]
-        resp = await self._call(
-            "CompleteMultipartUpload",
-            self._s3.complete_multipart_upload(
+        done: CompletedMultipartUploadTypeDef = {"Parts": listed}
+        if if_absent:
+            call = self._s3.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=key,
                 UploadId=upload_id,
-                MultipartUpload={"Parts": listed},
-            ),
-        )
+                MultipartUpload=done,
+                IfNoneMatch="*",
+            )
+        else:
+            call = self._s3.complete_multipart_upload(
+                Bucket=self._bucket, Key=key, UploadId=upload_id, MultipartUpload=done
+            )
+        resp = await self._conditional("CompleteMultipartUpload", call)
         return await self._known_etag(key, str(resp.get("ETag") or ""))
+
+    async def _conditional(self, operation: str, call: Awaitable[T]) -> T:
+        """``call``, a conditional write: ``WriteConflict`` when its condition failed."""
+        try:
+            return await call
+        except Exception as exc:
+            if isinstance(exc, ClientError) and error_code(exc) in LOST_RACE:
+                raise WriteConflict() from None
+            return await self._call(operation, _raise(exc))  # translated as every call's
 
     async def copy(self, source: str, key: str, content_type: str) -> str:
         resp = await self._call(
@@ -90,8 +107,17 @@ class S3ResumableCalls:
         )
         return await self._known_etag(key, str(resp["CopyObjectResult"].get("ETag") or ""))
 
-    async def delete(self, key: str) -> None:
-        await self._call("DeleteObject", self._s3.delete_object(Bucket=self._bucket, Key=key))
+    async def delete(self, key: str, *, etag: str | None = None) -> None:
+        if etag is None:
+            await self._call("DeleteObject", self._s3.delete_object(Bucket=self._bucket, Key=key))
+            return
+        # S3 (since 2024), MinIO and moto honour If-Match on DeleteObject; a store that ignores
+        # it removes whatever is there, which only a newer upload racing this one can be.
+        call = self._s3.delete_object(Bucket=self._bucket, Key=key, IfMatch=etag)
+        try:
+            await self._conditional("DeleteObject", call)
+        except ObjectNotFound:
+            return
 
 
 async def _raise(exc: Exception) -> NoReturn:

@@ -31,7 +31,8 @@ from gateway.errors import (
     UploadSuperseded,
 )
 from gateway.server.domain.resumable_append import Append, ChunkCheck, Writing
-from gateway.server.domain.resumable_finish import Authorize, Carried, Claim, Finisher
+from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher
+from gateway.server.domain.resumable_verify import Carried
 from gateway.server.domain.storage import MAX_COPY_SIZE, ObjectStore
 from gateway.server.domain.upload_state import CLAIM_ATTEMPTS, UploadState, UploadStates
 from gateway.server.domain.uploads import BufferBudget
@@ -190,11 +191,8 @@ class UploadSessions:
         """Abort the upload and remove its objects; later requests on it get ``UploadNotFound``."""
         state = claim.state
         self.carried.drop(state)
-        if state.multipart is not None and state.status == "open":
-            try:
-                await self._store.abort_multipart(self._states.key(state, "data"), state.multipart)
-            except GatewayError:
-                log.warning("could not abort the parts of upload %s", state.upload_id)
+        if state.status == "open":
+            await self._finisher.discard(state)
         try:
             await self._states.release_slot(state, self.limits.max_open)
         except GatewayError:

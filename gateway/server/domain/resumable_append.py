@@ -23,7 +23,8 @@ from gateway.errors import (
     UploadNotFound,
     UploadSuperseded,
 )
-from gateway.server.domain.resumable_finish import Authorize, Carried, Claim, Finisher, Verifier
+from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher
+from gateway.server.domain.resumable_verify import Carried, Verifier
 from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadStates
 
@@ -80,7 +81,7 @@ class Append:
         self.start = claim.state.offset
         self.committed = claim.state.offset  # as the state last written by this request says
         self.pending: list[tuple[int, str]] = []  # parts sent, committed with the check
-        self.staging = sessions.states.key(claim.state, "data")
+        self.verifier: Verifier | None = None  # the running check, when it saw every byte
         self.pipelined = pipelined
         self.sending: asyncio.Task[None] | None = None  # the part in flight, with its commit
         self.spare: bytearray | None = None  # the buffer that part came from, once sent
@@ -89,6 +90,7 @@ class Append:
     async def run(self, body: AsyncIterable[bytes], complete: bool | None, auth: Authorize) -> None:
         state = self.state
         verifier = self.s.finisher.verifier() if self.start == 0 else self.s.carried.take(state)
+        self.verifier = verifier
         try:
             await self._load_tail()
             try:
@@ -165,7 +167,11 @@ class Append:
         state, store = self.state, self.s.store
         await self._drain()
         if state.multipart is None:
-            state.multipart = await store.create_multipart(self.staging, state.content_type)
+            # Checked as they stream, the parts may complete where they belong (no copy).
+            state.direct = self.verifier is not None and await self.s.finisher.direct(state)
+            state.multipart = await store.create_multipart(
+                self.s.finisher.parts_key(state), state.content_type, held=state.direct
+            )
             self.claim.etag = await self.s.states.commit(state, self.claim.etag)
         index = len(state.parts) + len(self.pending)
         number = part_number(index, state.generation, self.s.max_size, state.part_size)
@@ -183,7 +189,8 @@ class Append:
         state = self.state
         assert state.multipart is not None
         try:
-            etag = await self.s.store.upload_part(self.staging, state.multipart, number, data)
+            key = self.s.finisher.parts_key(state)
+            etag = await self.s.store.upload_part(key, state.multipart, number, data)
         except BaseException:
             # The bytes filling the other buffer come after these: none of them may be kept.
             self.lost = not in_line
@@ -259,7 +266,8 @@ class Append:
         if not state.parts and not self.pending and state.multipart is None:
             # Under one part in all: the staging object is one PUT, no multipart upload.
             data = memoryview(self.buffer)[: self.filled]
-            state.assembled = await self.s.store.put_bytes(self.staging, data, state.content_type)
+            staging = self.s.finisher.parts_key(state)  # not direct: no multipart upload
+            state.assembled = await self.s.store.put_bytes(staging, data, state.content_type)
             self.filled = 0
             await self._commit(None, 0)
             return

@@ -1,27 +1,43 @@
 """Completing a resumable upload: what a single PUT gives, checked before anything is visible.
 
-The parts complete into the upload's staging object (under ``sources.resumable.prefix``, which no
-download reads); its bytes are checked (size, sha256, the archive check) by the ``Verifier`` that
-ran while they streamed, when it saw them all (one request carried them, or each request found the
-previous one's verifier in this instance's ``Carried`` at its offset), else by reading the staging
-object back once; only then is it copied to the source's key, tagged like a single PUT's object,
-and the answer recorded in the state. A refused archive leaves nothing at the source's key.
+Where the parts go is chosen when the first one is sent (``Finisher.direct``):
+- **At the source's key** (``state.direct``), when the request sending it checks the bytes as they
+  stream (it started at offset 0, or carries the check of the bytes before) and no object is at
+  the source's key yet. The multipart upload is created *held*: the object it completes into is
+  invisible to every read of the gateway until its sha256 is recorded. When a ``Verifier`` saw every
+  byte, the upload is judged first and only then completed; otherwise (bytes that came through
+  another instance) it is completed held, but only if the key is still free, read back once,
+  judged, and released by recording its sha256, or removed if refused. No copy either way.
+- **At a staging object** under ``sources.resumable.prefix`` (no download reads there) otherwise:
+  checked by the verifier or read back, then copied to the source's key. An earlier complete
+  upload of the source therefore stays whole whatever becomes of this one.
+
+Either way the object is tagged like a single PUT's and the answer recorded in the state. A
+refused archive leaves nothing at the source's key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.error_codes import Code
-from gateway.errors import ArchiveInvalid, BadGateway, BadRequest, GatewayError
+from gateway.errors import (
+    ArchiveInvalid,
+    BadGateway,
+    BadRequest,
+    Conflict,
+    GatewayError,
+    ObjectChanged,
+    ObjectNotFound,
+    WriteConflict,
+)
 from gateway.server.adapters.archive_tags import archive_tags
-from gateway.server.domain.archive.check import ArchiveCheck, ArchivePolicy
+from gateway.server.domain.archive.check import ArchivePolicy
 from gateway.server.domain.archive.facts import ArchiveFacts
+from gateway.server.domain.resumable_verify import Verifier
 from gateway.server.domain.sources import object_key
 from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadState, UploadStates
@@ -29,11 +45,14 @@ from gateway.server.domain.upload_state import UploadState, UploadStates
 log = logging.getLogger(__name__)
 
 Authorize = Callable[[], None]
+Judged = tuple[str, ArchiveFacts | None]
 
-# Verifiers an instance keeps for the next append of their upload, and for how long (seconds)
-# an unused one is kept: each holds its archive check's state and up to a batch of bytes.
-MAX_CARRIED = 64
-CARRIED_IDLE_SECONDS = 900
+
+def _replaced() -> Conflict:
+    return Conflict(
+        "another upload of this source completed while this one was being checked; the source"
+        " has that upload's archive"
+    )
 
 
 @dataclass
@@ -43,86 +62,6 @@ class Claim:
 
     state: UploadState
     etag: str
-
-
-class Verifier:
-    """Size, sha256 and archive check over an upload's bytes, fed in order from the first."""
-
-    def __init__(self, check: ArchiveCheck | None) -> None:
-        self.size = 0
-        self._sha256 = hashlib.sha256()
-        self._check = check
-        # A feed that raised (a refusal, a cancellation) may have left the check half-fed:
-        # such a verifier judges nothing more, and is never carried to another request.
-        self.broken = False
-
-    async def feed(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        self._sha256.update(chunk)
-        if self._check is not None:
-            try:
-                await self._check.feed(chunk)
-            except BaseException:
-                self.broken = True
-                raise
-
-    async def finish(self) -> tuple[str, ArchiveFacts | None]:
-        """The sha256 (hex) and the archive's facts; ``ArchiveInvalid`` in enforce mode."""
-        self.broken = True  # judged: it takes no more bytes
-        facts = await self._check.finish() if self._check is not None else None
-        return self._sha256.hexdigest(), facts
-
-    def close(self) -> None:
-        if self._check is not None:
-            self._check.close()
-
-
-class Carried:
-    """The verifiers of uploads whose last request ended on this instance, each at the offset it
-    has seen: the next append that reaches this instance at that offset goes on with it, and the
-    upload completes without being read back (SPEC: "an instance may instead carry its running
-    checks in memory"). At most ``MAX_CARRIED``, each for ``CARRIED_IDLE_SECONDS``; one taken
-    is the taker's alone."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._kept: OrderedDict[tuple[str, str], tuple[int, float, Verifier]] = OrderedDict()
-
-    def take(self, state: UploadState) -> Verifier | None:
-        """The verifier that has seen exactly the upload's committed bytes, or None."""
-        kept = self._kept.pop((state.source_id, state.upload_id), None)
-        if kept is None:
-            return None
-        offset, _, verifier = kept
-        if offset != state.offset or verifier.size != offset:
-            verifier.close()  # other bytes were committed since, elsewhere
-            return None
-        return verifier
-
-    def keep(self, state: UploadState, verifier: Verifier, committed: int) -> None:
-        """Keep ``verifier`` for the next append if it has seen exactly the ``committed`` bytes
-        of the open upload and nothing went wrong in it; else close it."""
-        if verifier.broken or verifier.size != committed or state.status != "open":
-            verifier.close()
-            return
-        now = self._clock()
-        key = (state.source_id, state.upload_id)
-        self._kept[key] = (committed, now, verifier)
-        self._kept.move_to_end(key)
-        while self._kept:
-            oldest_key, (_, since, oldest) = next(iter(self._kept.items()))
-            if len(self._kept) <= MAX_CARRIED and since > now - CARRIED_IDLE_SECONDS:
-                break
-            del self._kept[oldest_key]
-            oldest.close()
-
-    def drop(self, state: UploadState) -> None:
-        kept = self._kept.pop((state.source_id, state.upload_id), None)
-        if kept is not None:
-            kept[2].close()
-
-    def __len__(self) -> int:
-        return len(self._kept)
 
 
 class Finisher:
@@ -145,28 +84,83 @@ class Finisher:
     def verifier(self) -> Verifier:
         return Verifier(self._archive.start())
 
+    def source_key(self, state: UploadState) -> str:
+        return object_key(self._sources_prefix, state.source_id)
+
+    def parts_key(self, state: UploadState) -> str:
+        """The key the upload's multipart upload completes into."""
+        return self.source_key(state) if state.direct else self._states.key(state, "data")
+
+    async def direct(self, state: UploadState) -> bool:
+        """Whether a multipart upload starting now may complete at the source's key: nothing is
+        there that a refusal could take away (a held object of another upload is nothing)."""
+        try:
+            await self._store.stat(self.source_key(state))
+        except ObjectNotFound:
+            return True
+        return False
+
     async def finish(self, claim: Claim, verifier: Verifier | None, authorize: Authorize) -> None:
         """Make the upload of ``claim`` (offset == length) the source's object; record the
         answer in its state. ``verifier`` has seen every byte, or is None (read back)."""
+        if claim.state.direct:
+            await self._finish_direct(claim, verifier, authorize)
+            return
         state = claim.state
         staging = self._states.key(state, "data")
         if state.assembled is None:
             state.assembled = await self._assemble(state, staging)
             claim.etag = await self._states.commit(state, claim.etag)
-        own = verifier is None
-        if verifier is None:
-            verifier = self.verifier()
-            await self._read_back(staging, verifier)
+        if verifier is not None:
+            sha256, facts = await self._judge(claim, verifier)
+        else:
+            sha256, facts = await self._read_and_judge(claim, staging, None)
+        authorize()  # the URL may have lost its key meanwhile: completion is judged again
+        etag = await self._store.copy(staging, self.source_key(state), state.content_type)
+        try:
+            await self._tag(state, etag, sha256, facts)
+        except GatewayError:
+            log.warning("archive %s stored, but its sha256 tag could not be set", staging)
+        await self._done(claim, etag, sha256, facts)
+
+    async def _finish_direct(
+        self, claim: Claim, verifier: Verifier | None, authorize: Authorize
+    ) -> None:
+        state = claim.state
+        key = self.source_key(state)
+        if verifier is not None and state.assembled is None:
+            # Every byte was checked as it came: judged first, then completed where it belongs.
+            sha256, facts = await self._judge(claim, verifier)
+            authorize()
+            state.assembled = await self._assemble(state, key)
+            claim.etag = await self._states.commit(state, claim.etag)
+        else:
+            if state.assembled is None:
+                try:
+                    state.assembled = await self._assemble(state, key, if_absent=True)
+                except WriteConflict:
+                    await self.fail(claim, _replaced())
+                    raise _replaced() from None
+                claim.etag = await self._states.commit(state, claim.etag)
+            sha256, facts = await self._read_and_judge(claim, key, state.assembled)
+            authorize()
+        try:
+            await self._tag(state, state.assembled, sha256, facts)
+        except GatewayError:
+            # Held back until tagged: the next request on the upload reads it back and tags it.
+            raise BadGateway("the archive is stored but could not be released; try again") from None
+        await self._done(claim, state.assembled, sha256, facts)
+
+    async def _judge(self, claim: Claim, verifier: Verifier) -> Judged:
+        """The sha256 and facts of the bytes ``verifier`` saw; on a refusal the upload fails."""
+        state = claim.state
         try:
             sha256, facts = await verifier.finish()
         except ArchiveInvalid as exc:
             await self.fail(claim, exc)
             raise
-        finally:
-            if own:
-                verifier.close()
         if verifier.size != state.length:
-            # Only committed bytes are ever counted: a staging object of another size is the
+            # Only committed bytes are ever counted: a stored object of another size is the
             # store's fault, and nothing of it may become visible.
             short = BadGateway("the stored upload does not have its length; start over")
             await self.fail(claim, short)
@@ -177,42 +171,63 @@ class Finisher:
             )
             await self.fail(claim, digest)
             raise digest
-        authorize()  # the URL may have lost its key meanwhile: completion is judged again
-        await self._publish(claim, sha256, facts)
+        return sha256, facts
 
-    async def _assemble(self, state: UploadState, staging: str) -> str:
+    async def _read_and_judge(self, claim: Claim, key: str, etag: str | None) -> Judged:
+        """Read the completed object back (the version ``etag``, when given) and judge it."""
+        verifier = self.verifier()
+        try:
+            try:
+                await self._read_back(key, verifier, etag)
+            except (ObjectChanged, ObjectNotFound):
+                if etag is None:
+                    raise
+                await self.fail(claim, _replaced())  # a newer upload of the source won
+                raise _replaced() from None
+            return await self._judge(claim, verifier)
+        finally:
+            verifier.close()
+
+    async def _assemble(self, state: UploadState, key: str, *, if_absent: bool = False) -> str:
         if state.multipart is None:
             raise BadGateway("upload has no parts to complete")
         try:
-            return await self._store.complete_parts(staging, state.multipart, state.parts)
+            return await self._store.complete_parts(
+                key, state.multipart, state.parts, if_absent=if_absent
+            )
+        except WriteConflict:
+            raise
         except GatewayError:
             # An earlier completer may have completed it and died before recording so.
             try:
-                info = await self._store.stat(staging)
+                info = await self._store.stat(key, held=True)
             except GatewayError:
                 raise BadGateway("the upload's parts could not be completed") from None
-            if info.size != state.length:
+            if info.size != state.length or (state.direct and not info.held):
                 raise
             return info.etag
 
-    async def _read_back(self, staging: str, verifier: Verifier) -> None:
-        info = await self._store.stat(staging)
+    async def _read_back(self, key: str, verifier: Verifier, etag: str | None) -> None:
+        """Feed ``verifier`` the object at ``key`` (the version ``etag``, held or not, when
+        given; ``ObjectChanged`` if it was replaced)."""
+        info = await self._store.stat(key, held=etag is not None)
+        if etag is not None and info.etag != etag:
+            raise ObjectChanged()
         if info.size == 0:
             return
-        async with self._store.read(staging, 0, info.size - 1, info.etag) as chunks:
+        async with self._store.read(key, 0, info.size - 1, info.etag) as chunks:
             async for chunk in chunks:
                 await verifier.feed(chunk)
                 self._on_read_back(len(chunk))
 
-    async def _publish(self, claim: Claim, sha256: str, facts: ArchiveFacts | None) -> None:
+    async def _tag(
+        self, state: UploadState, etag: str, sha256: str, facts: ArchiveFacts | None
+    ) -> None:
+        tags = archive_tags(facts) if facts else None
+        await self._store.set_sha256(self.source_key(state), sha256, etag, tags)
+
+    async def _done(self, claim: Claim, etag: str, sha256: str, facts: ArchiveFacts | None) -> None:
         state = claim.state
-        staging = self._states.key(state, "data")
-        key = object_key(self._sources_prefix, state.source_id)
-        etag = await self._store.copy(staging, key, state.content_type)
-        try:
-            await self._store.set_sha256(key, sha256, etag, archive_tags(facts) if facts else None)
-        except GatewayError:
-            log.warning("archive %s stored, but its sha256 tag could not be set", key)
         body: dict[str, Any] = {"id": state.source_id, "size": state.length, "sha256": sha256}
         if facts is not None:
             body["archive"] = facts.as_json()
@@ -225,20 +240,32 @@ class Finisher:
         """End the upload with ``error``, which every later request on it is answered; keep
         none of its bytes."""
         state = claim.state
-        if state.multipart is not None and state.assembled is None:
-            try:
-                await self._store.abort_multipart(self._states.key(state, "data"), state.multipart)
-            except GatewayError:
-                log.warning("could not abort the parts of upload %s", state.upload_id)
+        await self.discard(state)
         state.status = "failed"
         state.error = {"status": error.status, "body": error.body()}
         claim.etag = await self._states.commit(state, claim.etag)
         await self.clean(state)
 
+    async def discard(self, state: UploadState) -> None:
+        """Drop the upload's parts, or the held object they completed into (that version only:
+        a newer upload's object at the source's key stays)."""
+        if state.multipart is not None and state.assembled is None:
+            try:
+                await self._store.abort_multipart(self.parts_key(state), state.multipart)
+            except GatewayError:
+                log.warning("could not abort the parts of upload %s", state.upload_id)
+        elif state.direct and state.assembled is not None and state.status == "open":
+            try:
+                await self._store.delete(self.source_key(state), etag=state.assembled)
+            except WriteConflict:
+                pass  # replaced by a newer upload of the source: not ours to remove
+            except GatewayError:
+                log.warning("could not remove the refused archive of upload %s", state.upload_id)
+
     async def clean(self, state: UploadState) -> None:
         """Remove the staging and tail objects of a finished or cancelled upload (best effort:
         the lifecycle rule removes what is left)."""
-        keys = [self._states.key(state, "data")]
+        keys = [] if state.direct else [self._states.key(state, "data")]
         if state.tail is not None:
             keys.append(state.tail)
         for key in keys:

@@ -24,6 +24,8 @@ class ObjectInfo:
     sha256: str | None
     # The tags set with the sha256 (``set_sha256``'s ``extra``), of this version only.
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Held back from reads (see ``create_multipart``): only ``stat(held=True)`` describes it.
+    held: bool = False
 
 
 # The largest object one CopyObject call copies (S3's limit; larger needs UploadPartCopy).
@@ -47,8 +49,9 @@ class ObjectStore(Protocol):
         """Store ``data`` as one object; return its ETag. ``data`` is not copied: the caller
         leaves it unchanged until this returns."""
 
-    async def create_multipart(self, key: str, content_type: str) -> str:
-        """Start a multipart upload; return its upload id."""
+    async def create_multipart(self, key: str, content_type: str, *, held: bool = False) -> str:
+        """Start a multipart upload; return its upload id. ``held``: the object it completes
+        into is held back (``stat`` calls it missing) until ``set_sha256`` describes it."""
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Buffer) -> str:
         """Upload part ``number`` (from 1); return its ETag. ``data`` as in ``put_bytes``."""
@@ -57,10 +60,17 @@ class ObjectStore(Protocol):
         """Make the parts (in order) one visible object; return its ETag."""
 
     async def complete_parts(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        *,
+        if_absent: bool = False,
     ) -> str:
         """Make the listed parts (``(number, ETag)``, numbers ascending, gaps allowed) one visible
-        object; return its ETag. ``StorageFailed`` if a part's ETag is not the one it holds."""
+        object; return its ETag. ``StorageFailed`` if a part's ETag is not the one it holds;
+        ``if_absent``: only if no object is at ``key``, else ``WriteConflict`` (the upload stays
+        open)."""
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Discard an unfinished multipart upload and its parts."""
@@ -73,8 +83,9 @@ class ObjectStore(Protocol):
         """Make ``key`` a copy of the object at ``source`` (at most ``MAX_COPY_SIZE`` bytes) with
         ``content_type`` and no tags; return the new ETag (``ObjectNotFound`` without source)."""
 
-    async def delete(self, key: str) -> None:
-        """Remove the object at ``key``; a key that does not exist is not an error."""
+    async def delete(self, key: str, *, etag: str | None = None) -> None:
+        """Remove the object at ``key``; a key that does not exist is not an error. With
+        ``etag``, only that version: ``WriteConflict`` if another one is there."""
 
     async def set_sha256(
         self, key: str, sha256: str, etag: str, extra: Mapping[str, str] | None = None
@@ -82,8 +93,9 @@ class ObjectStore(Protocol):
         """Record the SHA-256 (hex) of the object version whose ETag is ``etag``, and ``extra``
         (what else is known of that version: at most 8 tags, values S3 accepts in tags)."""
 
-    async def stat(self, key: str) -> ObjectInfo:
-        """Describe the object, or raise ``ObjectNotFound``."""
+    async def stat(self, key: str, *, held: bool = False) -> ObjectInfo:
+        """Describe the object, or raise ``ObjectNotFound`` (also for a held one, unless
+        ``held``)."""
 
     def read(
         self, key: str, start: int, end: int, etag: str | None = None

@@ -7,7 +7,8 @@ anything. The offset is the state's, never the store's listing of parts.
 
 Keys, all under ``sources.resumable.prefix`` (``{prefix}{source id}/{upload id}/``): ``state``
 (this object), ``data`` (the staging object the parts complete into, checked before it is copied
-to the source's key) and ``tail-{generation}-{offset}`` (the bytes short of a part, immutable);
+to the source's key, unless they complete at the source's key itself: ``direct``) and
+``tail-{generation}-{offset}`` (the bytes short of a part, immutable);
 per source, ``{prefix}{source id}/slot-{n}``, the ``max_open_per_source`` slots for open uploads.
 """
 
@@ -51,6 +52,8 @@ class UploadState:
     generation: int = 0
     status: Status = "open"
     multipart: str | None = None
+    # The multipart upload completes at the source's key (held until checked), not at ``data``.
+    direct: bool = False
     parts: list[tuple[int, str]] = field(default_factory=list)  # (part number, ETag)
     offset: int = 0  # bytes committed: in parts, and in the tail
     tail: str | None = None  # its key
