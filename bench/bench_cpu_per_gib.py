@@ -1,6 +1,7 @@
 """CPU seconds per GiB, each against its floor, both measured in the same run.
 
-1. The download hop: ``GET download_url`` through the gateway against a tuned nginx reverse proxy
+1. The download hop: ``GET download_url`` through the gateway (spliced, the default, and with
+   ``sources.download_splice: false``, copied) against a tuned nginx reverse proxy
    (``bench/nginx-s3-proxy.conf``) fetching the same object from the same moto with a presigned
    URL. The CPU seconds are those of the serving process alone (the gateway's, nginx's master and
    worker), read with psutil; the client and moto are other processes.
@@ -114,15 +115,20 @@ async def upload(http: aiohttp.ClientSession, gw: Server, data: bytes) -> dict[s
     return source
 
 
+# The gateway as configured by default (downloads spliced where both connections are plain TCP,
+# as here), and with ``sources.download_splice: false`` (the body copied through the process).
+SPLICED = "gateway (splice)"
+COPIED = "gateway (copy)"
 # server name -> [(seconds, server CPU seconds, moto CPU seconds)]
 Samples = dict[str, list[tuple[float, float, float]]]
 
 
 async def download_runs() -> Samples:
-    samples: Samples = {"gateway": [], "nginx": []}
+    samples: Samples = {name: [] for name in (SPLICED, COPIED, "nginx")}
     with s3_server("moto") as s3, contextlib.ExitStack() as stack:
         bucket = create_bucket(s3.url)
         gw = stack.enter_context(gateway(s3.url, bucket))
+        copying = stack.enter_context(gateway(s3.url, bucket, download_splice=False))
         proxy = stack.enter_context(nginx(urlsplit(s3.url).port or 80))
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -136,11 +142,18 @@ async def download_runs() -> Samples:
                 ExpiresIn=3600,
             )
             through_nginx = urlunsplit(urlsplit(presigned)._replace(netloc=proxy.url[7:]))
-            urls = {"gateway": (gw, source["download_url"]), "nginx": (proxy, through_nginx)}
+            # The same signing secret: either gateway takes the other's token.
+            copied = urlunsplit(urlsplit(source["download_url"])._replace(netloc=copying.url[7:]))
+            urls = {
+                SPLICED: (gw, source["download_url"]),
+                COPIED: (copying, copied),
+                "nginx": (proxy, through_nginx),
+            }
             for _server, url in urls.values():  # warm up: connections, first-request work
                 await fetch(http, url, OBJECT_SIZE)
             for run in range(RUNS):
-                order = list(urls) if run % 2 == 0 else list(reversed(urls))
+                shift = run % len(urls)  # each takes each place in the order in turn
+                order = list(urls)[shift:] + list(urls)[:shift]
                 for name in order:
                     server, url = urls[name]
                     log(f"cpu per GiB: download {run + 1}/{RUNS} through {name}")
@@ -164,14 +177,15 @@ def download_section(samples: Samples) -> str:
         cpu = spread([c / gib for _, c, _ in values], _f2)
         moto = spread([m / gib for _, _, m in values], _f2)
         rows.append(f"| {name} | {rate} | {cpu} | {moto} |")
-    pairs = list(zip(samples["gateway"], samples["nginx"], strict=True))
-    cpu_ratio = [g[1] / n[1] for g, n in pairs]
-    rate_ratio = [n[0] / g[0] for g, n in pairs]
     rows.append("")
-    rows.append(
-        f"Gateway against nginx, run by run: CPU per GiB {spread(cpu_ratio, _x)} (target <= 1.5x),"
-        f" throughput {spread(rate_ratio, _x)} (target >= 0.9x)."
-    )
+    for name, what in ((SPLICED, "The gateway"), (COPIED, "The gateway copying")):
+        pairs = list(zip(samples[name], samples["nginx"], strict=True))
+        cpu_ratio = [g[1] / n[1] for g, n in pairs]
+        rate_ratio = [n[0] / g[0] for g, n in pairs]
+        rows.append(
+            f"{what} against nginx, run by run: CPU per GiB {spread(cpu_ratio, _x)} (target <="
+            f" 1.5x), throughput {spread(rate_ratio, _x)} (target >= 0.9x)."
+        )
     return "\n".join(rows)
 
 
@@ -317,7 +331,8 @@ def main(parts: list[str]) -> None:
         header(
             "CPU per GiB against the floors: the download hop (nginx), the archive check (ISA-L)",
             f"Download: one {OBJECT_SIZE // MiB} MiB object of random bytes in moto, fetched"
-            " through the gateway (`GET download_url`) and through nginx"
+            " through the gateway (`GET download_url`; spliced, as by default, and with"
+            " `sources.download_splice: false`, copied) and through nginx"
             " (`bench/nginx-s3-proxy.conf`: `proxy_buffering off; proxy_buffer_size 1m`, one"
             " worker, keep-alive to S3) with a presigned URL, alternately, in the same run. CPU"
             " seconds are the serving process's own, all its threads (nginx: master and worker),"

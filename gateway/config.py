@@ -157,6 +157,7 @@ class SourcesConfig:
     part_size_bytes: int = 8 * 1024 * 1024
     max_buffer_bytes: int = 256 * 1024 * 1024
     download_mode: Literal["proxy", "redirect"] = "proxy"
+    download_splice: bool = True
     archive_check: Literal["enforce", "report", "off"] = "enforce"
     max_inflated_bytes: int = 4 * 1024**3
     max_entries: int = 200_000

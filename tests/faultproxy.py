@@ -12,7 +12,8 @@ them get the fault instead of (or in the middle of) moto's answer:
 - ``empty_etag``: moto's answer with every ETag emptied, in the headers and the XML body (what
   some S3 implementations answer to CompleteMultipartUpload);
 - ``ignore_conditions``: the request forwarded without ``If-Match``/``If-None-Match`` (a store
-  that does not honour conditional writes).
+  that does not honour conditional writes);
+- ``ignore_range``: the request forwarded without ``Range`` (a store that answers the whole object).
 
 ``requests`` records ``(method, path?query, what happened)`` for every request, for assertions,
 once its body is read; ``started`` records ``(method, path?query)`` as soon as a request arrives.
@@ -33,7 +34,15 @@ from aiohttp import web
 from aiohttp.test_utils import unused_port
 
 Action = Literal[
-    "drop", "500", "503", "stall", "truncate", "stall_body", "empty_etag", "ignore_conditions"
+    "drop",
+    "500",
+    "503",
+    "stall",
+    "truncate",
+    "stall_body",
+    "empty_etag",
+    "ignore_conditions",
+    "ignore_range",
 ]
 
 # Headers that belong to one hop, or that aiohttp computes again for the next one.
@@ -162,6 +171,9 @@ class FaultProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         if action == "ignore_conditions":
             headers = {k: v for k, v in headers.items() if k.lower() not in _CONDITIONS}
+            action = "forward"
+        elif action == "ignore_range":
+            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
             action = "forward"
         async with self._http.request(
             request.method,

@@ -36,6 +36,10 @@ NOT_RETRIES = {
         "after its start (a crash loop)"
     ),
     ("gateway.client.output", "_tick"): "redraws the terminal's waiting line every interval",
+    ("gateway.server.http.splice", "_flushed"): (
+        "a poll for asyncio's write buffer to empty before a download is spliced, bounded by "
+        "server.send_timeout; nothing is attempted again"
+    ),
 }
 
 

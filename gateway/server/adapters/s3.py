@@ -30,6 +30,7 @@ from gateway.errors import (
 from gateway.retry import RetryPolicy
 from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.outbound import Connections, socket_reads_of
+from gateway.server.adapters.s3_body import S3Body
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
 from gateway.server.adapters.s3_tags import HELD_TAGGING, S3TagCalls, bare_etag
 from gateway.server.domain.storage import Buffer
@@ -355,18 +356,16 @@ class S3Store(S3ResumableCalls, S3TagCalls):
         if etag is not None:
             params["IfMatch"] = etag
         resp = await self._call("GetObject", self._s3.get_object(**params))
-
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                while chunk := await body.raw_stream.content.readany():
-                    yield chunk
-            except S3_FAILURES as exc:
-                self._on_error("GetObject")
-                raise translate(exc, "GetObject") from None
-
+        # Closed on the way out (aiobotocore's body closes its response): a connection whose body
+        # was not read to its end, or handed over (S3Body.detach), never returns to the pool.
         async with resp["Body"] as body:
             with socket_reads_of(body.raw_stream, READ_CHUNK_SIZE):
-                yield chunks()
+                size = end - start + 1
+                yield S3Body(body.raw_stream, size, self._send_limit, self._read_failed)
+
+    def _read_failed(self, exc: Exception) -> Exception:
+        self._on_error("GetObject")
+        return translate(exc, "GetObject")
 
     async def presign_get(
         self, key: str, expires_in: int, content_disposition: str | None = None

@@ -12,6 +12,7 @@ from gateway.config import Config
 from gateway.errors import PayloadTooLarge
 from gateway.ids import new_source_id
 from gateway.server.domain.auth import Authenticator
+from gateway.server.domain.handover import Detachable, SocketRest
 from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.ranges import (
     attachment,
@@ -32,6 +33,7 @@ from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_cont
 from gateway.server.http.archive_headers import archive_headers
 from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object
 from gateway.server.http.expect import send_continue
+from gateway.server.http.splice import client_socket, relay
 from gateway.server.http.streams import ClientStalled, cut_short, send_within, start_stream
 from gateway.server.observability.access import tally_of
 from gateway.server.observability.metrics import Metrics
@@ -60,6 +62,7 @@ class SourceHandlers:
         self._min_rate = config.server.min_upload_rate
         self._send_timeout = config.server.send_timeout
         self._redirect = config.sources.download_mode == "redirect"
+        self._splice = config.sources.download_splice
         self._auth = auth
         self._signer = signer
         self._store = store
@@ -189,6 +192,14 @@ class SourceHandlers:
             await self._stream_object(request, response, key, chunks)
         return response
 
+    def _handover(self, request: web.Request, chunks: AsyncIterator[bytes]) -> SocketRest | None:
+        """The rest of the body as the store's socket, when it can be spliced to the client's."""
+        if not self._splice or not isinstance(chunks, Detachable):
+            return None
+        if client_socket(request) is None:
+            return None
+        return chunks.detach()
+
     async def _stream_object(
         self,
         request: web.Request,
@@ -199,9 +210,16 @@ class SourceHandlers:
         metrics = self._metrics
         metrics.transfers.labels("download").inc()
         try:
-            async for chunk in chunks:
-                await send_within(response, chunk, self._send_timeout)
-                metrics.bytes_downloaded.inc(len(chunk))
+            rest = self._handover(request, chunks)
+            metrics.download_relays.labels("copy" if rest is None else "splice").inc()
+            if rest is not None:
+                await relay(
+                    request, response, rest, self._send_timeout, metrics.bytes_downloaded.inc
+                )
+            else:
+                async for chunk in chunks:
+                    await send_within(response, chunk, self._send_timeout)
+                    metrics.bytes_downloaded.inc(len(chunk))
             await response.write_eof()
         except CLIENT_GONE:
             tally_of(request).outcome = "client_disconnected"

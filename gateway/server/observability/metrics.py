@@ -114,6 +114,12 @@ class Metrics:
         self.s3_errors = Counter(
             "gateway_s3_errors", "Failed object-store calls.", ["operation"], registry=r
         )
+        self.download_relays = Counter(
+            "gateway_download_relays",
+            "Downloads by how their body was relayed (splice, copy).",
+            ["relay"],
+            registry=r,
+        )
         self.send_timeouts = Counter(
             "gateway_send_timeouts",
             "Downloads given up because their client stopped reading (server.send_timeout).",
