@@ -29,8 +29,9 @@ T = TypeVar("T")
 LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
-class S3ResumableCalls:
-    """Conditional create, completion with explicit part numbers, copy and delete."""
+class S3Calls:
+    """What ``S3Store``'s mixins (this module's, ``s3_tags``') call on it: the bucket, the
+    client, and ``_call``, which translates a failed call into the gateway's errors."""
 
     _bucket: str
 
@@ -40,6 +41,10 @@ class S3ResumableCalls:
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         raise NotImplementedError
+
+
+class S3ResumableCalls(S3Calls):
+    """Conditional create, completion with explicit part numbers, copy and delete."""
 
     async def _known_etag(self, key: str, etag: str) -> str:
         raise NotImplementedError

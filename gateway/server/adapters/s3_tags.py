@@ -11,17 +11,16 @@ s3:GetObjectTagging.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from gateway.errors import ObjectNotFound
+from gateway.server.adapters.s3_resumable import S3Calls
 from gateway.server.domain.storage import ObjectInfo
 
 if TYPE_CHECKING:
-    from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.type_defs import TagTypeDef
 
-T = TypeVar("T")
 
 SHA256_TAG = "sha256"
 # The ETag (without quotes: S3 tag values may not hold them) of the version the sha256 is of.
@@ -35,17 +34,8 @@ def bare_etag(etag: str) -> str:
     return etag.strip('"')
 
 
-class S3TagCalls:
+class S3TagCalls(S3Calls):
     """``set_sha256`` and ``stat``, which read and write the tags."""
-
-    _bucket: str
-
-    @property
-    def _s3(self) -> S3Client:
-        raise NotImplementedError
-
-    async def _call(self, operation: str, call: Awaitable[T]) -> T:
-        raise NotImplementedError
 
     async def set_sha256(
         self, key: str, sha256: str, etag: str, extra: Mapping[str, str] | None = None
