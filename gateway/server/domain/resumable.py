@@ -6,7 +6,8 @@ its next compare-and-swap and acknowledges nothing), ``append`` bytes at its off
 
 An append (``resumable_append.Append``) fills part-sized buffers (counted against
 ``sources.max_buffer_bytes``, as chunked uploads are) and uploads each full one as a part of the
-staging object's multipart upload, committing it in the state; the bytes short of a part at the
+upload's multipart upload (streamed as its bytes arrive when the request fills it), committing it
+in the state; the bytes short of a part at the
 end of a request become a new, immutable tail object (written with ``If-None-Match``), committed
 before the previous tail is removed; the next append starts by reading it back. Part numbers
 spread by generation (see ``part_number``), so a stale writer's late part never lands on a number

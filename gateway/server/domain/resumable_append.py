@@ -1,10 +1,13 @@
-"""One request's bytes going into one resumable upload (``UploadSessions.append``): part-sized
-buffers uploaded as parts of the staging object's multipart upload and committed in the state,
-the bytes short of a part at the end saved as a new immutable tail, the last part and completion.
+"""One request's bytes going into one resumable upload (``UploadSessions.append``): parts of the
+upload's multipart upload (at the source's key or its staging object: ``Finisher.parts_key``)
+committed in the state, the bytes short of a part at the end saved as a new immutable tail, the
+last part and completion.
 
-With two part buffers (the budget allowing), one part uploads while the next fills, as the plain
-multipart upload does; parts are still sent and committed in order, and a part that fails in the
-background keeps every byte after it out of the state.
+A part the request will fill (its ``Content-Length`` says so) streams to the store as its bytes
+arrive (``resumable_stream``), the pieces kept as received; other parts are copied into a part
+buffer and sent when it is full. With two part buffers (the budget allowing), one part uploads
+while the next fills, as the plain multipart upload does; parts are still sent and committed in
+order, and a part that fails in the background keeps every byte after it out of the state.
 """
 
 from __future__ import annotations
