@@ -32,7 +32,7 @@ from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.outbound import Connections, socket_reads_of
 from gateway.server.adapters.s3_body import S3Body
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
-from gateway.server.adapters.s3_tags import HELD_TAGGING, S3TagCalls, bare_etag
+from gateway.server.adapters.s3_tags import HELD_TAGGING, S3TagCalls, bare_etag, described
 from gateway.server.domain.storage import Buffer, ObjectInfo
 
 if TYPE_CHECKING:
@@ -340,19 +340,22 @@ class S3Store(S3ResumableCalls, S3TagCalls):
 
     @contextlib.asynccontextmanager
     async def open(self, key: str) -> AsyncIterator[tuple[ObjectInfo, AsyncIterator[bytes]]]:
-        # GetObject alongside stat's HeadObject and GetObjectTagging, not after them: the version
-        # is checked by comparing ETags instead of with If-Match (see DescribedReads).
-        described = asyncio.ensure_future(self.stat(key))
+        # GetObject's answer describes the object as HeadObject's does (stat without it): the
+        # tags are judged against the version whose bytes come, and the first byte comes a round
+        # trip sooner.
+        tagging = asyncio.ensure_future(
+            self._call(
+                "GetObjectTagging", self._s3.get_object_tagging(Bucket=self._bucket, Key=key)
+            )
+        )
         try:
             resp = await self._call("GetObject", self._s3.get_object(Bucket=self._bucket, Key=key))
         except BaseException:
-            described.cancel()
-            await asyncio.gather(described, return_exceptions=True)
+            tagging.cancel()
+            await asyncio.gather(tagging, return_exceptions=True)
             raise
         async with resp["Body"] as body:
-            info = await described
-            if str(resp["ETag"]) != info.etag or int(resp["ContentLength"]) != info.size:
-                raise ObjectChanged()
+            info = described(resp, await tagging, held=False)
             with socket_reads_of(body.raw_stream, READ_CHUNK_SIZE):
                 yield info, S3Body(body.raw_stream, info.size, self._send_limit, self._read_failed)
 

@@ -15,6 +15,6 @@ class DescribedReads(Protocol):
     def open(
         self, key: str
     ) -> contextlib.AbstractAsyncContextManager[tuple[ObjectInfo, AsyncIterator[bytes]]]:
-        """``stat(key)`` and the whole object as a stream of chunks, the bytes of the version
-        described (``ObjectChanged`` if it was replaced between the two). Raises as ``stat`` and
-        ``read`` do, before anything is streamed."""
+        """The whole object as a stream of chunks and its description (as ``stat`` gives it, of
+        the version whose bytes come). Raises as ``stat`` and ``read`` do, before anything is
+        streamed."""
