@@ -3,8 +3,11 @@
 Per run, one after the other on one moto server: a plain ``PUT`` with a ``Content-Length`` (one
 streamed S3 PUT), tus in one ``PATCH`` (creation, then the whole body: checked while it streams),
 tus in 8 MiB ``PATCH``es on one instance, and the same 8 MiB ``PATCH``es alternating between two
-instances (so completion reads the staging object back once to check it). Throughput is the
-client's wall clock; CPU is the gateways' own (both, for the two-instance case), per GiB.
+instances (so completion reads the object back once to check it). Throughput is the client's wall
+clock; CPU is the gateways' own (both, for the two-instance case), per GiB. The same on the sink
+(``s3sink.py``: an S3 that keeps no bytes), where the store costs nearly nothing and the gateway's
+own cost shows; and moto's own time to complete a multipart upload of the same size, called
+directly (what every multipart upload, and so every resumable one, pays on moto).
 
 Then the peers (``tus_peers``): the gateway, tusd v2.9.1 (S3 store) and @tus/server 2.x
 (@tus/s3-store), each on the same moto, all sent to by tus-js-client 4.3.1 in one PATCH and in
@@ -23,6 +26,7 @@ from typing import Any
 import aiohttp
 import tus_peers
 from harness import (
+    CREDENTIALS,
     QUICK,
     RUNS,
     TOKEN,
@@ -174,36 +178,82 @@ def print_peers(results: Any, skipped: dict[str, str]) -> None:
     print()
 
 
-async def main() -> None:
-    results: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    with s3_server("moto") as s3, contextlib.ExitStack() as stack:
+def moto_completion(endpoint: str) -> float:
+    """Seconds moto takes to complete a multipart upload of ``SIZE`` bytes in 8 MiB parts (the
+    parts uploaded first, untimed), called directly."""
+    import boto3  # moto's dependency; a synchronous client is simplest here
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **CREDENTIALS)
+    bucket = create_bucket(endpoint)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    part = PATTERN * (PATCH_SIZE // len(PATTERN))
+    parts = [
+        {
+            "PartNumber": n,
+            "ETag": s3.upload_part(
+                Bucket=bucket, Key="k", UploadId=upload, PartNumber=n, Body=part
+            )["ETag"],
+        }
+        for n in range(1, SIZE // PATCH_SIZE + 1)
+    ]
+    started = time.perf_counter()
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="k", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    return time.perf_counter() - started
+
+
+async def measure(kind: str, results: Any, peers: Any) -> dict[str, str]:
+    """The four ways on ``kind`` ("moto" or "sink"); on moto, the peers and moto's completion."""
+    skipped: dict[str, str] = {}
+    with s3_server(kind) as s3, contextlib.ExitStack() as stack:
         bucket = create_bucket(s3.url)
         a = stack.enter_context(gateway(s3.url, bucket))
         b = stack.enter_context(gateway(s3.url, bucket))
         timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             for _ in range(RUNS):
-                await one_run(http, a, b, results)
-            peers: dict[Any, list[tuple[float, float, float]]] = defaultdict(list)
-            skipped = await peer_runs(http, s3, peers)
+                await one_run(http, a, b, results[kind])
+            if kind == "moto":
+                skipped = await peer_runs(http, s3, peers)
+        if kind == "moto":
+            results["completion"] = [moto_completion(s3.url) for _ in range(RUNS)]
+    return skipped
+
+
+async def main() -> None:
+    results: dict[str, Any] = {"moto": defaultdict(list), "sink": defaultdict(list)}
+    peers: dict[Any, list[tuple[float, float, float]]] = defaultdict(list)
+    skipped = await measure("moto", results, peers)
+    await measure("sink", results, peers)
     print(
         header(
             "Resumable uploads (tus) beside the plain PUT",
-            f"{SIZE // MiB} MiB through the gateway into moto, per way of sending it "
-            "(bench/bench_resumable.py). Throughput is the client's; CPU the gateways' own.",
+            f"{SIZE // MiB} MiB through the gateway into moto, and into the sink, per way of "
+            "sending it (bench/bench_resumable.py). Throughput is the client's; CPU the "
+            "gateways' own.",
         )
     )
-    print("| how | MiB/s | vs plain PUT | gateway CPU s per GiB |")
-    print("|---|---|---|---|")
-    base = sorted(r[0] for r in results[KINDS[0]])[len(results[KINDS[0]]) // 2]
-    for kind in KINDS:
-        speeds = [r[0] for r in results[kind]]
-        cpus = [r[1] for r in results[kind]]
-        median = sorted(speeds)[len(speeds) // 2]
-        print(
-            f"| {kind} | {spread(speeds)} | {median / base:.2f}x | "
-            f"{spread(cpus, lambda v: f'{v:.2f}')} |"
-        )
+    print("| S3 | how | MiB/s | vs plain PUT | gateway CPU s per GiB |")
+    print("|---|---|---|---|---|")
+    for store in ("moto", "sink"):
+        rows = results[store]
+        base = sorted(r[0] for r in rows[KINDS[0]])[len(rows[KINDS[0]]) // 2]
+        for kind in KINDS:
+            speeds = [r[0] for r in rows[kind]]
+            cpus = [r[1] for r in rows[kind]]
+            median = sorted(speeds)[len(speeds) // 2]
+            print(
+                f"| {store} | {kind} | {spread(speeds)} | {median / base:.2f}x | "
+                f"{spread(cpus, lambda v: f'{v:.2f}')} |"
+            )
+    print()
+    completion = spread(results["completion"], lambda v: f"{v:.2f} s")
+    print(
+        f"moto's CompleteMultipartUpload of {SIZE // MiB} MiB in 8 MiB parts, called directly "
+        f"(parts uploaded before, untimed): {completion}. Every resumable upload (and every "
+        "tus server's) pays it on moto after its last byte; the plain PUT does not."
+    )
     print()
     print_peers(peers, skipped)
 

@@ -3,8 +3,11 @@
 It speaks just enough of S3's REST API (path-style) for the gateway and aiobotocore:
 PutObject (plain or presigned), the multipart calls, object tagging, HeadObject, HeadBucket and
 GetObject with a Range. Uploaded bytes are read and thrown away; only each object's size (and its
-tags) are kept. GET serves that many bytes generated from a fixed random block, so a download costs
-the sink almost nothing. Signatures are not checked.
+tags) are kept, except for small objects (resumable uploads' states and slots), kept whole. GET
+serves those as they are and the others as that many bytes generated from a fixed random block, so
+a download costs the sink almost nothing. Conditional writes (``If-None-Match: *``, ``If-Match``
+on PutObject, CompleteMultipartUpload and DeleteObject) are honoured, as resumable uploads need;
+every write gets a new ETag. Signatures are not checked.
 
     python bench/s3sink.py --port 9000
 """
@@ -15,6 +18,7 @@ import argparse
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -22,15 +26,49 @@ from aiohttp import web
 BLOCK = os.urandom(1024 * 1024)
 # How much request body the sink asks the socket for at once.
 READ_SIZE = 1024 * 1024
+# Objects up to this size are kept whole (JSON states); larger ones only by size.
+KEEP_SIZE = 64 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
 @dataclass
 class Sink:
     objects: dict[str, int] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # the TagSet's XML
     uploads: dict[str, dict[int, int]] = field(default_factory=dict)
+    upload_tags: dict[str, str] = field(default_factory=dict)
     received: int = 0
+    small: dict[str, bytes] = field(default_factory=dict)
+    etags: dict[str, str] = field(default_factory=dict)
+    writes: int = 0
+
+    def store(self, key: str, size: int, body: bytes | None = None, tags: str = "") -> str:
+        self.writes += 1
+        self.objects[key] = size
+        self.etags[key] = f'"{uuid.uuid5(uuid.NAMESPACE_URL, f"{key}:{self.writes}").hex}"'
+        self.tags[key] = tags
+        if body is not None:
+            self.small[key] = body
+        else:
+            self.small.pop(key, None)
+        return self.etags[key]
+
+    def refused(self, key: str, headers: Mapping[str, str]) -> bool:
+        """Whether a conditional write's condition fails."""
+        if headers.get("If-None-Match") == "*" and key in self.objects:
+            return True
+        wanted = headers.get("If-Match")
+        return wanted is not None and self.etags.get(key, "").strip('"') != wanted.strip('"')
+
+
+def _tag_xml(header: str) -> str:
+    """``k=v&k2=v2`` (x-amz-tagging) as TagSet XML."""
+    pairs = [p.split("=", 1) for p in header.split("&") if "=" in p]
+    return "".join(f"<Tag><Key>{k}</Key><Value>{v}</Value></Tag>" for k, v in pairs)
+
+
+def _precondition_failed() -> web.Response:
+    return _xml("<Error><Code>PreconditionFailed</Code><Message>no</Message></Error>", 412)
 
 
 SINK = web.AppKey("sink", Sink)
@@ -45,10 +83,12 @@ def _etag(key: str, size: int) -> str:
     return f'"{uuid.uuid5(uuid.NAMESPACE_URL, f"{key}:{size}").hex}"'
 
 
-async def _drain(request: web.Request) -> int:
+async def _drain(request: web.Request, keep: list[bytes] | None = None) -> int:
     size = 0
     while chunk := await request.content.read(READ_SIZE):
         size += len(chunk)
+        if keep is not None and size <= KEEP_SIZE:
+            keep.append(chunk)
     request.app[SINK].received += size
     return size
 
@@ -68,18 +108,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
         await _drain(request)
         return web.Response(status=200)
     if method == "PUT" and "tagging" in query:
-        body = await request.text()
-        found = re.search(r"<Value>([^<]*)</Value>", body)
+        found = re.search(r"<TagSet>(.*)</TagSet>", await request.text(), re.S)
         sink.tags[key] = found.group(1) if found else ""
         return web.Response(status=200)
     if method == "GET" and "tagging" in query:
-        tags = ""
-        if key in sink.tags:
-            tags = f"<Tag><Key>sha256</Key><Value>{sink.tags[key]}</Value></Tag>"
-        return _xml(f"<Tagging><TagSet>{tags}</TagSet></Tagging>")
+        return _xml(f"<Tagging><TagSet>{sink.tags.get(key, '')}</TagSet></Tagging>")
     if method == "POST" and "uploads" in query:
         upload_id = uuid.uuid4().hex
         sink.uploads[upload_id] = {}
+        sink.upload_tags[upload_id] = _tag_xml(request.headers.get("x-amz-tagging", ""))
         return _xml(
             "<InitiateMultipartUploadResult>"
             f"<Bucket>{bucket}</Bucket><Key>{key}</Key><UploadId>{upload_id}</UploadId>"
@@ -94,11 +131,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return web.Response(status=200, headers={"ETag": _etag(key, size)})
     if method == "POST" and "uploadId" in query:
         await _drain(request)
+        if sink.refused(key, request.headers):
+            return _precondition_failed()
         done = sink.uploads.pop(query["uploadId"], None)
         if done is None:
             return _xml("<Error><Code>NoSuchUpload</Code></Error>", 404)
-        sink.objects[key] = sum(done.values())
-        etag = _etag(key, sink.objects[key])
+        tags = sink.upload_tags.pop(query["uploadId"], "")
+        etag = sink.store(key, sum(done.values()), tags=tags)
         return _xml(
             "<CompleteMultipartUploadResult>"
             f"<Bucket>{bucket}</Bucket><Key>{key}</Key><ETag>{etag}</ETag>"
@@ -108,11 +147,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
         sink.uploads.pop(query["uploadId"], None)
         return web.Response(status=204)
     if method == "PUT":
-        size = await _drain(request)
-        sink.objects[key] = size
-        return web.Response(status=200, headers={"ETag": _etag(key, size)})
+        kept: list[bytes] = []
+        size = await _drain(request, kept)
+        if sink.refused(key, request.headers):
+            return _precondition_failed()
+        body = b"".join(kept) if size <= KEEP_SIZE else None
+        etag = sink.store(key, size, body, _tag_xml(request.headers.get("x-amz-tagging", "")))
+        return web.Response(status=200, headers={"ETag": etag})
     if method == "DELETE":
+        if "If-Match" in request.headers and sink.refused(key, request.headers):
+            return _precondition_failed()
         sink.objects.pop(key, None)
+        sink.small.pop(key, None)
         return web.Response(status=204)
     if method in ("GET", "HEAD"):
         return await _serve(request, key)
@@ -120,7 +166,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _serve(request: web.Request, key: str) -> web.StreamResponse:
-    size = request.app[SINK].objects.get(key)
+    sink = request.app[SINK]
+    size = sink.objects.get(key)
     if size is None:
         return _no_such_key() if request.method == "GET" else web.Response(status=404)
     start, end, status = 0, size - 1, 200
@@ -133,7 +180,7 @@ async def _serve(request: web.Request, key: str) -> web.StreamResponse:
             start = max(0, size - int(last))
         status = 206
     headers = {
-        "ETag": _etag(key, size),
+        "ETag": sink.etags.get(key, _etag(key, size)),
         "Last-Modified": "Mon, 02 Nov 2026 00:00:00 GMT",
         "Content-Type": "application/gzip",
         "Accept-Ranges": "bytes",
@@ -143,7 +190,9 @@ async def _serve(request: web.Request, key: str) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = max(0, end - start + 1)
     await response.prepare(request)
-    if request.method == "GET":
+    if request.method == "GET" and key in sink.small:
+        await response.write(sink.small[key][start : end + 1])
+    elif request.method == "GET":
         left = end - start + 1
         while left > 0:
             piece = BLOCK if left >= len(BLOCK) else BLOCK[:left]

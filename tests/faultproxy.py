@@ -15,7 +15,8 @@ them get the fault instead of (or in the middle of) moto's answer:
   that does not honour conditional writes);
 - ``ignore_range``: the request forwarded without ``Range`` (a store that answers the whole object).
 
-``requests`` records ``(method, path?query, what happened)`` for every request, for assertions.
+``requests`` records ``(method, path?query, what happened)`` for every request, for assertions,
+once its body is read; ``started`` records ``(method, path?query)`` as soon as a request arrives.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class FaultProxy:
         self.stall_seconds = stall_seconds
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, str]] = []
+        self.started: list[tuple[str, str]] = []
         self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
@@ -146,6 +148,7 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         target = request.path_qs
+        self.started.append((request.method, target))
         body = await request.read()
         fault = next((f for f in self.faults if f.fire(request)), None)
         action = fault.action if fault is not None else "forward"

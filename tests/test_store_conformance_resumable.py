@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -192,3 +193,37 @@ async def test_delete_of_one_version(any_store: StoreUnderTest) -> None:
     with pytest.raises(ObjectNotFound):
         await store.stat(key)
     await store.delete(key, etag=old)  # gone already: not an error
+
+
+# --- stream_part: uploads a part from exactly ``length`` bytes of a body sent as they come; a
+# body that raises stores no part ----------------------------------------------------------
+
+
+async def pieces(data: bytes, fail: bool = False) -> AsyncIterator[memoryview]:
+    view = memoryview(data)
+    for start in range(0, len(data), 10_000):
+        yield view[start : start + 10_000]
+    if fail:
+        raise ConnectionResetError("the client went away")
+
+
+async def test_streamed_part_completes_like_an_uploaded_one(any_store: StoreUnderTest) -> None:
+    store, key = any_store.store, new_key()
+    first, last = os.urandom(SMALL_PART), b"end"
+    upload_id = await store.create_multipart(key, GZIP)
+    one = await store.stream_part(key, upload_id, 1, pieces(first), len(first))
+    two = await store.upload_part(key, upload_id, 2, last)
+    await store.complete_parts(key, upload_id, [(1, one), (2, two)])
+    assert await read_all(store, key) == first + last
+
+
+async def test_a_stream_that_fails_stores_no_part(any_store: StoreUnderTest) -> None:
+    store, key = any_store.store, new_key()
+    data = os.urandom(SMALL_PART)
+    upload_id = await store.create_multipart(key, GZIP)
+    with pytest.raises(ConnectionResetError):
+        await store.stream_part(key, upload_id, 1, pieces(data[:-5000], fail=True), len(data))
+    last = await store.upload_part(key, upload_id, 2, b"end")
+    with pytest.raises(StorageFailed):  # part 1 is not there to complete
+        await store.complete_parts(key, upload_id, [(1, '"0"'), (2, last)])
+    await store.abort_multipart(key, upload_id)

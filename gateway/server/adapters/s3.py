@@ -178,9 +178,36 @@ class S3Store(S3ResumableCalls, S3TagCalls):
             Params={"Bucket": self._bucket, "Key": key, "ContentType": content_type},
             ExpiresIn=3600,
         )
+        headers = {"Content-Type": content_type, "Content-Length": str(length)}
+        etag = await self._stream("PutObject", url, body, headers)
+        return await self._known_etag(key, etag)
+
+    async def stream_part(
+        self, key: str, upload_id: str, number: int, body: AsyncIterable[Buffer], length: int
+    ) -> str:
+        url = await self._s3.generate_presigned_url(
+            "upload_part",
+            Params={
+                "Bucket": self._bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": number,
+            },
+            ExpiresIn=3600,
+        )
+        return await self._stream("UploadPart", url, body, {"Content-Length": str(length)})
+
+    async def _stream(
+        self,
+        operation: str,
+        url: str,
+        body: AsyncIterable[Buffer],
+        headers: dict[str, str],
+    ) -> str:
+        """PUT ``body`` to ``url`` as it comes (once: it cannot be sent again); the ETag."""
         failure: list[BaseException] = []
 
-        async def guarded() -> AsyncIterator[bytes]:
+        async def guarded() -> AsyncIterator[Buffer]:
             # aiohttp wraps whatever the body raises in ClientConnectionError; keep the original.
             try:
                 async for chunk in body:
@@ -189,7 +216,6 @@ class S3Store(S3ResumableCalls, S3TagCalls):
                 failure.append(exc)
                 raise
 
-        headers = {"Content-Type": content_type, "Content-Length": str(length)}
         watch = _SendWatch(self._send_limit)
 
         async def send() -> str:
@@ -198,23 +224,22 @@ class S3Store(S3ResumableCalls, S3TagCalls):
             ) as resp:
                 text = await resp.text()
                 if resp.status != 200:
-                    self._on_error("PutObject")
-                    log.warning("storage PutObject failed: HTTP %s %s", resp.status, text[:200])
+                    self._on_error(operation)
+                    log.warning("storage %s failed: HTTP %s %s", operation, resp.status, text[:200])
                     if resp.status in (500, 503):
                         raise StorageUnavailable("storage is unavailable, try again later")
                     raise StorageFailed("storage error")
                 return resp.headers.get("ETag", "")
 
         try:
-            etag = await watch.run(send())
+            return await watch.run(send())
         except StorageUnavailable:
-            self._on_error("PutObject")
+            self._on_error(operation)
             raise
         except (aiohttp.ClientError, TimeoutError) as exc:
             if failure:
                 raise failure[0] from None
-            raise translate(exc, "PutObject") from None
-        return await self._known_etag(key, etag)
+            raise translate(exc, operation) from None
 
     async def put_bytes(self, key: str, data: Buffer, content_type: str) -> str:
         # Sent like a part (below): no copy of the body for botocore, the same retries.

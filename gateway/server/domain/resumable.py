@@ -182,7 +182,13 @@ class UploadSessions:
             writing = Writing(
                 self._store, self._states, self._finisher, self.max_size, self.carried
             )
-            writer = Append(writing, claim, check, pipelined=held >= 2 * state.part_size)
+            writer = Append(
+                writing,
+                claim,
+                check,
+                pipelined=held >= 2 * state.part_size,
+                body_length=body_length,
+            )
             await writer.run(body, complete, authorize)
         finally:
             self._budget.release(held)

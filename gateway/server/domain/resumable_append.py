@@ -24,6 +24,7 @@ from gateway.errors import (
     UploadSuperseded,
 )
 from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher
+from gateway.server.domain.resumable_stream import PartStream
 from gateway.server.domain.resumable_verify import Carried, Verifier
 from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadStates
@@ -69,7 +70,12 @@ class Append:
     """One request's bytes going into one upload (``UploadSessions.append``)."""
 
     def __init__(
-        self, sessions: Writing, claim: Claim, check: ChunkCheck | None, pipelined: bool
+        self,
+        sessions: Writing,
+        claim: Claim,
+        check: ChunkCheck | None,
+        pipelined: bool,
+        body_length: int | None = None,
     ) -> None:
         self.s = sessions
         self.claim = claim
@@ -86,6 +92,9 @@ class Append:
         self.sending: asyncio.Task[None] | None = None  # the part in flight, with its commit
         self.spare: bytearray | None = None  # the buffer that part came from, once sent
         self.lost = False  # a part sent in the background failed
+        self.body_length = body_length  # the request's Content-Length, when it has one
+        self.stream: PartStream | None = None  # the part the buffer fills, going out already
+        self.next_index = len(claim.state.parts)  # the index of the next part started
 
     async def run(self, body: AsyncIterable[bytes], complete: bool | None, auth: Authorize) -> None:
         state = self.state
@@ -130,6 +139,7 @@ class Append:
     async def _consume(self, body: AsyncIterable[bytes], verifier: Verifier | None) -> None:
         state, size = self.state, self.state.part_size
         limit = state.length if state.length is not None else self.s.max_size
+        await self._stream_if_filled()
         async for chunk in _pieces(body):
             if self.start + self.received + len(chunk) > limit:
                 if state.length is not None:
@@ -143,11 +153,46 @@ class Append:
             while view:
                 taken = min(len(view), size - self.filled)
                 self.buffer[self.filled : self.filled + taken] = view[:taken]
+                if self.stream is not None:
+                    # The piece just received goes out, still in the CPU's caches: what the
+                    # buffer holds is read again only if the part must be sent again.
+                    await self.stream.add(view[:taken])
                 self.filled += taken
                 self.received += taken
                 view = view[taken:]
                 if self.filled == size:
                     await self._send_part(self.buffer)
+                    await self._stream_if_filled()
+
+    async def _stream_if_filled(self) -> None:
+        """Start sending the part the buffer fills, if this request will fill it."""
+        state = self.state
+        if self.stream is not None or self.body_length is None:
+            return
+        if self.filled + self.body_length - self.received < state.part_size:
+            return
+        await self._ensure_multipart()
+        assert state.multipart is not None
+        key = self.s.finisher.parts_key(state)
+        number = self._next_number()
+        self.stream = PartStream(self.s.store, key, state.multipart, number, state.part_size)
+        if self.filled:
+            await self.stream.add(memoryview(self.buffer)[: self.filled])  # the tail read back
+
+    def _next_number(self) -> int:
+        state = self.state
+        index, self.next_index = self.next_index, self.next_index + 1
+        return part_number(index, state.generation, self.s.max_size, state.part_size)
+
+    async def _ensure_multipart(self) -> None:
+        state = self.state
+        if state.multipart is None:
+            # Checked as they stream, the parts may complete where they belong (no copy).
+            state.direct = self.verifier is not None and await self.s.finisher.direct(state)
+            state.multipart = await self.s.store.create_multipart(
+                self.s.finisher.parts_key(state), state.content_type, held=state.direct
+            )
+            self.claim.etag = await self.s.states.commit(state, self.claim.etag)
 
     async def _load_tail(self) -> None:
         state = self.state
@@ -164,33 +209,39 @@ class Append:
         """Upload ``data`` as the next part, then commit it (unless a check judges the request
         first). Pipelined, a full buffer goes in the background while the next one fills; parts
         are still sent and committed in order (the previous one is done before)."""
-        state, store = self.state, self.s.store
+        state = self.state
         await self._drain()
-        if state.multipart is None:
-            # Checked as they stream, the parts may complete where they belong (no copy).
-            state.direct = self.verifier is not None and await self.s.finisher.direct(state)
-            state.multipart = await store.create_multipart(
-                self.s.finisher.parts_key(state), state.content_type, held=state.direct
-            )
-            self.claim.etag = await self.s.states.commit(state, self.claim.etag)
-        index = len(state.parts) + len(self.pending)
-        number = part_number(index, state.generation, self.s.max_size, state.part_size)
+        stream, self.stream = self.stream, None
+        if stream is None:
+            await self._ensure_multipart()
+            number = self._next_number()
+        else:
+            number = stream.number
         if self.pipelined and data is self.buffer:
             # The part's bytes move to the task: this buffer is no longer the append's.
             self.buffer, self.spare = self.spare or bytearray(state.part_size), None
             self.filled = 0
-            self.sending = asyncio.ensure_future(self._upload(number, data, in_line=False))
+            self.sending = asyncio.ensure_future(
+                self._upload(number, data, in_line=False, stream=stream)
+            )
         else:
-            await self._upload(number, data, in_line=True)
+            await self._upload(number, data, in_line=True, stream=stream)
 
     async def _upload(
-        self, number: int, data: bytes | bytearray | memoryview, *, in_line: bool
+        self,
+        number: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        in_line: bool,
+        stream: PartStream | None = None,
     ) -> None:
         state = self.state
         assert state.multipart is not None
         try:
-            key = self.s.finisher.parts_key(state)
-            etag = await self.s.store.upload_part(key, state.multipart, number, data)
+            etag = await stream.etag() if stream is not None else None
+            if etag is None:
+                key = self.s.finisher.parts_key(state)
+                etag = await self.s.store.upload_part(key, state.multipart, number, data)
         except BaseException:
             # The bytes filling the other buffer come after these: none of them may be kept.
             self.lost = not in_line
@@ -211,7 +262,9 @@ class Append:
             await asyncio.shield(sending)
 
     async def _settle(self) -> None:
-        """Let the part in flight end, raising nothing (the append is failing already)."""
+        """Let the part in flight end, raising nothing (the append is failing already); give
+        up the part still filling."""
+        await self._stop_stream()
         sending, self.sending = self.sending, None
         if sending is not None:
             await asyncio.wait([sending])
@@ -232,11 +285,24 @@ class Append:
         if old_tail is not None and old_tail != tail:
             await _remove(self.s.store, old_tail)
 
+    async def _stop_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            await stream.cancel()
+
     async def _save_tail(self) -> None:
+        await self._stop_stream()  # its bytes, short of a part, become the tail
         await self._drain()
         if self.lost:
             await self._still_ours()
             return  # the part's own failure is what the request answers
+        if (
+            not self.filled
+            and not self.pending
+            and self.state.tail is None
+            and self.committed == self.start + self.received
+        ):
+            return  # it ended on a part boundary: all it sent is committed already
         tail = None
         if self.filled:
             name = f"tail-{self.state.generation}-{self.start + self.received}"
@@ -261,6 +327,7 @@ class Append:
             raise UploadSuperseded()
 
     async def _last_part(self) -> None:
+        await self._stop_stream()  # (never one: a stream starts only for a part filled whole)
         await self._drain()
         state = self.state
         if not state.parts and not self.pending and state.multipart is None:

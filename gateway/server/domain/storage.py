@@ -56,6 +56,12 @@ class ObjectStore(Protocol):
     async def upload_part(self, key: str, upload_id: str, number: int, data: Buffer) -> str:
         """Upload part ``number`` (from 1); return its ETag. ``data`` as in ``put_bytes``."""
 
+    async def stream_part(
+        self, key: str, upload_id: str, number: int, body: AsyncIterable[Buffer], length: int
+    ) -> str:
+        """Upload part ``number`` from exactly ``length`` bytes of ``body``, sent as they come;
+        return its ETag. If ``body`` raises, no part is stored and the exception propagates."""
+
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
         """Make the parts (in order) one visible object; return its ETag."""
 
