@@ -44,6 +44,32 @@ async def downloaded(http: aiohttp.ClientSession, source: dict[str, Any]) -> aio
         return resp
 
 
+async def served(
+    s3: Any, gateway: Gateway, http: aiohttp.ClientSession, source: dict[str, Any], data: bytes
+) -> aiohttp.ClientResponse:
+    """Assert that the source's object is ``data``, served with its sha256; the answer."""
+    assert stored(s3, gateway, source) == data
+    resp = await downloaded(http, source)
+    assert resp.status == 200
+    assert resp.headers["X-Checksum-Sha256"] == hashlib.sha256(data).hexdigest()
+    return resp
+
+
+async def earlier_archive_and_upload(
+    gateway: Gateway, http: aiohttp.ClientSession, data: bytes
+) -> tuple[dict[str, Any], bytes, str]:
+    """A source with an archive uploaded already, and a tus upload of ``data`` created on it:
+    the source, the earlier archive, the upload's URL."""
+    earlier = tgz(app())
+    source = await gateway.create_source(http)
+    async with http.put(source["upload_url"], data=earlier) as resp:
+        assert resp.status == 200
+    headers = {**TUS, "Upload-Length": str(len(data))}
+    async with http.post(source["upload_url"], headers=headers) as resp:
+        assert resp.status == 201
+        return source, earlier, resp.headers["Location"]
+
+
 async def test_pieces_on_one_instance_are_checked_as_they_stream(
     start_gateway: StartGateway, http: aiohttp.ClientSession, s3: Any
 ) -> None:
@@ -54,9 +80,7 @@ async def test_pieces_on_one_instance_are_checked_as_they_stream(
     for start, end in itertools.pairwise(cuts):
         assert (await patch(http, url, start, data[start:end])).status == 204
     assert await read_back(gateway, http) == 0  # the check went on from request to request
-    assert stored(s3, gateway, source) == data
-    resp = await downloaded(http, source)
-    assert resp.headers["X-Checksum-Sha256"] == hashlib.sha256(data).hexdigest()
+    resp = await served(s3, gateway, http, source, data)
     assert resp.headers["X-Archive-Root"] == "app-1.2/"
     assert int(resp.headers["X-Archive-Entries"]) == len(app()) + 1
 
@@ -72,9 +96,7 @@ async def test_pieces_through_another_instance_are_read_back_once(
     assert (await patch(http, on(b, url), half, data[half:])).status == 204
     assert await read_back(a, http) == 0
     assert await read_back(b, http) == len(data)  # B never saw the first half stream
-    assert stored(s3, a, source) == data
-    resp = await downloaded(http, source)
-    assert resp.headers["X-Checksum-Sha256"] == hashlib.sha256(data).hexdigest()
+    resp = await served(s3, a, http, source, data)
     assert resp.headers["X-Archive-Root"] == "app-1.2/"
 
 
@@ -92,9 +114,7 @@ async def test_a_check_left_behind_by_bytes_sent_elsewhere_is_not_used(
     assert await offset(http, url) == second
     assert (await patch(http, url, second, data[second:])).status == 204
     assert await read_back(a, http) == len(data)
-    assert stored(s3, a, source) == data
-    resp = await downloaded(http, source)
-    assert resp.headers["X-Checksum-Sha256"] == hashlib.sha256(data).hexdigest()
+    await served(s3, a, http, source, data)
 
 
 async def test_a_refused_checksum_leaves_no_carried_check(
@@ -121,23 +141,15 @@ async def test_a_refused_checksum_leaves_no_carried_check(
     assert await offset(http, url) == half
     assert (await patch(http, url, half, data[half:])).status == 204
     assert await read_back(gateway, http) == len(data)
-    assert stored(s3, gateway, source) == data
-    resp = await downloaded(http, source)
-    assert resp.headers["X-Checksum-Sha256"] == hashlib.sha256(data).hexdigest()
+    resp = await served(s3, gateway, http, source, data)
 
 
 async def test_a_refusal_found_by_a_carried_check_fails_the_upload(
     start_gateway: StartGateway, http: aiohttp.ClientSession, s3: Any
 ) -> None:
     gateway = await start_gateway(ENFORCE)
-    earlier = tgz(app())
-    source = await gateway.create_source(http)
-    async with http.put(source["upload_url"], data=earlier) as resp:
-        assert resp.status == 200
     data = tgz([file("../escape", b"x" * 100), file("pad", os.urandom(SMALL_PART * 40))])
-    headers = {**TUS, "Upload-Length": str(len(data))}
-    async with http.post(source["upload_url"], headers=headers) as resp:
-        url = resp.headers["Location"]
+    source, earlier, url = await earlier_archive_and_upload(gateway, http, data)
     cuts = [*range(0, len(data), len(data) // 8), len(data)]
     statuses = []
     for start, end in itertools.pairwise(cuts):
