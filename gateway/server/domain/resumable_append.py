@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +24,7 @@ from gateway.errors import (
     UploadSuperseded,
 )
 from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher
-from gateway.server.domain.resumable_stream import PartStream
+from gateway.server.domain.resumable_stream import Filled, PartStream
 from gateway.server.domain.resumable_verify import Carried, Verifier
 from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadStates
@@ -81,8 +81,13 @@ class Append:
         self.claim = claim
         self.state = claim.state
         self.check = check
-        self.buffer = bytearray(claim.state.part_size)
+        # The part being filled: ``filled`` bytes, the first ``copied`` of them in ``buffer``
+        # (made when first needed), the rest the pieces received while the part streams, kept
+        # as they are (``deferred``): copied only if they are needed whole.
+        self.buffer: bytearray | None = None
         self.filled = 0
+        self.copied = 0
+        self.deferred: list[memoryview] = []
         self.received = 0
         self.start = claim.state.offset
         self.committed = claim.state.offset  # as the state last written by this request says
@@ -152,17 +157,35 @@ class Append:
             view = memoryview(chunk)
             while view:
                 taken = min(len(view), size - self.filled)
-                self.buffer[self.filled : self.filled + taken] = view[:taken]
                 if self.stream is not None:
-                    # The piece just received goes out, still in the CPU's caches: what the
-                    # buffer holds is read again only if the part must be sent again.
+                    # The piece just received goes out, still in the CPU's caches, and is kept
+                    # as it is: copied only if the part must be sent again or become a tail.
+                    self.deferred.append(view[:taken])
                     await self.stream.add(view[:taken])
+                else:
+                    self._room()[self.filled : self.filled + taken] = view[:taken]
+                    self.copied += taken
                 self.filled += taken
                 self.received += taken
                 view = view[taken:]
                 if self.filled == size:
-                    await self._send_part(self.buffer)
+                    await self._send_part(None)
                     await self._stream_if_filled()
+
+    def _room(self) -> bytearray:
+        """The part buffer, made (or taken back from the part sent last) when first needed."""
+        if self.buffer is None:
+            self.buffer, self.spare = self.spare or bytearray(self.state.part_size), None
+        return self.buffer
+
+    def _whole(self) -> memoryview:
+        """The bytes of the part being filled, in the buffer (the kept pieces copied in)."""
+        buffer = self._room()
+        for piece in self.deferred:
+            buffer[self.copied : self.copied + len(piece)] = piece
+            self.copied += len(piece)
+        self.deferred = []
+        return memoryview(buffer)[: self.filled]
 
     async def _stream_if_filled(self) -> None:
         """Start sending the part the buffer fills, if this request will fill it."""
@@ -177,7 +200,7 @@ class Append:
         number = self._next_number()
         self.stream = PartStream(self.s.store, key, state.multipart, number, state.part_size)
         if self.filled:
-            await self.stream.add(memoryview(self.buffer)[: self.filled])  # the tail read back
+            await self.stream.add(self._whole())  # the tail read back
 
     def _next_number(self) -> int:
         state = self.state
@@ -200,15 +223,17 @@ class Append:
             return
         async with self.s.store.read(state.tail, 0, state.tail_size - 1) as chunks:
             async for chunk in chunks:
-                self.buffer[self.filled : self.filled + len(chunk)] = chunk
+                self._room()[self.filled : self.filled + len(chunk)] = chunk
                 self.filled += len(chunk)
+                self.copied = self.filled
         if self.filled != state.tail_size:
             raise UploadNotFound()  # the tail is gone: the upload cannot go on
 
-    async def _send_part(self, data: bytes | bytearray | memoryview) -> None:
-        """Upload ``data`` as the next part, then commit it (unless a check judges the request
-        first). Pipelined, a full buffer goes in the background while the next one fills; parts
-        are still sent and committed in order (the previous one is done before)."""
+    async def _send_part(self, last: memoryview | None) -> None:
+        """Upload the part being filled (full; or ``last``, the short last one), then commit it
+        (unless a check judges the request first). Pipelined, a full part goes in the background
+        while the next one fills; parts are still sent and committed in order (the previous one
+        is done before)."""
         state = self.state
         await self._drain()
         stream, self.stream = self.stream, None
@@ -217,42 +242,45 @@ class Append:
             number = self._next_number()
         else:
             number = stream.number
-        if self.pipelined and data is self.buffer:
-            # The part's bytes move to the task: this buffer is no longer the append's.
-            self.buffer, self.spare = self.spare or bytearray(state.part_size), None
-            self.filled = 0
+        if self.pipelined and last is None:
+            # The part's bytes move to the task: they are no longer the append's.
+            part = Filled(self.buffer, self.copied, self.deferred, state.part_size)
+            self.buffer, self.deferred, self.filled, self.copied = None, [], 0, 0
             self.sending = asyncio.ensure_future(
-                self._upload(number, data, in_line=False, stream=stream)
+                self._upload(number, part.whole, in_line=False, stream=stream, part=part)
             )
         else:
-            await self._upload(number, data, in_line=True, stream=stream)
+            whole = self._whole if last is None else lambda: last
+            await self._upload(number, whole, in_line=True, stream=stream)
 
     async def _upload(
         self,
         number: int,
-        data: bytes | bytearray | memoryview,
+        whole: Callable[[], memoryview],
         *,
         in_line: bool,
         stream: PartStream | None = None,
+        part: Filled | None = None,
     ) -> None:
         state = self.state
         assert state.multipart is not None
         try:
             etag = await stream.etag() if stream is not None else None
-            if etag is None:
+            if etag is None:  # not streamed, or the store failed the stream: sent whole
                 key = self.s.finisher.parts_key(state)
-                etag = await self.s.store.upload_part(key, state.multipart, number, data)
+                etag = await self.s.store.upload_part(key, state.multipart, number, whole())
         except BaseException:
             # The bytes filling the other buffer come after these: none of them may be kept.
             self.lost = not in_line
             raise
         if in_line:
-            self.filled = 0  # the buffer's bytes stayed counted in it until S3 had them
+            # The part's bytes stayed counted in it until S3 had them.
+            self.filled, self.copied, self.deferred = 0, 0, []
         self.pending.append((number, etag))
         if self.check is None:
             await self._commit(None, 0)
-        if self.pipelined and isinstance(data, bytearray):
-            self.spare = data
+        if part is not None and part.buffer is not None:
+            self.spare = part.buffer
 
     async def _drain(self) -> None:
         """Wait until the part in flight is sent and committed; its failure is raised here.
@@ -307,9 +335,7 @@ class Append:
         if self.filled:
             name = f"tail-{self.state.generation}-{self.start + self.received}"
             tail = self.s.states.key(self.state, name)
-            await self.s.store.create_bytes(
-                tail, memoryview(self.buffer)[: self.filled], "application/octet-stream"
-            )
+            await self.s.store.create_bytes(tail, self._whole(), "application/octet-stream")
         try:
             await self._commit(tail, self.filled)
         except UploadSuperseded:
@@ -332,14 +358,14 @@ class Append:
         state = self.state
         if not state.parts and not self.pending and state.multipart is None:
             # Under one part in all: the staging object is one PUT, no multipart upload.
-            data = memoryview(self.buffer)[: self.filled]
+            data = self._whole()
             staging = self.s.finisher.parts_key(state)  # not direct: no multipart upload
             state.assembled = await self.s.store.put_bytes(staging, data, state.content_type)
             self.filled = 0
             await self._commit(None, 0)
             return
         if self.filled or not (state.parts or self.pending):
-            await self._send_part(memoryview(self.buffer)[: self.filled])
+            await self._send_part(self._whole())
         await self._commit(None, 0)
 
 

@@ -67,3 +67,26 @@ class PartStream:
         await asyncio.wait([self._task])
         if not self._task.cancelled():
             self._task.exception()  # retrieved: the request's own failure is what counts
+
+
+class Filled:
+    """A full part handed to its upload: its first ``copied`` bytes in ``buffer`` (if any), the
+    rest the pieces kept as received. ``whole`` puts them together in the buffer: only a part
+    that is sent again (not streamed, or failed while streaming) needs it."""
+
+    def __init__(
+        self, buffer: bytearray | None, copied: int, pieces: list[memoryview], size: int
+    ) -> None:
+        self.buffer = buffer
+        self._copied = copied
+        self._pieces = pieces
+        self._size = size
+
+    def whole(self) -> memoryview:
+        if self.buffer is None:
+            self.buffer = bytearray(self._size)
+        for piece in self._pieces:
+            self.buffer[self._copied : self._copied + len(piece)] = piece
+            self._copied += len(piece)
+        self._pieces = []
+        return memoryview(self.buffer)[: self._size]
