@@ -58,7 +58,11 @@ async def test_internal_error_hides_its_details(
     async def explode(self: S3Store, key: str) -> None:
         raise RuntimeError("secret internal detail /etc/keys")
 
+    def explode_open(self: S3Store, key: str) -> None:
+        raise RuntimeError("secret internal detail /etc/keys")
+
     monkeypatch.setattr(S3Store, "stat", explode)
+    monkeypatch.setattr(S3Store, "open", explode_open)  # a plain GET's lookup (no HeadObject)
     async with http.get(source["download_url"]) as resp:
         assert resp.status == 500
         assert resp.content_type == "application/json"

@@ -69,9 +69,11 @@ async def upload(
             return resp.status, await resp.json(), resp.headers
 
 
-async def refused_download(http: aiohttp.ClientSession, url: str) -> CIMultiDictProxy[str]:
+async def refused_download(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> CIMultiDictProxy[str]:
     """GET ``url``, which must answer a JSON 503 (not hang, not break off); its headers."""
-    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(url) as resp:
+    async with asyncio.timeout(HANG_GUARD_SECONDS), http.get(url, headers=headers) as resp:
         assert resp.status == 503
         assert set(await resp.json()) == {"error"}
         return resp.headers
@@ -226,14 +228,23 @@ async def test_download_broken_mid_body_closes_short(rig: Rig, action: Any) -> N
     assert data.startswith(received)
 
 
+# The lookups before the headers: a ranged download's HeadObject, a plain one's tagging (it asks
+# for the body beside it, no HeadObject: tests/test_download_open.py).
 @pytest.mark.parametrize("action", ["500", "503", "drop", "stall"])
-async def test_download_when_s3_fails_before_headers(rig: Rig, action: Any) -> None:
+@pytest.mark.parametrize(
+    ("method", "query", "headers"),
+    [("HEAD", None, {"Range": "bytes=0-3"}), ("GET", "tagging", {})],
+    ids=["ranged", "plain"],
+)
+async def test_download_when_s3_fails_before_headers(
+    rig: Rig, action: Any, method: str, query: str | None, headers: dict[str, str]
+) -> None:
     proxy, http = rig.proxy, rig.http
     gateway = await rig.gateway(attempts=1)
     source = await gateway.uploaded_source(http, b"archive")
-    proxy.add(Fault(action, method="HEAD", times=1000))
+    proxy.add(Fault(action, method=method, query=query, path=source["id"], times=1000))
 
-    assert "Retry-After" in await refused_download(http, source["download_url"])
+    assert "Retry-After" in await refused_download(http, source["download_url"], headers)
 
 
 async def test_download_retried_when_s3_recovers(rig: Rig) -> None:

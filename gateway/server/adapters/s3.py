@@ -32,8 +32,8 @@ from gateway.server.adapters.aws import error_code
 from gateway.server.adapters.outbound import Connections, socket_reads_of
 from gateway.server.adapters.s3_body import S3Body
 from gateway.server.adapters.s3_resumable import S3ResumableCalls
-from gateway.server.adapters.s3_tags import HELD_TAGGING, S3TagCalls, bare_etag
-from gateway.server.domain.storage import Buffer
+from gateway.server.adapters.s3_tags import HELD_TAGGING, S3TagCalls, bare_etag, described
+from gateway.server.domain.storage import Buffer, ObjectInfo
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -357,6 +357,27 @@ class S3Store(S3ResumableCalls, S3TagCalls):
             with socket_reads_of(body.raw_stream, READ_CHUNK_SIZE):
                 size = end - start + 1
                 yield S3Body(body.raw_stream, size, self._send_limit, self._read_failed)
+
+    @contextlib.asynccontextmanager
+    async def open(self, key: str) -> AsyncIterator[tuple[ObjectInfo, AsyncIterator[bytes]]]:
+        # GetObject's answer describes the object as HeadObject's does (stat without it): the
+        # tags are judged against the version whose bytes come, and the first byte comes a round
+        # trip sooner.
+        tagging = asyncio.ensure_future(
+            self._call(
+                "GetObjectTagging", self._s3.get_object_tagging(Bucket=self._bucket, Key=key)
+            )
+        )
+        try:
+            resp = await self._call("GetObject", self._s3.get_object(Bucket=self._bucket, Key=key))
+        except BaseException:
+            tagging.cancel()
+            await asyncio.gather(tagging, return_exceptions=True)
+            raise
+        async with resp["Body"] as body:
+            info = described(resp, await tagging, held=False)
+            with socket_reads_of(body.raw_stream, READ_CHUNK_SIZE):
+                yield info, S3Body(body.raw_stream, info.size, self._send_limit, self._read_failed)
 
     def _read_failed(self, exc: Exception) -> Exception:
         self._on_error("GetObject")

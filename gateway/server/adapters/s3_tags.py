@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ObjectNotFound
 from gateway.server.adapters.s3_resumable import S3Calls
@@ -59,20 +59,26 @@ class S3TagCalls(S3Calls):
                 "GetObjectTagging", self._s3.get_object_tagging(Bucket=self._bucket, Key=key)
             ),
         )
-        tag = {t["Key"]: t["Value"] for t in tags["TagSet"]}
-        if HELD_TAG in tag and not held:
-            raise ObjectNotFound()
-        etag = str(head["ETag"])
-        this_version = tag.get(SHA256_ETAG_TAG) == bare_etag(etag)
-        sha256 = tag.get(SHA256_TAG) if this_version else None
-        mine = (SHA256_TAG, SHA256_ETAG_TAG, HELD_TAG)
-        extra = {k: v for k, v in tag.items() if k not in mine}
-        return ObjectInfo(
-            size=int(head["ContentLength"]),
-            etag=etag,
-            last_modified=head["LastModified"],
-            content_type=str(head.get("ContentType") or "application/gzip"),
-            sha256=sha256,
-            tags=extra if this_version else {},
-            held=HELD_TAG in tag,
-        )
+        return described(head, tags, held=held)
+
+
+def described(head: Mapping[str, Any], tags: Mapping[str, Any], *, held: bool) -> ObjectInfo:
+    """The object a HeadObject (or GetObject) answer and a GetObjectTagging answer describe, or
+    ``ObjectNotFound`` for a held one unless ``held``."""
+    tag = {t["Key"]: t["Value"] for t in tags["TagSet"]}
+    if HELD_TAG in tag and not held:
+        raise ObjectNotFound()
+    etag = str(head["ETag"])
+    this_version = tag.get(SHA256_ETAG_TAG) == bare_etag(etag)
+    sha256 = tag.get(SHA256_TAG) if this_version else None
+    mine = (SHA256_TAG, SHA256_ETAG_TAG, HELD_TAG)
+    extra = {k: v for k, v in tag.items() if k not in mine}
+    return ObjectInfo(
+        size=int(head["ContentLength"]),
+        etag=etag,
+        last_modified=head["LastModified"],
+        content_type=str(head.get("ContentType") or "application/gzip"),
+        sha256=sha256,
+        tags=extra if this_version else {},
+        held=HELD_TAG in tag,
+    )

@@ -12,6 +12,7 @@ from gateway.config import Config
 from gateway.errors import PayloadTooLarge
 from gateway.ids import new_source_id
 from gateway.server.domain.auth import Authenticator
+from gateway.server.domain.described import DescribedReads
 from gateway.server.domain.handover import Detachable, SocketRest
 from gateway.server.domain.limits import UploadSlots
 from gateway.server.domain.ranges import (
@@ -28,7 +29,7 @@ from gateway.server.domain.sources import (
     rfc3339,
     stored_content_type,
 )
-from gateway.server.domain.storage import ObjectStore
+from gateway.server.domain.storage import ObjectInfo, ObjectStore
 from gateway.server.domain.uploads import SINGLE_PUT_LIMIT, Uploader, parse_content_md5
 from gateway.server.http.archive_headers import archive_headers
 from gateway.server.http.body import CLIENT_GONE, counted_body, read_json_object
@@ -39,6 +40,9 @@ from gateway.server.observability.access import tally_of
 from gateway.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# Headers that make a download depend on what the object is: looked up before the body is asked.
+_CONDITIONS = ("Range", "If-Range", "If-None-Match")
 
 
 class SourceHandlers:
@@ -147,6 +151,14 @@ class SourceHandlers:
         source_id, token = self._verify(request, Purpose.DOWNLOAD)
         key = object_key(self._prefix, source_id)
         store = self._store
+        if self._whole_at_once(request) and isinstance(store, DescribedReads):
+            # S3 is asked for the body before the headers go out, so a failure is still a JSON
+            # error; the body is of the version described, else a 503.
+            async with store.open(key) as (info, chunks):
+                response = self._response(info, source_id, 200, info.size)
+                await start_stream(request, response)
+                await self._stream_object(request, response, key, chunks)
+            return response
         info = await store.stat(key)
 
         if self._redirect:
@@ -158,38 +170,52 @@ class SourceHandlers:
                 headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
             )
 
-        headers = download_headers(info, source_id)
-        archive = archive_of(info)
-        if archive is not None:
-            headers.update(archive_headers(archive))
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and etag_matches(if_none_match, info.etag):
-            return web.Response(status=304, headers=headers)
+            return web.Response(status=304, headers=self._headers(info, source_id))
 
         range_header = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
         if if_range and if_range.strip() != info.etag:
             range_header = None  # the client's partial copy is stale: send everything
         byte_range = parse_range(range_header, info.size)
-        if byte_range is None:
-            status, start, end = 200, 0, info.size - 1
-        else:
-            status, (start, end) = 206, byte_range
-            headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
-
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_type = info.content_type
-        response.content_length = end - start + 1
+        status, (start, end) = (
+            (200, (0, info.size - 1)) if byte_range is None else (206, byte_range)
+        )
+        response = self._response(info, source_id, status, end - start + 1)
+        if status == 206:
+            response.headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
         if request.method == "HEAD" or end < start:
             await start_stream(request, response)
             await response.write_eof()
             return response
         async with contextlib.AsyncExitStack() as stack:
-            # S3 is asked for the body before the headers go out, so a failure is still a JSON
-            # error. Pinned to the version the headers describe: a re-upload meanwhile is a 503.
+            # Pinned to the version the headers describe: a re-upload meanwhile is a 503.
             chunks = await stack.enter_async_context(store.read(key, start, end, info.etag))
             await start_stream(request, response)
             await self._stream_object(request, response, key, chunks)
+        return response
+
+    def _whole_at_once(self, request: web.Request) -> bool:
+        """A plain GET: the whole object, whatever its version, opened with its description."""
+        if request.method != "GET" or self._redirect:
+            return False
+        return not any(name in request.headers for name in _CONDITIONS)
+
+    @staticmethod
+    def _headers(info: ObjectInfo, source_id: str) -> dict[str, str]:
+        headers = download_headers(info, source_id)
+        archive = archive_of(info)
+        if archive is not None:
+            headers.update(archive_headers(archive))
+        return headers
+
+    def _response(
+        self, info: ObjectInfo, source_id: str, status: int, length: int
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=status, headers=self._headers(info, source_id))
+        response.content_type = info.content_type
+        response.content_length = length
         return response
 
     def _handover(self, request: web.Request, chunks: AsyncIterator[bytes]) -> SocketRest | None:

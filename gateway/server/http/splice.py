@@ -47,14 +47,14 @@ async def relay(
     send_timeout: float,
     count: Callable[[int], None],
 ) -> None:
-    """Send ``rest`` to the client of ``request`` after ``response``'s headers: the head through
-    aiohttp (with the headers), the remaining bytes by splicing. Closes ``rest.fd`` in all cases.
+    """Send ``rest`` to the client of ``request`` after ``response``'s headers (sent through
+    aiohttp): the head from memory, the remaining bytes by splicing, both written to the socket
+    by ``_Pump``. Closes ``rest.fd`` in all cases.
 
     Raises ``ClientStalled``, ``ConnectionResetError`` (the client went away) or the store's
     failure (``rest.failed``); the response's headers are out by then."""
     try:
-        await send_within(response, rest.head, send_timeout)
-        count(len(rest.head))
+        await send_within(response, b"", send_timeout)  # the headers alone
         transport = request.transport
         fd = client_socket(request)
         if transport is None or fd is None:
@@ -68,7 +68,8 @@ async def relay(
                 count(n)
                 tally.bytes_out = (tally.bytes_out or 0) + n
 
-            pump = _Pump(rest.fd, client, rest.length, sent, (rest.stall_timeout, send_timeout))
+            ends = (rest.fd, client)
+            pump = _Pump(ends, rest.head, rest.length, sent, (rest.stall_timeout, send_timeout))
             await pump.run()
         finally:
             os.close(client)
@@ -79,8 +80,9 @@ async def relay(
 
 
 async def _flushed(transport: asyncio.BaseTransport, seconds: float) -> None:
-    """Return once asyncio has written everything it holds for ``transport`` (the headers and the
-    head, usually at once): the relay's bytes must follow them on the socket, not overtake them."""
+    """Return once asyncio has written everything it holds for ``transport`` (the headers, at
+    once but for a client that stopped reading): the relay's bytes must follow them on the
+    socket, not overtake them."""
     assert isinstance(transport, asyncio.WriteTransport)
     delay, longest = _FLUSH_POLL
     try:
@@ -95,8 +97,9 @@ async def _flushed(transport: asyncio.BaseTransport, seconds: float) -> None:
 
 
 class _Pump:
-    """Moves ``length`` bytes from the socket ``src`` to the socket ``dst`` (both non-blocking)
-    through a pipe, driven by the event loop's readiness callbacks: no task, no Python buffer.
+    """Sends ``head`` to the socket ``dst``, then moves ``length`` bytes from the socket ``src``
+    to it (both non-blocking) through a pipe, driven by the event loop's readiness callbacks: no
+    task, no Python buffer.
 
     The pipe is drained before more is taken from ``src``: a splice into a pipe that has room for
     bytes but not for more pieces fails as if ``src`` had none, so ``src`` is waited on only with
@@ -104,14 +107,15 @@ class _Pump:
 
     def __init__(
         self,
-        src: int,
-        dst: int,
+        ends: tuple[int, int],
+        head: bytes,
         length: int,
         sent: Callable[[int], None],
         timeouts: tuple[float, float],
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._src, self._dst = src, dst
+        self._src, self._dst = ends
+        self._head = memoryview(head)
         self._left = length  # still to take from src
         self._in_pipe = 0
         self._sent = sent
@@ -144,13 +148,14 @@ class _Pump:
     def _step(self) -> None:
         while True:
             took = self._take() if self._left else 0
-            gave = self._give() if self._in_pipe else 0
+            gave = self._give() if self._in_pipe or self._head else 0
             if not took and not gave:
                 break
-        if not self._left and not self._in_pipe:
+        pending = self._in_pipe > 0 or len(self._head) > 0
+        if not self._left and not pending:
             self._finish(None)
             return
-        self._want(read=self._in_pipe == 0, write=self._in_pipe > 0)
+        self._want(read=self._left > 0 and self._in_pipe == 0, write=pending)
 
     def _take(self) -> int:
         try:
@@ -168,14 +173,18 @@ class _Pump:
 
     def _give(self) -> int:
         try:
-            n = os.splice(self._pipe_r, self._dst, self._in_pipe, flags=_FLAGS)
+            if self._head:  # what aiohttp had received of the body goes first
+                n = os.write(self._dst, self._head)
+                self._head = self._head[n:]
+            else:
+                n = os.splice(self._pipe_r, self._dst, self._in_pipe, flags=_FLAGS)
+                self._in_pipe -= n
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:  # EPIPE, ECONNRESET, ...: the client is gone
             raise ConnectionResetError(f"the client's connection broke: {exc}") from exc
         if n == 0:
             raise ConnectionResetError("the client's connection took nothing")
-        self._in_pipe -= n
         self._write_since = self._loop.time()
         self._sent(n)
         return n
