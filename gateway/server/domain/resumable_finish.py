@@ -116,11 +116,12 @@ class Finisher:
         else:
             sha256, facts = await self._read_and_judge(claim, staging, None)
         authorize()  # the URL may have lost its key meanwhile: completion is judged again
-        etag = await self._store.copy(staging, self.source_key(state), state.content_type)
+        key = self.source_key(state)
+        etag = await self._store.copy(staging, key, state.content_type)
         try:
             await self._tag(state, etag, sha256, facts)
         except GatewayError:
-            log.warning("archive %s stored, but its sha256 tag could not be set", staging)
+            log.warning("archive %s stored, but its sha256 tag could not be set", key)
         await self._done(claim, etag, sha256, facts)
 
     async def _finish_direct(
