@@ -270,10 +270,16 @@ async def test_client_going_away_is_its_own_outcome(
     gateway = await start_gateway({"sources": switched(relay)})
     source = await gateway.uploaded_source(http, os.urandom(MAX_SIZE))
     path = "/" + source["download_url"].split("/", 3)[3]
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.server.port)
+    # A small receive window, set before connecting: loopback's autotuning (up to 32 MiB here)
+    # would otherwise take the whole body into the kernel before the reset, and the relay would
+    # rightly end as sent.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gateway.server.port or 0))
+    reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     await reader.readexactly(1024 * 1024)
-    sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     writer.close()  # with linger 0: a reset, as a client that crashed
     for _ in range(HANG_GUARD_SECONDS * 10):
