@@ -119,9 +119,17 @@ class UploadSessions:
 
     async def claim(self, source_id: str, upload_id: str) -> Claim:
         """Take the upload for this request: the newest request on an upload wins, on any
-        instance. ``UploadNotFound`` once expired, cancelled or never created."""
+        instance. ``UploadNotFound`` once expired, cancelled or never created.
+
+        An open upload's state this instance knows (it wrote or read it last) is tried first:
+        the compare-and-swap that claims it fails if it is not current, then it is read."""
+        known = self._states.known(source_id, upload_id)
         for _ in range(CLAIM_ATTEMPTS):
-            state, etag = await self._states.load(source_id, upload_id)
+            if known is not None and known[0].status == "open":
+                state, etag = known
+            else:
+                state, etag = await self._states.load(source_id, upload_id)
+            known = None
             if state.expires_at <= self._clock():
                 raise UploadNotFound()
             if state.status != "open":

@@ -15,8 +15,10 @@ per source, ``{prefix}{source id}/slot-{n}``, the ``max_open_per_source`` slots 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +31,9 @@ Status = Literal["open", "done", "failed"]
 # How often a request retries bumping the generation when another request bumped it meanwhile:
 # the newest request wins, so each retry is against a request that arrived at the same moment.
 CLAIM_ATTEMPTS = 5
+# The states this instance wrote or read last, kept as JSON up to this many characters in all: a
+# claim tries the one it knows before reading it again (its compare-and-swap proves it current).
+KNOWN_STATES_CHARS = 4 * 1024 * 1024
 STATE_VERSION = 1
 
 
@@ -90,6 +95,30 @@ class UploadStates:
         self._objects = objects
         self._store = store
         self.prefix = prefix
+        self._known: OrderedDict[str, tuple[str, str]] = OrderedDict()  # key: (JSON, ETag)
+        self._known_chars = 0
+
+    def known(self, source_id: str, upload_id: str) -> tuple[UploadState, str] | None:
+        """The state this instance wrote or read last for the upload and its ETag, if it still
+        has them: current unless another instance changed it since, which a compare-and-swap
+        against the ETag finds out (``commit`` fails: read it again). A copy, the caller's."""
+        entry = self._known.get(self._state_key(source_id, upload_id))
+        if entry is None:
+            return None
+        return UploadState.from_json(json.loads(entry[0])), entry[1]
+
+    def _remember(self, key: str, data: dict[str, Any], etag: str) -> None:
+        self._forget(key)
+        text = json.dumps(data)
+        self._known[key] = (text, etag)
+        self._known_chars += len(text)
+        while self._known_chars > KNOWN_STATES_CHARS:
+            self._forget(next(iter(self._known)))
+
+    def _forget(self, key: str) -> None:
+        entry = self._known.pop(key, None)
+        if entry is not None:
+            self._known_chars -= len(entry[0])
 
     def key(self, state: UploadState, name: str) -> str:
         """The key of one of the upload's objects (``state``, ``data``, a tail)."""
@@ -100,41 +129,51 @@ class UploadStates:
 
     async def create(self, state: UploadState) -> str:
         """Store a new state; ``UploadSuperseded`` if one exists (an upload id used twice)."""
+        key, data = self._state_key(state.source_id, state.upload_id), state.to_json()
         try:
-            return await self._objects.put_json(
-                self._state_key(state.source_id, state.upload_id), state.to_json(), if_absent=True
-            )
+            etag = await self._objects.put_json(key, data, if_absent=True)
         except WriteConflict:
             raise UploadSuperseded() from None
+        self._remember(key, data, etag)
+        return etag
 
     async def load(self, source_id: str, upload_id: str) -> tuple[UploadState, str]:
         """The state and its ETag; ``UploadNotFound`` when there is none."""
+        key = self._state_key(source_id, upload_id)
         try:
-            data, etag = await self._objects.get_json(self._state_key(source_id, upload_id))
+            data, etag = await self._objects.get_json(key)
         except ObjectNotFound:
+            self._forget(key)
             raise UploadNotFound() from None
         try:
-            return UploadState.from_json(data), etag
+            state = UploadState.from_json(data)
         except (ValueError, TypeError):
+            self._forget(key)
             log.warning(
                 "upload state %s/%s is unreadable; treated as missing", source_id, upload_id
             )
             raise UploadNotFound() from None
+        self._remember(key, data, etag)
+        return state, etag
 
     async def commit(self, state: UploadState, etag: str) -> str:
         """Replace the state read with ETag ``etag`` by ``state``; return the new ETag.
         ``UploadSuperseded`` if it changed meanwhile (or was removed)."""
+        key, data = self._state_key(state.source_id, state.upload_id), state.to_json()
         try:
-            return await self._objects.put_json(
-                self._state_key(state.source_id, state.upload_id), state.to_json(), if_match=etag
-            )
+            new_etag = await self._objects.put_json(key, data, if_match=etag)
         except (WriteConflict, ObjectNotFound):
+            self._forget(key)
             raise UploadSuperseded() from None
+        self._remember(key, data, new_etag)
+        return new_etag
 
     async def remove(self, state: UploadState) -> None:
         """Delete the state: every later request on the upload finds none, and every request
         still writing fails its next compare-and-swap."""
-        await self._store.delete(self._state_key(state.source_id, state.upload_id))
+        key = self._state_key(state.source_id, state.upload_id)
+        self._forget(key)
+        await self._store.delete(key)
 
     async def probe(self) -> bool:
         """Whether the store honours conditional writes (create-only and replace-if-match), on
