@@ -5,19 +5,31 @@ state is read again, so what the client is told is always the bucket's (offsets,
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
 from .faultproxy import FaultProxy, fault_proxy
-from .helpers import SMALL_PART, StartGateway, stored
+from .helpers import SMALL_PART, Gateway, StartGateway, stored
 from .test_resumable_instances import TUS, new_upload, on, patch
 
 
 def state_reads(proxy: FaultProxy) -> int:
     """GetObject requests for upload states that reached the store."""
     return sum(1 for m, target, _ in proxy.requests if m == "GET" and target.endswith("/state"))
+
+
+@contextlib.asynccontextmanager
+async def two_instances(
+    start_gateway: StartGateway, moto_endpoint: str
+) -> AsyncIterator[tuple[FaultProxy, Gateway, Gateway]]:
+    """Instances A and B on one bucket, their store requests seen by one proxy."""
+    async with fault_proxy(moto_endpoint) as proxy:
+        config = {"storage": {"endpoint_url": proxy.url}}
+        yield proxy, await start_gateway(config), await start_gateway(config)
 
 
 async def test_patches_on_one_instance_read_no_state(
@@ -40,9 +52,7 @@ async def test_patches_on_one_instance_read_no_state(
 async def test_a_state_changed_on_another_instance_is_read_again(
     start_gateway: StartGateway, moto_endpoint: str, http: aiohttp.ClientSession, s3: Any
 ) -> None:
-    async with fault_proxy(moto_endpoint) as proxy:
-        config = {"storage": {"endpoint_url": proxy.url}}
-        a, b = await start_gateway(config), await start_gateway(config)
+    async with two_instances(start_gateway, moto_endpoint) as (proxy, a, b):
         data = os.urandom(4 * SMALL_PART + 321)
         source, url = await new_upload(a, http, len(data))
         assert (await patch(http, on(a, url), 0, data[:SMALL_PART])).status == 204
@@ -50,7 +60,7 @@ async def test_a_state_changed_on_another_instance_is_read_again(
         assert (await patch(http, on(b, url), SMALL_PART, data[SMALL_PART:moved])).status == 204
         reads = state_reads(proxy)
         # A still knows the state at SMALL_PART: a client that believes it is still there is
-        # told where the upload is, from the bucket, and nothing is written.
+        # told where the upload is, from the bucket, and none of its bytes is taken.
         resp = await patch(http, on(a, url), SMALL_PART, data[SMALL_PART : 2 * SMALL_PART])
         assert resp.status == 409
         assert int(resp.headers["Upload-Offset"]) == moved
@@ -63,9 +73,7 @@ async def test_a_state_changed_on_another_instance_is_read_again(
 async def test_an_upload_cancelled_on_another_instance_is_gone_on_this_one(
     start_gateway: StartGateway, moto_endpoint: str, http: aiohttp.ClientSession, s3: Any
 ) -> None:
-    async with fault_proxy(moto_endpoint) as proxy:
-        config = {"storage": {"endpoint_url": proxy.url}}
-        a, b = await start_gateway(config), await start_gateway(config)
+    async with two_instances(start_gateway, moto_endpoint) as (_, a, b):
         data = os.urandom(2 * SMALL_PART)
         source, url = await new_upload(a, http, len(data))
         assert (await patch(http, on(a, url), 0, data[:SMALL_PART])).status == 204

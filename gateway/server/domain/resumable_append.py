@@ -106,12 +106,13 @@ class Append:
 
     async def run(self, body: AsyncIterable[bytes], complete: bool | None, auth: Authorize) -> None:
         state = self.state
-        verifier = self.s.finisher.verifier() if self.start == 0 else self.s.carried.take(state)
-        self.verifier = verifier
+        self.verifier = verifier = (
+            self.s.finisher.verifier() if self.start == 0 else self.s.carried.take(state)
+        )
         try:
             await self._load_tail()
             try:
-                await self._consume(body, verifier)
+                await self._consume(body)
                 await self._drain()
             except (PayloadTooLarge, ArchiveInvalid) as exc:
                 # It can never complete: nothing of it is kept, and it answers 413 (or 422, the
@@ -144,8 +145,8 @@ class Append:
                 # commit, or one whose chunk a checksum refused, leaves it behind.
                 self.s.carried.keep(state, verifier, self.committed)
 
-    async def _consume(self, body: AsyncIterable[bytes], verifier: Verifier | None) -> None:
-        state, size = self.state, self.state.part_size
+    async def _consume(self, body: AsyncIterable[bytes]) -> None:
+        state, size, verifier = self.state, self.state.part_size, self.verifier
         limit = state.length if state.length is not None else self.s.max_size
         await self._stream_if_filled()
         async for chunk in _pieces(body):
