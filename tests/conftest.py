@@ -18,7 +18,6 @@ import aiohttp.web_app
 import moto.s3.models
 import moto.s3.responses
 import pytest
-from aiohttp.test_utils import unused_port
 from moto.server import ThreadedMotoServer
 
 from gateway.config import config_from_dict
@@ -47,6 +46,7 @@ from .helpers import (
     serve,
 )
 from .memory_store import MemoryStore
+from .ports import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -159,7 +159,7 @@ def start_gateway(aiohttp_server: Any, moto_endpoint: str, bucket: str) -> Start
     """Start a real gateway on a free port; keyword arguments override config sections."""
 
     async def start(overrides: dict[str, Any] | None = None, **kwargs: Any) -> Gateway:
-        port = unused_port()
+        port = free_port()
         data = deep_merge(config_dict(moto_endpoint, bucket, port), overrides or {})
         config = config_from_dict(data, env={})
         clock = FakeClock()
@@ -216,7 +216,7 @@ def serve_gateway(moto_endpoint: str, bucket: str, tmp_path: Any) -> Iterator[Se
     started: list[ServedGateway] = []
 
     def start(overrides: dict[str, Any] | None = None, name: str = "gateway") -> ServedGateway:
-        port = unused_port()
+        port = free_port()
         data = deep_merge(config_dict(moto_endpoint, bucket, port), overrides or {})
         data["sources"]["allow_small_parts"] = False
         data["sources"]["part_size_bytes"] = 5 * 1024 * 1024
@@ -277,7 +277,7 @@ async def any_store(
         return
 
     def s3_store(endpoint: str) -> tuple[Connections, S3Store]:
-        data = config_dict(endpoint, bucket, unused_port())
+        data = config_dict(endpoint, bucket, free_port())
         data["storage"].update(connect_timeout=1, read_timeout=5)
         storage = config_from_dict(data, env={}).storage
         connections = Connections(storage)
@@ -291,7 +291,7 @@ async def any_store(
 
     @contextlib.asynccontextmanager
     async def s3_down() -> AsyncIterator[ObjectStore]:
-        connections, down = s3_store(f"http://127.0.0.1:{unused_port()}")  # nothing listens
+        connections, down = s3_store(f"http://127.0.0.1:{free_port()}")  # nothing listens
         async with connections.open():
             yield down
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from aiohttp.test_utils import unused_port
+from .ports import free_port
 
 PIPE_CHUNK = 64 * 1024
 
@@ -35,7 +35,7 @@ class DropProxy:
         self.linger = linger  # seconds between the last byte let through and the cut
         self.then_after = then_after  # the budget of the cut connections after the first
         self.stalled = asyncio.Event()
-        self.port = unused_port()
+        self.port = free_port()
         self.connections = 0
         self.dropped = 0
         self._tasks: set[asyncio.Task[None]] = set()

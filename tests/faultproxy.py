@@ -31,7 +31,8 @@ from typing import Literal
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import unused_port
+
+from .ports import free_port
 
 Action = Literal[
     "drop",
@@ -109,7 +110,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, str]] = []
         self.started: list[tuple[str, str]] = []
-        self.port = unused_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None

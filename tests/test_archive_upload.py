@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import boto3
 import pytest
-from aiohttp.test_utils import unused_port
 
 from gateway.config import ConfigError, SourcesConfig, config_from_dict, load_config
 
@@ -53,6 +52,7 @@ from .helpers import (
     open_uploads,
     stored,
 )
+from .ports import free_port
 
 EXAMPLE_ENV = {"GATEWAY_SECRET_KEY": "example-secret-0123456789"}
 
@@ -319,7 +319,7 @@ async def test_a_refused_archive_is_answered_before_its_body_ends(
 @contextlib.contextmanager
 def s3_sink() -> Iterator[str]:
     """bench/s3sink.py in a process of its own: an S3 that takes bodies and throws them away."""
-    port = unused_port()
+    port = free_port()
     sink = Path(__file__).parent.parent / "bench" / "s3sink.py"
     proc = subprocess.Popen([sys.executable, str(sink), "--port", str(port)])
     try:

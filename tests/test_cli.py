@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer, unused_port
+from aiohttp.test_utils import TestServer
 
 import gateway.client.api
 import gateway.client.errors
@@ -42,6 +42,7 @@ from gateway.redaction import redact
 
 from .archives import build_tree
 from .helpers import LIMITED_TOKEN, TOKEN, CliGateway, Gateway, Spawn, StartGateway
+from .ports import free_port
 
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
 WRONG_TOKEN = "wrong-token-abcdef-123"
@@ -640,7 +641,7 @@ async def test_options_override_environment(
 
 
 async def test_network_down(run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
-    port = unused_port()
+    port = free_port()
     monkeypatch.setenv("GATEWAY_API_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("GATEWAY_TOKEN", TOKEN)
     result = await run_cli("sources", "create")

@@ -21,7 +21,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import unused_port
 
 from gateway.config import load_config
 from gateway.server.adapters.embedded import embedded_services
@@ -29,6 +28,7 @@ from gateway.server.app import create_app
 from gateway.server.domain.deployments.request import OwnUrl, match_own_url
 
 from .helpers import LIMITED_TOKEN, TOKEN, Gateway, StartGateway, make_queue
+from .ports import free_port
 
 ARCHIVE = gzip.compress(b"app source " * 1000)
 PUBLIC_URL = "https://archives.example.com/app-v2.tar.gz"
@@ -471,7 +471,7 @@ async def test_loopback_that_is_not_the_gateway_is_refused(
 ) -> None:
     # The same host on another port is not the gateway: the SSRF rules apply (http, loopback).
     source = await uploaded_source(http, gw)
-    elsewhere = source["download_url"].replace(gw.url, f"http://127.0.0.1:{unused_port()}")
+    elsewhere = source["download_url"].replace(gw.url, f"http://127.0.0.1:{free_port()}")
     assert await own_url_errors(gw, http, elsewhere) == [
         "must use https",
         "host is a loopback address",
@@ -497,7 +497,7 @@ async def test_missing_queue_is_502(
 async def test_unreachable_queue_is_503(
     start_gateway: StartGateway, http: aiohttp.ClientSession
 ) -> None:
-    down = f"http://127.0.0.1:{unused_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     overrides = sqs_forward(down, f"{down}/123456789012/deployments", timeout=1)
     gateway = await start_gateway(overrides, resolver=fake_dns)
     status, answer, resp = await deploy(http, gateway, {"deployment": {"download_url": PUBLIC_URL}})
@@ -574,7 +574,7 @@ async def test_example_config_deploys_an_upload_to_success(
     example = Path(__file__).parent.parent / "config.example.yaml"
     config = load_config(example, env={})
     assert config.deployments.demo_deployer
-    port = unused_port()
+    port = free_port()
     server = dataclasses.replace(config.server, port=port, public_url=f"http://127.0.0.1:{port}")
     archive = tar_gz({"app-1.0/main.py": b"print('hi')\n", "app-1.0/README": b"hello\n"})
     with embedded_services(dataclasses.replace(config, server=server)) as embedded:

@@ -25,13 +25,13 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import unused_port
 
 from gateway.__main__ import build_parser
 from gateway.config import Config, load_config
 from gateway.server.adapters.embedded import embedded_services
 from gateway.server.app import create_app
 
+from .ports import free_port
 from .terminal import GATEWAY, on_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,7 +288,7 @@ async def test_readme_walkthrough_runs_in_an_empty_directory(
 ) -> None:
     """Against what `make run` serves, from an empty directory, under `set -euo pipefail`."""
     config = load_config(ROOT / "config.example.yaml", env={})  # as the README says: on its own
-    port = unused_port()
+    port = free_port()
     server = dataclasses.replace(config.server, port=port, public_url=f"http://127.0.0.1:{port}")
     script = readme_walkthrough()
     assert "http://127.0.0.1:8080" in script
@@ -392,7 +392,7 @@ def test_sample_pattern() -> None:
 async def example_gateway(aiohttp_server: Any) -> Any:
     """What `make run` serves (config.example.yaml, on its own: no environment), on a free port."""
     config = load_config(ROOT / "config.example.yaml", env={})
-    port = unused_port()
+    port = free_port()
     server = dataclasses.replace(config.server, port=port, public_url=f"http://127.0.0.1:{port}")
     with embedded_services(dataclasses.replace(config, server=server)) as embedded:
         await aiohttp_server(create_app(embedded), port=port)

@@ -11,12 +11,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import unused_port
 
 from gateway.errors import RangeNotSatisfiable
 from gateway.server.domain.ranges import parse_range
 
 from .helpers import Gateway, StartGateway
+from .ports import free_port
 
 DATA = os.urandom(10_000)
 
@@ -242,7 +242,7 @@ async def test_storage_down_gives_503_json(
     silent_endpoint: str,
     endpoint: str,
 ) -> None:
-    url = f"http://127.0.0.1:{unused_port()}" if endpoint == "refused" else silent_endpoint
+    url = f"http://127.0.0.1:{free_port()}" if endpoint == "refused" else silent_endpoint
     gateway = await start_gateway(
         {"storage": {"endpoint_url": url, "connect_timeout": 1, "read_timeout": 1}}
     )

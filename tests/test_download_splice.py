@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import unused_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,6 +31,7 @@ from gateway.server.app import create_app
 
 from .faultproxy import Fault, FaultProxy, fault_proxy
 from .helpers import Gateway, StartGateway, config_dict, uploaded_source
+from .ports import free_port
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "splice"), reason="splice(2) is Linux's")
 
@@ -149,7 +149,7 @@ async def test_a_tls_client_gets_the_copy(
     aiohttp_server: Any, moto_endpoint: str, bucket: str, tmp_path: Path
 ) -> None:
     """Bytes spliced into a TLS connection's socket would bypass the encryption."""
-    port = unused_port()
+    port = free_port()
     data = config_dict(moto_endpoint, bucket, port)
     data["server"]["public_url"] = f"https://127.0.0.1:{port}"
     config = config_from_dict(data, env={})

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer, unused_port
+from aiohttp.test_utils import TestServer
 
 from gateway.config import Config, ConfigError, config_from_dict
 from gateway.server.adapters.aws import sqs_client_kwargs
@@ -22,6 +22,7 @@ from gateway.server.adapters.deployments.forwarders import signature
 from gateway.server.domain.deployments.jobs import Job
 
 from .helpers import Gateway, StartGateway
+from .ports import free_port
 
 DEPLOYER_SECRET = "deployer-shared-secret-0123"
 PUBLIC_URL = "https://archives.example.com/app.tar.gz"
@@ -234,7 +235,7 @@ async def test_deployer_down_is_502_after_retries(
     start_gateway: StartGateway, http: aiohttp.ClientSession
 ) -> None:
     gateway = await start(
-        start_gateway, f"http://127.0.0.1:{unused_port()}/jobs", retries=2, backoff_seconds=0.1
+        start_gateway, f"http://127.0.0.1:{free_port()}/jobs", retries=2, backoff_seconds=0.1
     )
     started = time.monotonic()
     status, body = await post(http, gateway)

@@ -20,7 +20,6 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
-from aiohttp.test_utils import unused_port
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -35,6 +34,7 @@ from gateway.config import config_from_dict
 from gateway.server.http.openapi import document
 
 from .helpers import MOTO_CREDENTIALS, TOKEN, ServedGateway, config_dict, serve, sqs_forward
+from .ports import free_port
 
 # Bounded: about 13 operations x 2 modes x this many requests, a few seconds in all.
 MAX_EXAMPLES = 25
@@ -71,7 +71,7 @@ def fuzzed(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     s3.create_bucket(Bucket=bucket)
     queue = f"fuzz-{uuid.uuid4().hex[:12]}"
     boto3.client("sqs", **aws).create_queue(QueueName=queue)
-    port = unused_port()
+    port = free_port()
     config = config_dict(moto_endpoint, bucket, port)
     config["sources"].update({"allow_small_parts": False, "part_size_bytes": 5 * 1024 * 1024})
     config["deployments"] = sqs_forward(queue, moto_endpoint)

@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 import boto3
 import pytest
-from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import MOTO_CREDENTIALS, Gateway, StartGateway
+from .ports import free_port
 
 
 async def s3_errors(gateway: Gateway, http: aiohttp.ClientSession, operation: str) -> float:
@@ -97,7 +97,7 @@ async def test_readyz_without_the_bucket_is_503_until_it_exists(
 async def test_probes_never_wait_for_a_dead_endpoint_nor_reach_it(
     start_gateway: StartGateway, http: aiohttp.ClientSession
 ) -> None:
-    dead = f"http://127.0.0.1:{unused_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     gateway = await start_gateway({"storage": {"endpoint_url": dead, "connect_timeout": 1}})
 
     async def probe() -> tuple[int, dict[str, Any], float]:

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import boto3
 import pytest
-from aiohttp.test_utils import unused_port
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.server.observability.metrics import LATENCY_BUCKETS, RequestMetrics
 
 from .helpers import MOTO_CREDENTIALS, SMALL_PART, Gateway, StartGateway, sqs_forward
+from .ports import free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -212,7 +212,7 @@ async def test_deployments_are_counted(
 async def test_failed_deployments_are_counted(
     start_gateway: StartGateway, http: aiohttp.ClientSession, moto_endpoint: str
 ) -> None:
-    dead = f"http://127.0.0.1:{unused_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     forward = sqs_forward("deployments", dead)
     forward["forward"].update({"timeout": 1, "retries": 0})
     gateway = await start_gateway({"deployments": forward})

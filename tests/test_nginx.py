@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import unused_port
 
 from gateway.server import keys
 
@@ -36,6 +35,7 @@ from .helpers import (
     stop_process,
     uploaded_source,
 )
+from .ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "nginx" / "sources-gateway.conf"
@@ -166,7 +166,7 @@ def nginx_runner(tmp_path: Path) -> Iterator[Any]:
 async def balanced(
     start_gateway: StartGateway, nginx_runner: Any, moto_endpoint: str, queue_url: str
 ) -> Balanced:
-    port = unused_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     overrides = {
         "server": {"public_url": url, "trusted_proxies": ["127.0.0.1/32"]},

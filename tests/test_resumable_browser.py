@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import unused_port
 
 from .dropproxy import DropProxy
 from .helpers import SMALL_PART, Spawn, StartGateway, stored
+from .ports import free_port
 
 PEERS = Path(__file__).parent / "peers"
 PEERS_DIR = Path(
@@ -132,7 +132,7 @@ async def test_uppy_uploads_from_a_page_on_another_origin(
     cut: bool,
 ) -> None:
     proxy = DropProxy(0, after=2 * SMALL_PART + 5000, linger=0.3)
-    page_port = unused_port()
+    page_port = free_port()
     origin = f"http://localhost:{page_port}"
     overrides: dict[str, Any] = {"cors": {"allowed_origins": [origin]}}
     if cut:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import unused_port
 
 from gateway.config import ServerConfig
 from gateway.server.serve import public_url_mismatch
 
 from .helpers import GATEWAY_BIN, ServeGateway, config_dict
+from .ports import free_port
 
 
 def test_a_busy_port_is_one_line_and_exit_2(
@@ -40,7 +40,7 @@ def test_a_busy_port_is_one_line_and_exit_2(
 def test_a_loopback_public_url_on_another_port_is_warned_at_start(
     serve_gateway: ServeGateway,
 ) -> None:
-    other = unused_port()
+    other = free_port()
     served = serve_gateway({"server": {"public_url": f"http://localhost:{other}"}})
     served.stop()
     warnings = [r for r in served.log_records() if r["level"] == "warning"]

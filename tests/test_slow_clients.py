@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import unused_port
 
 from gateway.server import keys
 from gateway.server.inbound import GatewayRunner
 
 from .helpers import ServeGateway, StartGateway
+from .ports import free_port
 
 HEADER_TIMEOUT = 0.5
 # Comfortably past HEADER_TIMEOUT on a loaded machine, and far below aiohttp's own limits.
@@ -38,7 +38,7 @@ async def served() -> AsyncIterator[tuple[str, int]]:
     app.router.add_route("*", "/echo", echo_length)
     runner = GatewayRunner(app, header_timeout=HEADER_TIMEOUT, access_log=None)
     await runner.setup()
-    port = unused_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield "127.0.0.1", port
