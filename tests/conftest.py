@@ -100,20 +100,23 @@ def moto_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def atomic_conditional_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make moto's conditional PutObject atomic, as S3's is, for the tests that race writers.
+    """Make moto's conditional writes atomic, as S3's are, for the tests that race writers.
 
     moto 5.2 honours If-None-Match and If-Match but checks the key and then writes it in two
     steps, each request on its own server thread: two writers racing for one key can both pass
-    the check and both be told they created it, which S3 never does. One lock around moto's whole
-    PutObject (it runs in this process: ThreadedMotoServer) closes that window."""
-    lock = threading.Lock()
-    original = moto.s3.responses.S3Response.put_object
+    the check and both be told they created it, which S3 never does. One lock around each of
+    moto's conditional writes, whole (PutObject; DeleteObject with If-Match; the POSTs on a key,
+    CompleteMultipartUpload with If-None-Match among them), closes that window: moto runs in this
+    process (ThreadedMotoServer)."""
+    lock = threading.RLock()
+    for name in ("put_object", "delete_object", "_key_response_post"):
+        original = getattr(moto.s3.responses.S3Response, name)
 
-    def put_object(self: moto.s3.responses.S3Response) -> Any:
-        with lock:
-            return original(self)
+        def atomic(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(*args, **kwargs)
 
-    monkeypatch.setattr(moto.s3.responses.S3Response, "put_object", put_object)
+        monkeypatch.setattr(moto.s3.responses.S3Response, name, atomic)
 
 
 @pytest.fixture

@@ -61,6 +61,15 @@ class FakeClock:
         self.offset += seconds
 
 
+def tampered(token: str) -> str:
+    """``token`` with one character of its signature changed: the last but one. Not the last: the
+    base64 of a 20-byte HMAC ends in a character that carries 4 bits and 2 of padding, which a
+    decoder ignores, so ``token[:-2] + "xx"`` decodes to the token's own signature for about one
+    token in a thousand (one ending in "xw")."""
+    other = "A" if token[-2] != "A" else "B"
+    return token[:-2] + other + token[-1]
+
+
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in overrides.items():

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.server.http.deployments import records as deployment_records
 
-from .helpers import LIMITED_TOKEN, TOKEN, Gateway, ServeGateway, StartGateway, make_queue
+from .helpers import LIMITED_TOKEN, TOKEN, Gateway, ServeGateway, StartGateway, make_queue, tampered
 
 ARCHIVE = gzip.compress(b"app source " * 100)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -171,7 +171,7 @@ async def test_events_token_is_checked(
         url_of(gw, one, "/events"),
         url_of(gw, one, "/events?token=garbage"),
         url_of(gw, two, f"/events?token={token}"),  # another deployment's token
-        url_of(gw, one, f"/events?token={token[:-2]}xx"),
+        url_of(gw, one, f"/events?token={tampered(token)}"),
     ):
         status, body = await post_event(http, url, event)
         assert (status, body["code"]) == (403, "token_invalid")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -222,20 +223,26 @@ async def test_a_follower_costs_one_listing_per_poll_and_stops_on_request(
     assert isinstance(objects, CountingObjects)
     record = await one.get(APP, "d-1")
     stopping = asyncio.Event()
+    third = asyncio.Event()
     before = objects.listings
-    polls = 0
+    loop = asyncio.get_running_loop()
+    polls: list[float] = []  # when each look's batch came
 
     async def follow() -> None:
-        nonlocal polls
         async for _ in one.follow(record, 0, 0.1, stopping):
-            polls += 1
+            polls.append(loop.time())
+            if len(polls) == 3:
+                third.set()
 
     follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.55)
+    # Counted, not timed: how many looks fit in a given time depends on the machine's load.
+    await asyncio.wait_for(third.wait(), 30)
     stopping.set()
-    await asyncio.wait_for(follower, 2)
-    assert objects.listings - before == polls
-    assert 3 <= polls <= 7
+    await asyncio.wait_for(follower, 10)
+    assert objects.listings - before == len(polls) >= 3
+    # At most one look per poll interval, however fast the listings answer.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(polls)]
+    assert min(gaps) >= 0.1 - 0.005, gaps
 
 
 async def test_pages_are_newest_first(trackers: list[DeploymentTracker]) -> None:

@@ -9,7 +9,7 @@ import io
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -132,24 +132,9 @@ async def test_delete_on_b_stops_a(
     assert open_uploads(s3, a) == []
 
 
-@pytest.fixture
-def atomic_moto_puts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """moto 5.2 checks If-Match/If-None-Match and then writes, in two steps: two requests at once
-    can both pass the check, which S3 never lets happen. Tests of racing writers need S3's
-    behaviour, so moto's PutObject (it runs in this process) is made one step under a lock."""
-    lock = threading.Lock()
-    original = moto.s3.responses.S3Response.put_object
-
-    def put_object(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    monkeypatch.setattr(moto.s3.responses.S3Response, "put_object", put_object)
-    yield
-
-
+@pytest.mark.usefixtures("atomic_conditional_writes")
 async def test_racing_writers_on_a_and_b(
-    start_gateway: StartGateway, http: aiohttp.ClientSession, s3: Any, atomic_moto_puts: None
+    start_gateway: StartGateway, http: aiohttp.ClientSession, s3: Any
 ) -> None:
     a, b = await start_gateway(), await start_gateway()
     data = os.urandom(6 * SMALL_PART + 17)
@@ -178,6 +163,43 @@ async def test_racing_writers_on_a_and_b(
     # part). What was committed is the upload's: one writer alone finishes it.
     assert all(s in (204, 409) for s in await writer(a))
     assert stored(s3, a, source) == data  # byte-exact, whoever won each round
+
+
+@pytest.mark.usefixtures("atomic_conditional_writes")
+async def test_writer_superseded_while_reading_the_tail_back_gets_409(
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    s3: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PATCH starts by reading the upload's tail back; a newer PATCH on B that takes the upload
+    over meanwhile replaces that tail and removes it. The older one is superseded (409), not told
+    that the upload is gone (404, after which a tus client starts over): what a loaded machine
+    made of test_racing_writers_on_a_and_b now and then, here made to happen every time."""
+    a, b = await start_gateway(), await start_gateway()
+    data = os.urandom(4 * SMALL_PART + 17)
+    source, url = await new_upload(a, http, len(data))
+    first, second = SMALL_PART + 5000, 2 * SMALL_PART + 10_000  # each leaves a tail
+    assert (await patch(http, on(a, url), 0, io.BytesIO(data[:first]))).status == 204
+    reading, release = threading.Event(), threading.Event()
+    original = moto.s3.responses.S3Response.get_object
+
+    def get_object(self: Any) -> Any:  # moto runs in this process, each request on a thread
+        if "/tail-" in self.parse_key_name() and not reading.is_set():
+            reading.set()
+            release.wait(30)  # the first read of a tail waits for the newer request's answer
+        return original(self)
+
+    monkeypatch.setattr(moto.s3.responses.S3Response, "get_object", get_object)
+    older = asyncio.ensure_future(patch(http, on(a, url), first, io.BytesIO(data[first:second])))
+    assert await asyncio.to_thread(reading.wait, 30)
+    newer = await patch(http, on(b, url), first, io.BytesIO(data[first:second]))
+    assert newer.status == 204
+    release.set()
+    assert (await older).status == 409
+    assert await offset(http, on(a, url)) == second
+    assert (await patch(http, on(a, url), second, io.BytesIO(data[second:]))).status == 204
+    assert stored(s3, a, source) == data
 
 
 async def test_store_without_conditional_writes_refuses_resumable_only(

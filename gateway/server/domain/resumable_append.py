@@ -22,6 +22,7 @@ from gateway.errors import (
     ArchiveInvalid,
     GatewayError,
     InconsistentLength,
+    ObjectNotFound,
     PayloadTooLarge,
     UploadNotFound,
     UploadSuperseded,
@@ -225,13 +226,19 @@ class Append:
         state = self.state
         if state.tail is None or not state.tail_size:
             return
-        async with self.s.store.read(state.tail, 0, state.tail_size - 1) as chunks:
-            async for chunk in chunks:
-                self._room()[self.filled : self.filled + len(chunk)] = chunk
-                self.filled += len(chunk)
-                self.copied = self.filled
+        try:
+            async with self.s.store.read(state.tail, 0, state.tail_size - 1) as chunks:
+                async for chunk in chunks:
+                    self._room()[self.filled : self.filled + len(chunk)] = chunk
+                    self.filled += len(chunk)
+                    self.copied = self.filled
+        except ObjectNotFound:
+            pass
         if self.filled != state.tail_size:
-            raise UploadNotFound()  # the tail is gone: the upload cannot go on
+            # The tail is gone: replaced by a newer request that took the upload over since this
+            # one claimed it (a superseded request, 409), else the upload cannot go on (404).
+            await self._still_ours()
+            raise UploadNotFound()
 
     async def _send_part(self, last: memoryview | None) -> None:
         """Upload the part being filled (full; or ``last``, the short last one), then commit it
