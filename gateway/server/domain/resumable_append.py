@@ -28,7 +28,7 @@ from gateway.errors import (
     UploadSuperseded,
 )
 from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher
-from gateway.server.domain.resumable_stream import Filled, PartStream
+from gateway.server.domain.resumable_stream import Filled, PartStream, gather
 from gateway.server.domain.resumable_verify import Carried, Verifier
 from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadStates
@@ -186,9 +186,7 @@ class Append:
     def _whole(self) -> memoryview:
         """The bytes of the part being filled, in the buffer (the kept pieces copied in)."""
         buffer = self._room()
-        for piece in self.deferred:
-            buffer[self.copied : self.copied + len(piece)] = piece
-            self.copied += len(piece)
+        self.copied = gather(buffer, self.copied, self.deferred)
         self.deferred = []
         return memoryview(buffer)[: self.filled]
 

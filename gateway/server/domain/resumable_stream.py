@@ -85,8 +85,14 @@ class Filled:
     def whole(self) -> memoryview:
         if self.buffer is None:
             self.buffer = bytearray(self._size)
-        for piece in self._pieces:
-            self.buffer[self._copied : self._copied + len(piece)] = piece
-            self._copied += len(piece)
+        self._copied = gather(self.buffer, self._copied, self._pieces)
         self._pieces = []
         return memoryview(self.buffer)[: self._size]
+
+
+def gather(buffer: bytearray, copied: int, pieces: list[memoryview]) -> int:
+    """Copy ``pieces`` into ``buffer`` after its first ``copied`` bytes; how many it holds then."""
+    for piece in pieces:
+        buffer[copied : copied + len(piece)] = piece
+        copied += len(piece)
+    return copied
