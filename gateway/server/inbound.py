@@ -132,10 +132,12 @@ class _HeaderDeadline(asyncio.Protocol):
         else:
             if len(data) > 1:
                 handler.data_received(data[:-1])
+                self._note_parsed()
             complete_before = self._latest_complete()
             count_before = handler._request_count
             handler.data_received(data[-1:])
             self.next_started = complete_before and handler._request_count == count_before
+        self._note_parsed()
         if self._has_request():
             self.waiting_since = None
         elif self.waiting_since is None:
@@ -161,18 +163,22 @@ class _HeaderDeadline(asyncio.Protocol):
         # A parsed request waiting to be handled, or one being handled: headers have arrived.
         return bool(self._handler._messages) or self._handler._request_in_progress
 
+    def _note_parsed(self) -> None:
+        """Remember the body of the latest request the parser produced, if it just produced one:
+        right after the feed, while it is still queued (the handler's task takes it later)."""
+        handler = self._handler
+        if handler._request_count == self._counted:
+            return
+        self._counted = handler._request_count
+        self._latest, self._latest_length = None, None
+        if handler._messages:
+            message, self._latest = handler._messages[-1]
+            length = getattr(message, "headers", {}).get("Content-Length", "")
+            if not getattr(message, "chunked", True) and length.isdigit():
+                self._latest_length = int(length)
+
     def _latest_complete(self) -> bool:
         """Whether the latest request parsed so far has all its body (or none was parsed yet)."""
-        handler = self._handler
-        if handler._request_count != self._counted:
-            # Parsed since the last look, so still queued: the handler takes them in a task.
-            self._counted = handler._request_count
-            self._latest, self._latest_length = None, None
-            if handler._messages:
-                message, self._latest = handler._messages[-1]
-                length = getattr(message, "headers", {}).get("Content-Length", "")
-                if not getattr(message, "chunked", True) and length.isdigit():
-                    self._latest_length = int(length)
         if self._latest is not None and self._latest.is_eof():
             self._latest = None
         return self._latest is None
