@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.config import Config, ServerConfig
 from gateway.server import keys
+from gateway.server.allocator import keep_freed_memory
 from gateway.server.app import create_app
 from gateway.server.inbound import GatewayRunner
 from gateway.server.observability.logs import configure_logging
@@ -74,6 +75,7 @@ async def _serve(app: web.Application, config: Config, *, reuse_port: bool = Fal
     timeout and is lost. Here the listening socket closes first, and the connections stay open
     until their requests are done or ``shutdown_timeout`` has passed."""
     server = config.server
+    keep_freed_memory(config.sources.part_size_bytes, config.sources.max_buffer_bytes)
     runner = GatewayRunner(
         app,
         header_timeout=server.header_timeout,
