@@ -89,6 +89,9 @@ async def test_download_before_upload_is_404(gateway: Gateway, http: aiohttp.Cli
     [
         (None, "application/gzip"),
         ("application/octet-stream", "application/gzip"),
+        # curl's -d / --data-binary default: a form's type, not the archive's (and a store that
+        # parses form bodies, as moto does, would not see the bytes).
+        ("application/x-www-form-urlencoded", "application/gzip"),
         ("application/x-tar", "application/x-tar"),
         ("application/gzip", "application/gzip"),
     ],
@@ -105,6 +108,7 @@ async def test_content_type_is_kept(
         assert resp.status == 200
     async with http.get(source["download_url"]) as resp:
         assert resp.headers["Content-Type"] == stored
+        assert await resp.read() == b"payload"
 
 
 async def test_reupload_replaces(gateway: Gateway, http: aiohttp.ClientSession) -> None:

@@ -15,8 +15,15 @@ from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.storage import ObjectInfo
 
 DEFAULT_CONTENT_TYPE = "application/gzip"
-# The platform's deployer refuses archives served as octet-stream: store those as gzip.
-_GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
+# The platform's deployer refuses archives served as octet-stream: store those as gzip. So is
+# curl's default with -d/--data-binary, a form's type that no archive has (and a store that parses
+# form bodies, as moto does, would never see the archive's bytes).
+_GENERIC_TYPES = {
+    "",
+    "application/octet-stream",
+    "binary/octet-stream",
+    "application/x-www-form-urlencoded",
+}
 # RFC 9110 media type: token "/" token, then parameters; printable ASCII, tabs and spaces only.
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ -~\t]*)?")

@@ -129,7 +129,8 @@ def _upload_operation(max_size: int) -> Schema:
         "tags": ["sources"],
         "description": f"At most {max_size} bytes. The token is checked before any body "
         "byte is read (`Expect: 100-continue` is honoured). Without a `Content-Type`, or "
-        "with `application/octet-stream`, the archive is stored as `application/gzip`.",
+        "with `application/octet-stream` or `application/x-www-form-urlencoded` (curl's "
+        "`--data-binary` default), the archive is stored as `application/gzip`.",
         "parameters": [
             SOURCE_ID_PARAM,
             token_param("upload"),
