@@ -248,6 +248,11 @@ async def test_ctrl_c_then_the_same_command_resumes(
         proc.send_signal(signal.SIGINT)
         _, raw_err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 130, raw_err
+        said = re.search(r"interrupted; (\d+) of (\d+) bytes sent", raw_err.decode())
+        assert said is not None, raw_err
+        # What the client had sent when the network hung (into socket buffers, perhaps all of
+        # it): at least the two parts the gateway committed.
+        assert 2 * SMALL_PART <= int(said[1]) <= int(said[2]) == len(data)
         assert "run the same command again to resume the upload" in raw_err.decode()
         assert len(state_files()) == 1
         code, out, err = await cli(*argv[:2], "-v", *argv[2:])

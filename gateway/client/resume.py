@@ -148,10 +148,12 @@ class _Resumer:
         try:
             answer = await transfer.run(resumed=resumed)
         except asyncio.CancelledError:
-            # Ctrl-C: the state file stays; the one line says how to go on.
+            # Ctrl-C: the state file stays; the one line says how to go on. What the gateway
+            # holds is not known without asking it (and asking would take the upload over from
+            # the request it is still saving): the bytes sent, of which it keeps what reached it.
             raise Interrupted(
-                f"interrupted; {transfer.offset} of {self.archive.size} bytes are on the gateway:"
-                " run the same command again to resume the upload"
+                f"interrupted; {transfer.sent} of {self.archive.size} bytes sent (the gateway"
+                " keeps what reached it): run the same command again to resume the upload"
             ) from None
         except GaveUp:
             raise
@@ -222,6 +224,12 @@ class _Transfer:
         self.reporter = reporter
         self.action = action
         self.offset = 0
+        self._patching = _Sent()  # the bytes of the PATCH under way, from self.offset
+
+    @property
+    def sent(self) -> int:
+        """The bytes known to be on the gateway, and those sent since."""
+        return self.offset + self._patching.bytes
 
     async def run(self, *, resumed: bool) -> UploadAnswer:
         attempts = Attempts(self.reporter, self.action)
@@ -264,6 +272,7 @@ class _Transfer:
                 if resp.status not in (200, 204):
                     raise await error_from(resp, self.action, what="upload URL")
                 self.offset = _offset_of(resp, self.action)
+                self._patching = _Sent()  # what the gateway has is known again
                 if resp.headers.get("Upload-Complete", "").strip() != "?1":
                     if self.offset:
                         self.reporter.info(
@@ -291,7 +300,8 @@ class _Transfer:
             "Content-Type": PARTIAL_UPLOAD,
             "Content-Length": str(archive.size - offset),
         }
-        body = file_chunks(archive.source, archive.size - offset, _NoDigest(), bar, asyncio.Event())
+        self._patching = sent = _Sent()
+        body = file_chunks(archive.source, archive.size - offset, sent, bar, asyncio.Event())
         url = self.resource
         self.reporter.debug(f"PATCH {safe_url(url)} (from {offset} of {archive.size})")
         with requesting(self.action, url):
@@ -314,11 +324,15 @@ class _Transfer:
         return answer
 
 
-class _NoDigest:
-    """The PATCH's bytes need no digest of their own: the whole archive's is checked."""
+class _Sent:
+    """Counts a PATCH's bytes as they go (in the place of a digest: they need none of their own,
+    the whole archive's is checked)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
 
     def update(self, chunk: bytes) -> None:
-        pass
+        self.bytes += len(chunk)
 
 
 def _draft_headers() -> dict[str, str]:
