@@ -189,7 +189,7 @@ class UploadSessions:
         held = await self._budget.acquire(state.part_size * (2 if more else 1))
         try:
             writing = Writing(
-                self._store, self._states, self._finisher, self.max_size, self.carried
+                self._store, self._states, self._finisher, self.max_size, self.carried, self._budget
             )
             writer = Append(
                 writing,

@@ -32,6 +32,7 @@ from gateway.server.domain.resumable_stream import Filled, PartStream, gather
 from gateway.server.domain.resumable_verify import Carried, Verifier
 from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadStates
+from gateway.server.domain.uploads import BufferBudget
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,14 @@ class ChunkCheck(Protocol):
 @dataclass(frozen=True)
 class Writing:
     """What an append writes with: the store, the states, the finisher, the size limit, the
-    verifiers this instance carries from one append to the next."""
+    verifiers this instance carries from one append to the next, the buffer budget."""
 
     store: ObjectStore
     states: UploadStates
     finisher: Finisher
     max_size: int
     carried: Carried
+    budget: BufferBudget
 
 
 class Append:
@@ -110,6 +112,9 @@ class Append:
         self.verifier = verifier = (
             self.s.finisher.verifier() if self.start == 0 else self.s.carried.take(state)
         )
+        # The check may fall a part behind, and go on while this request waits for its part
+        # and commit, or for the client's next request.
+        fed = verifier.fall_behind(self.s.budget, state.part_size) if verifier else None
         try:
             await self._load_tail()
             try:
@@ -145,6 +150,8 @@ class Append:
                 # Kept only if it saw exactly the committed bytes: a request cut after its last
                 # commit, or one whose chunk a checksum refused, leaves it behind.
                 self.s.carried.keep(state, verifier, self.committed)
+            if fed is not None:
+                fed()
 
     async def _consume(self, body: AsyncIterable[bytes]) -> None:
         state, size, verifier = self.state, self.state.part_size, self.verifier

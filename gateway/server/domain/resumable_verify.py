@@ -15,6 +15,7 @@ from collections.abc import Callable
 from gateway.server.domain.archive.check import ArchiveCheck
 from gateway.server.domain.archive.facts import ArchiveFacts
 from gateway.server.domain.upload_state import UploadState
+from gateway.server.domain.uploads import BufferBudget
 
 # Verifiers an instance keeps for the next append of their upload, and for how long (seconds)
 # an unused one is kept: each holds its archive check's state and up to a batch of bytes.
@@ -48,6 +49,27 @@ class Verifier:
         self.broken = True  # judged: it takes no more bytes
         facts = await self._check.finish() if self._check is not None else None
         return self._sha256.hexdigest(), facts
+
+    def fall_behind(self, budget: BufferBudget, size: int) -> Callable[[], None]:
+        """Let the archive check fall up to ``size`` bytes behind the bytes fed (bytes the caller
+        keeps until the store has them anyway) if ``budget`` has room for them now: they count
+        there until checked. Returns what the caller calls when done feeding: the room is given
+        back once the bytes fed until then are checked."""
+        if self._check is None or size <= self._check.batch_size:
+            return _nothing  # it falls a batch behind anyway
+        taken = budget.try_acquire(size)
+        self._check.fall_behind(taken)
+        if not taken:
+            return _nothing
+        return lambda: self.when_checked(lambda: budget.release(taken))
+
+    def when_checked(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the bytes fed so far (but a last batch still filling) are
+        checked, or given up: now, if they are. They stay in memory until then."""
+        if self._check is not None:
+            self._check.when_checked(callback)
+        else:
+            callback()
 
     def close(self) -> None:
         if self._check is not None:
@@ -100,3 +122,7 @@ class Carried:
 
     def __len__(self) -> int:
         return len(self._kept)
+
+
+def _nothing() -> None:
+    pass

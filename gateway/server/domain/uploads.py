@@ -105,6 +105,14 @@ class BufferBudget:
             self.waiting -= 1
         return size
 
+    def try_acquire(self, size: int) -> int:
+        """Take ``size`` bytes if they fit now and nobody waits: ``size``, else 0 (taken
+        nothing). For memory an upload does without."""
+        if self._queue or self.in_use + size > self.limit:
+            return 0
+        self._take(size)
+        return size
+
     def _give_up(self, size: int, granted: asyncio.Future[None]) -> None:
         if granted.done() and not granted.cancelled():
             self.release(size)  # granted just as the wait ran out

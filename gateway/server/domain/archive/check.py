@@ -4,6 +4,11 @@ Chunks are handed to a worker thread in batches of ``BATCH_BYTES``; while one ba
 upload goes on reading the next, so the check costs the upload little time, and the event loop
 none. A problem found in one batch surfaces at the next ``feed`` (or at ``finish``).
 
+The check may fall behind the body by ``ahead`` bytes (one batch by default): a resumable upload,
+which keeps its part's bytes until the store has them anyway, lets it fall a part behind, so the
+check goes on inflating while the request waits for its part and commit, and the client's next
+request finds it less far behind (``when_checked`` says when those bytes are checked, and free).
+
 The threads are the gateway's ``CheckPool``, shared fairly (the upload that used least CPU goes
 first), and one check may use at most ``sources.archive_check_cpu_seconds`` of CPU time: past it,
 the archive is refused like any other problem.
@@ -12,6 +17,7 @@ the archive is refused like any other problem.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -82,6 +88,13 @@ class ArchiveCheck:
         self._batch_size = batch
         self._batch: list[bytes] = []
         self._batched = 0
+        # Full batches wait in ``_queue`` for the one task (``_running``) that feeds the thread.
+        self._ahead = batch
+        self._queue: collections.deque[list[bytes]] = collections.deque()
+        self._queued = 0  # bytes handed over, not yet checked
+        self._handed = 0  # bytes handed over in all
+        self._progress = asyncio.Event()
+        self._waiters: list[tuple[int, Callable[[], None]]] = []
         self._running: asyncio.Future[None] | None = None
         self._problem: str | None = None
 
@@ -94,8 +107,14 @@ class ArchiveCheck:
         self._batch.append(chunk)
         self._batched += len(chunk)
         if self._batched >= self._batch_size:
-            await self._wait()
+            latest = self._batched
             self._start()
+            # Past ``ahead`` bytes before this batch, the body waits for the check.
+            while self._queued - latest >= self._ahead and not self._done():
+                self._progress.clear()
+                await self._progress.wait()
+            if self._done():
+                await self._wait()
 
     async def finish(self) -> ArchiveFacts:
         """Wait for the last batch and judge the end of the stream; return the facts."""
@@ -110,16 +129,68 @@ class ArchiveCheck:
                 self._found(exc)
         return self._inspector.facts(self._problem)
 
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def fall_behind(self, size: int) -> None:
+        """Let the check fall up to ``size`` bytes behind the body (at least a batch)."""
+        self._ahead = max(size, self._batch_size)
+
+    def when_checked(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the bytes handed to the thread so far are checked (or given
+        up): now, if none wait."""
+        if self._queued and not self._done():
+            self._waiters.append((self._handed, callback))
+        else:
+            callback()
+
     def close(self) -> None:
         """Let go of a batch still inflating (the upload failed): its outcome is not wanted."""
         self.clock.closed = True
+        self._queue.clear()
+        self._queued = 0
         if self._running is not None:
             self._running.add_done_callback(_ignore)
             self._running = None
+        self._checked()
+
+    def _done(self) -> bool:
+        return self._running is None or self._running.done()
 
     def _start(self) -> None:
-        batch, self._batch, self._batched = self._batch, [], 0
-        self._running = asyncio.ensure_future(self._run_batch(batch))
+        batch, self._batch = self._batch, []
+        self._queue.append(batch)
+        self._queued += self._batched
+        self._handed += self._batched
+        self._batched = 0
+        if self._done():
+            self._running = asyncio.ensure_future(self._work())
+
+    async def _work(self) -> None:
+        """Feed the queued batches to the thread, in order, until none is left."""
+        try:
+            while self._queue:
+                batch = self._queue.popleft()
+                await self._run_batch(batch)
+                self._queued = max(0, self._queued - sum(len(chunk) for chunk in batch))
+                self._checked()
+        except BaseException:
+            self._queue.clear()  # a refusal (or a cancellation): the rest is not wanted
+            self._queued = 0
+            raise
+        finally:
+            self._checked()
+
+    def _checked(self) -> None:
+        """Wake a ``feed`` waiting for room; run the ``when_checked`` callbacks whose bytes are
+        checked (or given up)."""
+        self._progress.set()
+        done = self._handed - self._queued
+        ready = [callback for at, callback in self._waiters if at <= done]
+        self._waiters = [(at, callback) for at, callback in self._waiters if at > done]
+        for callback in ready:
+            callback()
 
     async def _run_batch(self, batch: list[bytes]) -> None:
         # A batch the pool interrupts for a lighter upload's job goes back in line for the rest.
