@@ -122,6 +122,24 @@ async def test_waiting_reservations_are_served_in_order_and_cancellable() -> Non
     assert budget.in_use == 0
 
 
+async def test_room_taken_without_waiting_never_overtakes_a_waiting_upload() -> None:
+    """``try_acquire`` (memory an upload can do without: a resumable check falling a part
+    behind) takes room only when it fits and nobody waits for it."""
+    budget = BufferBudget(10)
+    first = await budget.acquire(6)
+    assert budget.try_acquire(5) == 0  # does not fit
+    waiter = asyncio.ensure_future(budget.acquire(6))
+    await asyncio.sleep(0)
+    assert budget.try_acquire(3) == 0  # fits, but an upload waits
+    budget.release(first)
+    assert await waiter == 6
+    assert budget.try_acquire(3) == 3
+    assert budget.in_use == 9
+    budget.release(3)
+    budget.release(6)
+    assert budget.in_use == 0
+
+
 async def trickle(head: bytes, every: float, piece: bytes = b"x") -> AsyncIterator[bytes]:
     """``head``, then ``piece`` every ``every`` seconds for ever: a client that is slow, not
     silent (body_timeout, an idle timeout, never fires)."""

@@ -28,26 +28,13 @@ from gateway.errors import (
     UploadSuperseded,
 )
 from gateway.server.domain.resumable_finish import Authorize, Claim, Finisher
-from gateway.server.domain.resumable_stream import Filled, PartStream, gather
+from gateway.server.domain.resumable_stream import Filled, PartStream, gather, part_number
 from gateway.server.domain.resumable_verify import Carried, Verifier
 from gateway.server.domain.storage import ObjectStore
 from gateway.server.domain.upload_state import UploadStates
 from gateway.server.domain.uploads import BufferBudget
 
 log = logging.getLogger(__name__)
-
-# S3 numbers parts 1 to 10000.
-MAX_PART_NUMBER = 10_000
-
-
-def part_number(index: int, generation: int, max_size: int, part_size: int) -> int:
-    """S3's number for the ``index``-th part (from 0) written by ``generation``: ascending with
-    the index (completion lists parts in order, gaps allowed) and, within one index, different
-    for generations less than ``spread`` apart, so a stale writer's late part never replaces
-    the one a newer writer committed at that index."""
-    max_parts = -(-max_size // part_size) + 1
-    spread = max(1, MAX_PART_NUMBER // max_parts)
-    return index * spread + generation % spread + 1
 
 
 class ChunkCheck(Protocol):
@@ -145,13 +132,18 @@ class Append:
             elif self.received:
                 await self._save_tail()
         finally:
-            await self._settle()
-            if verifier is not None:
-                # Kept only if it saw exactly the committed bytes: a request cut after its last
-                # commit, or one whose chunk a checksum refused, leaves it behind.
-                self.s.carried.keep(state, verifier, self.committed)
-            if fed is not None:
-                fed()
+            try:
+                await self._settle()
+            finally:
+                self._let_go(verifier, fed)
+
+    def _let_go(self, verifier: Verifier | None, fed: Callable[[], None] | None) -> None:
+        if verifier is not None:
+            # Kept only if it saw exactly the committed bytes: a request cut after its last
+            # commit, or one whose chunk a checksum refused, leaves it behind.
+            self.s.carried.keep(self.state, verifier, self.committed)
+        if fed is not None:
+            fed()  # the room its check took is given back once the check catches up
 
     async def _consume(self, body: AsyncIterable[bytes]) -> None:
         state, size, verifier = self.state, self.state.part_size, self.verifier

@@ -6,6 +6,8 @@ body into one PUT: when the buffer is full, the part is stored or nearly, instea
 starting to go. The buffer keeps the bytes all the same: if the request stops first, the stream is
 cancelled (the store keeps no part of an unfinished one) and the bytes become the tail; if the
 store fails the stream, the part is sent again whole from the buffer, with the store's retries.
+
+Also here: the number S3 knows each part by (``part_number``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,18 @@ from gateway.server.domain.storage import ObjectStore
 
 # At most this many bytes of a part wait in memory to be sent, besides the part buffer's copy.
 AHEAD_BYTES = 1024 * 1024
+# S3 numbers parts 1 to 10000.
+MAX_PART_NUMBER = 10_000
+
+
+def part_number(index: int, generation: int, max_size: int, part_size: int) -> int:
+    """S3's number for the ``index``-th part (from 0) written by ``generation``: ascending with
+    the index (completion lists parts in order, gaps allowed) and, within one index, different
+    for generations less than ``spread`` apart, so a stale writer's late part never replaces
+    the one a newer writer committed at that index."""
+    max_parts = -(-max_size // part_size) + 1
+    spread = max(1, MAX_PART_NUMBER // max_parts)
+    return index * spread + generation % spread + 1
 
 
 class PartStream:
