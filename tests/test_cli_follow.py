@@ -25,6 +25,7 @@ import gateway.client.follow
 from gateway.__main__ import main
 from gateway.client.follow import DeploymentsApi, Follower, Printer
 from gateway.client.output import Reporter
+from gateway.server.adapters.deployments.records import RecordStore
 
 from .helpers import TOKEN, CliGateway, Gateway, Spawn
 
@@ -127,6 +128,29 @@ async def test_deploy_follows_to_success(
     lines = result.err.splitlines()
     assert lines.index("-----> building") < lines.index("Step 1/2: fetch")
     assert lines.index("Step 2/2: build") < lines.index("-----> success")
+
+
+async def test_deploy_prints_the_final_status_even_when_the_record_takes_it_late(
+    env: tuple[Gateway, Any, str],
+    deployer_for: Any,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record takes a status just after its event is in the log (here 0.5 s after, as a slow
+    S3 write would): the deployment printed at the end has the status the stream ended with."""
+    update = RecordStore.update
+
+    async def late(self: RecordStore, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.5)
+        return await update(self, *args, **kwargs)
+
+    monkeypatch.setattr(RecordStore, "update", late)
+    deployer_for(BAD)
+    result = await run_cli(capsys, "deploy", "--app", "my-app", "-q", str(archive(tmp_path)))
+    assert result.code == 1
+    assert json.loads(result.out)["deployment"]["status"] == "build-error"
+    assert "ended with build-error" in result.err
 
 
 async def test_deploy_that_fails_exits_1_naming_the_status_and_the_last_lines(

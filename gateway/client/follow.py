@@ -43,6 +43,9 @@ TAIL_LINES = 10
 MAX_RECONNECTS = 5
 FIRST_PAUSE = 1.0
 MAX_PAUSE = 10.0
+# The deployment's record takes its final status just after the event that says it is in the
+# log: read again (6 reads over about 3 s at most) until it shows the status the stream ended with.
+RECORD_LAG = RetryPolicy(attempts=6, base_delay=0.1, max_delay=1.0)
 # A stream is quiet between events but for a keep-alive every 15 s: silence for longer means the
 # connection is gone.
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
@@ -290,7 +293,10 @@ async def follow_to_end(
         # Ctrl-C: the one line says how to pick up again (the runner prints it).
         raise Interrupted(interrupted_hint(app, deployment_id)) from None
     path = fill(DEPLOYMENT, app=app, id=deployment_id)
-    answer = await api.get_json(path, "reading the deployment")
+    async for _ in RECORD_LAG.tries():
+        answer = await api.get_json(path, "reading the deployment")
+        if answer.get("deployment", {}).get("status") == status:
+            break
     if status == "success":
         return answer, None
     tail = "".join(f"\n  {line}" for line in printer.tail)
