@@ -115,6 +115,19 @@ def config_dict(moto_endpoint: str, bucket: str, port: int) -> dict[str, Any]:
     }
 
 
+# How long a test waits for the gateway to reach the state it checks before failing.
+SETTLE_SECONDS = 30
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds, at most ``SETTLE_SECONDS``: the gateway gets there."""
+    for _ in range(SETTLE_SECONDS * 50):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the gateway never got there")
+
+
 async def create_source(http: aiohttp.ClientSession, base_url: str) -> dict[str, Any]:
     """``POST /v1/sources`` on the gateway at ``base_url`` with ``TOKEN``: the new source."""
     headers = {"Authorization": f"Bearer {TOKEN}"}

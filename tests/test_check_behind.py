@@ -24,13 +24,11 @@ from gateway.server.domain.archive.check import ArchiveCheck
 from gateway.server.domain.archive.pool import CheckClock, CheckPool
 
 from .archives import Entry, file, tgz, zeros_and_noise
-from .helpers import StartGateway, stored
+from .helpers import SETTLE_SECONDS, StartGateway, stored, until
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # the smallest part S3 completes
 TUS = {"Tus-Resumable": "1.0.0"}
-# How long a test waits for the gateway to reach the state it checks before failing.
-SETTLE_SECONDS = 30
 
 
 @pytest.fixture
@@ -46,14 +44,6 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     monkeypatch.setattr(ArchiveCheck, "_feed_some", gated)
     yield opened
     opened.set()
-
-
-async def until(condition: Any) -> None:
-    for _ in range(SETTLE_SECONDS * 50):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the gateway never got there")
 
 
 async def tus_upload(http: aiohttp.ClientSession, upload_url: str, length: int) -> str:
@@ -143,6 +133,17 @@ def batches(data: bytes, size: int) -> list[bytes]:
     return [data[at : at + size] for at in range(0, len(data), size)]
 
 
+def behind_a_busy_thread(
+    pool: CheckPool, release: threading.Event, batch: int
+) -> tuple[asyncio.Future[Any], ArchiveCheck]:
+    """The pool's one thread busy until ``release``; a check of ``batch``-byte batches allowed
+    to fall four batches behind."""
+    blocker = asyncio.ensure_future(pool.run(CheckClock(), lambda: release.wait(SETTLE_SECONDS)))
+    check = ArchiveCheck("enforce", 2 * 1024**3, 10, batch=batch, pool=pool)
+    check.fall_behind(4 * batch)
+    return blocker, check
+
+
 async def test_a_check_falls_behind_by_what_it_is_allowed_and_no_more() -> None:
     """Allowed four batches, a check takes four while its thread is busy and waits at the
     fifth; ``when_checked`` calls back once what was handed over is checked; the facts are
@@ -153,9 +154,7 @@ async def test_a_check_falls_behind_by_what_it_is_allowed_and_no_more() -> None:
     release = threading.Event()
     checked: list[bool] = []
     try:
-        blocker = asyncio.ensure_future(pool.run(CheckClock(), lambda: release.wait(30)))
-        check = ArchiveCheck("enforce", 2 * 1024**3, 10, batch=batch, pool=pool)
-        check.fall_behind(4 * batch)
+        blocker, check = behind_a_busy_thread(pool, release, batch)
         chunks = batches(data, batch)
         assert len(chunks) > 5
         for chunk in chunks[:4]:
@@ -191,9 +190,7 @@ async def test_a_closed_check_lets_its_bytes_go() -> None:
     release = threading.Event()
     checked: list[bool] = []
     try:
-        blocker = asyncio.ensure_future(pool.run(CheckClock(), lambda: release.wait(30)))
-        check = ArchiveCheck("enforce", 2 * 1024**3, 10, batch=batch, pool=pool)
-        check.fall_behind(4 * batch)
+        blocker, check = behind_a_busy_thread(pool, release, batch)
         for chunk in batches(data, batch)[:3]:
             await asyncio.wait_for(check.feed(chunk), SETTLE_SECONDS)
         check.when_checked(lambda: checked.append(True))

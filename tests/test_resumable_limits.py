@@ -16,12 +16,10 @@ import pytest
 
 from gateway.server import keys
 
-from .helpers import SMALL_PART, Gateway, StartGateway, stored
+from .helpers import SETTLE_SECONDS, SMALL_PART, Gateway, StartGateway, stored, until
 
 DRAFT = {"Upload-Draft-Interop-Version": "9"}
 CHUNK = 16 * 1024
-# How long a test waits for the gateway to reach the state it checks before failing.
-SETTLE_SECONDS = 30
 
 
 async def gated(data: bytes, held_at: int, gate: asyncio.Event) -> AsyncIterator[bytes]:
@@ -79,14 +77,6 @@ async def patch_status(
             return resp.status, dict(resp.headers), answer
     except aiohttp.ClientError as exc:  # answered and closed while we still sent
         return 0, {}, {"error": repr(exc)}
-
-
-async def until(condition: Any) -> None:
-    for _ in range(SETTLE_SECONDS * 50):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the gateway never got there")
 
 
 @pytest.mark.usefixtures("atomic_conditional_writes")
