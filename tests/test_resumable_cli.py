@@ -36,8 +36,9 @@ from .helpers import SMALL_PART, TOKEN, Gateway, Spawn, StartGateway, stored
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 # Where the cut falls: two parts in, so the gateway has committed bytes to resume from.
 CUT_AFTER = 2 * SMALL_PART + 5000
-# A cut comes this long after the last byte let through: the gateway has committed the parts it
-# received (a request that follows at once claims the upload and ends the cut one's saving).
+# A cut comes this long after the last byte let through, so the gateway saves what it received
+# (a request that follows at once claims the upload and ends the cut one's saving); where a test
+# counts on parts being committed, the proxy waits for them in the bucket first (``until``).
 LINGER = 0.3
 # Cut connections after the first get this far: their requests' heads, no part.
 NO_PROGRESS = 2000
@@ -97,6 +98,8 @@ async def test_upload_resumes_after_cut_connections(
     (tmp_path / "a.tar.gz").write_bytes(data)
     async with proxy.running():
         source = await gateway.create_source(http)
+        # Each cut comes once the gateway has committed the two parts more it was sent.
+        proxy.until = lambda: parts_committed(s3, gateway, source) >= 2 * (proxy.dropped + 1)
         code, out, err = await cli(
             "sources", "upload", "-v", source["upload_url"], str(tmp_path / "a.tar.gz")
         )
@@ -151,8 +154,10 @@ async def test_gives_up_after_bounded_attempts_then_the_same_command_resumes(
     path.write_bytes(data)
     async with proxy.running():
         source = await gateway.create_source(http)
-        # Every connection is cut: the first two parts in, the next ones before a part is
-        # full, so they bring nothing new, and after MAX_ATTEMPTS of those the CLI gives up.
+        proxy.until = lambda: parts_committed(s3, gateway, source) >= 2
+        # Every connection is cut: the first once its two parts are in, the next ones before a
+        # part is full, so they bring nothing new, and after MAX_ATTEMPTS of those the CLI
+        # gives up.
         code, _, err = await cli("sources", "upload", source["upload_url"], str(path))
         assert code == 1
         attempts = resume_retry.MAX_ATTEMPTS
